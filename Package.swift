@@ -1,0 +1,48 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Targets depend one way: C libraries → kernels → formats/tokenizers → models → training →
+// distributed → CLI. Numeric targets are compiled with -Ounchecked in release builds: the hot
+// loops index raw pointers whose bounds are checked once, at the layer boundary.
+let fast: [SwiftSetting] = [
+    .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
+    .swiftLanguageMode(.v5),
+]
+let plain: [SwiftSetting] = [.swiftLanguageMode(.v5)]
+
+let package = Package(
+    name: "EmbedTune",
+    products: [
+        .executable(name: "embedtune", targets: ["embedtune"]),
+        .library(name: "EmbedTune", targets: ["EmbedTuneModels", "EmbedTuneDistributed"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
+        .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+
+        .target(name: "EmbedTuneKernels", dependencies: ["CBLAS"], swiftSettings: fast),
+        .target(name: "EmbedTuneFormats", dependencies: ["EmbedTuneKernels", "CZstd", "CSQLite"], swiftSettings: fast),
+        .target(name: "EmbedTuneTokenizers", dependencies: ["EmbedTuneFormats"], swiftSettings: fast),
+        .target(
+            name: "EmbedTuneModels",
+            dependencies: ["EmbedTuneKernels", "EmbedTuneFormats", "EmbedTuneTokenizers"],
+            swiftSettings: fast),
+        .target(name: "EmbedTuneDistributed", dependencies: ["CMPI"], swiftSettings: plain),
+        .executableTarget(
+            name: "embedtune",
+            dependencies: [
+                "EmbedTuneModels", "EmbedTuneDistributed",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: plain),
+        .testTarget(
+            name: "EmbedTuneTests",
+            dependencies: ["EmbedTuneModels", "EmbedTuneDistributed"],
+            swiftSettings: plain),
+    ]
+)

@@ -1,0 +1,64 @@
+import Foundation
+
+/// A 64-byte aligned, owned block of fp32 values. Parameters, activations and gradients live in
+/// a few of these; layers see raw pointers into them (llm.c style), never per-call allocations.
+public final class FloatBuffer: @unchecked Sendable {
+    public let pointer: UnsafeMutablePointer<Float>
+    public let count: Int
+
+    public init(count: Int, zeroed: Bool = true) {
+        self.count = count
+        let bytes = max(count, 1) * MemoryLayout<Float>.stride
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+        pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
+        if zeroed { pointer.initialize(repeating: 0, count: max(count, 1)) }
+    }
+
+    public convenience init(_ values: [Float]) {
+        self.init(count: values.count, zeroed: false)
+        values.withUnsafeBufferPointer { pointer.update(from: $0.baseAddress!, count: values.count) }
+    }
+
+    deinit { UnsafeMutableRawPointer(pointer).deallocate() }
+
+    public var array: [Float] { Array(UnsafeBufferPointer(start: pointer, count: count)) }
+}
+
+/// An n-dimensional row-major fp32 view into a `FloatBuffer`.
+public struct Tensor: @unchecked Sendable {
+    public let storage: FloatBuffer
+    public let offset: Int
+    public let shape: [Int]
+
+    public init(storage: FloatBuffer, offset: Int = 0, shape: [Int]) {
+        precondition(offset + shape.reduce(1, *) <= storage.count, "tensor view out of its buffer")
+        self.storage = storage
+        self.offset = offset
+        self.shape = shape
+    }
+
+    public init(zeros shape: [Int]) {
+        self.init(storage: FloatBuffer(count: shape.reduce(1, *)), shape: shape)
+    }
+
+    public init(shape: [Int], values: [Float]) {
+        precondition(shape.reduce(1, *) == values.count, "shape \(shape) does not hold \(values.count) values")
+        self.init(storage: FloatBuffer(values), shape: shape)
+    }
+
+    public var count: Int { shape.reduce(1, *) }
+    public var pointer: UnsafeMutablePointer<Float> { storage.pointer + offset }
+    public var array: [Float] { Array(UnsafeBufferPointer(start: pointer, count: count)) }
+
+    /// Rows `range` of the first dimension, as a view.
+    public func rows(_ range: Range<Int>) -> Tensor {
+        let rowSize = shape.dropFirst().reduce(1, *)
+        return Tensor(storage: storage, offset: offset + range.lowerBound * rowSize,
+                      shape: [range.count] + shape.dropFirst())
+    }
+
+    public func reshaped(_ newShape: [Int]) -> Tensor {
+        precondition(newShape.reduce(1, *) == count, "cannot reshape \(shape) to \(newShape)")
+        return Tensor(storage: storage, offset: offset, shape: newShape)
+    }
+}

@@ -1,0 +1,46 @@
+import EmbedTuneFormats
+import EmbedTuneKernels
+import Foundation
+
+/// A transformer that turns packed token sequences into final hidden states.
+public protocol Backbone: AnyObject {
+    var architecture: String { get }
+    var hiddenSize: Int { get }
+    var vocabularySize: Int { get }
+    var maxPositions: Int { get }
+    var parameterCount: Int { get }
+    /// A short description of the shape (layers, heads, …) for `info`.
+    var shapeSummary: String { get }
+    /// Final hidden states, (N, C) for the N tokens of `sequences` packed back to back.
+    /// The returned view is valid until the next call.
+    func forward(_ sequences: [[Int32]]) throws -> Tensor
+}
+
+public struct ModelInputError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Loads the backbone a model directory's config.json names.
+public func loadBackbone(_ dir: ModelDirectory) throws -> Backbone {
+    switch dir.modelType {
+    case "qwen3", "qwen2": return try QwenModel(directory: dir)
+    default:
+        throw FormatError(url: dir.url.appendingPathComponent("config.json"), item: "model_type",
+                          "unsupported architecture \"\(dir.modelType)\" (supported: qwen3, qwen2)")
+    }
+}
+
+extension Backbone {
+    func checkInputs(_ sequences: [[Int32]]) throws {
+        for (i, s) in sequences.enumerated() {
+            if s.isEmpty { throw ModelInputError("sequence \(i) is empty") }
+            if s.count > maxPositions {
+                throw ModelInputError("sequence \(i) has \(s.count) tokens, more than the model's \(maxPositions) positions")
+            }
+            if let bad = s.first(where: { $0 < 0 || Int($0) >= vocabularySize }) {
+                throw ModelInputError("sequence \(i) has token id \(bad) outside the model's vocabulary of \(vocabularySize)")
+            }
+        }
+    }
+}

@@ -1,0 +1,91 @@
+import EmbedTuneKernels
+import EmbedTuneTokenizers
+import Foundation
+
+/// Pools (N, C) packed hidden states into one (C) vector per sequence.
+/// hidden is (N, C); out is (S, C).
+public func pool(_ mode: PoolingConfig.Mode, hidden: UnsafePointer<Float>, batch: PackedBatch, c: Int,
+                 out: UnsafeMutablePointer<Float>) {
+    for s in 0..<batch.count {
+        let start = batch.offsets[s], len = batch.length(s), o = out + s * c
+        switch mode {
+        case .lastToken:
+            o.update(from: hidden + (start + len - 1) * c, count: c)
+        case .cls:
+            o.update(from: hidden + start * c, count: c)
+        case .mean, .meanSqrtLen:
+            o.initialize(repeating: 0, count: c)
+            for t in start..<(start + len) { addInPlace(o, hidden + t * c, count: c) }
+            let scale = 1 / (mode == .mean ? Float(len) : Float(len).squareRoot())
+            for i in 0..<c { o[i] *= scale }
+        case .max:
+            o.update(from: hidden + start * c, count: c)
+            for t in (start + 1)..<(start + len) { for i in 0..<c { o[i] = max(o[i], hidden[t * c + i]) } }
+        }
+    }
+}
+
+/// Text → embedding vectors: prompt/instruction, tokenizer, backbone, pooling, optional
+/// Matryoshka truncation, L2 normalisation.
+public final class Embedder {
+    public let directory: ModelDirectory
+    public let tokenizer: Tokenizer
+    public let backbone: Backbone
+
+    public init(directory: ModelDirectory) throws {
+        self.directory = directory
+        tokenizer = try directory.loadTokenizer()
+        backbone = try loadBackbone(directory)
+    }
+
+    public init(directory: ModelDirectory, tokenizer: Tokenizer, backbone: Backbone) {
+        self.directory = directory
+        self.tokenizer = tokenizer
+        self.backbone = backbone
+    }
+
+    /// Qwen3-Embedding's query format; documents get no instruction.
+    public static func instructionPrefix(_ task: String) -> String { "Instruct: \(task)\nQuery:" }
+
+    public struct Options {
+        public var maxLength = 512
+        public var batchSize = 32
+        /// Prepended to every text (an instruction or a sentence-transformers prompt).
+        public var prefix = ""
+        /// Matryoshka: keep the first `dimension` components, then renormalise.
+        public var dimension: Int?
+        public init() {}
+    }
+
+    /// Embeds `texts` in input order; `progress` gets the number done after each batch.
+    /// Returns a row-major (texts.count, dim) matrix.
+    public func embed(_ texts: [String], options: Options, progress: ((Int) -> Void)? = nil) throws -> (dim: Int, values: [Float]) {
+        let c = backbone.hiddenSize
+        let dim = options.dimension ?? c
+        guard dim > 0 && dim <= c else {
+            throw ModelInputError("--dim \(dim) must be between 1 and the model's \(c) dimensions")
+        }
+        var out = [Float](repeating: 0, count: texts.count * dim)
+        var pooled = [Float](repeating: 0, count: options.batchSize * c)
+        var done = 0
+        for start in stride(from: 0, to: texts.count, by: max(1, options.batchSize)) {
+            let chunk = Array(texts[start..<min(start + options.batchSize, texts.count)])
+            let ids = tokenizer.encodeBatch(chunk.map { options.prefix + $0 }, maxLength: options.maxLength)
+            let hidden = try backbone.forward(ids)
+            let batch = PackedBatch(lengths: ids.map(\.count))
+            pooled.withUnsafeMutableBufferPointer { p in
+                pool(directory.pooling, hidden: hidden.pointer, batch: batch, c: c, out: p.baseAddress!)
+                out.withUnsafeMutableBufferPointer { o in
+                    for s in 0..<chunk.count {
+                        let row = o.baseAddress! + (start + s) * dim
+                        row.update(from: p.baseAddress! + s * c, count: dim)
+                        if directory.normalize || options.dimension != nil { l2NormalizeRows(row, n: 1, c: dim) }
+                    }
+                }
+            }
+            done += chunk.count
+            progress?(done)
+        }
+        return (dim, out)
+    }
+}

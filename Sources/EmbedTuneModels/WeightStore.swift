@@ -1,0 +1,111 @@
+import EmbedTuneFormats
+import EmbedTuneKernels
+import Foundation
+
+/// The checkpoint tensors of a model directory: one model.safetensors, or shards listed by
+/// model.safetensors.index.json. Names are the checkpoint's literal keys.
+public final class WeightStore: @unchecked Sendable {
+    public let directory: URL
+    private var files: [String: SafetensorsFile] = [:]
+    /// Tensor name → shard file name.
+    public let index: [String: String]
+
+    public init(directory: URL) throws {
+        self.directory = directory
+        let fm = FileManager.default
+        let single = directory.appendingPathComponent("model.safetensors")
+        let indexURL = directory.appendingPathComponent("model.safetensors.index.json")
+        if fm.fileExists(atPath: single.path) {
+            let file = try SafetensorsFile(url: single)
+            files[single.lastPathComponent] = file
+            index = Dictionary(uniqueKeysWithValues: file.names.map { ($0, single.lastPathComponent) })
+        } else if fm.fileExists(atPath: indexURL.path) {
+            let json = try JSONValue.load(indexURL)
+            guard let map = json["weight_map"]?.object else {
+                throw FormatError(url: indexURL, item: "weight_map", "missing or not an object")
+            }
+            var index = [String: String]()
+            for (name, shard) in map {
+                guard let s = shard.string, !s.contains("/") else {
+                    throw FormatError(url: indexURL, item: "weight_map[\"\(name)\"]", "must name a shard file in this directory")
+                }
+                index[name] = s
+            }
+            for shard in Set(index.values) {
+                let url = directory.appendingPathComponent(shard)
+                guard fm.fileExists(atPath: url.path) else {
+                    throw FormatError(url: indexURL, item: "shard \"\(shard)\"", "listed in weight_map but missing")
+                }
+                let file = try SafetensorsFile(url: url)
+                files[shard] = file
+            }
+            for (name, shard) in index where files[shard]?.entries[name] == nil {
+                throw FormatError(file: directory.appendingPathComponent(shard).path, item: "tensor \"\(name)\"",
+                                  "listed in model.safetensors.index.json but missing from the shard")
+            }
+            self.index = index
+        } else {
+            throw FormatError(url: directory, "no model.safetensors or model.safetensors.index.json")
+        }
+    }
+
+    public var names: [String] { index.keys.sorted() }
+    public func contains(_ name: String) -> Bool { index[name] != nil }
+
+    public func entry(_ name: String) -> SafetensorsFile.Entry? {
+        guard let shard = index[name] else { return nil }
+        return files[shard]?.entries[name]
+    }
+
+    /// The dtype most weights are stored in (for `info`).
+    public var dominantDType: String {
+        var counts = [String: Int]()
+        for name in names { if let e = entry(name) { counts[e.dtype.rawValue, default: 0] += e.count } }
+        return counts.max { $0.value < $1.value }?.key ?? "none"
+    }
+
+    /// Copies tensor `name` as fp32 into `destination`, checking its shape.
+    public func read(_ name: String, shape: [Int], into destination: UnsafeMutablePointer<Float>) throws {
+        guard let shard = index[name], let file = files[shard], let e = file.entries[name] else {
+            let where_ = files.count == 1 ? files.values.first!.url.path : directory.appendingPathComponent("model.safetensors.index.json").path
+            throw FormatError(file: where_, item: "tensor \"\(name)\"", "missing")
+        }
+        guard e.shape == shape else {
+            throw FormatError(url: file.url, item: "tensor \"\(name)\"", "shape \(e.shape), expected \(shape)")
+        }
+        try file.read(e, into: destination)
+    }
+}
+
+/// All parameters of a model in one allocation; layers hold named `Tensor` views into it.
+/// The checkpoint → parameter mapping is recorded so it can be loaded or saved in one pass.
+public final class ParameterArena {
+    public private(set) var layout: [(name: String, shape: [Int], offset: Int)] = []
+    public private(set) var count = 0
+    public private(set) var storage = FloatBuffer(count: 0)
+
+    public init() {}
+
+    /// Reserves a slot; call `allocate()` once every slot is declared.
+    @discardableResult
+    public func declare(_ name: String, _ shape: [Int]) -> Int {
+        let offset = count
+        layout.append((name, shape, offset))
+        count += shape.reduce(1, *)
+        // Keep every tensor 64-byte aligned.
+        count = (count + 15) / 16 * 16
+        return offset
+    }
+
+    public func allocate() { storage = FloatBuffer(count: count) }
+
+    public func view(_ offset: Int, _ shape: [Int]) -> Tensor { Tensor(storage: storage, offset: offset, shape: shape) }
+
+    public func load(from store: WeightStore, checkpointName: (String) -> String = { $0 }) throws {
+        for slot in layout {
+            try store.read(checkpointName(slot.name), shape: slot.shape, into: storage.pointer + slot.offset)
+        }
+    }
+
+    public var parameterCount: Int { layout.reduce(0) { $0 + $1.shape.reduce(1, *) } }
+}

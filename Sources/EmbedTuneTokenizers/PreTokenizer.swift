@@ -1,0 +1,74 @@
+import EmbedTuneFormats
+import Foundation
+
+/// tokenizer.json `pre_tokenizer`: splits normalized text into pieces the model encodes
+/// independently. Pieces are scalar arrays to avoid re-indexing Strings.
+public protocol PreTokenizer: Sendable {
+    func split(_ pieces: [[Unicode.Scalar]]) -> [[Unicode.Scalar]]
+}
+
+/// `Split` with behavior Isolated: every match and every gap between matches is a piece.
+public struct SplitPreTokenizer: PreTokenizer, @unchecked Sendable {
+    public let pattern: SplitPattern
+    public func split(_ pieces: [[Unicode.Scalar]]) -> [[Unicode.Scalar]] {
+        var out = [[Unicode.Scalar]]()
+        for piece in pieces {
+            var cursor = 0
+            for r in pattern.matches(piece) {
+                if r.lowerBound > cursor { out.append(Array(piece[cursor..<r.lowerBound])) }
+                out.append(Array(piece[r]))
+                cursor = r.upperBound
+            }
+            if cursor < piece.count { out.append(Array(piece[cursor...])) }
+        }
+        return out
+    }
+}
+
+/// `ByteLevel`: optionally a GPT-2 regex split and a prefix space. The byte mapping itself is
+/// done by the byte-level BPE model, which works on UTF-8 bytes directly.
+public struct ByteLevelPreTokenizer: PreTokenizer {
+    public let addPrefixSpace: Bool
+    public let useRegex: Bool
+    public func split(_ pieces: [[Unicode.Scalar]]) -> [[Unicode.Scalar]] {
+        var pieces = pieces
+        if addPrefixSpace, let first = pieces.first, first.first != " " { pieces[0] = [" "] + first }
+        return useRegex ? SplitPreTokenizer(pattern: .gpt2).split(pieces) : pieces
+    }
+}
+
+public struct SequencePreTokenizer: PreTokenizer {
+    public let steps: [PreTokenizer]
+    public func split(_ pieces: [[Unicode.Scalar]]) -> [[Unicode.Scalar]] { steps.reduce(pieces) { $1.split($0) } }
+}
+
+public enum PreTokenizerFactory {
+    public static func make(_ json: JSONValue, path: String, file: String) throws -> PreTokenizer? {
+        if json.isNull { return nil }
+        guard let type = json["type"]?.string else {
+            throw TokenizerError(file: file, item: "\(path).type", "missing pre-tokenizer type")
+        }
+        switch type {
+        case "Split":
+            guard let source = json["pattern"]?["Regex"]?.string ?? json["pattern"]?["String"]?.string.map(NSRegularExpression.escapedPattern(for:)) else {
+                throw TokenizerError(file: file, item: "\(path).pattern", "missing Regex or String pattern")
+            }
+            let behavior = json["behavior"]?.string ?? "Isolated"
+            guard behavior == "Isolated", json["invert"]?.bool != true else {
+                throw TokenizerError(file: file, item: "\(path).behavior", "unsupported Split behavior \"\(behavior)\" (only Isolated, not inverted)")
+            }
+            do { return SplitPreTokenizer(pattern: try SplitPattern.from(source: source)) }
+            catch { throw TokenizerError(file: file, item: "\(path).pattern", "invalid regex: \(error)") }
+        case "ByteLevel":
+            return ByteLevelPreTokenizer(addPrefixSpace: json["add_prefix_space"]?.bool ?? false,
+                                         useRegex: json["use_regex"]?.bool ?? true)
+        case "Sequence":
+            let items = json["pretokenizers"]?.array ?? []
+            return SequencePreTokenizer(steps: try items.enumerated().compactMap {
+                try make($1, path: "\(path).pretokenizers[\($0)]", file: file)
+            })
+        default:
+            throw TokenizerError(file: file, item: "\(path).type", "unsupported pre-tokenizer type \"\(type)\"")
+        }
+    }
+}

