@@ -135,3 +135,12 @@ public func softmaxPrefix(_ row: UnsafeMutablePointer<Float>, valid: Int, len: I
     for j in 0..<valid { row[j] *= inv }
     for j in valid..<len { row[j] = 0 }
 }
+
+/// tanh-approximated GELU in place ("gelu_new", "gelu_pytorch_tanh"). x is (count).
+public func geluTanhForward(_ x: UnsafeMutablePointer<Float>, count: Int) {
+    let k: Float = 0.7978845608028654
+    for i in 0..<count {
+        let v = x[i]
+        x[i] = 0.5 * v * (1 + tanhf(k * (v + 0.044715 * v * v * v)))
+    }
+}

@@ -25,9 +25,10 @@ public struct ModelInputError: Error, CustomStringConvertible {
 public func loadBackbone(_ dir: ModelDirectory) throws -> Backbone {
     switch dir.modelType {
     case "qwen3", "qwen2": return try QwenModel(directory: dir)
+    case "bert", "xlm-roberta": return try BertModel(directory: dir)
     default:
         throw FormatError(url: dir.url.appendingPathComponent("config.json"), item: "model_type",
-                          "unsupported architecture \"\(dir.modelType)\" (supported: qwen3, qwen2)")
+                          "unsupported architecture \"\(dir.modelType)\" (supported: qwen3, qwen2, bert, xlm-roberta)")
     }
 }
 

@@ -48,13 +48,19 @@ public final class Embedder {
     public static func instructionPrefix(_ task: String) -> String { "Instruct: \(task)\nQuery:" }
 
     public struct Options {
-        public var maxLength = 512
+        /// Tokens per text, special tokens included; nil = the model's own limit
+        /// (sentence_bert_config.json's max_seq_length, else min(512, positions)).
+        public var maxLength: Int?
         public var batchSize = 32
         /// Prepended to every text (an instruction or a sentence-transformers prompt).
         public var prefix = ""
         /// Matryoshka: keep the first `dimension` components, then renormalise.
         public var dimension: Int?
         public init() {}
+    }
+
+    public func maxLength(_ options: Options) -> Int {
+        options.maxLength ?? min(directory.maxSequenceLength ?? 512, backbone.maxPositions)
     }
 
     /// Embeds `texts` in input order; `progress` gets the number done after each batch.
@@ -70,7 +76,7 @@ public final class Embedder {
         var done = 0
         for start in stride(from: 0, to: texts.count, by: max(1, options.batchSize)) {
             let chunk = Array(texts[start..<min(start + options.batchSize, texts.count)])
-            let ids = tokenizer.encodeBatch(chunk.map { options.prefix + $0 }, maxLength: options.maxLength)
+            let ids = tokenizer.encodeBatch(chunk.map { options.prefix + $0 }, maxLength: maxLength(options))
             let hidden = try backbone.forward(ids)
             let batch = PackedBatch(lengths: ids.map(\.count))
             pooled.withUnsafeMutableBufferPointer { p in

@@ -65,6 +65,7 @@ public struct ModelDirectory {
     public let hasSentenceTransformersFiles: Bool
 
     public static let decoderTypes: Set<String> = ["qwen3", "qwen2"]
+    public static let encoderTypes: Set<String> = ["bert", "xlm-roberta"]
 
     public init(_ url: URL) throws {
         self.url = url
@@ -125,11 +126,26 @@ public struct ModelDirectory {
 
     public var tokenizerURL: URL { url.appendingPathComponent("tokenizer.json") }
 
+    /// tokenizer.json, or for BERT-style models a bare vocab.txt (+ tokenizer_config.json's
+    /// do_lower_case).
     public func loadTokenizer() throws -> Tokenizer {
-        guard FileManager.default.fileExists(atPath: tokenizerURL.path) else {
-            throw FormatError(url: tokenizerURL, "missing (the model directory needs a tokenizer.json)")
+        let fm = FileManager.default
+        if fm.fileExists(atPath: tokenizerURL.path) { return try Tokenizer.load(tokenizerJSON: tokenizerURL) }
+        let vocabTxt = url.appendingPathComponent("vocab.txt")
+        if fm.fileExists(atPath: vocabTxt.path) {
+            let configURL = url.appendingPathComponent("tokenizer_config.json")
+            let config = fm.fileExists(atPath: configURL.path) ? try JSONValue.load(configURL) : .null
+            return try Tokenizer.loadBertVocab(vocabTxt, lowercase: config["do_lower_case"]?.bool ?? true,
+                                               stripAccents: config["strip_accents"]?.bool)
         }
-        return try Tokenizer.load(tokenizerJSON: tokenizerURL)
+        throw FormatError(url: tokenizerURL, "missing (the model directory needs a tokenizer.json or a vocab.txt)")
+    }
+
+    /// sentence_bert_config.json's max_seq_length: the truncation length sentence-transformers uses.
+    public var maxSequenceLength: Int? {
+        let u = url.appendingPathComponent("sentence_bert_config.json")
+        guard let json = try? JSONValue.load(u) else { return nil }
+        return json["max_seq_length"]?.int
     }
 
     /// Decodes config.json into a model's Codable configuration, with a clear error.

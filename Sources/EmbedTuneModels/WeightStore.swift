@@ -113,8 +113,10 @@ public final class ParameterArena {
 
     public func view(_ offset: Int, _ shape: [Int]) -> Tensor { Tensor(storage: storage, offset: offset, shape: shape) }
 
-    public func load(from store: TensorSource, checkpointName: (String) -> String = { $0 }) throws {
+    /// Reads every slot from `store`; names in `optional` may be absent (the slot stays zero).
+    public func load(from store: TensorSource, optional: Set<String> = [], checkpointName: (String) -> String = { $0 }) throws {
         for slot in layout {
+            if optional.contains(slot.name) && !store.contains(checkpointName(slot.name)) { continue }
             try store.read(checkpointName(slot.name), shape: slot.shape, into: storage.pointer + slot.offset)
         }
     }

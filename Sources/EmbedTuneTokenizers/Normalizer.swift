@@ -20,7 +20,7 @@ public struct UnicodeNormalizer: Normalizer {
 }
 
 public struct LowercaseNormalizer: Normalizer {
-    public func normalize(_ text: String) -> String { text.lowercased() }
+    public func normalize(_ text: String) -> String { lowercasedPerScalar(text) }
 }
 
 public struct SequenceNormalizer: Normalizer {
@@ -38,9 +38,17 @@ public struct StripNormalizer: Normalizer {
     }
 }
 
-public struct ReplaceNormalizer: Normalizer {
-    public let pattern: String, content: String
-    public func normalize(_ text: String) -> String { text.replacingOccurrences(of: pattern, with: content) }
+public struct ReplaceNormalizer: Normalizer, @unchecked Sendable {
+    public enum Pattern { case literal(String), regex(NSRegularExpression) }
+    public let pattern: Pattern, content: String
+    public func normalize(_ text: String) -> String {
+        switch pattern {
+        case .literal(let p): return text.replacingOccurrences(of: p, with: content)
+        case .regex(let re):
+            return re.stringByReplacingMatches(in: text, range: NSRange(text.startIndex..., in: text),
+                                               withTemplate: NSRegularExpression.escapedTemplate(for: content))
+        }
+    }
 }
 
 public struct PrependNormalizer: Normalizer {
@@ -64,10 +72,25 @@ public enum NormalizerFactory {
             return StripNormalizer(left: json["strip_left"]?.bool ?? true, right: json["strip_right"]?.bool ?? true)
         case "Prepend": return PrependNormalizer(prefix: json["prepend"]?.string ?? "")
         case "Replace":
-            guard let pattern = json["pattern"]?["String"]?.string else {
-                throw TokenizerError(file: file, item: "\(path).pattern", "only string patterns are supported in Replace")
+            let content = json["content"]?.string ?? ""
+            if let pattern = json["pattern"]?["String"]?.string { return ReplaceNormalizer(pattern: .literal(pattern), content: content) }
+            guard let source = json["pattern"]?["Regex"]?.string else {
+                throw TokenizerError(file: file, item: "\(path).pattern", "needs a String or Regex pattern")
             }
-            return ReplaceNormalizer(pattern: pattern, content: json["content"]?.string ?? "")
+            do { return ReplaceNormalizer(pattern: .regex(try NSRegularExpression(pattern: source)), content: content) }
+            catch { throw TokenizerError(file: file, item: "\(path).pattern", "invalid regex \"\(source)\"") }
+        case "BertNormalizer":
+            let lowercase = json["lowercase"]?.bool ?? true
+            return BertNormalizer(cleanText: json["clean_text"]?.bool ?? true,
+                                  handleChineseChars: json["handle_chinese_chars"]?.bool ?? true,
+                                  stripAccents: json["strip_accents"]?.bool ?? lowercase, lowercase: lowercase)
+        case "Precompiled":
+            guard let blob = json["precompiled_charsmap"]?.string else {
+                // An empty charsmap (some converted tokenizers) normalises nothing.
+                if json["precompiled_charsmap"]?.isNull ?? true { return nil }
+                throw TokenizerError(file: file, item: "\(path).precompiled_charsmap", "must be a base64 string")
+            }
+            return try PrecompiledNormalizer(base64: blob, file: file, path: path)
         case "Sequence":
             let items = json["normalizers"]?.array ?? []
             return SequenceNormalizer(normalizers: try items.enumerated().compactMap {

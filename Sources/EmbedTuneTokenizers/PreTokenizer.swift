@@ -4,13 +4,13 @@ import Foundation
 /// tokenizer.json `pre_tokenizer`: splits normalized text into pieces the model encodes
 /// independently. Pieces are scalar arrays to avoid re-indexing Strings.
 public protocol PreTokenizer: Sendable {
-    func split(_ pieces: [[Unicode.Scalar]]) -> [[Unicode.Scalar]]
+    func split(_ pieces: [[Unicode.Scalar]], isFirstSegment: Bool) -> [[Unicode.Scalar]]
 }
 
 /// `Split` with behavior Isolated: every match and every gap between matches is a piece.
 public struct SplitPreTokenizer: PreTokenizer, @unchecked Sendable {
     public let pattern: SplitPattern
-    public func split(_ pieces: [[Unicode.Scalar]]) -> [[Unicode.Scalar]] {
+    public func split(_ pieces: [[Unicode.Scalar]], isFirstSegment: Bool) -> [[Unicode.Scalar]] {
         var out = [[Unicode.Scalar]]()
         for piece in pieces {
             var cursor = 0
@@ -30,16 +30,16 @@ public struct SplitPreTokenizer: PreTokenizer, @unchecked Sendable {
 public struct ByteLevelPreTokenizer: PreTokenizer {
     public let addPrefixSpace: Bool
     public let useRegex: Bool
-    public func split(_ pieces: [[Unicode.Scalar]]) -> [[Unicode.Scalar]] {
+    public func split(_ pieces: [[Unicode.Scalar]], isFirstSegment: Bool) -> [[Unicode.Scalar]] {
         var pieces = pieces
         if addPrefixSpace, let first = pieces.first, first.first != " " { pieces[0] = [" "] + first }
-        return useRegex ? SplitPreTokenizer(pattern: .gpt2).split(pieces) : pieces
+        return useRegex ? SplitPreTokenizer(pattern: .gpt2).split(pieces, isFirstSegment: isFirstSegment) : pieces
     }
 }
 
 public struct SequencePreTokenizer: PreTokenizer {
     public let steps: [PreTokenizer]
-    public func split(_ pieces: [[Unicode.Scalar]]) -> [[Unicode.Scalar]] { steps.reduce(pieces) { $1.split($0) } }
+    public func split(_ pieces: [[Unicode.Scalar]], isFirstSegment: Bool) -> [[Unicode.Scalar]] { steps.reduce(pieces) { $1.split($0, isFirstSegment: isFirstSegment) } }
 }
 
 public enum PreTokenizerFactory {
@@ -62,6 +62,20 @@ public enum PreTokenizerFactory {
         case "ByteLevel":
             return ByteLevelPreTokenizer(addPrefixSpace: json["add_prefix_space"]?.bool ?? false,
                                          useRegex: json["use_regex"]?.bool ?? true)
+        case "BertPreTokenizer": return BertPreTokenizer()
+        case "WhitespaceSplit": return WhitespaceSplitPreTokenizer()
+        case "Metaspace":
+            let replacement = json["replacement"]?.string?.unicodeScalars.first ?? "\u{2581}"
+            var prepend = MetaspacePreTokenizer.Prepend.always
+            if let scheme = json["prepend_scheme"]?.string {
+                guard let p = MetaspacePreTokenizer.Prepend(rawValue: scheme) else {
+                    throw TokenizerError(file: file, item: "\(path).prepend_scheme", "unknown scheme \"\(scheme)\"")
+                }
+                prepend = p
+            } else if json["add_prefix_space"]?.bool == false {
+                prepend = .never
+            }
+            return MetaspacePreTokenizer(replacement: replacement, prepend: prepend, split: json["split"]?.bool ?? true)
         case "Sequence":
             let items = json["pretokenizers"]?.array ?? []
             return SequencePreTokenizer(steps: try items.enumerated().compactMap {

@@ -52,6 +52,14 @@ public final class Tokenizer: @unchecked Sendable {
     public let model: TokenizerModel
     public let postProcessor: TemplateProcessor?
     public let addedTokens: [AddedToken]
+    /// How ids turn back into text (tokenizer.json `decoder`).
+    public enum Decoder: Sendable {
+        case byteLevel
+        case wordPiece(prefix: String)
+        case metaspace(replacement: String)
+    }
+
+    public let decoder: Decoder
     public var paddingSide: Side
     public var padID: Int32
     public let source: String
@@ -62,8 +70,9 @@ public final class Tokenizer: @unchecked Sendable {
     private let addedByFirstScalar: [UInt32: [(scalars: [Unicode.Scalar], token: AddedToken)]]
 
     public init(normalizer: Normalizer?, preTokenizer: PreTokenizer?, model: TokenizerModel,
-                postProcessor: TemplateProcessor?, addedTokens: [AddedToken], paddingSide: Side, padID: Int32,
-                source: String) {
+                postProcessor: TemplateProcessor?, addedTokens: [AddedToken], decoder: Decoder = .byteLevel,
+                paddingSide: Side, padID: Int32, source: String) {
+        self.decoder = decoder
         self.normalizer = normalizer
         self.preTokenizer = preTokenizer
         self.model = model
@@ -95,7 +104,7 @@ public final class Tokenizer: @unchecked Sendable {
         for segment in splitOnAddedTokens(text) {
             switch segment {
             case .added(let t): ids.append(t.id)
-            case .text(let s): ids += encodePlain(s)
+            case .text(let s, let first): ids += encodePlain(s, isFirstSegment: first)
             }
         }
         let specials = addSpecialTokens ? specialTokensAdded : 0
@@ -129,29 +138,55 @@ public final class Tokenizer: @unchecked Sendable {
     }
 
     public func decode(_ ids: [Int32], skipSpecialTokens: Bool = false) -> String {
-        var bytes = [UInt8]()
+        var pieces = [[UInt8]]()
         for id in ids {
             if let added = addedByID[id] {
                 if skipSpecialTokens && added.special { continue }
-                bytes += Array(added.content.utf8)
+                pieces.append(Array(added.content.utf8))
             } else if let b = model.bytes(of: id) {
-                bytes += b
+                pieces.append(b)
             }
         }
-        return String(decoding: bytes, as: UTF8.self)
+        switch decoder {
+        case .byteLevel:
+            return String(decoding: pieces.flatMap { $0 }, as: UTF8.self)
+        case .wordPiece(let prefix):
+            var out = ""
+            for (i, p) in pieces.enumerated() {
+                let token = String(decoding: p, as: UTF8.self)
+                if token.hasPrefix(prefix) { out += token.dropFirst(prefix.count) }
+                else { out += (i == 0 ? "" : " ") + token }
+            }
+            return out
+        case .metaspace(let replacement):
+            // <0xXX> pieces (byte fallback) become raw bytes.
+            var bytes = [UInt8]()
+            for p in pieces {
+                if p.count == 6, p.starts(with: Array("<0x".utf8)), p.last == UInt8(ascii: ">"),
+                   let b = UInt8(String(decoding: p[3..<5], as: UTF8.self), radix: 16) {
+                    bytes.append(b)
+                } else {
+                    bytes += p
+                }
+            }
+            var text = String(decoding: bytes, as: UTF8.self).replacingOccurrences(of: replacement, with: " ")
+            if text.hasPrefix(" ") { text.removeFirst() }
+            return text
+        }
     }
 
     // MARK: stages
 
-    enum Segment { case text(String), added(AddedToken) }
+    /// A stretch of plain text (and whether it starts the whole text), or an added token.
+    enum Segment { case text(String, first: Bool), added(AddedToken) }
 
     /// Splits raw text on added tokens (leftmost-longest), honouring lstrip/rstrip.
     func splitOnAddedTokens(_ text: String) -> [Segment] {
-        if addedByFirstScalar.isEmpty { return [.text(text)] }
+        if addedByFirstScalar.isEmpty { return [.text(text, first: true)] }
         let s = Array(text.unicodeScalars)
         var out = [Segment](), plainStart = 0, i = 0
         func flush(_ end: Int) {
-            if end > plainStart { out.append(.text(String(String.UnicodeScalarView(s[plainStart..<end])))) }
+            if end > plainStart { out.append(.text(String(String.UnicodeScalarView(s[plainStart..<end])), first: plainStart == 0)) }
         }
         while i < s.count {
             var matched: (scalars: [Unicode.Scalar], token: AddedToken)?
@@ -174,10 +209,11 @@ public final class Tokenizer: @unchecked Sendable {
         return out
     }
 
-    func encodePlain(_ text: String) -> [Int32] {
+    func encodePlain(_ text: String, isFirstSegment: Bool) -> [Int32] {
         let normalized = normalizer?.normalize(text) ?? text
         if normalized.isEmpty { return [] }
-        let pieces = preTokenizer?.split([Array(normalized.unicodeScalars)]) ?? [Array(normalized.unicodeScalars)]
+        let scalars = Array(normalized.unicodeScalars)
+        let pieces = preTokenizer?.split([scalars], isFirstSegment: isFirstSegment) ?? [scalars]
         var ids = [Int32]()
         for p in pieces where !p.isEmpty { ids += model.encode(p) }
         return ids

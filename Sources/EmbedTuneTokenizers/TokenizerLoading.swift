@@ -53,6 +53,32 @@ extension Tokenizer {
             }
             model = try ByteLevelBPE.fromVocabulary(vocabulary, merges: merges,
                                                     ignoreMerges: modelJSON["ignore_merges"]?.bool ?? false, file: file)
+        case "WordPiece":
+            guard let vocab = modelJSON["vocab"]?.object else { throw TokenizerError(file: file, item: "model.vocab", "missing") }
+            var v = [String: Int32]()
+            for (k, id) in vocab {
+                guard let i = id.int, i >= 0 else { throw TokenizerError(file: file, item: "model.vocab[\"\(k)\"]", "id is not a non-negative integer") }
+                v[k] = Int32(i)
+                vocabulary[k] = i
+            }
+            model = try WordPiece(vocab: v, unkToken: modelJSON["unk_token"]?.string ?? "[UNK]",
+                                  prefix: modelJSON["continuing_subword_prefix"]?.string ?? "##",
+                                  maxInputCharsPerWord: modelJSON["max_input_chars_per_word"]?.int ?? 100, file: file)
+        case "Unigram":
+            guard let vocab = modelJSON["vocab"]?.array else { throw TokenizerError(file: file, item: "model.vocab", "missing") }
+            var pieces = [(String, Double)]()
+            pieces.reserveCapacity(vocab.count)
+            for (i, entry) in vocab.enumerated() {
+                guard let pair = entry.array, pair.count == 2, let piece = pair[0].string, let score = pair[1].double else {
+                    throw TokenizerError(file: file, item: "model.vocab[\(i)]", "expected [piece, score]")
+                }
+                pieces.append((piece, score))
+                if vocabulary[piece] == nil { vocabulary[piece] = i }
+            }
+            guard let unk = modelJSON["unk_id"]?.int else {
+                throw TokenizerError(file: file, item: "model.unk_id", "missing: a Unigram vocabulary needs an unknown piece")
+            }
+            model = try Unigram(pieces: pieces, unkID: unk, byteFallback: modelJSON["byte_fallback"]?.bool ?? false, file: file)
         default:
             throw TokenizerError(file: file, item: "model.type", "unsupported tokenizer model \"\(type)\"")
         }
@@ -62,6 +88,7 @@ extension Tokenizer {
                                               vocabulary: { addedIDs[$0] ?? vocabulary[$0].map(Int32.init) },
                                               path: "post_processor", file: file)
 
+        let decoder = try decoderKind(json["decoder"] ?? .null, model: type, file: file)
         var paddingSide = Side.right
         var padID = addedIDs["<|endoftext|>"] ?? addedIDs["[PAD]"] ?? addedIDs["<pad>"] ?? 0
         let configURL = configURL ?? url.deletingLastPathComponent().appendingPathComponent("tokenizer_config.json")
@@ -77,7 +104,27 @@ extension Tokenizer {
             if let padToken, let id = addedIDs[padToken] ?? vocabulary[padToken].map(Int32.init) { padID = id }
         }
         return Tokenizer(normalizer: normalizer, preTokenizer: preTokenizer, model: model, postProcessor: post,
-                         addedTokens: added, paddingSide: paddingSide, padID: padID, source: file)
+                         addedTokens: added, decoder: decoder, paddingSide: paddingSide, padID: padID, source: file)
+    }
+
+    /// The decoding rule tokenizer.json's `decoder` describes (defaulting by model type).
+    private static func decoderKind(_ json: JSONValue, model: String, file: String) throws -> Decoder {
+        func find(_ v: JSONValue) -> Decoder? {
+            switch v["type"]?.string {
+            case "ByteLevel": return .byteLevel
+            case "WordPiece": return .wordPiece(prefix: v["prefix"]?.string ?? "##")
+            case "Metaspace": return .metaspace(replacement: v["replacement"]?.string ?? "\u{2581}")
+            case "Replace" where v["pattern"]?["String"]?.string == "\u{2581}": return .metaspace(replacement: "\u{2581}")
+            case "Sequence": return (v["decoders"]?.array ?? []).lazy.compactMap(find).first
+            default: return nil
+            }
+        }
+        if let d = find(json) { return d }
+        switch model {
+        case "WordPiece": return .wordPiece(prefix: "##")
+        case "Unigram": return .metaspace(replacement: "\u{2581}")
+        default: return .byteLevel
+        }
     }
 
     private static func isByteLevel(_ json: JSONValue) -> Bool {
@@ -117,5 +164,27 @@ extension Tokenizer {
     /// tokenizer.json, or a .tiktoken rank file, by extension.
     public static func load(file url: URL) throws -> Tokenizer {
         url.pathExtension == "tiktoken" ? try loadTiktoken(url) : try load(tokenizerJSON: url)
+    }
+}
+
+extension Tokenizer {
+    /// A BERT WordPiece tokenizer from a bare vocab.txt (no tokenizer.json): BertNormalizer,
+    /// BertPreTokenizer, [CLS] $A [SEP].
+    public static func loadBertVocab(_ url: URL, lowercase: Bool, stripAccents: Bool? = nil) throws -> Tokenizer {
+        let vocab = try WordPiece.vocabulary(fromVocabTxt: url)
+        let model = try WordPiece(vocab: vocab, unkToken: "[UNK]", file: url.path)
+        var added = [AddedToken]()
+        for token in ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] {
+            if let id = vocab[token] { added.append(AddedToken(id: id, content: token, special: true)) }
+        }
+        guard let cls = vocab["[CLS]"], let sep = vocab["[SEP]"] else {
+            throw TokenizerError(url: url, "vocabulary lacks [CLS] or [SEP]")
+        }
+        return Tokenizer(normalizer: BertNormalizer(cleanText: true, handleChineseChars: true,
+                                                    stripAccents: stripAccents ?? lowercase, lowercase: lowercase),
+                         preTokenizer: BertPreTokenizer(), model: model,
+                         postProcessor: TemplateProcessor(single: [.special([cls]), .sequence, .special([sep])]),
+                         addedTokens: added, decoder: .wordPiece(prefix: "##"), paddingSide: .right,
+                         padID: vocab["[PAD]"] ?? 0, source: url.path)
     }
 }

@@ -20,7 +20,8 @@ struct EmbedCommand: ParsableCommand {
     @Option(help: "Output .npy file (float32, C order).") var output: String
     @Option(help: "JSONL field holding the text.") var field = "text"
     @Option(name: .customLong("batch-size"), help: "Texts per forward pass.") var batchSize = 32
-    @Option(name: .customLong("max-length"), help: "Maximum tokens per text, special tokens included.") var maxLength = 512
+    @Option(name: .customLong("max-length"), help: "Maximum tokens per text, special tokens included (default: the model's max_seq_length, else 512).")
+    var maxLength: Int?
     @Option(help: "Query instruction: texts become \"Instruct: TEXT\\nQuery:<text>\" (Qwen3-Embedding style).")
     var instruction: String?
     @Option(name: .customLong("prompt-name"), help: "A prompt from config_sentence_transformers.json, e.g. query.")
@@ -30,7 +31,7 @@ struct EmbedCommand: ParsableCommand {
 
     func validate() throws {
         guard batchSize > 0 else { throw ValidationError("--batch-size must be positive") }
-        guard maxLength > 1 else { throw ValidationError("--max-length must be at least 2") }
+        if let maxLength, maxLength < 2 { throw ValidationError("--max-length must be at least 2") }
         if instruction != nil && promptName != nil { throw ValidationError("use --instruction or --prompt-name, not both") }
         guard output.hasSuffix(".npy") else { throw ValidationError("--output must end in .npy") }
     }
