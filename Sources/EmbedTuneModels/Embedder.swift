@@ -56,6 +56,8 @@ public final class Embedder {
         public var prefix = ""
         /// Matryoshka: keep the first `dimension` components, then renormalise.
         public var dimension: Int?
+        /// Overrides the model's pooling (1_Pooling/config.json).
+        public var pooling: PoolingConfig.Mode?
         public init() {}
     }
 
@@ -80,7 +82,7 @@ public final class Embedder {
             let hidden = try backbone.forward(ids)
             let batch = PackedBatch(lengths: ids.map(\.count))
             pooled.withUnsafeMutableBufferPointer { p in
-                pool(directory.pooling, hidden: hidden.pointer, batch: batch, c: c, out: p.baseAddress!)
+                pool(options.pooling ?? directory.pooling, hidden: hidden.pointer, batch: batch, c: c, out: p.baseAddress!)
                 out.withUnsafeMutableBufferPointer { o in
                     for s in 0..<chunk.count {
                         let row = o.baseAddress! + (start + s) * dim

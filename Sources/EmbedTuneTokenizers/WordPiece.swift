@@ -82,11 +82,12 @@ public struct BertNormalizer: Normalizer {
     /// Rust's char::is_whitespace plus \t \n \r (already in it).
     static func isWhitespace(_ s: Unicode.Scalar) -> Bool { s.properties.isWhitespace }
 
-    /// Unicode "Other" categories (Cc, Cf, Cs, Co, Cn), except \t \n \r.
+    /// Unicode "Other" categories Cc, Cf, Cs, Co, except \t \n \r. Unassigned code points (Cn)
+    /// are kept, as HF's tables do.
     static func isControl(_ s: Unicode.Scalar) -> Bool {
         if s == "\t" || s == "\n" || s == "\r" { return false }
         switch s.properties.generalCategory {
-        case .control, .format, .surrogate, .privateUse, .unassigned: return true
+        case .control, .format, .surrogate, .privateUse: return true
         default: return false
         }
     }

@@ -1,4 +1,5 @@
 import EmbedTuneFormats
+import EmbedTuneTokenizers
 import Foundation
 import Testing
 
@@ -65,4 +66,20 @@ func readJSONLines(_ url: URL) throws -> [JSONValue] {
 func maxAbsDifference(_ a: [Float], _ b: [Float]) -> Float {
     precondition(a.count == b.count, "length \(a.count) vs \(b.count)")
     return zip(a, b).reduce(0) { max($0, abs($1.0 - $1.1)) }
+}
+
+/// Compares every reference line; returns the mismatches as readable strings.
+func tokenizerMismatches(_ tokenizer: Tokenizer, reference: URL) throws -> (checked: Int, failures: [String]) {
+    let lines = try readJSONLines(reference)
+    var failures = [String]()
+    for line in lines {
+        let text = line["text"]!.string!
+        let want = line["ids"]!.array!.map { Int32($0.int!) }
+        let wantBare = line["ids_no_special"]!.array!.map { Int32($0.int!) }
+        let got = tokenizer.encode(text), gotBare = tokenizer.encode(text, addSpecialTokens: false)
+        if got != want || gotBare != wantBare {
+            failures.append("\(text.debugDescription): got \(gotBare), want \(wantBare)")
+        }
+    }
+    return (lines.count, failures)
 }

@@ -5,26 +5,10 @@ import Testing
 
 @Suite("Byte-level BPE tokenizer")
 struct TokenizerTests {
-    /// Compares every reference line; returns the mismatches as readable strings.
-    func mismatches(_ tokenizer: Tokenizer, reference: URL) throws -> (checked: Int, failures: [String]) {
-        let lines = try readJSONLines(reference)
-        var failures = [String]()
-        for line in lines {
-            let text = line["text"]!.string!
-            let want = line["ids"]!.array!.map { Int32($0.int!) }
-            let wantBare = line["ids_no_special"]!.array!.map { Int32($0.int!) }
-            let got = tokenizer.encode(text), gotBare = tokenizer.encode(text, addSpecialTokens: false)
-            if got != want || gotBare != wantBare {
-                failures.append("\(text.debugDescription): got \(gotBare), want \(wantBare)")
-            }
-        }
-        return (lines.count, failures)
-    }
-
     @Test("ids equal Hugging Face's on the fixture tokenizer for every reference string")
     func fixtureTokenizerParity() throws {
         let tokenizer = try Tokenizer.load(tokenizerJSON: Paths.fixtures.appendingPathComponent("qwen-bpe/tokenizer.json"))
-        let (checked, failures) = try mismatches(tokenizer, reference: Paths.reference.appendingPathComponent("qwen_bpe_ids.jsonl"))
+        let (checked, failures) = try tokenizerMismatches(tokenizer, reference: Paths.reference.appendingPathComponent("qwen_bpe_ids.jsonl"))
         #expect(checked >= 200)
         #expect(failures.isEmpty, "\(failures.count) of \(checked) differ, e.g. \(failures.prefix(3))")
     }
@@ -35,7 +19,7 @@ struct TokenizerTests {
         #expect(tokenizer.encode("Hello, world!", addSpecialTokens: false) == [9707, 11, 1879, 0])
         #expect(tokenizer.encode("Hello, world!") == [9707, 11, 1879, 0, 151643])
         #expect(tokenizer.id(of: "<|endoftext|>") == 151643)
-        let (checked, failures) = try mismatches(tokenizer, reference: Paths.reference.appendingPathComponent("qwen_real_ids.jsonl"))
+        let (checked, failures) = try tokenizerMismatches(tokenizer, reference: Paths.reference.appendingPathComponent("qwen_real_ids.jsonl"))
         #expect(checked >= 200)
         #expect(failures.isEmpty, "\(failures.count) of \(checked) differ, e.g. \(failures.prefix(3))")
     }

