@@ -62,3 +62,35 @@ public struct Tensor: @unchecked Sendable {
         return Tensor(storage: storage, offset: offset, shape: newShape)
     }
 }
+
+/// Carves 64-byte aligned regions out of one growable buffer. Run the same layout code once to
+/// measure (`Arena.measure`) and once to hand out pointers; buffers are reused across calls.
+public final class ActivationArena: @unchecked Sendable {
+    private var buffer = FloatBuffer(count: 0)
+    private var cursor = 0
+    private var measuring = false
+
+    public init() {}
+
+    /// Runs `layout` to size the arena, grows it if needed, then runs it again for real.
+    public func layout<T>(_ body: (ActivationArena) -> T) -> T {
+        measuring = true
+        cursor = 0
+        _ = body(self)
+        let needed = cursor
+        measuring = false
+        if needed > buffer.count { buffer = FloatBuffer(count: needed, zeroed: false) }
+        cursor = 0
+        return body(self)
+    }
+
+    /// A region of `count` floats (meaningless while measuring).
+    public func take(_ count: Int) -> UnsafeMutablePointer<Float> {
+        let p = buffer.pointer + (measuring ? 0 : cursor)
+        cursor += (count + 15) / 16 * 16
+        return p
+    }
+
+    public var capacity: Int { buffer.count }
+    public var storage: FloatBuffer { buffer }
+}

@@ -54,7 +54,6 @@ public final class QwenModel: Backbone {
     let layers: [Layer]
     let finalNorm: Tensor    // (C)
     let rope: RotaryTable
-    private var ws = Workspace()
 
     /// One decoder block's weights; names are the checkpoint's keys under `layers.{i}.`.
     struct Layer {
@@ -148,84 +147,221 @@ public final class QwenModel: Backbone {
         rope = RotaryTable(headDim: d, theta: config.theta, maxPositions: config.maxPositionEmbeddings)
     }
 
-    /// Activation buffers, grown to the largest batch seen and reused across calls.
-    struct Workspace {
-        var capacityTokens = 0, capacityScores = 0
-        var residual = FloatBuffer(count: 0), normed = FloatBuffer(count: 0)
-        var q = FloatBuffer(count: 0), k = FloatBuffer(count: 0), v = FloatBuffer(count: 0)
-        var attention = FloatBuffer(count: 0), projected = FloatBuffer(count: 0)
-        var gate = FloatBuffer(count: 0), up = FloatBuffer(count: 0), scores = FloatBuffer(count: 0)
-        var positions = [Int32]()
+    // MARK: forward / backward
 
-        mutating func reserve(tokens n: Int, maxLength t: Int, config: QwenConfig) {
-            let c = config.hiddenSize, hd = config.numAttentionHeads * config.headSize
-            let kvd = config.kvHeads * config.headSize, inter = config.intermediateSize
-            if n > capacityTokens {
-                residual = FloatBuffer(count: n * c, zeroed: false); normed = FloatBuffer(count: n * c, zeroed: false)
-                q = FloatBuffer(count: n * hd, zeroed: false); attention = FloatBuffer(count: n * hd, zeroed: false)
-                k = FloatBuffer(count: n * kvd, zeroed: false); v = FloatBuffer(count: n * kvd, zeroed: false)
-                projected = FloatBuffer(count: n * c, zeroed: false)
-                gate = FloatBuffer(count: n * inter, zeroed: false); up = FloatBuffer(count: n * inter, zeroed: false)
-                capacityTokens = n
-            }
-            if t * t > capacityScores {
-                scores = FloatBuffer(count: t * t, zeroed: false)
-                capacityScores = t * t
-            }
+    /// Where one decoder block reads and writes. Inference shares one set for every layer and
+    /// works in place (aliases); training gives each layer its own, kept for the backward pass.
+    struct LayerActivations {
+        var xIn, xMid, xOut: UnsafeMutablePointer<Float>   // (N, C) residual stream
+        var rstd1, rstd2: UnsafeMutablePointer<Float>       // (N)
+        var xn1, xn2: UnsafeMutablePointer<Float>           // (N, C) normed inputs of attention / MLP
+        var qPre, kPre: UnsafeMutablePointer<Float>         // (N, H·D), (N, KV·D) projections before q/k norm
+        var qRstd, kRstd: UnsafeMutablePointer<Float>       // (N·H), (N·KV)
+        var q, k, v: UnsafeMutablePointer<Float>            // after norm and RoPE
+        var probs: UnsafeMutablePointer<Float>              // H·ΣT² (training) or T² scratch
+        var att: UnsafeMutablePointer<Float>                // (N, H·D) input of o_proj
+        var gate, up, act: UnsafeMutablePointer<Float>      // (N, I)
+        var loraU: [UnsafeMutablePointer<Float>]            // per module of `moduleNames`, (N, r)
+    }
+
+    /// The seven linear layers of a block, in a fixed order.
+    static let moduleNames = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                              "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+
+    /// (module path, in, out) of every linear layer, for LoRA targeting.
+    public var linearLayers: [(module: String, inFeatures: Int, outFeatures: Int)] {
+        let c = config.hiddenSize, hd = config.numAttentionHeads * config.headSize
+        let kvd = config.kvHeads * config.headSize, inter = config.intermediateSize
+        let shapes = [(c, hd), (c, kvd), (c, kvd), (hd, c), (c, inter), (c, inter), (inter, c)]
+        return (0..<config.numHiddenLayers).flatMap { i in
+            zip(Self.moduleNames, shapes).map { ("layers.\(i).\($0)", $1.0, $1.1) }
         }
     }
 
-    public func forward(_ sequences: [[Int32]]) throws -> Tensor {
+    private let arenaActivations = ActivationArena()
+    private var saved: (batch: PackedBatch, layers: [LayerActivations], xFinal: UnsafeMutablePointer<Float>,
+                        rstdFinal: UnsafeMutablePointer<Float>, hidden: UnsafeMutablePointer<Float>,
+                        scratch: UnsafeMutablePointer<Float>, dropped: UnsafeMutablePointer<Float>,
+                        grads: UnsafeMutablePointer<Float>, tokenSeeds: [UInt64], lora: LoRAContext?)?
+    private var positions = [Int32]()
+
+    public func forward(_ sequences: [[Int32]]) throws -> Tensor { try forward(sequences, lora: nil, keepActivations: false) }
+
+    /// The forward pass; with `keepActivations` every layer's activations are kept for `backward`.
+    /// With a LoRA context the adapter is applied to its target modules.
+    public func forward(_ sequences: [[Int32]], lora: LoRAContext?, keepActivations: Bool) throws -> Tensor {
         try checkInputs(sequences)
         let cfg = config
         let batch = PackedBatch(lengths: sequences.map(\.count))
         let n = batch.tokens, c = cfg.hiddenSize, d = cfg.headSize, h = cfg.numAttentionHeads, kv = cfg.kvHeads
-        let inter = cfg.intermediateSize, eps = Float(cfg.rmsNormEps)
-        ws.reserve(tokens: n, maxLength: batch.maxLength, config: cfg)
-        let x = ws.residual.pointer, xn = ws.normed.pointer
-        let q = ws.q.pointer, k = ws.k.pointer, v = ws.v.pointer, att = ws.attention.pointer
-        let proj = ws.projected.pointer, gate = ws.gate.pointer, up = ws.up.pointer
+        let inter = cfg.intermediateSize, eps = Float(cfg.rmsNormEps), train = keepActivations
+        let rank = lora?.adapter.config.r ?? 0
+        let probsPerLayer = train ? h * (0..<batch.count).reduce(0) { $0 + batch.length($1) * batch.length($1) }
+                                  : batch.maxLength * batch.maxLength
+        let maxIn = max(c, h * d, inter)
+
+        // Lay out every buffer of this pass in one reusable arena.
+        let plan = arenaActivations.layout { a -> ([LayerActivations], UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>,
+                                                   UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>,
+                                                   UnsafeMutablePointer<Float>) in
+            func block(_ xIn: UnsafeMutablePointer<Float>, shared: LayerActivations?) -> LayerActivations {
+                if let shared { return shared }
+                let qPre = a.take(n * h * d), kPre = a.take(n * kv * d)
+                let norms = cfg.hasQKNorm
+                let gate = a.take(n * inter)
+                return LayerActivations(
+                    xIn: xIn, xMid: train ? a.take(n * c) : xIn, xOut: xIn, rstd1: a.take(n), rstd2: a.take(n),
+                    xn1: a.take(n * c), xn2: train ? a.take(n * c) : a.take(0), qPre: qPre, kPre: kPre,
+                    qRstd: a.take(n * h), kRstd: a.take(n * kv),
+                    q: norms && train ? a.take(n * h * d) : qPre, k: norms && train ? a.take(n * kv * d) : kPre,
+                    v: a.take(n * kv * d), probs: a.take(probsPerLayer), att: a.take(n * h * d),
+                    gate: gate, up: a.take(n * inter), act: train ? a.take(n * inter) : gate,
+                    loraU: Self.moduleNames.map { _ in a.take(n * rank) })
+            }
+            let x0 = a.take(n * c)
+            var layers = [LayerActivations]()
+            if train {
+                var x = x0
+                for _ in 0..<cfg.numHiddenLayers {
+                    var l = block(x, shared: nil)
+                    let next = a.take(n * c)
+                    l.xOut = next
+                    layers.append(l)
+                    x = next
+                }
+            } else {
+                var l = block(x0, shared: nil)
+                l.xn2 = l.xn1
+                layers = Array(repeating: l, count: cfg.numHiddenLayers)
+            }
+            let xFinal = train ? layers.last!.xOut : x0
+            let proj = a.take(n * max(c, h * d)), hidden = a.take(n * c), rstdFinal = a.take(n)
+            let dropped = a.take(lora != nil && lora!.training && lora!.adapter.config.loraDropout > 0 ? n * maxIn : 0)
+            let grads = a.take(train ? n * (2 * c + 2 * h * d + 3 * kv * d + 3 * inter + rank) : 0)
+            return (layers, xFinal, proj, hidden, rstdFinal, dropped, grads)
+        }
+        let (acts, xFinal, proj, hidden, rstdFinal, dropped, gradScratch) = plan
 
         // Embedding lookup; positions restart at 0 for every sequence (no padding exists).
-        ws.positions.removeAll(keepingCapacity: true)
+        positions.removeAll(keepingCapacity: true)
+        var tokenSeeds = [UInt64]()
+        let x0 = acts[0].xIn
         var row = 0
-        for s in sequences {
+        for (si, s) in sequences.enumerated() {
             for (p, id) in s.enumerated() {
-                (x + row * c).update(from: embedTokens.pointer + Int(id) * c, count: c)
-                ws.positions.append(Int32(p))
+                (x0 + row * c).update(from: embedTokens.pointer + Int(id) * c, count: c)
+                positions.append(Int32(p))
+                if let lora, !lora.sequenceSeeds.isEmpty { tokenSeeds.append(mix64(lora.sequenceSeeds[si] ^ UInt64(p) &* 0x2545_F491_4F6C_DD1D)) }
                 row += 1
             }
         }
+        var context = lora
+        try tokenSeeds.withUnsafeBufferPointer { seeds in
+            if context != nil, !seeds.isEmpty { context!.tokenSeeds = seeds.baseAddress }
+            for (li, layer) in layers.enumerated() {
+                let t = acts[li]
+                func linear(_ m: Int, out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: Tensor, bias: Tensor?,
+                            inF: Int, outF: Int) {
+                    linearForward(out: out, inp: inp, weight: weight.pointer, bias: bias?.pointer, n: n, c: inF, oc: outF)
+                    if let ctx = context, let slot = ctx.adapter.slot("layers.\(li).\(Self.moduleNames[m])") {
+                        loraForward(out: out, x: inp, n: n, slot: slot, context: ctx, u: t.loraU[m], dropped: dropped)
+                    }
+                }
+                // Attention block: xMid = xIn + o_proj(attn(rope(norm(q)), rope(norm(k)), v)).
+                rmsnormForward(out: t.xn1, rstd: t.rstd1, inp: t.xIn, weight: layer.inputLayernorm.pointer, n: n, c: c, eps: eps)
+                linear(0, out: t.qPre, inp: t.xn1, weight: layer.qProj, bias: layer.qBias, inF: c, outF: h * d)
+                linear(1, out: t.kPre, inp: t.xn1, weight: layer.kProj, bias: layer.kBias, inF: c, outF: kv * d)
+                linear(2, out: t.v, inp: t.xn1, weight: layer.vProj, bias: layer.vBias, inF: c, outF: kv * d)
+                if let qNorm = layer.qNorm, let kNorm = layer.kNorm {
+                    // Per-head RMSNorm over D: (N·H, D) and (N·KV, D) rows.
+                    rmsnormForward(out: t.q, rstd: t.qRstd, inp: t.qPre, weight: qNorm.pointer, n: n * h, c: d, eps: eps)
+                    rmsnormForward(out: t.k, rstd: t.kRstd, inp: t.kPre, weight: kNorm.pointer, n: n * kv, c: d, eps: eps)
+                }
+                positions.withUnsafeBufferPointer { pos in
+                    ropeForward(x: t.q, positions: pos.baseAddress!, n: n, heads: h, table: rope)
+                    ropeForward(x: t.k, positions: pos.baseAddress!, n: n, heads: kv, table: rope)
+                }
+                attentionForward(out: t.att, probs: t.probs, keepProbs: train, q: t.q, k: t.k, v: t.v, batch: batch,
+                                 heads: h, kvHeads: kv, headDim: d, causal: true, scale: 1 / Float(d).squareRoot())
+                linear(3, out: proj, inp: t.att, weight: layer.oProj, bias: nil, inF: h * d, outF: c)
+                for i in 0..<(n * c) { t.xMid[i] = t.xIn[i] + proj[i] }
 
-        for layer in layers {
-            // Attention block: x += o_proj(attn(rope(norm(q)), rope(norm(k)), v)).
-            rmsnormForward(out: xn, inp: x, weight: layer.inputLayernorm.pointer, n: n, c: c, eps: eps)
-            linearForward(out: q, inp: xn, weight: layer.qProj.pointer, bias: layer.qBias?.pointer, n: n, c: c, oc: h * d)
-            linearForward(out: k, inp: xn, weight: layer.kProj.pointer, bias: layer.kBias?.pointer, n: n, c: c, oc: kv * d)
-            linearForward(out: v, inp: xn, weight: layer.vProj.pointer, bias: layer.vBias?.pointer, n: n, c: c, oc: kv * d)
-            if let qNorm = layer.qNorm, let kNorm = layer.kNorm {
-                // Per-head RMSNorm over D, in place: (N·H, D) and (N·KV, D) rows.
-                rmsnormForward(out: q, inp: q, weight: qNorm.pointer, n: n * h, c: d, eps: eps)
-                rmsnormForward(out: k, inp: k, weight: kNorm.pointer, n: n * kv, c: d, eps: eps)
+                // MLP block: xOut = xMid + down(silu(gate(norm(xMid))) · up(norm(xMid))).
+                rmsnormForward(out: t.xn2, rstd: t.rstd2, inp: t.xMid, weight: layer.postAttentionLayernorm.pointer, n: n, c: c, eps: eps)
+                linear(4, out: t.gate, inp: t.xn2, weight: layer.gateProj, bias: nil, inF: c, outF: inter)
+                linear(5, out: t.up, inp: t.xn2, weight: layer.upProj, bias: nil, inF: c, outF: inter)
+                swigluForward(out: t.act, gate: t.gate, up: t.up, count: n * inter)
+                linear(6, out: proj, inp: t.act, weight: layer.downProj, bias: nil, inF: inter, outF: c)
+                for i in 0..<(n * c) { t.xOut[i] = t.xMid[i] + proj[i] }
             }
-            ws.positions.withUnsafeBufferPointer { pos in
-                ropeForward(x: q, positions: pos.baseAddress!, n: n, heads: h, table: rope)
-                ropeForward(x: k, positions: pos.baseAddress!, n: n, heads: kv, table: rope)
-            }
-            attentionForward(out: att, probs: ws.scores.pointer, keepProbs: false, q: q, k: k, v: v, batch: batch,
-                             heads: h, kvHeads: kv, headDim: d, causal: true, scale: 1 / Float(d).squareRoot())
-            linearForward(out: proj, inp: att, weight: layer.oProj.pointer, bias: nil, n: n, c: h * d, oc: c)
-            addInPlace(x, proj, count: n * c)
-
-            // MLP block: x += down(silu(gate(norm(x))) · up(norm(x))).
-            rmsnormForward(out: xn, inp: x, weight: layer.postAttentionLayernorm.pointer, n: n, c: c, eps: eps)
-            linearForward(out: gate, inp: xn, weight: layer.gateProj.pointer, bias: nil, n: n, c: c, oc: inter)
-            linearForward(out: up, inp: xn, weight: layer.upProj.pointer, bias: nil, n: n, c: c, oc: inter)
-            swigluForward(out: gate, gate: gate, up: up, count: n * inter)
-            linearForward(out: proj, inp: gate, weight: layer.downProj.pointer, bias: nil, n: n, c: inter, oc: c)
-            addInPlace(x, proj, count: n * c)
         }
-        rmsnormForward(out: xn, inp: x, weight: finalNorm.pointer, n: n, c: c, eps: eps)
-        return Tensor(storage: ws.normed, shape: [n, c])
+        rmsnormForward(out: hidden, rstd: rstdFinal, inp: xFinal, weight: finalNorm.pointer, n: n, c: c, eps: eps)
+        saved = train ? (batch, acts, xFinal, rstdFinal, hidden, proj, dropped, gradScratch, tokenSeeds, lora) : nil
+        return Tensor(storage: arenaStorage, offset: hidden - arenaStorage.pointer, shape: [n, c])
+    }
+
+    private var arenaStorage: FloatBuffer { arenaActivations.storage }
+
+    /// Backward from dL/d(final hidden states) (N, C) of the last `forward(keepActivations: true)`;
+    /// accumulates LoRA gradients into the adapter's gradient buffer.
+    public func backward(dHidden: UnsafePointer<Float>) throws {
+        guard let s = saved, let lora = s.lora else { throw ModelInputError("backward needs a forward pass that kept activations, with an adapter") }
+        let cfg = config, batch = s.batch
+        let n = batch.tokens, c = cfg.hiddenSize, d = cfg.headSize, h = cfg.numAttentionHeads, kv = cfg.kvHeads
+        let inter = cfg.intermediateSize, rank = lora.adapter.config.r
+        // Gradient scratch, sized in forward: dx (residual), dxn, dq, datt, dk, dv, dkPre, dgate, dup, dact, du.
+        var g = s.grads
+        func take(_ count: Int) -> UnsafeMutablePointer<Float> { defer { g += count }; return g }
+        let dx = take(n * c), dxn = take(n * c), dq = take(n * h * d), datt = take(n * h * d)
+        let dk = take(n * kv * d), dv = take(n * kv * d), dkPre = take(n * kv * d), dqPre = dq
+        let dgate = take(n * inter), dup = take(n * inter), dact = take(n * inter), du = take(n * rank)
+
+        dx.initialize(repeating: 0, count: n * c)
+        rmsnormBackward(dinp: dx, dout: dHidden, inp: s.xFinal, weight: finalNorm.pointer, rstd: s.rstdFinal, n: n, c: c)
+        var context = lora
+        s.tokenSeeds.withUnsafeBufferPointer { seeds in
+            if !seeds.isEmpty { context.tokenSeeds = seeds.baseAddress }
+            for li in stride(from: layers.count - 1, through: 0, by: -1) {
+                let layer = layers[li], t = s.layers[li]
+                /// dinp (+)= dout·W, plus the LoRA path of module m.
+                func linearBack(_ m: Int, dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>,
+                                weight: Tensor, inF: Int, outF: Int, accumulate: Bool) {
+                    linearBackwardInput(dinp: dinp, dout: dout, weight: weight.pointer, n: n, c: inF, oc: outF, accumulate: accumulate)
+                    if let slot = context.adapter.slot("layers.\(li).\(Self.moduleNames[m])") {
+                        loraBackward(dx: dinp, dout: dout, x: inp, u: t.loraU[m], n: n, slot: slot, context: context, du: du,
+                                     dropped: s.dropped)
+                    }
+                }
+                // MLP: dx holds dL/dxOut, which is also dL/dxMid's residual share.
+                linearBack(6, dinp: dact, dout: dx, inp: t.act, weight: layer.downProj, inF: inter, outF: c, accumulate: false)
+                swigluBackward(dgate: dgate, dup: dup, dout: dact, gate: t.gate, up: t.up, count: n * inter)
+                linearBack(4, dinp: dxn, dout: dgate, inp: t.xn2, weight: layer.gateProj, inF: c, outF: inter, accumulate: false)
+                linearBack(5, dinp: dxn, dout: dup, inp: t.xn2, weight: layer.upProj, inF: c, outF: inter, accumulate: true)
+                rmsnormBackward(dinp: dx, dout: dxn, inp: t.xMid, weight: layer.postAttentionLayernorm.pointer, rstd: t.rstd2, n: n, c: c)
+                // Attention: dx now holds dL/dxMid.
+                linearBack(3, dinp: datt, dout: dx, inp: t.att, weight: layer.oProj, inF: h * d, outF: c, accumulate: false)
+                attentionBackward(dq: dq, dk: dk, dv: dv, dout: datt, q: t.q, k: t.k, v: t.v, probs: t.probs, scratch: s.scratch,
+                                  batch: batch, heads: h, kvHeads: kv, headDim: d, scale: 1 / Float(d).squareRoot())
+                positions.withUnsafeBufferPointer { pos in
+                    ropeBackward(dx: dq, positions: pos.baseAddress!, n: n, heads: h, table: rope)
+                    ropeBackward(dx: dk, positions: pos.baseAddress!, n: n, heads: kv, table: rope)
+                }
+                var dQ = UnsafePointer(dq), dK = UnsafePointer(dk)
+                if let qNorm = layer.qNorm, let kNorm = layer.kNorm {
+                    // dqPre overwrites dq's storage only after it has been read, row by row: use datt as staging.
+                    datt.initialize(repeating: 0, count: n * h * d)
+                    rmsnormBackward(dinp: datt, dout: dq, inp: t.qPre, weight: qNorm.pointer, rstd: t.qRstd, n: n * h, c: d)
+                    dqPre.update(from: datt, count: n * h * d)
+                    dkPre.initialize(repeating: 0, count: n * kv * d)
+                    rmsnormBackward(dinp: dkPre, dout: dk, inp: t.kPre, weight: kNorm.pointer, rstd: t.kRstd, n: n * kv, c: d)
+                    dQ = UnsafePointer(dqPre)
+                    dK = UnsafePointer(dkPre)
+                }
+                linearBack(0, dinp: dxn, dout: dQ, inp: t.xn1, weight: layer.qProj, inF: c, outF: h * d, accumulate: false)
+                linearBack(1, dinp: dxn, dout: dK, inp: t.xn1, weight: layer.kProj, inF: c, outF: kv * d, accumulate: true)
+                linearBack(2, dinp: dxn, dout: dv, inp: t.xn1, weight: layer.vProj, inF: c, outF: kv * d, accumulate: true)
+                rmsnormBackward(dinp: dx, dout: dxn, inp: t.xIn, weight: layer.inputLayernorm.pointer, rstd: t.rstd1, n: n, c: c)
+            }
+        }
     }
 }

@@ -1,0 +1,191 @@
+import EmbedTuneFormats
+import EmbedTuneKernels
+import Foundation
+
+/// LoRA hyper-parameters, named as PEFT's LoraConfig.
+public struct LoRAConfig: Codable, Equatable, Sendable {
+    public var r: Int
+    public var loraAlpha: Double
+    public var loraDropout: Double
+    public var targetModules: [String]
+    public var useRslora: Bool
+
+    public init(r: Int = 8, alpha: Double = 32, dropout: Double = 0, targetModules: [String], useRSLoRA: Bool = false) {
+        self.r = r
+        loraAlpha = alpha
+        loraDropout = dropout
+        self.targetModules = targetModules
+        useRslora = useRSLoRA
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case r, loraAlpha = "lora_alpha", loraDropout = "lora_dropout", targetModules = "target_modules", useRslora = "use_rslora"
+    }
+
+    /// PEFT's scaling: alpha / r, or alpha / √r with rsLoRA.
+    public var scale: Float { Float(useRslora ? loraAlpha / Double(r).squareRoot() : loraAlpha / Double(r)) }
+}
+
+/// One adapted linear layer: ΔW = scale · B · A with A (r, in) and B (out, r).
+public struct LoRASlot: Sendable {
+    public let module: String        // checkpoint path of the linear, e.g. "layers.0.self_attn.q_proj"
+    public let inFeatures: Int
+    public let outFeatures: Int
+    public let rank: Int
+    public let aOffset: Int          // into the adapter's flat parameter buffer
+    public let bOffset: Int
+    /// A stable number for the dropout stream of this layer.
+    public let site: UInt64
+}
+
+/// All LoRA weights of a model in one flat buffer, gradients in a mirror buffer: one all-reduce,
+/// one optimiser sweep, one checkpoint write.
+public final class LoRAAdapter {
+    public let config: LoRAConfig
+    public let slots: [LoRASlot]
+    public let params: FloatBuffer
+    public let grads: FloatBuffer
+    private let byModule: [String: Int]
+
+    public var scale: Float { config.scale }
+    public var parameterCount: Int { params.count }
+
+    /// Declares a slot for every linear whose module name matches a target (PEFT's rule: the
+    /// target equals the full module path or is a dot-separated suffix of it).
+    public init(config: LoRAConfig, linears: [(module: String, inFeatures: Int, outFeatures: Int)]) throws {
+        self.config = config
+        var slots = [LoRASlot](), offset = 0
+        for (i, l) in linears.enumerated() where LoRAAdapter.matches(l.module, targets: config.targetModules) {
+            let a = offset, b = offset + config.r * l.inFeatures
+            offset = b + l.outFeatures * config.r
+            slots.append(LoRASlot(module: l.module, inFeatures: l.inFeatures, outFeatures: l.outFeatures, rank: config.r,
+                                  aOffset: a, bOffset: b, site: UInt64(i + 1)))
+        }
+        guard !slots.isEmpty else {
+            let examples = Set(linears.map { $0.module.split(separator: ".").last.map(String.init) ?? $0.module }).sorted()
+            throw ModelInputError("target_modules \(config.targetModules) match no linear layer of this model (it has: \(examples.joined(separator: ", ")))")
+        }
+        self.slots = slots
+        params = FloatBuffer(count: offset)
+        grads = FloatBuffer(count: offset)
+        byModule = Dictionary(uniqueKeysWithValues: slots.enumerated().map { ($1.module, $0) })
+    }
+
+    public static func matches(_ module: String, targets: [String]) -> Bool {
+        targets.contains { module == $0 || module.hasSuffix("." + $0) }
+    }
+
+    public func slot(_ module: String) -> LoRASlot? { byModule[module].map { slots[$0] } }
+
+    public func a(_ s: LoRASlot) -> UnsafeMutablePointer<Float> { params.pointer + s.aOffset }
+    public func b(_ s: LoRASlot) -> UnsafeMutablePointer<Float> { params.pointer + s.bOffset }
+    public func gradA(_ s: LoRASlot) -> UnsafeMutablePointer<Float> { grads.pointer + s.aOffset }
+    public func gradB(_ s: LoRASlot) -> UnsafeMutablePointer<Float> { grads.pointer + s.bOffset }
+
+    /// PEFT's default initialisation: A ~ Kaiming-uniform(a = √5) = U(−1/√in, 1/√in), B = 0.
+    public func initialize<G: RandomNumberGenerator>(using rng: inout G) {
+        for s in slots {
+            let bound = 1 / Float(s.inFeatures).squareRoot()
+            let a = self.a(s)
+            for i in 0..<(s.rank * s.inFeatures) { a[i] = Float.random(in: -bound..<bound, using: &rng) }
+            b(s).initialize(repeating: 0, count: s.outFeatures * s.rank)
+        }
+    }
+
+    public func zeroGrads() { grads.pointer.initialize(repeating: 0, count: grads.count) }
+}
+
+// MARK: deterministic dropout
+
+/// Counter-based randomness: the dropout mask of element j of token t at layer `site` depends
+/// only on (token seed, site, j). A text embeds identically whether it is recomputed (GradCache),
+/// batched with others, or on another rank.
+@inline(__always)
+public func mix64(_ x: UInt64) -> UInt64 {
+    var z = x &+ 0x9E37_79B9_7F4A_7C15
+    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+    return z ^ (z >> 31)
+}
+
+/// out = dropout(inp) with keep probability 1 − p, inverted scaling. inp, out are (N, C);
+/// tokenSeeds is (N).
+public func dropoutForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, n: Int, c: Int, p: Float,
+                           tokenSeeds: UnsafePointer<UInt64>, site: UInt64) {
+    let threshold = UInt64(Double(p) * Double(UInt64.max))
+    let scale = 1 / (1 - p)
+    for t in 0..<n {
+        let base = mix64(tokenSeeds[t] ^ (site &* 0xD6E8_FEB8_6659_FD93))
+        let x = inp + t * c, o = out + t * c
+        for j in 0..<c { o[j] = mix64(base &+ UInt64(j)) < threshold ? 0 : x[j] * scale }
+    }
+}
+
+// MARK: LoRA-augmented linear
+
+/// How a forward pass applies an adapter: which one, whether dropout is live, and the per-text
+/// seeds its dropout masks derive from.
+public struct LoRAContext {
+    public let adapter: LoRAAdapter
+    public let training: Bool
+    /// One seed per sequence of the batch (dropout masks are a function of it and the position).
+    public let sequenceSeeds: [UInt64]
+    var tokenSeeds: UnsafePointer<UInt64>?
+
+    public init(adapter: LoRAAdapter, training: Bool, sequenceSeeds: [UInt64] = []) {
+        self.adapter = adapter
+        self.training = training
+        self.sequenceSeeds = sequenceSeeds
+    }
+
+    var dropout: Float { training && tokenSeeds != nil ? Float(adapter.config.loraDropout) : 0 }
+}
+
+/// out += scale · (dropout(x) · Aᵀ) · Bᵀ; saves u = dropout(x)·Aᵀ (N, r) when `saveU` is given.
+/// x is (N, in), out is (N, out); `dropped` is (N, in) scratch used when dropout is on.
+public func loraForward(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, n: Int, slot s: LoRASlot,
+                        context: LoRAContext, u: UnsafeMutablePointer<Float>, dropped: UnsafeMutablePointer<Float>) {
+    let adapter = context.adapter
+    var input = x
+    if context.dropout > 0, let seeds = context.tokenSeeds {
+        dropoutForward(out: dropped, inp: x, n: n, c: s.inFeatures, p: context.dropout, tokenSeeds: seeds, site: s.site)
+        input = UnsafePointer(dropped)
+    }
+    sgemm(transB: true, m: n, n: s.rank, k: s.inFeatures, a: input, lda: s.inFeatures, b: adapter.a(s), ldb: s.inFeatures,
+          c: u, ldc: s.rank)
+    sgemm(transB: true, m: n, n: s.outFeatures, k: s.rank, alpha: adapter.scale, a: u, lda: s.rank, b: adapter.b(s),
+          ldb: s.rank, beta: 1, c: out, ldc: s.outFeatures)
+}
+
+/// LoRA backward: dB += s·doutᵀ·u, du = s·dout·B, dA += duᵀ·dropout(x), dx += dropout'(du·A).
+/// dout is (N, out), x and dx are (N, in), u and du (N, r); `dropped` (N, in) scratch.
+public func loraBackward(dx: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, x: UnsafePointer<Float>,
+                         u: UnsafePointer<Float>, n: Int, slot s: LoRASlot, context: LoRAContext,
+                         du: UnsafeMutablePointer<Float>, dropped: UnsafeMutablePointer<Float>) {
+    let adapter = context.adapter, scale = adapter.scale
+    sgemm(transA: true, m: s.outFeatures, n: s.rank, k: n, alpha: scale, a: dout, lda: s.outFeatures, b: u, ldb: s.rank,
+          beta: 1, c: adapter.gradB(s), ldc: s.rank)
+    sgemm(m: n, n: s.rank, k: s.outFeatures, alpha: scale, a: dout, lda: s.outFeatures, b: adapter.b(s), ldb: s.rank,
+          c: du, ldc: s.rank)
+    let dropping = context.dropout > 0 && context.tokenSeeds != nil
+    var input = x
+    if dropping {
+        dropoutForward(out: dropped, inp: x, n: n, c: s.inFeatures, p: context.dropout, tokenSeeds: context.tokenSeeds!,
+                       site: s.site)
+        input = UnsafePointer(dropped)
+    }
+    sgemm(transA: true, m: s.rank, n: s.inFeatures, k: n, a: du, lda: s.rank, b: input, ldb: s.inFeatures, beta: 1,
+          c: adapter.gradA(s), ldc: s.inFeatures)
+    if dropping {
+        // d(dropped) = du·A, then through the same mask: d x = mask ⊙ d(dropped) / keep.
+        sgemm(m: n, n: s.inFeatures, k: s.rank, a: du, lda: s.rank, b: adapter.a(s), ldb: s.inFeatures, c: dropped,
+              ldc: s.inFeatures)
+        // The same mask and 1/keep scale, applied to the gradient.
+        dropoutForward(out: dropped, inp: dropped, n: n, c: s.inFeatures, p: context.dropout,
+                       tokenSeeds: context.tokenSeeds!, site: s.site)
+        addInPlace(dx, dropped, count: n * s.inFeatures)
+    } else {
+        sgemm(m: n, n: s.inFeatures, k: s.rank, a: du, lda: s.rank, b: adapter.a(s), ldb: s.inFeatures, beta: 1, c: dx,
+              ldc: s.inFeatures)
+    }
+}
