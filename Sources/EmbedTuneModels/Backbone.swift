@@ -45,3 +45,15 @@ extension Backbone {
         }
     }
 }
+
+/// A backbone that can carry a LoRA adapter and backpropagate into it.
+public protocol TrainableBackbone: AnyObject {
+    /// (module path, in, out) of every linear layer LoRA may target.
+    var linearLayers: [(module: String, inFeatures: Int, outFeatures: Int)] { get }
+    /// PEFT-style short names of the linears a LoRA targets by default (all of them).
+    var defaultTargetModules: [String] { get }
+    func forward(_ sequences: [[Int32]], lora: LoRAContext?, keepActivations: Bool) throws -> Tensor
+    /// Backward from dL/d(final hidden states) of the last forward that kept activations;
+    /// accumulates into the adapter's gradients.
+    func backward(dHidden: UnsafePointer<Float>) throws
+}

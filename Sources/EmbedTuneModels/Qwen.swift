@@ -47,7 +47,7 @@ public struct QwenConfig: Codable, Sendable {
 
 /// Qwen3 / Qwen2 decoder (RMSNorm, RoPE, grouped-query causal attention, SwiGLU MLP) used as an
 /// embedding backbone: the caller pools the last token.
-public final class QwenModel: Backbone {
+public final class QwenModel: Backbone, TrainableBackbone {
     public let config: QwenConfig
     public let arena = ParameterArena()
     let embedTokens: Tensor  // (V, C)
@@ -167,6 +167,8 @@ public final class QwenModel: Backbone {
     /// The seven linear layers of a block, in a fixed order.
     static let moduleNames = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                               "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+
+    public var defaultTargetModules: [String] { ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] }
 
     /// (module path, in, out) of every linear layer, for LoRA targeting.
     public var linearLayers: [(module: String, inFeatures: Int, outFeatures: Int)] {

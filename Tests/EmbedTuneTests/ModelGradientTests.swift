@@ -1,0 +1,60 @@
+import EmbedTuneKernels
+import EmbedTuneModels
+import Foundation
+import Testing
+
+/// Whole-model gradient check: L = Σ hidden ⊙ R through every layer, against central
+/// differences along random directions in LoRA parameter space (loss in Double).
+func loraGradientError(model: Backbone & TrainableBackbone, sequences: [[Int32]], dropout: Double = 0) throws -> Double {
+    let adapter = try LoRAAdapter(config: LoRAConfig(r: 4, alpha: 8, dropout: dropout, targetModules: model.defaultTargetModules),
+                                  linears: model.linearLayers)
+    var rng = SeededGenerator(seed: 11)
+    // Non-zero B so gradients reach A too.
+    for i in 0..<adapter.params.count { adapter.params.pointer[i] = Float.random(in: -0.2...0.2, using: &rng) }
+    let seeds: [UInt64] = sequences.indices.map { UInt64($0) * 77 + 5 }
+    let context = LoRAContext(adapter: adapter, training: true, sequenceSeeds: seeds)
+    let n = sequences.reduce(0) { $0 + $1.count } * model.hiddenSize
+    let r = (0..<n).map { _ in Float.random(in: -1...1, using: &rng) }
+    func loss() throws -> Double {
+        let hidden = try model.forward(sequences, lora: context, keepActivations: false)
+        return zip(hidden.array, r).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+    }
+    _ = try model.forward(sequences, lora: context, keepActivations: true)
+    adapter.zeroGrads()
+    try r.withUnsafeBufferPointer { try model.backward(dHidden: $0.baseAddress!) }
+    let grad = adapter.grads.array
+    let theta = adapter.params.array
+    var worst = 0.0
+    let h: Float = 1e-2
+    for _ in 0..<3 {
+        let v = (0..<theta.count).map { _ in Float.random(in: -1...1, using: &rng) }
+        for i in theta.indices { adapter.params.pointer[i] = theta[i] + h * v[i] }
+        let plus = try loss()
+        for i in theta.indices { adapter.params.pointer[i] = theta[i] - h * v[i] }
+        let minus = try loss()
+        for i in theta.indices { adapter.params.pointer[i] = theta[i] }
+        let numeric = (plus - minus) / (2 * Double(h))
+        let analytic = zip(grad, v).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+        worst = max(worst, abs(numeric - analytic) / max(abs(numeric), abs(analytic), 1e-3))
+    }
+    return worst
+}
+
+@Suite("Whole-model LoRA gradients (finite differences)", .serialized)
+struct ModelGradientTests {
+    static let sequences: [[Int32]] = [[5, 17, 300, 42, 7, 1500], [9, 8, 1500], [100, 200, 300, 400, 500, 600, 700, 1500]]
+
+    @Test("Qwen3 and Qwen2 LoRA gradients through every layer match finite differences", arguments: ["tiny-qwen3", "tiny-qwen2"])
+    func qwen(_ name: String) throws {
+        let model = try loadBackbone(ModelDirectory(Paths.fixtures.appendingPathComponent(name))) as! Backbone & TrainableBackbone
+        let err = try loraGradientError(model: model, sequences: Self.sequences)
+        #expect(err < 5e-3, "relative error \(err)")
+    }
+
+    @Test("with LoRA dropout the masks are replayed exactly in backward")
+    func dropout() throws {
+        let model = try loadBackbone(ModelDirectory(Paths.fixtures.appendingPathComponent("tiny-qwen3"))) as! Backbone & TrainableBackbone
+        let err = try loraGradientError(model: model, sequences: Self.sequences, dropout: 0.3)
+        #expect(err < 5e-3, "relative error \(err)")
+    }
+}
