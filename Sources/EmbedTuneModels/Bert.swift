@@ -33,7 +33,7 @@ public struct BertConfig: Codable, Sendable {
 
 /// BERT / XLM-RoBERTa encoder: learned absolute positions, token-type embeddings, post-LayerNorm
 /// blocks, bidirectional attention, GELU MLP. The caller pools (mean, CLS, …).
-public final class BertModel: Backbone {
+public final class BertModel: Backbone, TrainableBackbone {
     public enum Activation: String { case gelu, geluTanh = "gelu_new", relu }
 
     public let config: BertConfig
@@ -42,7 +42,6 @@ public final class BertModel: Backbone {
     let wordEmbeddings, positionEmbeddings, tokenTypeEmbeddings: Tensor  // (V, C), (P, C), (T, C)
     let embeddingNormWeight, embeddingNormBias: Tensor                   // (C)
     let layers: [Layer]
-    private var ws = Workspace()
 
     /// One encoder block; names are the checkpoint's keys under `encoder.layer.{i}.`.
     struct Layer {
@@ -125,70 +124,186 @@ public final class BertModel: Backbone {
         }
     }
 
-    struct Workspace {
-        var capacityTokens = 0, capacityScores = 0
-        var x = FloatBuffer(count: 0), q = FloatBuffer(count: 0), k = FloatBuffer(count: 0), v = FloatBuffer(count: 0)
-        var attention = FloatBuffer(count: 0), projected = FloatBuffer(count: 0), hidden = FloatBuffer(count: 0)
-        var scores = FloatBuffer(count: 0)
+    // MARK: forward / backward
 
-        mutating func reserve(tokens n: Int, maxLength t: Int, c: Int, inter: Int) {
-            if n > capacityTokens {
-                for kp in [\Workspace.x, \.q, \.k, \.v, \.attention, \.projected] { self[keyPath: kp] = FloatBuffer(count: n * c, zeroed: false) }
-                hidden = FloatBuffer(count: n * inter, zeroed: false)
-                capacityTokens = n
-            }
-            if t * t > capacityScores { scores = FloatBuffer(count: t * t, zeroed: false); capacityScores = t * t }
+    /// One encoder block's activations (training: per layer; inference: shared and aliased).
+    struct LayerActivations {
+        var xIn, x1, xOut: UnsafeMutablePointer<Float>       // (N, C): block input, after LN1, after LN2
+        var y1, y2: UnsafeMutablePointer<Float>              // (N, C): LayerNorm inputs (residual sums)
+        var mean1, rstd1, mean2, rstd2: UnsafeMutablePointer<Float>  // (N)
+        var q, k, v, att: UnsafeMutablePointer<Float>        // (N, C)
+        var probs: UnsafeMutablePointer<Float>               // H·ΣT² (training) or T² scratch
+        var hPre, act: UnsafeMutablePointer<Float>           // (N, I)
+        var loraU: [UnsafeMutablePointer<Float>]             // per module of `moduleNames`, (N, r)
+    }
+
+    static let moduleNames = ["attention.self.query", "attention.self.key", "attention.self.value",
+                              "attention.output.dense", "intermediate.dense", "output.dense"]
+
+    public var defaultTargetModules: [String] { ["query", "key", "value", "dense"] }
+
+    public var linearLayers: [(module: String, inFeatures: Int, outFeatures: Int)] {
+        let c = config.hiddenSize, inter = config.intermediateSize
+        let shapes = [(c, c), (c, c), (c, c), (c, c), (c, inter), (inter, c)]
+        return (0..<config.numHiddenLayers).flatMap { i in
+            zip(Self.moduleNames, shapes).map { ("encoder.layer.\(i).\($0)", $1.0, $1.1) }
         }
     }
 
-    public func forward(_ sequences: [[Int32]]) throws -> Tensor {
+    private let activations = ActivationArena()
+    private var saved: (batch: PackedBatch, layers: [LayerActivations], scratch: UnsafeMutablePointer<Float>,
+                        attentionScratch: UnsafeMutablePointer<Float>,
+                        dropped: UnsafeMutablePointer<Float>, grads: UnsafeMutablePointer<Float>, tokenSeeds: [UInt64],
+                        lora: LoRAContext)?
+
+    public func forward(_ sequences: [[Int32]]) throws -> Tensor { try forward(sequences, lora: nil, keepActivations: false) }
+
+    public func forward(_ sequences: [[Int32]], lora: LoRAContext?, keepActivations train: Bool) throws -> Tensor {
         try checkInputs(sequences)
         let cfg = config, c = cfg.hiddenSize, inter = cfg.intermediateSize, h = cfg.numAttentionHeads, d = c / h
         let batch = PackedBatch(lengths: sequences.map(\.count))
-        let n = batch.tokens, eps = cfg.eps
-        ws.reserve(tokens: n, maxLength: batch.maxLength, c: c, inter: inter)
-        let x = ws.x.pointer, q = ws.q.pointer, k = ws.k.pointer, v = ws.v.pointer
-        let att = ws.attention.pointer, proj = ws.projected.pointer, hid = ws.hidden.pointer
+        let n = batch.tokens, eps = cfg.eps, rank = lora?.adapter.config.r ?? 0
+        let probsPerLayer = train ? h * (0..<batch.count).reduce(0) { $0 + batch.length($1) * batch.length($1) }
+                                  : batch.maxLength * batch.maxLength
+        let dropping = lora != nil && lora!.training && lora!.adapter.config.loraDropout > 0
+        let plan = activations.layout { a -> ([LayerActivations], UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>,
+                                               UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) in
+            func block(_ xIn: UnsafeMutablePointer<Float>) -> LayerActivations {
+                let hPre = a.take(n * inter)
+                return LayerActivations(
+                    xIn: xIn, x1: train ? a.take(n * c) : xIn, xOut: xIn, y1: a.take(n * c), y2: train ? a.take(n * c) : xIn,
+                    mean1: a.take(n), rstd1: a.take(n), mean2: a.take(n), rstd2: a.take(n),
+                    q: a.take(n * c), k: a.take(n * c), v: a.take(n * c), att: a.take(n * c), probs: a.take(probsPerLayer),
+                    hPre: hPre, act: train ? a.take(n * inter) : hPre, loraU: Self.moduleNames.map { _ in a.take(n * rank) })
+            }
+            var x = a.take(n * c)
+            var layers = [LayerActivations]()
+            if train {
+                for _ in 0..<cfg.numHiddenLayers {
+                    var l = block(x)
+                    l.xOut = a.take(n * c)
+                    layers.append(l)
+                    x = l.xOut
+                }
+            } else {
+                var l = block(x)
+                l.y2 = l.y1
+                layers = Array(repeating: l, count: cfg.numHiddenLayers)
+            }
+            let scratch = a.take(n * c), attentionScratch = a.take(train ? batch.maxLength * batch.maxLength : 0)
+            let dropped = a.take(dropping ? n * max(c, inter) : 0)
+            let grads = a.take(train ? n * (5 * c + 2 * inter + rank) : 0)
+            return (layers, scratch, attentionScratch, dropped, grads)
+        }
+        let (acts, scratch, attentionScratch, dropped, gradScratch) = plan
 
         // Embeddings: word + position + token type 0, then LayerNorm. (N, C)
+        let x0 = acts[0].xIn
+        var tokenSeeds = [UInt64]()
         var row = 0
-        for s in sequences {
+        for (si, s) in sequences.enumerated() {
             for (p, id) in s.enumerated() {
-                let o = x + row * c
+                let o = x0 + row * c
                 let w = wordEmbeddings.pointer + Int(id) * c
                 let pe = positionEmbeddings.pointer + (cfg.firstPosition + p) * c
                 let te = tokenTypeEmbeddings.pointer
                 for i in 0..<c { o[i] = w[i] + pe[i] + te[i] }
+                if let lora, !lora.sequenceSeeds.isEmpty { tokenSeeds.append(mix64(lora.sequenceSeeds[si] ^ UInt64(p) &* 0x2545_F491_4F6C_DD1D)) }
                 row += 1
             }
         }
-        layernormForward(out: x, inp: x, weight: embeddingNormWeight.pointer, bias: embeddingNormBias.pointer, n: n, c: c, eps: eps)
+        layernormForward(out: x0, inp: x0, weight: embeddingNormWeight.pointer, bias: embeddingNormBias.pointer, n: n, c: c, eps: eps)
 
-        for layer in layers {
-            // x = LN(x + dense(attn(q, k, v)))
-            linearForward(out: q, inp: x, weight: layer.query.pointer, bias: layer.queryBias.pointer, n: n, c: c, oc: c)
-            linearForward(out: k, inp: x, weight: layer.key.pointer, bias: layer.keyBias.pointer, n: n, c: c, oc: c)
-            linearForward(out: v, inp: x, weight: layer.value.pointer, bias: layer.valueBias.pointer, n: n, c: c, oc: c)
-            attentionForward(out: att, probs: ws.scores.pointer, keepProbs: false, q: q, k: k, v: v, batch: batch,
-                             heads: h, kvHeads: h, headDim: d, causal: false, scale: 1 / Float(d).squareRoot())
-            linearForward(out: proj, inp: att, weight: layer.attentionOutput.pointer, bias: layer.attentionOutputBias.pointer,
-                          n: n, c: c, oc: c)
-            addInPlace(x, proj, count: n * c)
-            layernormForward(out: x, inp: x, weight: layer.attentionNormWeight.pointer, bias: layer.attentionNormBias.pointer,
-                             n: n, c: c, eps: eps)
-            // x = LN(x + dense(act(dense(x))))
-            linearForward(out: hid, inp: x, weight: layer.intermediate.pointer, bias: layer.intermediateBias.pointer,
-                          n: n, c: c, oc: inter)
-            switch activation {
-            case .gelu: geluForward(hid, count: n * inter)
-            case .geluTanh: geluTanhForward(hid, count: n * inter)
-            case .relu: for i in 0..<(n * inter) { hid[i] = max(hid[i], 0) }
+        var context = lora
+        tokenSeeds.withUnsafeBufferPointer { seeds in
+            if context != nil, !seeds.isEmpty { context!.tokenSeeds = seeds.baseAddress }
+            for (li, layer) in layers.enumerated() {
+                let t = acts[li]
+                func linear(_ m: Int, out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: Tensor, bias: Tensor,
+                            inF: Int, outF: Int) {
+                    linearForward(out: out, inp: inp, weight: weight.pointer, bias: bias.pointer, n: n, c: inF, oc: outF)
+                    if let ctx = context, let slot = ctx.adapter.slot("encoder.layer.\(li).\(Self.moduleNames[m])") {
+                        loraForward(out: out, x: inp, n: n, slot: slot, context: ctx, u: t.loraU[m], dropped: dropped)
+                    }
+                }
+                // x1 = LN(xIn + dense(attn(q, k, v)))
+                linear(0, out: t.q, inp: t.xIn, weight: layer.query, bias: layer.queryBias, inF: c, outF: c)
+                linear(1, out: t.k, inp: t.xIn, weight: layer.key, bias: layer.keyBias, inF: c, outF: c)
+                linear(2, out: t.v, inp: t.xIn, weight: layer.value, bias: layer.valueBias, inF: c, outF: c)
+                attentionForward(out: t.att, probs: t.probs, keepProbs: train, q: t.q, k: t.k, v: t.v, batch: batch,
+                                 heads: h, kvHeads: h, headDim: d, causal: false, scale: 1 / Float(d).squareRoot())
+                linear(3, out: t.y1, inp: t.att, weight: layer.attentionOutput, bias: layer.attentionOutputBias, inF: c, outF: c)
+                addInPlace(t.y1, t.xIn, count: n * c)
+                layernormForward(out: t.x1, mean: t.mean1, rstd: t.rstd1, inp: t.y1, weight: layer.attentionNormWeight.pointer,
+                                 bias: layer.attentionNormBias.pointer, n: n, c: c, eps: eps)
+                // xOut = LN(x1 + dense(act(dense(x1))))
+                linear(4, out: t.hPre, inp: t.x1, weight: layer.intermediate, bias: layer.intermediateBias, inF: c, outF: inter)
+                if t.act != t.hPre { t.act.update(from: t.hPre, count: n * inter) }
+                switch activation {
+                case .gelu: geluForward(t.act, count: n * inter)
+                case .geluTanh: geluTanhForward(t.act, count: n * inter)
+                case .relu: for i in 0..<(n * inter) { t.act[i] = max(t.act[i], 0) }
+                }
+                linear(5, out: t.y2, inp: t.act, weight: layer.output, bias: layer.outputBias, inF: inter, outF: c)
+                addInPlace(t.y2, t.x1, count: n * c)
+                layernormForward(out: t.xOut, mean: t.mean2, rstd: t.rstd2, inp: t.y2, weight: layer.outputNormWeight.pointer,
+                                 bias: layer.outputNormBias.pointer, n: n, c: c, eps: eps)
             }
-            linearForward(out: proj, inp: hid, weight: layer.output.pointer, bias: layer.outputBias.pointer, n: n, c: inter, oc: c)
-            addInPlace(x, proj, count: n * c)
-            layernormForward(out: x, inp: x, weight: layer.outputNormWeight.pointer, bias: layer.outputNormBias.pointer,
-                             n: n, c: c, eps: eps)
         }
-        return Tensor(storage: ws.x, shape: [n, c])
+        if train, let lora { saved = (batch, acts, scratch, attentionScratch, dropped, gradScratch, tokenSeeds, lora) } else { saved = nil }
+        let out = acts.last!.xOut
+        return Tensor(storage: activations.storage, offset: out - activations.storage.pointer, shape: [n, c])
+    }
+
+    public func backward(dHidden: UnsafePointer<Float>) throws {
+        guard let s = saved else { throw ModelInputError("backward needs a forward pass that kept activations, with an adapter") }
+        let cfg = config, c = cfg.hiddenSize, inter = cfg.intermediateSize, h = cfg.numAttentionHeads, d = c / h
+        let n = s.batch.tokens, rank = s.lora.adapter.config.r
+        var g = s.grads
+        func take(_ count: Int) -> UnsafeMutablePointer<Float> { defer { g += count }; return g }
+        let dx = take(n * c), dy = take(n * c), dq = take(n * c), dk = take(n * c), dv = take(n * c)
+        let dh = take(n * inter), dact = take(n * inter), du = take(n * rank)
+        dx.update(from: dHidden, count: n * c)
+        var context = s.lora
+        s.tokenSeeds.withUnsafeBufferPointer { seeds in
+            if !seeds.isEmpty { context.tokenSeeds = seeds.baseAddress }
+            for li in stride(from: layers.count - 1, through: 0, by: -1) {
+                let layer = layers[li], t = s.layers[li]
+                func linearBack(_ m: Int, dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>,
+                                weight: Tensor, inF: Int, outF: Int, accumulate: Bool) {
+                    linearBackwardInput(dinp: dinp, dout: dout, weight: weight.pointer, n: n, c: inF, oc: outF, accumulate: accumulate)
+                    if let slot = context.adapter.slot("encoder.layer.\(li).\(Self.moduleNames[m])") {
+                        loraBackward(dx: dinp, dout: dout, x: inp, u: t.loraU[m], n: n, slot: slot, context: context, du: du,
+                                     dropped: s.dropped)
+                    }
+                }
+                // MLP block: dx = dL/dxOut → dy = dL/dy2.
+                dy.initialize(repeating: 0, count: n * c)
+                layernormBackward(dinp: dy, dout: dx, inp: t.y2, weight: layer.outputNormWeight.pointer, mean: t.mean2,
+                                  rstd: t.rstd2, n: n, c: c)
+                linearBack(5, dinp: dact, dout: dy, inp: t.act, weight: layer.output, inF: inter, outF: c, accumulate: false)
+                dh.update(from: dact, count: n * inter)
+                switch activation {
+                case .gelu: geluBackward(dh, preActivation: t.hPre, count: n * inter)
+                case .geluTanh: geluTanhBackward(dh, preActivation: t.hPre, count: n * inter)
+                case .relu: for i in 0..<(n * inter) where t.hPre[i] <= 0 { dh[i] = 0 }
+                }
+                dx.update(from: dy, count: n * c)  // residual: dL/dx1
+                linearBack(4, dinp: dx, dout: dh, inp: t.x1, weight: layer.intermediate, inF: c, outF: inter, accumulate: true)
+                // Attention block: dx = dL/dx1 → dy = dL/dy1.
+                dy.initialize(repeating: 0, count: n * c)
+                layernormBackward(dinp: dy, dout: dx, inp: t.y1, weight: layer.attentionNormWeight.pointer, mean: t.mean1,
+                                  rstd: t.rstd1, n: n, c: c)
+                linearBack(3, dinp: dv, dout: dy, inp: t.att, weight: layer.attentionOutput, inF: c, outF: c, accumulate: false)
+                // dv temporarily holds dL/datt; attention backward writes dq, dk and (after reading it) dv.
+                s.scratch.update(from: dv, count: n * c)
+                attentionBackward(dq: dq, dk: dk, dv: dv, dout: s.scratch, q: t.q, k: t.k, v: t.v, probs: t.probs,
+                                  scratch: s.attentionScratch, batch: s.batch, heads: h, kvHeads: h, headDim: d, scale: 1 / Float(d).squareRoot())
+                dx.update(from: dy, count: n * c)  // residual: dL/dxIn
+                linearBack(0, dinp: dx, dout: dq, inp: t.xIn, weight: layer.query, inF: c, outF: c, accumulate: true)
+                linearBack(1, dinp: dx, dout: dk, inp: t.xIn, weight: layer.key, inF: c, outF: c, accumulate: true)
+                linearBack(2, dinp: dx, dout: dv, inp: t.xIn, weight: layer.value, inF: c, outF: c, accumulate: true)
+            }
+        }
     }
 }

@@ -52,6 +52,14 @@ struct ModelGradientTests {
         #expect(err < 1e-2, "relative error \(err)")
     }
 
+    @Test("BERT and XLM-R LoRA gradients through every layer match finite differences", arguments: ["tiny-bert-zh", "tiny-xlmr"])
+    func encoders(_ name: String) throws {
+        let model = try loadBackbone(ModelDirectory(Paths.fixtures.appendingPathComponent(name))) as! Backbone & TrainableBackbone
+        let err = try loraGradientError(model: model, sequences: [[2, 17, 300, 42, 7, 3], [2, 8, 3], [2, 100, 200, 300, 400, 500, 3]],
+                                        dropout: 0.2)
+        #expect(err < 1e-2, "relative error \(err)")
+    }
+
     @Test("with LoRA dropout the masks are replayed exactly in backward")
     func dropout() throws {
         let model = try loadBackbone(ModelDirectory(Paths.fixtures.appendingPathComponent("tiny-qwen3"))) as! Backbone & TrainableBackbone
