@@ -65,7 +65,7 @@ public final class BertModel: Backbone, TrainableBackbone {
     public convenience init(directory: ModelDirectory, source: TensorSource? = nil) throws {
         let config = try directory.decodeConfig(BertConfig.self)
         try self.init(config: config, configFile: directory.url.appendingPathComponent("config.json").path)
-        let store = try source ?? WeightStore(directory: directory.url)
+        let store = try source ?? directory.tensorSource()
         // BertModel saves bare keys; task heads prefix them (bert., roberta., model.).
         let prefix = ["", "bert.", "roberta.", "model."].first { store.contains($0 + "embeddings.word_embeddings.weight") } ?? ""
         // Some XLM-R exports drop the single token-type row: it stays zero then.

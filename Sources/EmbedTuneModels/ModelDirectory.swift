@@ -63,6 +63,8 @@ public struct ModelDirectory {
     public let prompts: [String: String]
     public let defaultPromptName: String?
     public let hasSentenceTransformersFiles: Bool
+    /// Set when the model is a single GGUF file rather than a directory.
+    public let gguf: GGUFTensorSource?
 
     public static let decoderTypes: Set<String> = ["qwen3", "qwen2"]
     public static let encoderTypes: Set<String> = ["bert", "xlm-roberta"]
@@ -70,6 +72,26 @@ public struct ModelDirectory {
     public init(_ url: URL) throws {
         self.url = url
         let fm = FileManager.default
+        if url.pathExtension.lowercased() == "gguf" {
+            guard fm.fileExists(atPath: url.path) else { throw FormatError(url: url, "model file does not exist") }
+            let source = try GGUFTensorSource(url: url)
+            gguf = source
+            config = .object(try source.huggingFaceConfig())
+            modelType = config["model_type"]?.string ?? source.architecture
+            let isDecoder = Self.decoderTypes.contains(modelType)
+            switch source.poolingMode {
+            case "mean": pooling = .mean
+            case "cls": pooling = .cls
+            case "last": pooling = .lastToken
+            default: pooling = isDecoder ? .lastToken : .mean
+            }
+            normalize = true
+            prompts = [:]
+            defaultPromptName = nil
+            hasSentenceTransformersFiles = false
+            return
+        }
+        gguf = nil
         var isDir: ObjCBool = false
         guard fm.fileExists(atPath: url.path, isDirectory: &isDir), isDir.boolValue else {
             throw FormatError(url: url, "model directory does not exist")
@@ -129,6 +151,7 @@ public struct ModelDirectory {
     /// tokenizer.json, or for BERT-style models a bare vocab.txt (+ tokenizer_config.json's
     /// do_lower_case).
     public func loadTokenizer() throws -> Tokenizer {
+        if let gguf { return try Tokenizer.fromGGUF(metadata: gguf.file.metadata, file: url.path) }
         let fm = FileManager.default
         if fm.fileExists(atPath: tokenizerURL.path) { return try Tokenizer.load(tokenizerJSON: tokenizerURL) }
         let vocabTxt = url.appendingPathComponent("vocab.txt")
@@ -141,6 +164,9 @@ public struct ModelDirectory {
         throw FormatError(url: tokenizerURL, "missing (the model directory needs a tokenizer.json or a vocab.txt)")
     }
 
+    /// Where the weights come from: the GGUF file, or the directory's safetensors.
+    public func tensorSource() throws -> TensorSource { try gguf ?? WeightStore(directory: url) }
+
     /// sentence_bert_config.json's max_seq_length: the truncation length sentence-transformers uses.
     public var maxSequenceLength: Int? {
         let u = url.appendingPathComponent("sentence_bert_config.json")
@@ -151,14 +177,15 @@ public struct ModelDirectory {
     /// Decodes config.json into a model's Codable configuration, with a clear error.
     public func decodeConfig<C: Decodable>(_ type: C.Type) throws -> C {
         let data = try JSONEncoder().encode(config)
+        let configFile = gguf != nil ? url : url.appendingPathComponent("config.json")
         do { return try JSONDecoder().decode(C.self, from: data) }
         catch let DecodingError.keyNotFound(key, _) {
-            throw FormatError(url: url.appendingPathComponent("config.json"), item: key.stringValue, "missing")
+            throw FormatError(url: configFile, item: key.stringValue, "missing")
         } catch let DecodingError.typeMismatch(_, ctx) {
-            throw FormatError(url: url.appendingPathComponent("config.json"),
+            throw FormatError(url: configFile,
                               item: ctx.codingPath.map(\.stringValue).joined(separator: "."), "wrong type (\(ctx.debugDescription))")
         } catch {
-            throw FormatError(url: url.appendingPathComponent("config.json"), "\(error)")
+            throw FormatError(url: configFile, "\(error)")
         }
     }
 }

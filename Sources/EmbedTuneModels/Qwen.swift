@@ -78,7 +78,7 @@ public final class QwenModel: Backbone, TrainableBackbone {
 
     public convenience init(directory: ModelDirectory) throws {
         let config = try directory.decodeConfig(QwenConfig.self)
-        let store = try WeightStore(directory: directory.url)
+        let store = try directory.tensorSource()
         try self.init(config: config, configFile: directory.url.appendingPathComponent("config.json").path)
         // Qwen3-Embedding ships bare keys; *ForCausalLM checkpoints prefix them with "model.".
         let prefix = store.contains("embed_tokens.weight") ? "" : "model."

@@ -5,7 +5,7 @@ import Foundation
 /// Hugging Face tokenizers run these patterns through Oniguruma; we scan Unicode scalars with
 /// the same alternation order and backtracking outcome, which is exact and ~10× faster than a
 /// general regex engine. Patterns we do not recognise fall back to NSRegularExpression.
-public enum SplitPattern: Sendable {
+public enum SplitPattern: Sendable, Equatable {
     /// Qwen2/Qwen3 (cl100k-style): contractions, letters with one optional non-letter
     /// prefix, single digits, punctuation runs, newline runs, whitespace.
     case qwen(marksAreLetters: Bool)

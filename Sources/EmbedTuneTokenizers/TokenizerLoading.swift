@@ -188,3 +188,56 @@ extension Tokenizer {
                          padID: vocab["[PAD]"] ?? 0, source: url.path)
     }
 }
+
+extension Tokenizer {
+    /// The gpt2-style byte-level BPE vocabulary llama.cpp stores in GGUF metadata
+    /// (tokenizer.ggml.*): tokens as byte-level strings, "a b" merges, control / user-defined
+    /// tokens matched as added tokens, the split pattern from tokenizer.ggml.pre, and the
+    /// configured BOS/EOS additions.
+    public static func fromGGUF(metadata: [String: GGUFValue], file: String) throws -> Tokenizer {
+        let model = metadata["tokenizer.ggml.model"]?.string ?? "missing"
+        guard model == "gpt2" else {
+            throw TokenizerError(file: file, item: "tokenizer.ggml.model", "\"\(model)\" is not supported (only gpt2-style BPE)")
+        }
+        guard let tokens = metadata["tokenizer.ggml.tokens"]?.strings else {
+            throw TokenizerError(file: file, item: "tokenizer.ggml.tokens", "missing or not an array of strings")
+        }
+        guard let mergeStrings = metadata["tokenizer.ggml.merges"]?.strings else {
+            throw TokenizerError(file: file, item: "tokenizer.ggml.merges", "missing or not an array of strings")
+        }
+        let types = metadata["tokenizer.ggml.token_type"]?.ints ?? []
+        var vocab = [String: Int](), added = [AddedToken]()
+        for (i, t) in tokens.enumerated() {
+            let type = i < types.count ? types[i] : 1
+            // 3 = control, 4 = user-defined: matched whole, before BPE.
+            if type == 3 || type == 4 { added.append(AddedToken(id: Int32(i), content: t, special: type == 3)) }
+            else if vocab[t] == nil { vocab[t] = i }
+        }
+        let merges = try mergeStrings.enumerated().map { (i, m) -> (String, String) in
+            let parts = m.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: false)
+            guard parts.count == 2 else { throw TokenizerError(file: file, item: "tokenizer.ggml.merges[\(i)]", "expected \"left right\"") }
+            return (String(parts[0]), String(parts[1]))
+        }
+        let bpe = try ByteLevelBPE.fromVocabulary(vocab, merges: merges, ignoreMerges: false, file: file)
+        let pre = metadata["tokenizer.ggml.pre"]?.string ?? "default"
+        let pattern: SplitPattern
+        switch pre {
+        case "qwen2", "qwen35", "deepseek-llm", "llama3", "llama-bpe": pattern = .qwen(marksAreLetters: false)
+        case "default", "gpt-2", "gpt2": pattern = .gpt2
+        default: throw TokenizerError(file: file, item: "tokenizer.ggml.pre", "unknown pre-tokenizer \"\(pre)\"")
+        }
+        var template = [TemplateProcessor.Piece.sequence]
+        if metadata["tokenizer.ggml.add_bos_token"]?.bool == true, let bos = metadata["tokenizer.ggml.bos_token_id"]?.int {
+            template.insert(.special([Int32(bos)]), at: 0)
+        }
+        if metadata["tokenizer.ggml.add_eos_token"]?.bool == true, let eos = metadata["tokenizer.ggml.eos_token_id"]?.int {
+            template.append(.special([Int32(eos)]))
+        }
+        let padID = Int32(metadata["tokenizer.ggml.padding_token_id"]?.int ?? metadata["tokenizer.ggml.eos_token_id"]?.int ?? 0)
+        return Tokenizer(normalizer: pattern == .gpt2 ? nil : UnicodeNormalizer(form: .NFC),
+                         preTokenizer: SplitPreTokenizer(pattern: pattern), model: bpe,
+                         postProcessor: template.count > 1 ? TemplateProcessor(single: template) : nil,
+                         addedTokens: added, decoder: .byteLevel, paddingSide: pattern == .gpt2 ? .right : .left,
+                         padID: padID, source: file)
+    }
+}

@@ -9,7 +9,7 @@ struct InfoCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "info", abstract: "Describe a model directory and the runtime (BLAS kernel, threads, MPI).")
 
-    @Option(help: "Model directory to describe (optional).") var model: String?
+    @Option(help: "Model directory or .gguf file to describe (optional).") var model: String?
     @Flag(help: "Print JSON instead of text.") var json = false
 
     func run() throws {
@@ -18,14 +18,21 @@ struct InfoCommand: ParsableCommand {
             if let model {
                 let dir = try ModelDirectory(URL(fileURLWithPath: model))
                 let backbone = try loadBackbone(dir)
-                let weights = try WeightStore(directory: dir.url)
+                let dtype: String
+                if let gguf = dir.gguf {
+                    var counts = [String: Int]()
+                    for t in gguf.file.tensors { counts[t.type.name, default: 0] += t.count }
+                    dtype = counts.max { $0.value < $1.value }?.key ?? "none"
+                } else {
+                    dtype = try WeightStore(directory: dir.url).dominantDType
+                }
                 let tokenizer = try dir.loadTokenizer()
                 fields += [
                     ("model", dir.url.path),
                     ("architecture", backbone.architecture),
                     ("shape", backbone.shapeSummary),
                     ("parameters", "\(backbone.parameterCount)"),
-                    ("dtype", weights.dominantDType + " on disk, float32 in memory"),
+                    ("dtype", dtype + " on disk, float32 in memory"),
                     ("embedding_dimension", "\(backbone.hiddenSize)"),
                     ("max_positions", "\(backbone.maxPositions)"),
                     ("tokenizer", "\(type(of: tokenizer.model)) from \(tokenizer.source), vocabulary \(tokenizer.vocabularySize), \(tokenizer.specialTokensAdded) special token(s) added per text, padding \(tokenizer.paddingSide.rawValue)"),

@@ -67,6 +67,21 @@ struct QwenModelTests {
         #expect(Set(store.index.values).count >= 2)
     }
 
+    @Test("a Q8_0 GGUF tiny Qwen3 tokenizes identically and embeds like its safetensors twin")
+    func ggufTwin() throws {
+        let gguf = try Embedder(directory: ModelDirectory(Paths.fixtures.appendingPathComponent("gguf/tiny-qwen3-q8_0.gguf")))
+        let st = try Embedder(directory: ModelDirectory(Paths.fixtures.appendingPathComponent("tiny-qwen3")))
+        let texts = ["rice paddy", "稻田养鱼是一种生态农业模式。", "Tilapia, carp and catfish grow well in warm ponds 🐟", "<|im_start|>x"]
+        for t in texts { #expect(gguf.tokenizer.encode(t) == st.tokenizer.encode(t)) }
+        let a = try gguf.embed(texts, options: .init()).values, b = try st.embed(texts, options: .init()).values
+        let dim = st.backbone.hiddenSize
+        for i in 0..<texts.count {
+            let cosine = (0..<dim).reduce(Float(0)) { $0 + a[i * dim + $1] * b[i * dim + $1] }
+            #expect(cosine > 0.999, "text \(i): cosine \(cosine)")
+        }
+        #expect(maxAbsDifference(a, b) < 0.05)
+    }
+
     @Test("the embed command writes an .npy with one normalised row per input line")
     func embedCLI() throws {
         let dir = try Paths.temporaryDirectory()
