@@ -14,7 +14,7 @@ let package = Package(
     name: "EmbedTune",
     products: [
         .executable(name: "embedtune", targets: ["embedtune"]),
-        .library(name: "EmbedTune", targets: ["EmbedTuneModels", "EmbedTuneDistributed"]),
+        .library(name: "EmbedTune", targets: ["EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneTraining"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -33,16 +33,20 @@ let package = Package(
             dependencies: ["EmbedTuneKernels", "EmbedTuneFormats", "EmbedTuneTokenizers"],
             swiftSettings: fast),
         .target(name: "EmbedTuneDistributed", dependencies: ["CMPI"], swiftSettings: plain),
+        .target(
+            name: "EmbedTuneTraining",
+            dependencies: ["EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneFormats", "CZstd"],
+            swiftSettings: fast),
         .executableTarget(
             name: "embedtune",
             dependencies: [
-                "EmbedTuneModels", "EmbedTuneDistributed",
+                "EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneTraining",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: plain),
         .testTarget(
             name: "EmbedTuneTests",
-            dependencies: ["EmbedTuneModels", "EmbedTuneDistributed"],
+            dependencies: ["EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneTraining"],
             swiftSettings: plain),
     ]
 )
