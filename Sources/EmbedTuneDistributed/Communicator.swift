@@ -9,6 +9,8 @@ public protocol Communicator: AnyObject {
     func allReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws
     /// Every rank contributes `count` floats; `output` receives size × count, rank-ordered.
     func allGather(_ input: UnsafePointer<Float>, count: Int, into output: UnsafeMutablePointer<Float>) throws
+    /// Byte-level all-gather: every rank contributes `bytes`; output receives size × bytes.
+    func allGatherBytes(_ input: UnsafeRawPointer, bytes: Int, into output: UnsafeMutableRawPointer) throws
     func broadcast(_ buffer: UnsafeMutableRawPointer, bytes: Int, root: Int) throws
     func barrier() throws
 }
@@ -25,6 +27,9 @@ public final class SingleProcessCommunicator: Communicator {
     public func allReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {}
     public func allGather(_ input: UnsafePointer<Float>, count: Int, into output: UnsafeMutablePointer<Float>) throws {
         output.update(from: input, count: count)
+    }
+    public func allGatherBytes(_ input: UnsafeRawPointer, bytes: Int, into output: UnsafeMutableRawPointer) throws {
+        output.copyMemory(from: input, byteCount: bytes)
     }
     public func broadcast(_ buffer: UnsafeMutableRawPointer, bytes: Int, root: Int) throws {}
     public func barrier() throws {}
@@ -80,6 +85,11 @@ public final class MPICommunicator: Communicator {
 
     public func allGather(_ input: UnsafePointer<Float>, count: Int, into output: UnsafeMutablePointer<Float>) throws {
         try check(MPI_Allgather(input, Int32(count), cmpi_float(), output, Int32(count), cmpi_float(), cmpi_comm_world()),
+                  "MPI_Allgather")
+    }
+
+    public func allGatherBytes(_ input: UnsafeRawPointer, bytes: Int, into output: UnsafeMutableRawPointer) throws {
+        try check(MPI_Allgather(input, Int32(bytes), cmpi_byte(), output, Int32(bytes), cmpi_byte(), cmpi_comm_world()),
                   "MPI_Allgather")
     }
 

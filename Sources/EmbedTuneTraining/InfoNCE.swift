@@ -14,6 +14,11 @@ public struct InfoNCEOptions: Codable, Equatable, Sendable {
     /// Mask candidates whose text equals the row's positive (duplicates across the batch).
     public var maskDuplicates = true
     public init() {}
+
+    enum CodingKeys: String, CodingKey {
+        case useBatch = "use_batch", maskFakeNegative = "mask_fake_negative", fakeNegativeMargin = "fake_negative_margin"
+        case includeQQ = "include_qq", includeDD = "include_dd", maskDuplicates = "mask_duplicates"
+    }
 }
 
 /// One contrastive batch of unit-norm embeddings: B queries and M documents (each row's

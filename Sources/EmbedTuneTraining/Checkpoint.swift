@@ -1,0 +1,132 @@
+import EmbedTuneFormats
+import EmbedTuneModels
+import Foundation
+
+/// Checkpoints: OUTPUT_DIR/checkpoint-STEP/ holding the adapter in PEFT format, the trainer
+/// state (optimiser moments, learnable τ, step — the data cursor and every random stream derive
+/// from the step and the seed) zstd-compressed in state.bin.zst, and trainer_state.json with the
+/// options and a checksum of the state. Written under a temporary name after a barrier and
+/// renamed, so a checkpoint is complete or absent; the oldest beyond save_total_limit are removed.
+public enum Checkpoint {
+    static let magic: UInt32 = 0x4B43_5445  // "ETCK"
+    static let version: UInt32 = 1
+
+    public struct State: Codable {
+        public var step: Int
+        public var checksum: String
+        public var options: TrainingOptions
+        public var world_size: Int
+    }
+
+    /// Rank 0 writes; every rank meets at the barriers. Returns the directory on rank 0.
+    @discardableResult
+    public static func save(_ t: Trainer, step: Int, outputDir: URL) throws -> URL? {
+        try t.communicator.barrier()
+        var written: URL?
+        if t.communicator.isRoot {
+            let final = outputDir.appendingPathComponent("checkpoint-\(step)")
+            let tmp = outputDir.appendingPathComponent(".checkpoint-\(step).tmp-\(getpid())")
+            let fm = FileManager.default
+            try? fm.removeItem(at: tmp)
+            try fm.createDirectory(at: tmp, withIntermediateDirectories: true)
+            try PEFTAdapter.save(t.adapter, to: tmp, baseModel: t.options.model)
+            let raw = encodeState(t, step: step)
+            try writeAtomically(try Zstd.compress(raw), to: tmp.appendingPathComponent("state.bin.zst"))
+            let state = State(step: step, checksum: String(format: "%016llx", fnv1a(raw)), options: t.options,
+                              world_size: t.communicator.size)
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try writeAtomically(try encoder.encode(state), to: tmp.appendingPathComponent("trainer_state.json"))
+            try? fm.removeItem(at: final)
+            guard rename(tmp.path, final.path) == 0 else {
+                throw FormatError(url: final, "cannot rename checkpoint into place: \(String(cString: strerror(errno)))")
+            }
+            written = final
+            try prune(outputDir, keep: t.options.saveTotalLimit)
+        }
+        try t.communicator.barrier()
+        return written
+    }
+
+    static func encodeState(_ t: Trainer, step: Int) -> Data {
+        var d = Data()
+        func put<T>(_ v: T) { withUnsafeBytes(of: v) { d.append(contentsOf: $0) } }
+        func put(_ a: UnsafeBufferPointer<Float>) { d.append(UnsafeBufferPointer(start: UnsafeRawPointer(a.baseAddress!).assumingMemoryBound(to: UInt8.self), count: a.count * 4)) }
+        put(magic.littleEndian); put(version.littleEndian)
+        put(Int64(step)); put(Int64(t.adapter.parameterCount)); put(Int64(t.optimizer.step))
+        put(t.logTau); put(Int64(t.tauOptimizer.step)); put(t.tauOptimizer.m[0]); put(t.tauOptimizer.v[0])
+        put(UnsafeBufferPointer(start: t.adapter.params.pointer, count: t.adapter.parameterCount))
+        t.optimizer.m.withUnsafeBufferPointer { put($0) }
+        t.optimizer.v.withUnsafeBufferPointer { put($0) }
+        return d
+    }
+
+    /// Restores adapter, optimiser and τ; returns the step to continue from.
+    public static func load(_ dir: URL, into t: Trainer) throws -> Int {
+        let stateURL = dir.appendingPathComponent("trainer_state.json")
+        let blobURL = dir.appendingPathComponent("state.bin.zst")
+        guard let json = try? Data(contentsOf: stateURL),
+              let state = try? JSONDecoder().decode(State.self, from: json) else {
+            throw FormatError(url: stateURL, "missing or unreadable: not a complete checkpoint")
+        }
+        let compressed: Data
+        do { compressed = try Data(contentsOf: blobURL) } catch { throw FormatError(url: blobURL, "missing") }
+        let raw = try Zstd.decompress(compressed, file: blobURL.path)
+        guard String(format: "%016llx", fnv1a(raw)) == state.checksum else {
+            throw FormatError(url: blobURL, "checksum mismatch: the checkpoint is corrupt")
+        }
+        let o = t.options, s = state.options
+        if o.seed != s.seed || o.gradientAccumulationSteps != s.gradientAccumulationSteps || o.dataset != s.dataset
+            || o.loraR != s.loraR || o.targetModules != s.targetModules {
+            throw FormatError(url: stateURL, "written with different seed, dataset, accumulation or LoRA shape than this run")
+        }
+        let global = s.globalBatchSize > 0 ? s.globalBatchSize : s.perDeviceTrainBatchSize * state.world_size
+        if global != t.globalBatch {
+            throw FormatError(url: stateURL, "global batch \(global) differs from this run's \(t.globalBatch) (set --global_batch_size \(global))")
+        }
+        var offset = 0
+        func get<T>(_ type: T.Type) throws -> T {
+            let size = MemoryLayout<T>.size
+            guard offset + size <= raw.count else { throw FormatError(url: blobURL, "truncated state") }
+            defer { offset += size }
+            return raw.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: T.self) }
+        }
+        func floats(_ n: Int) throws -> [Float] {
+            guard offset + n * 4 <= raw.count else { throw FormatError(url: blobURL, "truncated state") }
+            defer { offset += n * 4 }
+            return raw.withUnsafeBytes { b in (0..<n).map { b.loadUnaligned(fromByteOffset: offset + $0 * 4, as: Float.self) } }
+        }
+        guard try get(UInt32.self) == magic, try get(UInt32.self) == version else { throw FormatError(url: blobURL, "not an EmbedTune state") }
+        let step = Int(try get(Int64.self)), count = Int(try get(Int64.self)), adamStep = Int(try get(Int64.self))
+        guard count == t.adapter.parameterCount else {
+            throw FormatError(url: blobURL, "holds \(count) LoRA parameters, this run has \(t.adapter.parameterCount)")
+        }
+        t.logTau = try get(Float.self)
+        let tauStep = Int(try get(Int64.self)), tauM = try get(Float.self), tauV = try get(Float.self)
+        let params = try floats(count), m = try floats(count), v = try floats(count)
+        params.withUnsafeBufferPointer { t.adapter.params.pointer.update(from: $0.baseAddress!, count: count) }
+        t.optimizer.restore(step: adamStep, m: m, v: v)
+        t.tauOptimizer.restore(step: tauStep, m: [tauM], v: [tauV])
+        return step
+    }
+
+    /// "latest" → the highest-step complete checkpoint in the output directory; else a path.
+    public static func locate(_ spec: String, outputDir: URL) throws -> URL {
+        if spec != "latest" { return URL(fileURLWithPath: spec) }
+        guard let last = list(outputDir).last else { throw FormatError(url: outputDir, "no checkpoint-STEP directory to resume from") }
+        return last.url
+    }
+
+    static func list(_ outputDir: URL) -> [(step: Int, url: URL)] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: outputDir.path)) ?? []
+        return names.compactMap { name -> (Int, URL)? in
+            guard name.hasPrefix("checkpoint-"), let s = Int(name.dropFirst("checkpoint-".count)) else { return nil }
+            return (s, outputDir.appendingPathComponent(name))
+        }.sorted { $0.0 < $1.0 }
+    }
+
+    static func prune(_ outputDir: URL, keep: Int) throws {
+        guard keep > 0 else { return }
+        for old in list(outputDir).dropLast(keep) { try FileManager.default.removeItem(at: old.url) }
+    }
+}

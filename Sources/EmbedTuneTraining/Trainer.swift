@@ -1,0 +1,290 @@
+import EmbedTuneDistributed
+import EmbedTuneFormats
+import EmbedTuneKernels
+import EmbedTuneModels
+import EmbedTuneTokenizers
+import Foundation
+
+/// What a run reports; the CLI decides how (and on which rank) to print.
+public enum TrainingEvent {
+    case started(String)
+    case step(StepLog)
+    case eval(EvalLog)
+    case checkpoint(URL)
+    case warning(String)
+    case finished(URL)
+}
+
+public struct StepLog: Codable {
+    public var step: Int, epoch: Double, loss: Double, lr: Float, tau: Float
+    public var gradNorm: Float, msPerStep: Double, tokensPerSecond: Double, examples: Int
+    enum CodingKeys: String, CodingKey {
+        case step, epoch, loss, lr, tau, examples
+        case gradNorm = "grad_norm", msPerStep = "ms_per_step", tokensPerSecond = "tokens_per_s"
+    }
+}
+
+public struct EvalLog: Codable {
+    public var step: Int, loss: Double, margin: Double, meanPositive: Double, meanHardestNegative: Double, rows: Int
+    enum CodingKeys: String, CodingKey {
+        case step, loss, margin, rows
+        case meanPositive = "mean_positive", meanHardestNegative = "mean_hardest_negative"
+    }
+}
+
+/// Data-parallel LoRA contrastive training. Every rank runs the same loop; rank r embeds its
+/// slice of each global micro-batch, embeddings are all-gathered so every rank computes the
+/// exact global InfoNCE loss and its gradient, each rank backpropagates into its own texts, and
+/// one all-reduce of the flat LoRA gradient per optimiser step makes the update identical to a
+/// single process on the same global batch.
+public final class Trainer {
+    public let options: TrainingOptions
+    public let communicator: Communicator
+    public let embedder: Embedder
+    public let model: Backbone & TrainableBackbone
+    public let adapter: LoRAAdapter
+    public let optimizer: AdamW
+    public private(set) var train: [Triplet] = []
+    public private(set) var holdout: [Triplet] = []
+    public private(set) var skipped: [DataProblem] = []
+    public internal(set) var step = 0
+    var logTau: Float
+    let tauOptimizer = AdamW(count: 1)
+    let negatives: Int
+    let queryPrefix: String, documentPrefix: String
+
+    public init(options: TrainingOptions, communicator: Communicator = SingleProcessCommunicator()) throws {
+        try options.validate()
+        self.options = options
+        self.communicator = communicator
+        let dir = try ModelDirectory(URL(fileURLWithPath: options.model))
+        embedder = try Embedder(directory: dir)
+        guard let trainable = embedder.backbone as? Backbone & TrainableBackbone else {
+            throw DataProblem(origin: options.model, problem: "this architecture cannot be trained")
+        }
+        model = trainable
+        let targets = options.targetModules.isEmpty ? trainable.defaultTargetModules : options.targetModules
+        adapter = try LoRAAdapter(config: LoRAConfig(r: options.loraR, alpha: options.loraAlpha, dropout: options.loraDropout,
+                                                     targetModules: targets, useRSLoRA: options.useRslora),
+                                  linears: trainable.linearLayers)
+        var rng = SplitMix64(seed: options.seed)
+        adapter.initialize(using: &rng)
+        optimizer = AdamW(count: adapter.parameterCount, beta1: options.adamBeta1, beta2: options.adamBeta2,
+                          epsilon: options.adamEpsilon, weightDecay: options.weightDecay)
+        logTau = logf(options.temperature)
+        queryPrefix = options.queryPrompt ?? dir.prompts["query"] ?? ""
+        documentPrefix = options.documentPrompt ?? dir.prompts["document"] ?? dir.prompts["passage"] ?? ""
+
+        let (all, skipped) = try TripletReader.read(options.dataset, skipBadRows: options.skipBadRows)
+        self.skipped = skipped
+        // Hold out a deterministic share of distinct queries.
+        if options.splitDatasetRatio > 0 {
+            for t in all {
+                let u = Double(mix64(options.seed ^ fnv1a(t.query)) >> 11) / Double(1 << 53)
+                if u < Double(options.splitDatasetRatio) { holdout.append(t) } else { train.append(t) }
+            }
+        } else {
+            train = all
+        }
+        negatives = options.hardNegatives >= 0 ? options.hardNegatives : (train.map(\.negatives.count).max() ?? 0)
+        if negatives > 0, let bare = train.first(where: { $0.negatives.isEmpty }) {
+            throw DataProblem(origin: bare.origin, problem: "row has no hard negatives but every row needs \(negatives) (set --hard_negatives 0 to train with in-batch negatives only)")
+        }
+        if globalBatch % communicator.size != 0 {
+            throw DataProblem(origin: "options", problem: "global batch \(globalBatch) is not divisible by \(communicator.size) ranks")
+        }
+        if train.count < globalBatch {
+            throw DataProblem(origin: options.dataset, problem: "\(train.count) training rows, fewer than one global batch of \(globalBatch)")
+        }
+    }
+
+    public var globalBatch: Int {
+        options.globalBatchSize > 0 ? options.globalBatchSize : options.perDeviceTrainBatchSize * communicator.size
+    }
+    public var microBatchesPerEpoch: Int {
+        options.dataloaderDropLast ? train.count / globalBatch : (train.count + globalBatch - 1) / globalBatch
+    }
+    public var totalSteps: Int {
+        if options.maxSteps > 0 { return options.maxSteps }
+        return max(1, options.numTrainEpochs * microBatchesPerEpoch / options.gradientAccumulationSteps)
+    }
+    var schedule: LearningRateSchedule {
+        let warmup = options.warmupSteps > 0 ? options.warmupSteps : Int((options.warmupRatio * Float(totalSteps)).rounded(.up))
+        return LearningRateSchedule(peak: options.learningRate, warmupSteps: warmup, totalSteps: totalSteps,
+                                    decay: LearningRateSchedule.Decay(rawValue: options.lrSchedulerType)!)
+    }
+
+    // MARK: data order
+
+    /// Triple indices of global micro-batch `micro`: epoch order from (seed, epoch), independent
+    /// of the world size; without drop_last the tail wraps to the start of the epoch order.
+    func microBatch(_ micro: Int) -> [Int] {
+        let epoch = micro / microBatchesPerEpoch, position = micro % microBatchesPerEpoch
+        let order = epochOrder(epoch)
+        return (0..<globalBatch).map { order[(position * globalBatch + $0) % order.count] }
+    }
+
+    private var cachedOrder: (epoch: Int, order: [Int])?
+    func epochOrder(_ epoch: Int) -> [Int] {
+        if let c = cachedOrder, c.epoch == epoch { return c.order }
+        var order = Array(train.indices)
+        var rng = SplitMix64(seed: options.seed ^ mix64(UInt64(epoch) &+ 0x5EED))
+        for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+        cachedOrder = (epoch, order)
+        return order
+    }
+
+    /// A row's negatives fixed to `negatives`: truncated, or padded by seeded resampling.
+    func fixedNegatives(_ t: Triplet, index: Int, epoch: Int) -> [String] {
+        if t.negatives.count >= negatives { return Array(t.negatives.prefix(negatives)) }
+        var rng = SplitMix64(seed: options.seed ^ mix64(UInt64(index) << 20 ^ UInt64(epoch)))
+        var out = t.negatives
+        while out.count < negatives { out.append(t.negatives[Int(rng.next() % UInt64(t.negatives.count))]) }
+        return out
+    }
+
+    // MARK: one contrastive micro-batch
+
+    struct LocalTexts {
+        var ids: [[Int32]]
+        var seeds: [UInt64]
+        var keys: [UInt64]
+        var queries: [String]
+        var tokens: Int { ids.reduce(0) { $0 + $1.count } }
+    }
+
+    /// This rank's texts of a micro-batch: per triple, query, positive, then negatives.
+    func localTexts(_ triples: [Triplet], indices: [Int], micro: Int, epoch: Int, firstGlobalRow: Int) -> LocalTexts {
+        var texts = [String](), seeds = [UInt64](), keys = [UInt64](), queries = [String]()
+        let perRow = 2 + negatives
+        for (r, t) in triples.enumerated() {
+            let q = t.instruction.map(Embedder.instructionPrefix) ?? queryPrefix
+            let row = [q + t.query, documentPrefix + t.positive] + fixedNegatives(t, index: indices[r], epoch: epoch).map { documentPrefix + $0 }
+            for (j, text) in row.enumerated() {
+                texts.append(text)
+                seeds.append(mix64(options.seed ^ mix64(UInt64(micro) &* 0x1000_0000 &+ UInt64((firstGlobalRow + r) * perRow + j))))
+                keys.append(fnv1a(text))
+            }
+            queries.append(t.query)
+        }
+        return LocalTexts(ids: embedder.tokenizer.encodeBatch(texts, maxLength: options.maxLength), seeds: seeds, keys: keys,
+                          queries: queries)
+    }
+
+    /// Embeds texts (pooled, L2-normalised), optionally keeping activations for backward.
+    /// Returns normalised rows and the raw pooled rows (for the normalisation backward).
+    func embed(_ ids: [[Int32]], seeds: [UInt64], keep: Bool, training: Bool) throws -> (normalized: [Float], pooled: [Float]) {
+        let c = model.hiddenSize
+        let context = LoRAContext(adapter: adapter, training: training, sequenceSeeds: seeds)
+        let hidden = try model.forward(ids, lora: context, keepActivations: keep)
+        var pooled = [Float](repeating: 0, count: ids.count * c)
+        let batch = PackedBatch(lengths: ids.map(\.count))
+        pooled.withUnsafeMutableBufferPointer { pool(embedder.directory.pooling, hidden: hidden.pointer, batch: batch, c: c, out: $0.baseAddress!) }
+        var normalized = pooled
+        l2NormalizeRows(&normalized, n: ids.count, c: c)
+        return (normalized, pooled)
+    }
+
+    /// Backpropagates dL/d(normalised embeddings) of `ids` (after a keep-activations forward).
+    func backward(_ ids: [[Int32]], pooled: [Float], dNormalized: ArraySlice<Float>) throws {
+        let c = model.hiddenSize, batch = PackedBatch(lengths: ids.map(\.count))
+        var dPooled = [Float](repeating: 0, count: ids.count * c)
+        Array(dNormalized).withUnsafeBufferPointer { g in
+            l2NormalizeBackward(dx: &dPooled, dy: g.baseAddress!, x: pooled, n: ids.count, c: c)
+        }
+        var dHidden = [Float](repeating: 0, count: batch.tokens * c)
+        for s in 0..<batch.count {
+            let start = batch.offsets[s], len = batch.length(s)
+            switch embedder.directory.pooling {
+            case .lastToken: for i in 0..<c { dHidden[(start + len - 1) * c + i] = dPooled[s * c + i] }
+            case .cls: for i in 0..<c { dHidden[start * c + i] = dPooled[s * c + i] }
+            case .mean, .meanSqrtLen:
+                let scale = 1 / (embedder.directory.pooling == .mean ? Float(len) : Float(len).squareRoot())
+                for t in start..<(start + len) { for i in 0..<c { dHidden[t * c + i] = dPooled[s * c + i] * scale } }
+            case .max: throw DataProblem(origin: "model", problem: "max pooling cannot be trained")
+            }
+        }
+        try dHidden.withUnsafeBufferPointer { try model.backward(dHidden: $0.baseAddress!) }
+    }
+
+    /// Assembles the global contrastive batch from every rank's embeddings (rank order = global
+    /// triple order) and computes the loss on it.
+    func globalLoss(local: [Float], localKeys: [UInt64], queries: [String], rows: Int, progress: Float,
+                    gather: Bool) throws -> (result: InfoNCEResult, dLocal: [Float], meanTau: Float) {
+        let c = model.hiddenSize, perRow = 2 + negatives
+        var all = local, keys = localKeys, allRows = rows
+        var offset = 0
+        if gather && communicator.size > 1 {
+            all = [Float](repeating: 0, count: local.count * communicator.size)
+            try local.withUnsafeBufferPointer { try communicator.allGather($0.baseAddress!, count: local.count, into: &all) }
+            var gathered = [UInt64](repeating: 0, count: keys.count * communicator.size)
+            try keys.withUnsafeBytes { src in
+                try gathered.withUnsafeMutableBytes { try communicator.allGatherBytes(src.baseAddress!, bytes: src.count, into: $0.baseAddress!) }
+            }
+            keys = gathered
+            allRows = rows * communicator.size
+            offset = communicator.rank * rows
+        }
+        var q = [Float](), docs = [Float](), positive = [Int](), owner = [Int](), docKeys = [UInt64]()
+        for r in 0..<allRows {
+            let base = r * perRow
+            q += all[(base * c)..<((base + 1) * c)]
+            positive.append(docKeys.count)
+            for j in 1..<perRow {
+                docs += all[((base + j) * c)..<((base + j + 1) * c)]
+                owner.append(r)
+                docKeys.append(keys[base + j])
+            }
+        }
+        // Temperatures: per query text for adaptive mode; queries of other ranks come with the
+        // same rule applied to their rows, which only the owner knows — so adaptive τ is local
+        // to each row and exchanged as part of the gather.
+        var tau = options.temperatureSchedule.temperatures(queries: queries, progress: progress, learnedLogTau: logTau)
+        if gather && communicator.size > 1 {
+            var allTau = [Float](repeating: 0, count: tau.count * communicator.size)
+            try tau.withUnsafeBufferPointer { try communicator.allGather($0.baseAddress!, count: tau.count, into: &allTau) }
+            tau = allTau
+        }
+        let batch = ContrastiveBatch(dim: c, queries: q, documents: docs, positiveIndex: positive, documentRow: owner,
+                                     documentKey: docKeys)
+        let result = infoNCE(batch, temperatures: tau, options: options.infonce)
+        // Scatter the global gradient back to this rank's local text order.
+        var dLocal = [Float](repeating: 0, count: local.count)
+        for r in 0..<rows {
+            let g = offset + r, base = r * perRow
+            for i in 0..<c { dLocal[base * c + i] = result.dQueries[g * c + i] }
+            for j in 1..<perRow {
+                let doc = g * (perRow - 1) + (j - 1)
+                for i in 0..<c { dLocal[(base + j) * c + i] = result.dDocuments[doc * c + i] }
+            }
+        }
+        return (result, dLocal, tau.reduce(0, +) / Float(max(tau.count, 1)))
+    }
+}
+
+/// SplitMix64: a tiny seeded generator whose whole state is one counter (checkpointable).
+public struct SplitMix64: RandomNumberGenerator {
+    public var state: UInt64
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// 64-bit FNV-1a of a string's UTF-8 (text identity for duplicate masking and splits).
+public func fnv1a(_ s: String) -> UInt64 {
+    var h: UInt64 = 0xcbf2_9ce4_8422_2325
+    for b in s.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+    return h
+}
+
+/// 64-bit FNV-1a of raw bytes (checkpoint checksums).
+public func fnv1a(_ data: Data) -> UInt64 {
+    var h: UInt64 = 0xcbf2_9ce4_8422_2325
+    for b in data { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+    return h
+}

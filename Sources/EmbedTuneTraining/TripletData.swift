@@ -1,0 +1,164 @@
+import EmbedTuneFormats
+import Foundation
+
+/// One training example: a query, its positive and any number of hard negatives; a system
+/// message (ms-swift messages format) becomes the query's instruction.
+public struct Triplet: Equatable, Sendable {
+    public var query: String
+    public var positive: String
+    public var negatives: [String]
+    public var instruction: String?
+    /// Where it came from, for error messages ("file.jsonl:12").
+    public var origin: String
+
+    public init(query: String, positive: String, negatives: [String], instruction: String? = nil, origin: String = "") {
+        self.query = query
+        self.positive = positive
+        self.negatives = negatives
+        self.instruction = instruction
+        self.origin = origin
+    }
+}
+
+public struct DataProblem: Error, CustomStringConvertible {
+    public let origin: String
+    public let problem: String
+    public var description: String { "\(origin): \(problem)" }
+}
+
+/// Reads training triples from JSONL (ms-swift {query, response, rejected_response}, ms-swift
+/// messages / positive_messages / negative_messages, or sentence-transformers columns
+/// anchor / positive / negative | negative_1…n), or CSV / TSV with those column names.
+/// Bad rows are errors naming file:line, or — with `skipBadRows` — counted and skipped.
+public enum TripletReader {
+    public static func read(_ path: String, skipBadRows: Bool = false) throws -> (triplets: [Triplet], skipped: [DataProblem]) {
+        let url = URL(fileURLWithPath: path)
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch { throw DataProblem(origin: path, problem: "cannot read: \(error.localizedDescription)") }
+        guard let text = String(data: data, encoding: .utf8) else { throw DataProblem(origin: path, problem: "is not valid UTF-8") }
+        var rows = [(origin: String, fields: () throws -> [String: JSONValue])]()
+        switch url.pathExtension.lowercased() {
+        case "jsonl", "ndjson":
+            for (i, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated()
+            where !line.allSatisfy(\.isWhitespace) {
+                let origin = "\(path):\(i + 1)"
+                rows.append((origin, {
+                    let v: JSONValue
+                    do { v = try JSONDecoder().decode(JSONValue.self, from: Data(line.utf8)) }
+                    catch { throw DataProblem(origin: origin, problem: "malformed JSON") }
+                    guard let o = v.object else { throw DataProblem(origin: origin, problem: "line is not a JSON object") }
+                    return o
+                }))
+            }
+        case "csv", "tsv":
+            let table = try DelimitedText.parse(text, separator: url.pathExtension.lowercased() == "tsv" ? "\t" : ",", file: path)
+            guard let header = table.first else { throw DataProblem(origin: path, problem: "empty file") }
+            for (i, record) in table.dropFirst().enumerated() where !(record.count == 1 && record[0].isEmpty) {
+                let origin = "\(path):\(i + 2)"
+                rows.append((origin, {
+                    guard record.count == header.count else {
+                        throw DataProblem(origin: origin, problem: "\(record.count) fields, header has \(header.count)")
+                    }
+                    return Dictionary(zip(header, record.map { JSONValue.string($0) }), uniquingKeysWith: { a, _ in a })
+                }))
+            }
+        default:
+            throw DataProblem(origin: path, problem: "unknown data format \".\(url.pathExtension)\" (use .jsonl, .csv or .tsv)")
+        }
+        var out = [Triplet](), skipped = [DataProblem]()
+        for row in rows {
+            do { out.append(try triplet(try row.fields(), origin: row.origin)) }
+            catch let problem as DataProblem {
+                if skipBadRows { skipped.append(problem) } else { throw problem }
+            }
+        }
+        if out.isEmpty { throw DataProblem(origin: path, problem: "no usable rows (\(skipped.count) skipped)") }
+        return (out, skipped)
+    }
+
+    static func triplet(_ o: [String: JSONValue], origin: String) throws -> Triplet {
+        func text(_ key: String, _ v: JSONValue?) throws -> String {
+            guard let v else { throw DataProblem(origin: origin, problem: "missing field \"\(key)\"") }
+            guard let s = v.string else { throw DataProblem(origin: origin, problem: "field \"\(key)\" is not a string") }
+            guard !s.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
+                throw DataProblem(origin: origin, problem: "field \"\(key)\" is empty")
+            }
+            return s
+        }
+        func messagesText(_ key: String) throws -> (user: String, system: String?) {
+            guard let list = o[key]?.array else { throw DataProblem(origin: origin, problem: "missing field \"\(key)\"") }
+            var user: String?, system: String?
+            for m in list {
+                let role = m["role"]?.string, content = m["content"]?.string
+                if role == "system" { system = content } else if role == "user" || role == "assistant" { user = content ?? user }
+            }
+            return (try text("\(key).content", user.map(JSONValue.string)), system)
+        }
+        var t: Triplet
+        if o["messages"] != nil {
+            let q = try messagesText("messages")
+            let p = try messagesText("positive_messages")
+            var negatives = [String]()
+            for (i, n) in (o["negative_messages"]?.array ?? []).enumerated() {
+                guard let group = n.array else { throw DataProblem(origin: origin, problem: "negative_messages[\(i)] is not a list of messages") }
+                let content = group.last?["content"]?.string
+                negatives.append(try text("negative_messages[\(i)].content", content.map(JSONValue.string)))
+            }
+            t = Triplet(query: q.user, positive: p.user, negatives: negatives, instruction: q.system, origin: origin)
+        } else if o["query"] != nil {
+            var negatives = [String]()
+            if let list = o["rejected_response"]?.array {
+                for (i, n) in list.enumerated() { negatives.append(try text("rejected_response[\(i)]", n)) }
+            } else if let one = o["rejected_response"], !one.isNull {
+                negatives.append(try text("rejected_response", one))
+            }
+            t = Triplet(query: try text("query", o["query"]), positive: try text("response", o["response"]), negatives: negatives,
+                        origin: origin)
+        } else if o["anchor"] != nil {
+            var negatives = [String]()
+            if let n = o["negative"] { negatives.append(try text("negative", n)) }
+            var k = 1
+            while let n = o["negative_\(k)"] { negatives.append(try text("negative_\(k)", n)); k += 1 }
+            t = Triplet(query: try text("anchor", o["anchor"]), positive: try text("positive", o["positive"]), negatives: negatives,
+                        origin: origin)
+        } else {
+            throw DataProblem(origin: origin, problem: "no known fields (expected query/response, messages, or anchor/positive)")
+        }
+        if let same = t.negatives.firstIndex(of: t.positive) {
+            throw DataProblem(origin: origin, problem: "negative \(same + 1) is identical to the positive")
+        }
+        return t
+    }
+}
+
+/// RFC 4180-style CSV/TSV: quoted fields with doubled quotes, embedded separators and newlines.
+public enum DelimitedText {
+    public static func parse(_ text: String, separator: Character, file: String) throws -> [[String]] {
+        var rows = [[String]](), row = [String](), field = "", inQuotes = false, atFieldStart = true, line = 1
+        var it = text.makeIterator()
+        while let ch = it.next() {
+            if inQuotes {
+                if ch == "\"" {
+                    // A doubled quote is a literal quote; otherwise the quoted part ends.
+                    var peek = it
+                    if peek.next() == "\"" { field.append("\""); _ = it.next() } else { inQuotes = false }
+                } else {
+                    if ch == "\n" { line += 1 }
+                    field.append(ch)
+                }
+                continue
+            }
+            switch ch {
+            case "\"" where atFieldStart: inQuotes = true; atFieldStart = false
+            case separator: row.append(field); field = ""; atFieldStart = true
+            case "\n", "\r\n":
+                row.append(field); rows.append(row); row = []; field = ""; atFieldStart = true; line += 1
+            case "\r": continue
+            default: field.append(ch); atFieldStart = false
+            }
+        }
+        if inQuotes { throw DataProblem(origin: "\(file):\(line)", problem: "unterminated quoted field") }
+        if !field.isEmpty || !row.isEmpty { row.append(field); rows.append(row) }
+        return rows
+    }
+}
