@@ -57,7 +57,11 @@ public final class SafetensorsFile: @unchecked Sendable {
         guard let text = String(validating: headerBytes, as: UTF8.self) else {
             throw FormatError(url: url, "header is not valid UTF-8")
         }
-        let json = try JSONValue.parse(Data(text.utf8), file: url.path)
+        let json: JSONValue
+        do { json = try JSONValue.parse(Data(text.utf8), file: url.path) }
+        catch let e as FormatError {
+            throw FormatError(url: url, "header is not valid JSON (\(e.problem.replacingOccurrences(of: "invalid JSON ", with: "")))")
+        }
         guard let object = json.object else {
             throw FormatError(url: url, "header is not a JSON object")
         }

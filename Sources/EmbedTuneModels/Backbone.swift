@@ -56,4 +56,11 @@ public protocol TrainableBackbone: AnyObject {
     /// Backward from dL/d(final hidden states) of the last forward that kept activations;
     /// accumulates into the adapter's gradients.
     func backward(dHidden: UnsafePointer<Float>) throws
+    /// Linear layers a PEFT adapter may carry that do not affect embeddings (BERT's pooler):
+    /// accepted when loading, then ignored.
+    var unusedAdapterModules: Set<String> { get }
+}
+
+extension TrainableBackbone {
+    public var unusedAdapterModules: Set<String> { [] }
 }

@@ -141,6 +141,7 @@ public final class BertModel: Backbone, TrainableBackbone {
                               "attention.output.dense", "intermediate.dense", "output.dense"]
 
     public var defaultTargetModules: [String] { ["query", "key", "value", "dense"] }
+    public var unusedAdapterModules: Set<String> { ["pooler.dense"] }
 
     public var linearLayers: [(module: String, inFeatures: Int, outFeatures: Int)] {
         let c = config.hiddenSize, inter = config.intermediateSize

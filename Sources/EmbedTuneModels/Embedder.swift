@@ -31,6 +31,8 @@ public final class Embedder {
     public let directory: ModelDirectory
     public let tokenizer: Tokenizer
     public let backbone: Backbone
+    /// A LoRA adapter applied on the fly (PEFT directory loaded with `PEFTAdapter.load`).
+    public var adapter: LoRAAdapter?
 
     public init(directory: ModelDirectory) throws {
         self.directory = directory
@@ -79,7 +81,12 @@ public final class Embedder {
         for start in stride(from: 0, to: texts.count, by: max(1, options.batchSize)) {
             let chunk = Array(texts[start..<min(start + options.batchSize, texts.count)])
             let ids = tokenizer.encodeBatch(chunk.map { options.prefix + $0 }, maxLength: maxLength(options))
-            let hidden = try backbone.forward(ids)
+            let hidden: Tensor
+            if let adapter, let trainable = backbone as? TrainableBackbone {
+                hidden = try trainable.forward(ids, lora: LoRAContext(adapter: adapter, training: false), keepActivations: false)
+            } else {
+                hidden = try backbone.forward(ids)
+            }
             let batch = PackedBatch(lengths: ids.map(\.count))
             pooled.withUnsafeMutableBufferPointer { p in
                 pool(options.pooling ?? directory.pooling, hidden: hidden.pointer, batch: batch, c: c, out: p.baseAddress!)

@@ -77,6 +77,7 @@ public enum PEFTAdapter {
                     module = String(module.dropFirst(prefix.count))
                 }
             }
+            if model.unusedAdapterModules.contains(module) { continue }
             guard modules.contains(module), which == "A" || which == "B" else { unknown.append(name); continue }
             if which == "A" { byModule[module, default: (nil, nil)].a = name } else { byModule[module, default: (nil, nil)].b = name }
         }

@@ -7,7 +7,7 @@ import Foundation
 extension Trainer {
     /// Accumulates the LoRA gradient of optimiser step `step` over its micro-batches (not yet
     /// all-reduced). Returns this rank's share of the loss, dL/dlogτ and tokens.
-    func accumulateGradients(step: Int) throws -> (loss: Double, dLogTau: Double, tokens: Int, tau: Float, examples: Int) {
+    public func accumulateGradients(step: Int) throws -> (loss: Double, dLogTau: Double, tokens: Int, tau: Float, examples: Int) {
         adapter.zeroGrads()
         let accum = options.gradientAccumulationSteps, size = communicator.size, rank = communicator.rank
         let rowsPerRank = globalBatch / size
@@ -161,6 +161,7 @@ final class JSONLLog {
     func write<T: Encodable>(_ value: T) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         var data = try encoder.encode(value)
         data.append(0x0a)
         handle.write(data)

@@ -1,0 +1,156 @@
+import ArgumentParser
+import EmbedTuneDistributed
+import EmbedTuneFormats
+import EmbedTuneKernels
+import EmbedTuneTraining
+import Foundation
+
+/// `embedtune train`: flags named like ms-swift's `swift sft`, a TOML config they override, and
+/// the same behaviour with or without mpirun.
+struct TrainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train", abstract: "LoRA contrastive training (InfoNCE), single process or data-parallel under mpirun.")
+
+    @Option(help: "TOML config (keys as the flags below, snake_case); flags override it.") var config: String?
+    @Option(name: .customLong("model")) var model: String?
+    @Option(name: .customLong("dataset"), help: "JSONL (ms-swift or sentence-transformers columns), CSV or TSV.") var dataset: String?
+    @Option(name: .customLong("output_dir")) var outputDir: String?
+    @Option(name: .customLong("train_type"), help: "Only lora.") var trainType = "lora"
+    @Option(name: .customLong("loss_type"), help: "Only infonce.") var lossType = "infonce"
+    @Option(name: .customLong("lora_r")) var loraR: Int?
+    @Option(name: .customLong("lora_alpha")) var loraAlpha: Double?
+    @Option(name: .customLong("lora_dropout")) var loraDropout: Double?
+    @Option(name: .customLong("target_modules"), help: "Comma-separated module names (default: every linear).") var targetModules: String?
+    @Flag(name: .customLong("use_rslora")) var useRslora = false
+    @Option(name: .customLong("learning_rate")) var learningRate: Float?
+    @Option(name: .customLong("num_train_epochs")) var numTrainEpochs: Int?
+    @Option(name: .customLong("max_steps")) var maxSteps: Int?
+    @Option(name: .customLong("per_device_train_batch_size")) var perDeviceTrainBatchSize: Int?
+    @Option(name: .customLong("global_batch_size"), help: "Triples per micro-step over all ranks (default per_device × ranks).")
+    var globalBatchSize: Int?
+    @Option(name: .customLong("gradient_accumulation_steps")) var gradientAccumulationSteps: Int?
+    @Option(name: .customLong("warmup_ratio")) var warmupRatio: Float?
+    @Option(name: .customLong("warmup_steps")) var warmupSteps: Int?
+    @Option(name: .customLong("lr_scheduler_type"), help: "cosine | linear | constant") var lrSchedulerType: String?
+    @Option(name: .customLong("weight_decay")) var weightDecay: Float?
+    @Option(name: .customLong("max_grad_norm")) var maxGradNorm: Float?
+    @Option(name: .customLong("eval_steps")) var evalSteps: Int?
+    @Option(name: .customLong("save_steps")) var saveSteps: Int?
+    @Option(name: .customLong("save_total_limit")) var saveTotalLimit: Int?
+    @Option(name: .customLong("split_dataset_ratio")) var splitDatasetRatio: Float?
+    @Option(name: .customLong("dataloader_drop_last")) var dataloaderDropLast: Bool?
+    @Option(name: .customLong("seed")) var seed: UInt64?
+    @Option(name: .customLong("max_length")) var maxLength: Int?
+    @Option(name: .customLong("hard_negatives"), help: "Fixed hard negatives per row (pad by resampling / truncate).") var hardNegatives: Int?
+    @Option(name: .customLong("temperature_mode"), help: "fixed | scheduled | learnable | adaptive") var temperatureMode: String?
+    @Option(name: .customLong("temperature")) var temperature: Float?
+    @Option(name: .customLong("temperature_end")) var temperatureEnd: Float?
+    @Option(name: .customLong("use_batch"), help: "In-batch negatives (default true).") var useBatch: Bool?
+    @Option(name: .customLong("mask_fake_negative")) var maskFakeNegative: Bool?
+    @Option(name: .customLong("fake_negative_margin")) var fakeNegativeMargin: Float?
+    @Option(name: .customLong("include_qq")) var includeQQ: Bool?
+    @Option(name: .customLong("include_dd")) var includeDD: Bool?
+    @Option(name: .customLong("gradcache_mini_batch"), help: "GradCache chunk in texts (0 = off).") var gradCacheMiniBatch: Int?
+    @Option(name: .customLong("gather_across_ranks")) var gatherAcrossRanks: Bool?
+    @Flag(name: .customLong("skip_bad_rows"), help: "Skip and count malformed rows instead of stopping.") var skipBadRows = false
+    @Option(name: .customLong("resume"), help: "latest, or a checkpoint directory.") var resume: String?
+    @Option(name: .customLong("stop_after"), help: "Stop after this step without writing the final adapter (testing).")
+    var stopAfter: Int?
+    @Option(help: "BLAS threads per process (default cores ÷ local ranks).") var threads: Int?
+    @Flag(help: "Print from every rank.") var verbose = false
+
+    func run() throws {
+        let communicator: Communicator
+        do { communicator = try makeCommunicator() } catch {
+            FileHandle.standardError.write(Data("embedtune: error: \(error)\n".utf8))
+            throw ExitCode.failure
+        }
+        if let threads { BLASRuntime.setThreads(threads) }
+        let speak = communicator.isRoot || verbose
+        do {
+            let options = try resolveOptions()
+            let trainer = try Trainer(options: options, communicator: communicator)
+            let bar = communicator.size > 1 ? "[rank \(communicator.rank)/\(communicator.size)] " : ""
+            try trainer.run(resume: resume, stopAfter: stopAfter) { event in
+                guard speak else { return }
+                switch event {
+                case .started(let s): print("\(bar)train: \(s) (BLAS \(BLASRuntime.coreName) × \(BLASRuntime.threads))")
+                case .step(let s):
+                    print(String(format: "%@step %d/%d  loss %.4f  lr %.2e  tau %.4f  |g| %.3f  %.0f ms/step  %.0f tok/s",
+                                 bar, s.step, trainer.totalSteps, s.loss, s.lr, s.tau, s.gradNorm, s.msPerStep, s.tokensPerSecond))
+                case .eval(let e):
+                    print(String(format: "%@eval step %d  held-out loss %.4f  margin %.4f (pos %.4f, hardest neg %.4f, %d rows)",
+                                 bar, e.step, e.loss, e.margin, e.meanPositive, e.meanHardestNegative, e.rows))
+                case .checkpoint(let u): print("\(bar)checkpoint: \(u.path)")
+                case .warning(let w): FileHandle.standardError.write(Data("embedtune: warning: \(w)\n".utf8))
+                case .finished(let u): print("\(bar)adapter: \(u.path)/adapter_config.json + adapter_model.safetensors")
+                }
+                fflush(nil)
+            }
+            if let mpi = communicator as? MPICommunicator { mpi.finalize() }
+        } catch {
+            FileHandle.standardError.write(Data("embedtune: error: \(communicator.size > 1 ? "rank \(communicator.rank): " : "")\(error)\n".utf8))
+            // One failing rank must end the whole job, never leave the others waiting.
+            if let mpi = communicator as? MPICommunicator { mpi.abort(code: 1) }
+            throw ExitCode.failure
+        }
+    }
+
+    /// Defaults ← TOML config ← flags.
+    func resolveOptions() throws -> TrainingOptions {
+        guard trainType == "lora" else { throw ValidationError("--train_type: only lora is supported") }
+        guard lossType == "infonce" else { throw ValidationError("--loss_type: only infonce is supported") }
+        var o = TrainingOptions()
+        if let config {
+            let url = URL(fileURLWithPath: config)
+            let text: String
+            do { text = try String(contentsOf: url, encoding: .utf8) } catch { throw FormatError(url: url, "cannot read") }
+            o = try merge(TOML.parse(text, file: config), into: o, file: config)
+        }
+        func set<T>(_ v: T?, _ path: WritableKeyPath<TrainingOptions, T>) { if let v { o[keyPath: path] = v } }
+        set(model, \.model); set(dataset, \.dataset); set(outputDir, \.outputDir); set(loraR, \.loraR)
+        set(loraAlpha, \.loraAlpha); set(loraDropout, \.loraDropout)
+        set(targetModules.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }, \.targetModules)
+        if useRslora { o.useRslora = true }
+        set(learningRate, \.learningRate); set(numTrainEpochs, \.numTrainEpochs); set(maxSteps, \.maxSteps)
+        set(perDeviceTrainBatchSize, \.perDeviceTrainBatchSize); set(globalBatchSize, \.globalBatchSize)
+        set(gradientAccumulationSteps, \.gradientAccumulationSteps); set(warmupRatio, \.warmupRatio)
+        set(warmupSteps, \.warmupSteps); set(lrSchedulerType, \.lrSchedulerType); set(weightDecay, \.weightDecay)
+        set(maxGradNorm, \.maxGradNorm); set(evalSteps, \.evalSteps); set(saveSteps, \.saveSteps)
+        set(saveTotalLimit, \.saveTotalLimit); set(splitDatasetRatio, \.splitDatasetRatio)
+        set(dataloaderDropLast, \.dataloaderDropLast); set(seed, \.seed); set(maxLength, \.maxLength)
+        set(hardNegatives, \.hardNegatives); set(temperatureMode, \.temperatureMode); set(temperature, \.temperature)
+        set(temperatureEnd, \.temperatureEnd); set(useBatch, \.infonce.useBatch); set(maskFakeNegative, \.infonce.maskFakeNegative)
+        set(fakeNegativeMargin, \.infonce.fakeNegativeMargin); set(includeQQ, \.infonce.includeQQ)
+        set(includeDD, \.infonce.includeDD); set(gradCacheMiniBatch, \.gradCacheMiniBatch)
+        set(gatherAcrossRanks, \.gatherAcrossRanks)
+        if skipBadRows { o.skipBadRows = true }
+        try o.validate()
+        return o
+    }
+
+    /// Overlays a config document on `base`; unknown keys are errors naming the key.
+    func merge(_ doc: JSONValue, into base: TrainingOptions, file: String) throws -> TrainingOptions {
+        var probe = base
+        probe.queryPrompt = ""; probe.documentPrompt = ""
+        let known = try JSONValue.parse(JSONEncoder().encode(probe), file: "defaults")
+        guard var merged = try JSONValue.parse(JSONEncoder().encode(base), file: "defaults").object,
+              let knownKeys = known.object else { return base }
+        for (k, v) in doc.object ?? [:] {
+            guard let def = knownKeys[k] else { throw FormatError(file: file, item: k, "unknown option") }
+            if let table = v.object, var inner = merged[k]?.object ?? def.object {
+                for (ik, iv) in table {
+                    guard def.object?[ik] != nil else { throw FormatError(file: file, item: "\(k).\(ik)", "unknown option") }
+                    inner[ik] = iv
+                }
+                merged[k] = .object(inner)
+            } else {
+                merged[k] = v
+            }
+        }
+        do { return try JSONDecoder().decode(TrainingOptions.self, from: JSONEncoder().encode(JSONValue.object(merged))) }
+        catch let DecodingError.typeMismatch(_, ctx) {
+            throw FormatError(file: file, item: ctx.codingPath.map(\.stringValue).joined(separator: "."), "wrong type")
+        }
+    }
+}
