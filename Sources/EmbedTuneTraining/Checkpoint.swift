@@ -51,13 +51,13 @@ public enum Checkpoint {
     static func encodeState(_ t: Trainer, step: Int) -> Data {
         var d = Data()
         func put<T>(_ v: T) { withUnsafeBytes(of: v) { d.append(contentsOf: $0) } }
-        func put(_ a: UnsafeBufferPointer<Float>) { d.append(UnsafeBufferPointer(start: UnsafeRawPointer(a.baseAddress!).assumingMemoryBound(to: UInt8.self), count: a.count * 4)) }
+        func putFloats(_ a: UnsafeBufferPointer<Float>) { d.append(UnsafeBufferPointer(start: UnsafeRawPointer(a.baseAddress!).assumingMemoryBound(to: UInt8.self), count: a.count * 4)) }
         put(magic.littleEndian); put(version.littleEndian)
         put(Int64(step)); put(Int64(t.adapter.parameterCount)); put(Int64(t.optimizer.step))
         put(t.logTau); put(Int64(t.tauOptimizer.step)); put(t.tauOptimizer.m[0]); put(t.tauOptimizer.v[0])
-        put(UnsafeBufferPointer(start: t.adapter.params.pointer, count: t.adapter.parameterCount))
-        t.optimizer.m.withUnsafeBufferPointer { put($0) }
-        t.optimizer.v.withUnsafeBufferPointer { put($0) }
+        putFloats(UnsafeBufferPointer(start: t.adapter.params.pointer, count: t.adapter.parameterCount))
+        t.optimizer.m.withUnsafeBufferPointer { putFloats($0) }
+        t.optimizer.v.withUnsafeBufferPointer { putFloats($0) }
         return d
     }
 

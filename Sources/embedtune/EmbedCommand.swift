@@ -27,6 +27,8 @@ struct EmbedCommand: ParsableCommand {
     @Option(name: .customLong("prompt-name"), help: "A prompt from config_sentence_transformers.json, e.g. query.")
     var promptName: String?
     @Option(help: "Matryoshka: keep the first D dimensions, then renormalise.") var dim: Int?
+    @Option(help: "A LoRA adapter directory in PEFT format (adapter_config.json + adapter_model.safetensors).")
+    var adapter: String?
     @Flag(help: "No progress bar.") var quiet = false
 
     func validate() throws {
@@ -41,6 +43,12 @@ struct EmbedCommand: ParsableCommand {
             let dir = try modelOptions.directory()
             let texts = try readTexts(input, field: field)
             let embedder = try Embedder(directory: dir)
+            if let adapter {
+                guard let trainable = embedder.backbone as? TrainableBackbone else {
+                    throw CLIError("\(dir.modelType) models cannot carry a LoRA adapter")
+                }
+                embedder.adapter = try PEFTAdapter.load(URL(fileURLWithPath: adapter), for: trainable)
+            }
             var options = Embedder.Options()
             options.batchSize = batchSize
             options.maxLength = maxLength
