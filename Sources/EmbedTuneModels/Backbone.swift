@@ -59,6 +59,8 @@ public protocol TrainableBackbone: AnyObject {
     /// Linear layers a PEFT adapter may carry that do not affect embeddings (BERT's pooler):
     /// accepted when loading, then ignored.
     var unusedAdapterModules: Set<String> { get }
+    /// Floats held by the activation arena (grows to the largest pass seen).
+    var activationCapacity: Int { get }
 }
 
 extension TrainableBackbone {

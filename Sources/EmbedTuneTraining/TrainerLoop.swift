@@ -71,6 +71,12 @@ extension Trainer {
         for problem in skipped { events(.warning("skipped \(problem)")) }
         let log = communicator.isRoot ? try JSONLLog(url: out.appendingPathComponent("train_log.jsonl"), append: resume != nil) : nil
         let schedule = self.schedule
+        if resume == nil && options.evalSteps > 0 && !holdout.isEmpty {
+            // The baseline every later evaluation is compared with.
+            let e = try evaluate()
+            try log?.write(e)
+            events(.eval(e))
+        }
         while step < totalSteps {
             if let stopAfter, step >= stopAfter { break }
             let t0 = DispatchTime.now().uptimeNanoseconds
@@ -112,6 +118,11 @@ extension Trainer {
             }
         }
         if stopAfter == nil || step >= totalSteps {
+            if options.evalSteps > 0 && !holdout.isEmpty && step % options.evalSteps != 0 {
+                let e = try evaluate()
+                try log?.write(e)
+                events(.eval(e))
+            }
             if communicator.isRoot {
                 try PEFTAdapter.save(adapter, to: out, baseModel: options.model)
             }

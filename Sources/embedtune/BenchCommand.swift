@@ -6,7 +6,7 @@ import Foundation
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Benchmarks: medians after warm-up, printed as a table and JSON.",
-        subcommands: [GEMMBench.self, EmbedBench.self])
+        subcommands: [GEMMBench.self, EmbedBench.self, TrainBench.self])
 }
 
 func median(_ xs: [Double]) -> Double {
@@ -24,7 +24,12 @@ func timed(_ body: () throws -> Void) rethrows -> Double {
 func report(_ title: String, _ rows: [[String: Any]], columns: [String], jsonPath: String?) throws {
     print("\n\(title)  (BLAS core \(BLASRuntime.coreName))")
     let cells = rows.map { r in columns.map { c -> String in
-        if let d = r[c] as? Double { return String(format: d >= 100 ? "%.1f" : "%.3f", d) }
+        if let d = r[c] as? Double {
+            if d == d.rounded() && abs(d) < 1e9 && !(c.contains("per") || c.hasPrefix("s_") || c.hasSuffix("_s") || c.contains("ms") || c.contains("gflops") || c.contains("mb")) {
+                return String(Int(d))
+            }
+            return String(format: d >= 100 ? "%.1f" : "%.3f", d)
+        }
         return "\(r[c] ?? "")"
     } }
     let widths = columns.indices.map { i in max(columns[i].count, cells.map { $0[i].count }.max() ?? 0) }

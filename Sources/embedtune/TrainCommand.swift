@@ -52,6 +52,9 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .customLong("include_dd")) var includeDD: Bool?
     @Option(name: .customLong("gradcache_mini_batch"), help: "GradCache chunk in texts (0 = off).") var gradCacheMiniBatch: Int?
     @Option(name: .customLong("gather_across_ranks")) var gatherAcrossRanks: Bool?
+    @Option(name: .customLong("query_prompt"), help: "Prefix for queries (default: the model's \"query\" prompt).") var queryPrompt: String?
+    @Option(name: .customLong("document_prompt"), help: "Prefix for documents (default: the model's \"document\" prompt).")
+    var documentPrompt: String?
     @Flag(name: .customLong("skip_bad_rows"), help: "Skip and count malformed rows instead of stopping.") var skipBadRows = false
     @Option(name: .customLong("resume"), help: "latest, or a checkpoint directory.") var resume: String?
     @Option(name: .customLong("stop_after"), help: "Stop after this step without writing the final adapter (testing).")
@@ -124,6 +127,8 @@ struct TrainCommand: ParsableCommand {
         set(fakeNegativeMargin, \.infonce.fakeNegativeMargin); set(includeQQ, \.infonce.includeQQ)
         set(includeDD, \.infonce.includeDD); set(gradCacheMiniBatch, \.gradCacheMiniBatch)
         set(gatherAcrossRanks, \.gatherAcrossRanks)
+        if let queryPrompt { o.queryPrompt = queryPrompt }
+        if let documentPrompt { o.documentPrompt = documentPrompt }
         if skipBadRows { o.skipBadRows = true }
         try o.validate()
         return o

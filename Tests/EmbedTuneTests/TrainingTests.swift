@@ -138,6 +138,9 @@ struct TrainingTests {
         let norm = a.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
         #expect(norm > 0)
         #expect(diff / norm <= 1e-5, "relative difference \(diff / norm)")
+        // The plain pass held activations for all 24 texts, GradCache for 4 at a time.
+        let ratio = Double(plain.model.activationCapacity) / Double(cached.model.activationCapacity)
+        #expect(ratio >= 4, "activation memory ratio \(ratio)")
     }
 
     @Test("an adapter trained elsewhere (peft) loads and embeds like PyTorch within 1e-4")

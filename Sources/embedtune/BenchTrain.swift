@@ -1,0 +1,102 @@
+import ArgumentParser
+import EmbedTuneKernels
+import EmbedTuneTraining
+import Foundation
+
+/// Synthetic contrastive data shared by `bench train` and the Python peer: queries of ~16 and
+/// passages of ~110 word-piece tokens drawn from a fixed word list with a fixed seed.
+enum SyntheticData {
+    static let words = ["soil", "nitrogen", "orchard", "irrigation", "yield", "pest", "control", "harvest", "seedling",
+                        "fertiliser", "pond", "oxygen", "livestock", "vaccine", "pruning", "drainage", "compost", "weather",
+                        "disease", "fungus", "spray", "market", "storage", "greenhouse", "tractor", "season", "planting"]
+
+    static func text(words count: Int, rng: inout SplitMix64) -> String {
+        (0..<count).map { _ in words[Int(rng.next() % UInt64(words.count))] }.joined(separator: " ")
+    }
+
+    static func write(rows: Int, negatives: Int, to url: URL, seed: UInt64 = 7) throws {
+        var rng = SplitMix64(seed: seed)
+        var out = ""
+        for _ in 0..<rows {
+            let o: [String: Any] = ["query": text(words: 14, rng: &rng), "response": text(words: 108, rng: &rng),
+                                    "rejected_response": (0..<negatives).map { _ in text(words: 108, rng: &rng) }]
+            out += String(decoding: try JSONSerialization.data(withJSONObject: o), as: UTF8.self) + "\n"
+        }
+        try out.write(to: url, atomically: true, encoding: .utf8)
+    }
+}
+
+struct TrainBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train", abstract: "Training throughput and peak RSS; each configuration runs in its own process.")
+
+    @Option(help: "Model directory.") var model: String
+    @Option(name: .customLong("batch-size")) var batchSize = 16
+    @Option(help: "Hard negatives per row.") var negatives = 3
+    @Option(name: .customLong("max-length")) var maxLength = 128
+    @Option(name: .customLong("gradcache"), help: "Comma-separated GradCache mini-batches to compare (0 = plain).")
+    var gradcache = "0"
+    @Option(help: "Timed steps after 2 warm-up steps.") var steps = 5
+    @Option(name: .customLong("lora-dropout")) var loraDropout = 0.0
+    @Option(help: "Write results as JSON here.") var json: String?
+    @Option(name: .customLong("worker"), help: "Internal: run one configuration and print a JSON line.") var worker: Int?
+
+    func run() throws {
+        try runReportingErrors {
+            if let worker { try runWorker(gradCache: worker); return }
+            var rows: [[String: Any]] = []
+            for mini in gradcache.split(separator: ",").compactMap({ Int($0) }) {
+                let p = Process()
+                p.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+                p.arguments = ["bench", "train", "--model", model, "--batch-size", "\(batchSize)", "--negatives", "\(negatives)",
+                               "--max-length", "\(maxLength)", "--steps", "\(steps)", "--lora-dropout", "\(loraDropout)",
+                               "--worker", "\(mini)"]
+                let pipe = Pipe()
+                p.standardOutput = pipe
+                try p.run()
+                let data = pipe.fileHandleForReading.readDataToEndOfFile()
+                p.waitUntilExit()
+                guard p.terminationStatus == 0, let line = String(data: data, encoding: .utf8)?.split(separator: "\n").last,
+                      let row = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
+                    throw CLIError("bench worker for gradcache \(mini) failed")
+                }
+                rows.append(row)
+            }
+            try report("bench train", rows, columns: ["model", "batch", "negatives", "gradcache", "threads", "s_per_step",
+                                                      "examples_per_s", "tokens_per_s", "peak_rss_mb"], jsonPath: json)
+        }
+    }
+
+    func runWorker(gradCache: Int) throws {
+        let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("embedtune-bench-\(getpid())")
+        try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: tmp) }
+        try SyntheticData.write(rows: batchSize * (steps + 2), negatives: negatives, to: tmp.appendingPathComponent("d.jsonl"))
+        var o = TrainingOptions()
+        o.model = model
+        o.dataset = tmp.appendingPathComponent("d.jsonl").path
+        o.outputDir = tmp.appendingPathComponent("out").path
+        o.perDeviceTrainBatchSize = batchSize
+        o.maxSteps = steps + 2
+        o.maxLength = maxLength
+        o.hardNegatives = negatives
+        o.loraDropout = loraDropout
+        o.gradCacheMiniBatch = gradCache
+        o.queryPrompt = ""; o.documentPrompt = ""
+        let trainer = try Trainer(options: o)
+        var times = [Double](), tokens = [Double]()
+        try trainer.run(stopAfter: steps + 2) { event in
+            if case .step(let s) = event, s.step > 2 { times.append(s.msPerStep / 1000); tokens.append(s.tokensPerSecond) }
+        }
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        let s = median(times)
+        let row: [String: Any] = [
+            "model": URL(fileURLWithPath: model).lastPathComponent, "batch": batchSize, "negatives": negatives,
+            "gradcache": gradCache, "threads": BLASRuntime.threads, "s_per_step": s,
+            "examples_per_s": Double(batchSize) / s, "tokens_per_s": median(tokens),
+            "peak_rss_mb": Double(usage.ru_maxrss) / 1024,
+        ]
+        print(String(decoding: try JSONSerialization.data(withJSONObject: row, options: [.sortedKeys]), as: UTF8.self))
+    }
+}
