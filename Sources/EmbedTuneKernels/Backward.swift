@@ -48,27 +48,11 @@ public func layernormBackward(
     }
 }
 
-/// RoPE backward in place: the transpose of the rotation. dx is (N, H, D); positions (N).
+/// RoPE backward in place: the transpose (inverse) of the rotation. dx is (N, H, D); positions (N).
 public func ropeBackward(
     dx: UnsafeMutablePointer<Float>, positions: UnsafePointer<Int32>, n: Int, heads: Int, table: RotaryTable
 ) {
-    let d = table.headDim, half = d / 2
-    table.cos.withUnsafeBufferPointer { cosTable in
-        table.sin.withUnsafeBufferPointer { sinTable in
-            for t in 0..<n {
-                let cs = cosTable.baseAddress! + Int(positions[t]) * half
-                let sn = sinTable.baseAddress! + Int(positions[t]) * half
-                for h in 0..<heads {
-                    let v = dx + (t * heads + h) * d
-                    for i in 0..<half {
-                        let a = v[i], b = v[i + half]
-                        v[i] = a * cs[i] + b * sn[i]
-                        v[i + half] = b * cs[i] - a * sn[i]
-                    }
-                }
-            }
-        }
-    }
+    ropeRotate(x: dx, positions: positions, n: n, heads: heads, table: table, inverse: true)
 }
 
 /// SwiGLU backward: out = silu(g)·u. Writes (not accumulates) dgate and dup. All (count).

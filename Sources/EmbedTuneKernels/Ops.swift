@@ -71,7 +71,14 @@ public struct RotaryTable {
 public func ropeForward(
     x: UnsafeMutablePointer<Float>, positions: UnsafePointer<Int32>, n: Int, heads: Int, table: RotaryTable
 ) {
-    let d = table.headDim, half = d / 2
+    ropeRotate(x: x, positions: positions, n: n, heads: heads, table: table, inverse: false)
+}
+
+/// Rotates each (i, i + D/2) pair by the position's angle, or by its negative (`inverse`).
+func ropeRotate(
+    x: UnsafeMutablePointer<Float>, positions: UnsafePointer<Int32>, n: Int, heads: Int, table: RotaryTable, inverse: Bool
+) {
+    let d = table.headDim, half = d / 2, sign: Float = inverse ? -1 : 1
     table.cos.withUnsafeBufferPointer { cosTable in
         table.sin.withUnsafeBufferPointer { sinTable in
             for t in 0..<n {
@@ -80,9 +87,9 @@ public func ropeForward(
                 for h in 0..<heads {
                     let v = x + (t * heads + h) * d
                     for i in 0..<half {
-                        let a = v[i], b = v[i + half]
-                        v[i] = a * cs[i] - b * sn[i]
-                        v[i + half] = b * cs[i] + a * sn[i]
+                        let a = v[i], b = v[i + half], s = sign * sn[i]
+                        v[i] = a * cs[i] - b * s
+                        v[i + half] = b * cs[i] + a * s
                     }
                 }
             }

@@ -201,16 +201,15 @@ public final class BertModel: Backbone, TrainableBackbone {
 
         // Embeddings: word + position + token type 0, then LayerNorm. (N, C)
         let x0 = acts[0].xIn
-        var tokenSeeds = [UInt64]()
+        let tokenSeeds = lora?.tokenSeeds(for: sequences) ?? []
         var row = 0
-        for (si, s) in sequences.enumerated() {
+        for s in sequences {
             for (p, id) in s.enumerated() {
                 let o = x0 + row * c
                 let w = wordEmbeddings.pointer + Int(id) * c
                 let pe = positionEmbeddings.pointer + (cfg.firstPosition + p) * c
                 let te = tokenTypeEmbeddings.pointer
                 for i in 0..<c { o[i] = w[i] + pe[i] + te[i] }
-                if let lora, !lora.sequenceSeeds.isEmpty { tokenSeeds.append(mix64(lora.sequenceSeeds[si] ^ UInt64(p) &* 0x2545_F491_4F6C_DD1D)) }
                 row += 1
             }
         }
@@ -220,13 +219,11 @@ public final class BertModel: Backbone, TrainableBackbone {
         tokenSeeds.withUnsafeBufferPointer { seeds in
             if context != nil, !seeds.isEmpty { context!.tokenSeeds = seeds.baseAddress }
             for (li, layer) in layers.enumerated() {
-                let t = acts[li]
+                let t = acts[li], slots = Self.moduleNames.map { context?.adapter.slot("encoder.layer.\(li).\($0)") }
                 func linear(_ m: Int, out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: Tensor, bias: Tensor,
                             inF: Int, outF: Int) {
-                    linearForward(out: out, inp: inp, weight: weight.pointer, bias: bias.pointer, n: n, c: inF, oc: outF)
-                    if let ctx = context, let slot = ctx.adapter.slot("encoder.layer.\(li).\(Self.moduleNames[m])") {
-                        loraForward(out: out, x: inp, n: n, slot: slot, context: ctx, u: t.loraU[m], dropped: dropped)
-                    }
+                    adaptedLinearForward(out: out, inp: inp, weight: weight.pointer, bias: bias.pointer, n: n, inFeatures: inF,
+                                         outFeatures: outF, slot: slots[m], context: context, u: t.loraU[m], dropped: dropped)
                 }
                 // x1 = LN(xIn + dense(attn(q, k, v)))
                 linear(0, out: t.q, inp: t.xIn, weight: layer.query, bias: layer.queryBias, inF: c, outF: c)
@@ -271,13 +268,12 @@ public final class BertModel: Backbone, TrainableBackbone {
             if !seeds.isEmpty { context.tokenSeeds = seeds.baseAddress }
             for li in stride(from: layers.count - 1, through: 0, by: -1) {
                 let layer = layers[li], t = s.layers[li]
+                let slots = Self.moduleNames.map { context.adapter.slot("encoder.layer.\(li).\($0)") }
                 func linearBack(_ m: Int, dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>,
                                 weight: Tensor, inF: Int, outF: Int, accumulate: Bool) {
-                    linearBackwardInput(dinp: dinp, dout: dout, weight: weight.pointer, n: n, c: inF, oc: outF, accumulate: accumulate)
-                    if let slot = context.adapter.slot("encoder.layer.\(li).\(Self.moduleNames[m])") {
-                        loraBackward(dx: dinp, dout: dout, x: inp, u: t.loraU[m], n: n, slot: slot, context: context, du: du,
-                                     dropped: s.dropped)
-                    }
+                    adaptedLinearBackward(dinp: dinp, dout: dout, inp: inp, weight: weight.pointer, n: n, inFeatures: inF,
+                                          outFeatures: outF, accumulate: accumulate, slot: slots[m], context: context,
+                                          u: t.loraU[m], du: du, dropped: s.dropped)
                 }
                 // MLP block: dx = dL/dxOut → dy = dL/dy2.
                 dy.initialize(repeating: 0, count: n * c)

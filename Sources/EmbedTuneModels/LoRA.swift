@@ -189,3 +189,37 @@ public func loraBackward(dx: UnsafeMutablePointer<Float>, dout: UnsafePointer<Fl
               ldc: s.inFeatures)
     }
 }
+
+extension LoRAContext {
+    /// One dropout seed per token of the packed batch, from its sequence's seed and position.
+    func tokenSeeds(for sequences: [[Int32]]) -> [UInt64] {
+        guard !sequenceSeeds.isEmpty else { return [] }
+        var seeds = [UInt64]()
+        for (si, s) in sequences.enumerated() {
+            for p in s.indices { seeds.append(mix64(sequenceSeeds[si] ^ UInt64(p) &* 0x2545_F491_4F6C_DD1D)) }
+        }
+        return seeds
+    }
+}
+
+/// A frozen linear layer plus, when `slot` is adapted, its LoRA path: out = inp·Wᵀ (+ b) + s·(drop(inp)·Aᵀ)·Bᵀ.
+/// inp is (N, in), out is (N, out); u (N, r) keeps the bottleneck for backward.
+public func adaptedLinearForward(
+    out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+    n: Int, inFeatures: Int, outFeatures: Int, slot: LoRASlot?, context: LoRAContext?,
+    u: UnsafeMutablePointer<Float>, dropped: UnsafeMutablePointer<Float>
+) {
+    linearForward(out: out, inp: inp, weight: weight, bias: bias, n: n, c: inFeatures, oc: outFeatures)
+    if let slot, let context { loraForward(out: out, x: inp, n: n, slot: slot, context: context, u: u, dropped: dropped) }
+}
+
+/// Backward of `adaptedLinearForward`: dinp (+)= dout·W plus the LoRA path, whose weight
+/// gradients accumulate into the adapter.
+public func adaptedLinearBackward(
+    dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+    n: Int, inFeatures: Int, outFeatures: Int, accumulate: Bool, slot: LoRASlot?, context: LoRAContext,
+    u: UnsafePointer<Float>, du: UnsafeMutablePointer<Float>, dropped: UnsafeMutablePointer<Float>
+) {
+    linearBackwardInput(dinp: dinp, dout: dout, weight: weight, n: n, c: inFeatures, oc: outFeatures, accumulate: accumulate)
+    if let slot { loraBackward(dx: dinp, dout: dout, x: inp, u: u, n: n, slot: slot, context: context, du: du, dropped: dropped) }
+}

@@ -246,14 +246,13 @@ public final class QwenModel: Backbone, TrainableBackbone {
 
         // Embedding lookup; positions restart at 0 for every sequence (no padding exists).
         positions.removeAll(keepingCapacity: true)
-        var tokenSeeds = [UInt64]()
+        let tokenSeeds = lora?.tokenSeeds(for: sequences) ?? []
         let x0 = acts[0].xIn
         var row = 0
-        for (si, s) in sequences.enumerated() {
+        for s in sequences {
             for (p, id) in s.enumerated() {
                 (x0 + row * c).update(from: embedTokens.pointer + Int(id) * c, count: c)
                 positions.append(Int32(p))
-                if let lora, !lora.sequenceSeeds.isEmpty { tokenSeeds.append(mix64(lora.sequenceSeeds[si] ^ UInt64(p) &* 0x2545_F491_4F6C_DD1D)) }
                 row += 1
             }
         }
@@ -261,13 +260,11 @@ public final class QwenModel: Backbone, TrainableBackbone {
         try tokenSeeds.withUnsafeBufferPointer { seeds in
             if context != nil, !seeds.isEmpty { context!.tokenSeeds = seeds.baseAddress }
             for (li, layer) in layers.enumerated() {
-                let t = acts[li]
+                let t = acts[li], slots = Self.moduleNames.map { context?.adapter.slot("layers.\(li).\($0)") }
                 func linear(_ m: Int, out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: Tensor, bias: Tensor?,
                             inF: Int, outF: Int) {
-                    linearForward(out: out, inp: inp, weight: weight.pointer, bias: bias?.pointer, n: n, c: inF, oc: outF)
-                    if let ctx = context, let slot = ctx.adapter.slot("layers.\(li).\(Self.moduleNames[m])") {
-                        loraForward(out: out, x: inp, n: n, slot: slot, context: ctx, u: t.loraU[m], dropped: dropped)
-                    }
+                    adaptedLinearForward(out: out, inp: inp, weight: weight.pointer, bias: bias?.pointer, n: n, inFeatures: inF,
+                                         outFeatures: outF, slot: slots[m], context: context, u: t.loraU[m], dropped: dropped)
                 }
                 // Attention block: xMid = xIn + o_proj(attn(rope(norm(q)), rope(norm(k)), v)).
                 rmsnormForward(out: t.xn1, rstd: t.rstd1, inp: t.xIn, weight: layer.inputLayernorm.pointer, n: n, c: c, eps: eps)
@@ -325,15 +322,12 @@ public final class QwenModel: Backbone, TrainableBackbone {
         s.tokenSeeds.withUnsafeBufferPointer { seeds in
             if !seeds.isEmpty { context.tokenSeeds = seeds.baseAddress }
             for li in stride(from: layers.count - 1, through: 0, by: -1) {
-                let layer = layers[li], t = s.layers[li]
-                /// dinp (+)= dout·W, plus the LoRA path of module m.
+                let layer = layers[li], t = s.layers[li], slots = Self.moduleNames.map { context.adapter.slot("layers.\(li).\($0)") }
                 func linearBack(_ m: Int, dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>,
                                 weight: Tensor, inF: Int, outF: Int, accumulate: Bool) {
-                    linearBackwardInput(dinp: dinp, dout: dout, weight: weight.pointer, n: n, c: inF, oc: outF, accumulate: accumulate)
-                    if let slot = context.adapter.slot("layers.\(li).\(Self.moduleNames[m])") {
-                        loraBackward(dx: dinp, dout: dout, x: inp, u: t.loraU[m], n: n, slot: slot, context: context, du: du,
-                                     dropped: s.dropped)
-                    }
+                    adaptedLinearBackward(dinp: dinp, dout: dout, inp: inp, weight: weight.pointer, n: n, inFeatures: inF,
+                                          outFeatures: outF, accumulate: accumulate, slot: slots[m], context: context,
+                                          u: t.loraU[m], du: du, dropped: s.dropped)
                 }
                 // MLP: dx holds dL/dxOut, which is also dL/dxMid's residual share.
                 linearBack(6, dinp: dact, dout: dx, inp: t.act, weight: layer.downProj, inF: inter, outF: c, accumulate: false)
