@@ -11,8 +11,21 @@ public protocol Communicator: AnyObject {
     func allGather(_ input: UnsafePointer<Float>, count: Int, into output: UnsafeMutablePointer<Float>) throws
     /// Byte-level all-gather: every rank contributes `bytes`; output receives size × bytes.
     func allGatherBytes(_ input: UnsafeRawPointer, bytes: Int, into output: UnsafeMutableRawPointer) throws
+    /// Rank r contributes counts[r] floats; output receives them concatenated in rank order.
+    func allGatherV(_ input: UnsafePointer<Float>, counts: [Int], into output: UnsafeMutablePointer<Float>) throws
     func broadcast(_ buffer: UnsafeMutableRawPointer, bytes: Int, root: Int) throws
     func barrier() throws
+    /// Time spent in and bytes sent by collectives since the start (or the last reset).
+    var traffic: CommunicationStats { get }
+    func resetTraffic()
+}
+
+/// What the collectives cost: wall time inside MPI, bytes this rank contributed, call count.
+public struct CommunicationStats: Sendable {
+    public var seconds = 0.0
+    public var bytes = 0
+    public var calls = 0
+    public init() {}
 }
 
 public extension Communicator {
@@ -31,8 +44,13 @@ public final class SingleProcessCommunicator: Communicator {
     public func allGatherBytes(_ input: UnsafeRawPointer, bytes: Int, into output: UnsafeMutableRawPointer) throws {
         output.copyMemory(from: input, byteCount: bytes)
     }
+    public func allGatherV(_ input: UnsafePointer<Float>, counts: [Int], into output: UnsafeMutablePointer<Float>) throws {
+        output.update(from: input, count: counts[0])
+    }
     public func broadcast(_ buffer: UnsafeMutableRawPointer, bytes: Int, root: Int) throws {}
     public func barrier() throws {}
+    public var traffic: CommunicationStats { CommunicationStats() }
+    public func resetTraffic() {}
 }
 
 public struct MPIError: Error, CustomStringConvertible {
@@ -74,30 +92,53 @@ public final class MPICommunicator: Communicator {
         size = Int(s)
     }
 
-    private func check(_ rc: Int32, _ call: String) throws {
-        if rc != MPI_SUCCESS { throw MPIError(call: call, rank: rank, code: rc) }
+    public private(set) var traffic = CommunicationStats()
+    public func resetTraffic() { traffic = CommunicationStats() }
+
+    /// Runs one MPI call, timing it and checking its return code.
+    private func call(_ name: String, bytes: Int, _ body: () -> Int32) throws {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        let rc = body()
+        traffic.seconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        traffic.bytes += bytes
+        traffic.calls += 1
+        if rc != MPI_SUCCESS { throw MPIError(call: name, rank: rank, code: rc) }
     }
 
     public func allReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {
-        try check(MPI_Allreduce(cmpi_in_place(), buffer, Int32(count), cmpi_float(), cmpi_sum(), cmpi_comm_world()),
-                  "MPI_Allreduce")
+        try call("MPI_Allreduce", bytes: count * 4) {
+            MPI_Allreduce(cmpi_in_place(), buffer, Int32(count), cmpi_float(), cmpi_sum(), cmpi_comm_world())
+        }
     }
 
     public func allGather(_ input: UnsafePointer<Float>, count: Int, into output: UnsafeMutablePointer<Float>) throws {
-        try check(MPI_Allgather(input, Int32(count), cmpi_float(), output, Int32(count), cmpi_float(), cmpi_comm_world()),
-                  "MPI_Allgather")
+        try call("MPI_Allgather", bytes: count * 4) {
+            MPI_Allgather(input, Int32(count), cmpi_float(), output, Int32(count), cmpi_float(), cmpi_comm_world())
+        }
     }
 
     public func allGatherBytes(_ input: UnsafeRawPointer, bytes: Int, into output: UnsafeMutableRawPointer) throws {
-        try check(MPI_Allgather(input, Int32(bytes), cmpi_byte(), output, Int32(bytes), cmpi_byte(), cmpi_comm_world()),
-                  "MPI_Allgather")
+        try call("MPI_Allgather", bytes: bytes) {
+            MPI_Allgather(input, Int32(bytes), cmpi_byte(), output, Int32(bytes), cmpi_byte(), cmpi_comm_world())
+        }
+    }
+
+    public func allGatherV(_ input: UnsafePointer<Float>, counts: [Int], into output: UnsafeMutablePointer<Float>) throws {
+        var c32 = counts.map { Int32($0) }
+        var displacements = [Int32](repeating: 0, count: counts.count)
+        for r in 1..<max(counts.count, 1) { displacements[r] = displacements[r - 1] + c32[r - 1] }
+        try call("MPI_Allgatherv", bytes: counts[rank] * 4) {
+            MPI_Allgatherv(input, c32[rank], cmpi_float(), output, &c32, &displacements, cmpi_float(), cmpi_comm_world())
+        }
     }
 
     public func broadcast(_ buffer: UnsafeMutableRawPointer, bytes: Int, root: Int) throws {
-        try check(MPI_Bcast(buffer, Int32(bytes), cmpi_byte(), Int32(root), cmpi_comm_world()), "MPI_Bcast")
+        try call("MPI_Bcast", bytes: rank == root ? bytes : 0) {
+            MPI_Bcast(buffer, Int32(bytes), cmpi_byte(), Int32(root), cmpi_comm_world())
+        }
     }
 
-    public func barrier() throws { try check(MPI_Barrier(cmpi_comm_world()), "MPI_Barrier") }
+    public func barrier() throws { try call("MPI_Barrier", bytes: 0) { MPI_Barrier(cmpi_comm_world()) } }
 
     public func finalize() { MPI_Finalize() }
 

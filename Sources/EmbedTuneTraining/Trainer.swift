@@ -50,6 +50,8 @@ public final class Trainer {
     public internal(set) var step = 0
     var logTau: Float
     let tauOptimizer = AdamW(count: 1)
+    /// The LoRA gradient plus three scalars (loss, dL/dlogτ, tokens), all-reduced together.
+    lazy var reductionBuffer = FloatBuffer(count: adapter.grads.count + 3)
     let negatives: Int
     let queryPrefix: String, documentPrefix: String
 

@@ -81,12 +81,20 @@ extension Trainer {
             if let stopAfter, step >= stopAfter { break }
             let t0 = DispatchTime.now().uptimeNanoseconds
             var (loss, dLogTau, tokens, tau, examples) = try accumulateGradients(step: step)
-            // One all-reduce of the flat LoRA gradient, one of the scalars.
-            try communicator.allReduceSum(adapter.grads.pointer, count: adapter.grads.count)
-            var scalars: [Float] = [Float(loss), Float(dLogTau), Float(tokens)]
-            try communicator.allReduceSum(&scalars, count: 3)
-            let ranksCounted = Float(options.gatherAcrossRanks ? communicator.size : 1)
-            loss = Double(scalars[0] / ranksCounted); dLogTau = Double(scalars[1] / ranksCounted); tokens = Int(scalars[2])
+            // One all-reduce per optimiser step: the flat LoRA gradient with three scalars behind it.
+            let count = adapter.grads.count
+            if communicator.size > 1 {
+                let buffer = reductionBuffer
+                buffer.pointer.update(from: adapter.grads.pointer, count: count)
+                buffer.pointer[count] = Float(loss); buffer.pointer[count + 1] = Float(dLogTau); buffer.pointer[count + 2] = Float(tokens)
+                try communicator.allReduceSum(buffer.pointer, count: count + 3)
+                adapter.grads.pointer.update(from: buffer.pointer, count: count)
+                // With gathering every rank computed the same global loss; without, each its own share.
+                let ranksCounted = Float(options.gatherAcrossRanks ? communicator.size : 1)
+                loss = Double(buffer.pointer[count] / ranksCounted)
+                dLogTau = Double(buffer.pointer[count + 1] / ranksCounted)
+                tokens = Int(buffer.pointer[count + 2])
+            }
             let lr = schedule.rate(at: step)
             let finite = loss.isFinite && (0..<adapter.grads.count).allSatisfy { adapter.grads.pointer[$0].isFinite }
             var norm: Float = .nan
@@ -140,11 +148,21 @@ extension Trainer {
         for start in stride(from: 0, to: rows.count, by: chunkSize) {
             let chunk = Array(rows[start..<min(start + chunkSize, rows.count)])
             let texts = localTexts(chunk, indices: Array(start..<(start + chunk.count)), micro: -1 & Int.max, epoch: 0, firstGlobalRow: 0)
-            var normalized = [Float]()
+            // Each rank embeds its share of the texts; the gather gives every rank all of them.
+            let size = communicator.size, total = texts.ids.count, c = model.hiddenSize
+            let bounds = (0...size).map { $0 * total / size }
+            let mine = bounds[communicator.rank]..<bounds[communicator.rank + 1]
+            var local = [Float]()
             let step = max(1, options.gradCacheMiniBatch > 0 ? options.gradCacheMiniBatch : 64)
-            for s in stride(from: 0, to: texts.ids.count, by: step) {
-                let e = min(s + step, texts.ids.count)
-                normalized += try embed(Array(texts.ids[s..<e]), seeds: [], keep: false, training: false).normalized
+            for s in stride(from: mine.lowerBound, to: mine.upperBound, by: step) {
+                let e = min(s + step, mine.upperBound)
+                local += try embed(Array(texts.ids[s..<e]), seeds: [], keep: false, training: false).normalized
+            }
+            var normalized = [Float](repeating: 0, count: total * c)
+            if local.isEmpty { local = [0] }  // a valid send pointer; this rank's count is 0
+            try local.withUnsafeBufferPointer { l in
+                try communicator.allGatherV(l.baseAddress!, counts: (0..<size).map { (bounds[$0 + 1] - bounds[$0]) * c },
+                                            into: &normalized)
             }
             let (result, _, _) = try globalLoss(local: normalized, localKeys: texts.keys, queries: texts.queries, rows: chunk.count,
                                                 progress: 1, gather: false)

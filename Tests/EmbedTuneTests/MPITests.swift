@@ -1,0 +1,127 @@
+import EmbedTuneFormats
+import Foundation
+import Testing
+
+/// Runs `mpirun -np N embedtune …` (as root and oversubscribed where needed).
+func runMPI(_ ranks: Int, _ arguments: [String]) throws -> CommandResult {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = ["mpirun", "-np", "\(ranks)", "--oversubscribe", "-x", "OPENBLAS_NUM_THREADS=1",
+                         Paths.executable.path] + arguments
+    var env = ProcessInfo.processInfo.environment
+    env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
+    env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+    process.environment = env
+    let out = Pipe(), err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    try process.run()
+    let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return CommandResult(status: process.terminationStatus, stdout: String(decoding: o, as: UTF8.self),
+                         stderr: String(decoding: e, as: UTF8.self))
+}
+
+/// max over tensors of ‖a − b‖ / ‖a‖.
+func adapterDistance(_ a: URL, _ b: URL) throws -> Double {
+    let fa = try SafetensorsFile(url: a.appendingPathComponent("adapter_model.safetensors"))
+    let fb = try SafetensorsFile(url: b.appendingPathComponent("adapter_model.safetensors"))
+    #expect(fa.names == fb.names)
+    var worst = 0.0
+    for name in fa.names {
+        let x = try fa.tensor(name).array, y = try fb.tensor(name).array
+        let d = zip(x, y).reduce(0.0) { $0 + Double($1.0 - $1.1) * Double($1.0 - $1.1) }.squareRoot()
+        let n = x.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
+        worst = max(worst, d / max(n, 1e-12))
+    }
+    return worst
+}
+
+@Suite("Data-parallel training under mpirun", .serialized)
+struct MPITests {
+    let model = Paths.fixtures.appendingPathComponent("tiny-qwen3").path
+
+    func args(_ data: URL, _ out: URL, _ extra: [String] = []) -> [String] {
+        ["train", "--model", model, "--dataset", data.path, "--output_dir", out.path, "--global_batch_size", "8",
+         "--learning_rate", "1e-3", "--lora_r", "4", "--lora_dropout", "0.1", "--threads", "1", "--max_steps", "6"] + extra
+    }
+
+    @Test("1, 2 and 4 ranks (4 oversubscribed) reach the same adapter within 1e-5, with accumulation and GradCache")
+    func worldSizeInvariance() throws {
+        let tmp = try Paths.temporaryDirectory()
+        let data = tmp.appendingPathComponent("d.jsonl")
+        try tinyDataset(data)
+        let extra = ["--gradient_accumulation_steps", "2", "--split_dataset_ratio", "0.2", "--eval_steps", "3"]
+        let one = try runCLI(args(data, tmp.appendingPathComponent("r1"), extra) + ["--gradcache_mini_batch", "5"])
+        #expect(one.status == 0, "\(one.stderr)")
+        let two = try runMPI(2, args(data, tmp.appendingPathComponent("r2"), extra))
+        #expect(two.status == 0, "\(two.stderr)")
+        let four = try runMPI(4, args(data, tmp.appendingPathComponent("r4"), extra) + ["--gradcache_mini_batch", "3"])
+        #expect(four.status == 0, "\(four.stderr)")
+        #expect(try adapterDistance(tmp.appendingPathComponent("r1"), tmp.appendingPathComponent("r2")) <= 1e-5)
+        #expect(try adapterDistance(tmp.appendingPathComponent("r1"), tmp.appendingPathComponent("r4")) <= 1e-5)
+        // Only rank 0 speaks; held-out evaluation (sharded across ranks) prints the same numbers.
+        let evalLines = { (s: String) in s.split(separator: "\n").filter { $0.contains("eval step") }.map { $0.split(separator: "]").last! } }
+        #expect(evalLines(two.stdout).map { $0.trimmingCharacters(in: .whitespaces) } == evalLines(one.stdout).map { $0.trimmingCharacters(in: .whitespaces) })
+        #expect(!two.stdout.contains("[rank 1/2]"))
+    }
+
+    @Test("without gathering, 2 ranks equal the local-only objective: one process accumulating the two halves")
+    func gatherOff() throws {
+        let tmp = try Paths.temporaryDirectory()
+        let data = tmp.appendingPathComponent("d.jsonl")
+        try tinyDataset(data)
+        let noDrop = ["--lora_dropout", "0"]
+        let local = try runCLI(["train", "--model", model, "--dataset", data.path, "--output_dir", tmp.appendingPathComponent("acc").path,
+                                "--global_batch_size", "4", "--gradient_accumulation_steps", "2", "--learning_rate", "1e-3",
+                                "--lora_r", "4", "--threads", "1", "--max_steps", "3"] + noDrop)
+        #expect(local.status == 0, "\(local.stderr)")
+        let split = try runMPI(2, ["train", "--model", model, "--dataset", data.path, "--output_dir", tmp.appendingPathComponent("off").path,
+                                   "--global_batch_size", "8", "--learning_rate", "1e-3", "--lora_r", "4", "--threads", "1",
+                                   "--max_steps", "3", "--gather_across_ranks", "false"] + noDrop)
+        #expect(split.status == 0, "\(split.stderr)")
+        #expect(try adapterDistance(tmp.appendingPathComponent("acc"), tmp.appendingPathComponent("off")) <= 1e-5)
+    }
+
+    @Test("kill -9 of one rank ends mpirun within 30 s; its last checkpoint resumes on 2 ranks to the same adapter")
+    func rankFailureAndElasticResume() throws {
+        let tmp = try Paths.temporaryDirectory()
+        let data = tmp.appendingPathComponent("d.jsonl")
+        try tinyDataset(data)
+        // Long enough that the second run is still training when one of its ranks is killed.
+        let plan = ["--max_steps", "150", "--save_steps", "4"]
+        let uninterrupted = try runMPI(4, args(data, tmp.appendingPathComponent("full"), plan))
+        #expect(uninterrupted.status == 0, "\(uninterrupted.stderr)")
+
+        let out = tmp.appendingPathComponent("killed")
+        let mpirun = Process()
+        mpirun.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        mpirun.arguments = ["mpirun", "-np", "4", "--oversubscribe", "-x", "OPENBLAS_NUM_THREADS=1", Paths.executable.path]
+            + args(data, out, plan)
+        var env = ProcessInfo.processInfo.environment
+        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+        mpirun.environment = env
+        mpirun.standardOutput = FileHandle.nullDevice
+        mpirun.standardError = FileHandle.nullDevice
+        try mpirun.run()
+        let deadline = Date().addingTimeInterval(120)
+        while !FileManager.default.fileExists(atPath: out.appendingPathComponent("checkpoint-8").path) && Date() < deadline { usleep(5000) }
+        // A rank is an embedtune process whose command line names this run's output directory.
+        let ranks = try FileManager.default.contentsOfDirectory(atPath: "/proc").compactMap(Int32.init).filter { pid in
+            guard let cmd = try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8) else { return false }
+            return cmd.hasPrefix(Paths.executable.path) && cmd.contains(out.path)
+        }
+        #expect(ranks.count == 4)
+        let killedAt = Date()
+        kill(ranks.sorted()[1], SIGKILL)
+        mpirun.waitUntilExit()
+        let seconds = Date().timeIntervalSince(killedAt)
+        #expect(mpirun.terminationStatus != 0)
+        #expect(seconds < 30, "mpirun took \(seconds) s to end")
+
+        #expect(!FileManager.default.fileExists(atPath: out.appendingPathComponent("adapter_model.safetensors").path))
+        let resumed = try runMPI(2, args(data, out, plan + ["--resume", "latest"]))
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        #expect(try adapterDistance(tmp.appendingPathComponent("full"), out) <= 1e-5)
+    }
+}
