@@ -1,4 +1,5 @@
 import ArgumentParser
+import EmbedTuneDistributed
 import EmbedTuneKernels
 import EmbedTuneTraining
 import Foundation
@@ -36,6 +37,8 @@ struct TrainBench: ParsableCommand {
     @Option(name: .customLong("max-length")) var maxLength = 128
     @Option(name: .customLong("gradcache"), help: "Comma-separated GradCache mini-batches to compare (0 = plain).")
     var gradcache = "0"
+    @Option(help: "Comma-separated world sizes; > 1 runs under mpirun (global batch = batch-size × ranks).")
+    var ranks = "1"
     @Option(help: "Timed steps after 2 warm-up steps.") var steps = 5
     @Option(name: .customLong("lora-dropout")) var loraDropout = 0.0
     @Option(help: "Write results as JSON here.") var json: String?
@@ -45,12 +48,27 @@ struct TrainBench: ParsableCommand {
         try runReportingErrors {
             if let worker { try runWorker(gradCache: worker); return }
             var rows: [[String: Any]] = []
-            for mini in gradcache.split(separator: ",").compactMap({ Int($0) }) {
+            let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
+            let configs = ranks.split(separator: ",").compactMap { Int($0) }.flatMap { r in
+                gradcache.split(separator: ",").compactMap { Int($0) }.map { (r, $0) }
+            }
+            for (worldSize, mini) in configs {
                 let p = Process()
-                p.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-                p.arguments = ["bench", "train", "--model", model, "--batch-size", "\(batchSize)", "--negatives", "\(negatives)",
-                               "--max-length", "\(maxLength)", "--steps", "\(steps)", "--lora-dropout", "\(loraDropout)",
-                               "--worker", "\(mini)"]
+                let worker = ["bench", "train", "--model", model, "--batch-size", "\(batchSize)", "--negatives", "\(negatives)",
+                              "--max-length", "\(maxLength)", "--steps", "\(steps)", "--lora-dropout", "\(loraDropout)",
+                              "--worker", "\(mini)"]
+                if worldSize > 1 {
+                    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+                    let cores = ProcessInfo.processInfo.activeProcessorCount
+                    p.arguments = ["mpirun", "-np", "\(worldSize)"] + (worldSize > cores ? ["--oversubscribe"] : [])
+                        + ["-x", "OPENBLAS_NUM_THREADS=\(max(1, cores / worldSize))", exe] + worker
+                    var env = ProcessInfo.processInfo.environment
+                    env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+                    p.environment = env
+                } else {
+                    p.executableURL = URL(fileURLWithPath: exe)
+                    p.arguments = worker
+                }
                 let pipe = Pipe()
                 p.standardOutput = pipe
                 try p.run()
@@ -62,16 +80,24 @@ struct TrainBench: ParsableCommand {
                 }
                 rows.append(row)
             }
-            try report("bench train", rows, columns: ["model", "batch", "negatives", "gradcache", "threads", "s_per_step",
-                                                      "examples_per_s", "tokens_per_s", "peak_rss_mb"], jsonPath: json)
+            try report("bench train", rows, columns: ["model", "ranks", "batch", "negatives", "gradcache", "threads", "s_per_step",
+                                                      "examples_per_s", "tokens_per_s", "peak_rss_mb", "mpi_fraction",
+                                                      "mpi_bytes_per_step"], jsonPath: json)
         }
     }
 
     func runWorker(gradCache: Int) throws {
-        let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("embedtune-bench-\(getpid())")
+        // One directory per job (ranks share it): mpirun's job id, or this process.
+        let job = ProcessInfo.processInfo.environment["OMPI_MCA_orte_ess_jobid"] ?? "\(getppid())"
+        let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("embedtune-bench-\(job)")
         try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: tmp) }
-        try SyntheticData.write(rows: batchSize * (steps + 2), negatives: negatives, to: tmp.appendingPathComponent("d.jsonl"))
+        let communicator = try makeCommunicator()
+        let world = communicator.size
+        if communicator.isRoot {
+            try SyntheticData.write(rows: batchSize * world * (steps + 2), negatives: negatives, to: tmp.appendingPathComponent("d.jsonl"))
+        }
+        try communicator.barrier()
         var o = TrainingOptions()
         o.model = model
         o.dataset = tmp.appendingPathComponent("d.jsonl").path
@@ -83,20 +109,29 @@ struct TrainBench: ParsableCommand {
         o.loraDropout = loraDropout
         o.gradCacheMiniBatch = gradCache
         o.queryPrompt = ""; o.documentPrompt = ""
-        let trainer = try Trainer(options: o)
+        let trainer = try Trainer(options: o, communicator: communicator)
         var times = [Double](), tokens = [Double]()
         try trainer.run(stopAfter: steps + 2) { event in
-            if case .step(let s) = event, s.step > 2 { times.append(s.msPerStep / 1000); tokens.append(s.tokensPerSecond) }
+            guard case .step(let s) = event else { return }
+            if s.step == 2 { communicator.resetTraffic() }  // measure after warm-up
+            if s.step > 2 { times.append(s.msPerStep / 1000); tokens.append(s.tokensPerSecond) }
         }
+        let traffic = communicator.traffic
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
         let s = median(times)
+        let total = times.reduce(0, +)
         let row: [String: Any] = [
-            "model": URL(fileURLWithPath: model).lastPathComponent, "batch": batchSize, "negatives": negatives,
+            "model": URL(fileURLWithPath: model).lastPathComponent, "ranks": world, "batch": batchSize * world, "negatives": negatives,
+            "mpi_fraction": total > 0 ? traffic.seconds / total : 0, "mpi_bytes_per_step": Double(traffic.bytes) / Double(max(times.count, 1)),
             "gradcache": gradCache, "threads": BLASRuntime.threads, "s_per_step": s,
-            "examples_per_s": Double(batchSize) / s, "tokens_per_s": median(tokens),
+            "examples_per_s": Double(batchSize * world) / s, "tokens_per_s": median(tokens),
             "peak_rss_mb": Double(usage.ru_maxrss) / 1024,
         ]
-        print(String(decoding: try JSONSerialization.data(withJSONObject: row, options: [.sortedKeys]), as: UTF8.self))
+        if communicator.isRoot {
+            print(String(decoding: try JSONSerialization.data(withJSONObject: row, options: [.sortedKeys]), as: UTF8.self))
+        }
+        try communicator.barrier()
+        if let mpi = communicator as? MPICommunicator { mpi.finalize() }
     }
 }
