@@ -86,7 +86,9 @@ public enum TripletReader {
             return s
         }
         func messagesText(_ key: String) throws -> (user: String, system: String?) {
-            guard let list = o[key]?.array else { throw DataProblem(origin: origin, problem: "missing field \"\(key)\"") }
+            guard var list = o[key]?.array else { throw DataProblem(origin: origin, problem: "missing field \"\(key)\"") }
+            // positive_messages is a list of conversations; the first one is the positive.
+            if let first = list.first?.array { list = first }
             var user: String?, system: String?
             for m in list {
                 let role = m["role"]?.string, content = m["content"]?.string

@@ -110,6 +110,15 @@ struct EncoderTests {
         }
         let r = try runCLI(["tokenize", "--tokenizer", dir.appendingPathComponent("t0.json").path, "--input", "/dev/null"])
         #expect(r.status == 1 && r.stderr.contains("is not in the vocabulary"), "\(r.stderr)")
+        // A damaged GGUF model: one error line, exit 1.
+        let good = try Data(contentsOf: Paths.fixtures.appendingPathComponent("gguf/tiny-qwen3-q8_0.gguf"))
+        for (name, bytes) in [("truncated.gguf", good.prefix(100)), ("magic.gguf", Data("GGUX".utf8) + good.dropFirst(4))] {
+            let url = dir.appendingPathComponent(name)
+            try bytes.write(to: url)
+            let g = try runCLI(["info", "--model", url.path])
+            #expect(g.status == 1 && g.stderr.hasPrefix("embedtune: error: \(url.path)") && g.stderr.split(separator: "\n").count == 1,
+                    "\(g.stderr)")
+        }
     }
 }
 

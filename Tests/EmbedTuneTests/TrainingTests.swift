@@ -185,3 +185,30 @@ struct TrainingTests {
         #expect(warnings.contains { $0.contains("non-finite") })
     }
 }
+
+@Suite("Training data formats")
+struct TripletFormatTests {
+    @Test("ms-swift (old and messages), sentence-transformers JSONL, CSV and TSV all read to the same triples")
+    func formats() throws {
+        let tmp = try Paths.temporaryDirectory()
+        let files: [(String, String)] = [
+            ("swift.jsonl", #"{"query": "q", "response": "p", "rejected_response": ["n1", "n2"]}"#),
+            ("messages.jsonl", #"{"messages": [{"role": "system", "content": "Find answers"}, {"role": "user", "content": "q"}], "positive_messages": [[{"role": "user", "content": "p"}]], "negative_messages": [[{"role": "user", "content": "n1"}], [{"role": "user", "content": "n2"}]]}"#),
+            ("st.jsonl", #"{"anchor": "q", "positive": "p", "negative_1": "n1", "negative_2": "n2"}"#),
+            ("st.csv", "anchor,positive,negative_1,negative_2\nq,p,n1,n2\n"),
+            ("st.tsv", "anchor\tpositive\tnegative_1\tnegative_2\nq\tp\tn1\tn2\n"),
+        ]
+        for (name, body) in files {
+            let url = tmp.appendingPathComponent(name)
+            try body.write(to: url, atomically: true, encoding: .utf8)
+            let t = try TripletReader.read(url.path).triplets
+            #expect(t.count == 1)
+            #expect(t[0].query == "q" && t[0].positive == "p" && t[0].negatives == ["n1", "n2"], "\(name): \(t[0])")
+            #expect(t[0].instruction == (name == "messages.jsonl" ? "Find answers" : nil))
+        }
+        let quoted = tmp.appendingPathComponent("q.csv")
+        try "anchor,positive\n\"a, \"\"quoted\"\" q\",\"multi\nline\"\n".write(to: quoted, atomically: true, encoding: .utf8)
+        let t = try TripletReader.read(quoted.path).triplets
+        #expect(t[0].query == "a, \"quoted\" q" && t[0].positive == "multi\nline")
+    }
+}
