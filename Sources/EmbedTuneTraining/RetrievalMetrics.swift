@@ -24,13 +24,19 @@ public struct RetrievalEvaluator {
     /// One query's ranked hits: (corpus index, score), best first.
     public typealias Ranking = [(index: Int, score: Float)]
 
-    /// Top-k corpus rows per query by `score`. Ties keep the lower corpus index first.
-    public func rank(queries: [Float], corpus: [Float], dim: Int, score: Score) -> [Ranking] {
+    /// Top-k corpus rows per query by `score`. Equal scores are ordered by corpus id as a string
+    /// (sentence-transformers' rule: "d10" before "d2"), or by index when no ids are given.
+    public func rank(queries: [Float], corpus: [Float], dim: Int, score: Score, corpusIDs: [String]? = nil) -> [Ranking] {
         let nq = queries.count / dim, nc = corpus.count / dim, k = min(maxK, nc)
         var q = queries, c = corpus
         if score == .cosine {
             q.withUnsafeMutableBufferPointer { l2NormalizeRows($0.baseAddress!, n: nq, c: dim) }
             c.withUnsafeMutableBufferPointer { l2NormalizeRows($0.baseAddress!, n: nc, c: dim) }
+        }
+        // Tie-break key: the position of each corpus id in string order.
+        var tieKey = Array(0..<nc)
+        if let ids = corpusIDs {
+            for (position, index) in ids.indices.sorted(by: { ids[$0] < ids[$1] }).enumerated() { tieKey[index] = position }
         }
         var best = [Ranking](repeating: [], count: nq)
         let chunk = max(1, corpusChunk)
@@ -46,7 +52,7 @@ public struct RetrievalEvaluator {
             for i in 0..<nq {
                 var merged = best[i]
                 for j in 0..<m { merged.append((start + j, block[i * m + j])) }
-                merged.sort { $0.score != $1.score ? $0.score > $1.score : $0.index < $1.index }
+                merged.sort { $0.score != $1.score ? $0.score > $1.score : tieKey[$0.index] < tieKey[$1.index] }
                 best[i] = Array(merged.prefix(k))
             }
         }
@@ -107,10 +113,10 @@ public struct RetrievalEvaluator {
     }
 
     /// Every metric for every score function, keyed as sentence-transformers keys them.
-    public func evaluate(queries: [Float], corpus: [Float], dim: Int, relevant: [Set<Int>]) -> [String: Double] {
+    public func evaluate(queries: [Float], corpus: [Float], dim: Int, relevant: [Set<Int>], corpusIDs: [String]? = nil) -> [String: Double] {
         var out = [String: Double]()
         for s in scores {
-            let rankings = rank(queries: queries, corpus: corpus, dim: dim, score: s)
+            let rankings = rank(queries: queries, corpus: corpus, dim: dim, score: s, corpusIDs: corpusIDs)
             out.merge(metrics(rankings: rankings, relevant: relevant, prefix: "\(s.rawValue)_")) { a, _ in a }
         }
         return out

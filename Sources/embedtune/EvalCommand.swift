@@ -49,7 +49,7 @@ struct EvalCommand: ParsableCommand {
                     throw CLIError("\(corpusEmbeddings): \(c.rows) rows, but \(corpus) has \(set.corpus.count) documents")
                 }
                 guard q.columns == c.columns else { throw CLIError("query and corpus embeddings differ in width (\(q.columns) vs \(c.columns))") }
-                rows.append(("embeddings", evaluator.evaluate(queries: q.values, corpus: c.values, dim: q.columns, relevant: set.relevant)))
+                rows.append(("embeddings", evaluator.evaluate(queries: q.values, corpus: c.values, dim: q.columns, relevant: set.relevant, corpusIDs: set.corpusIDs)))
             }
             for (mi, path) in model.enumerated() {
                 let embedder = try Embedder(directory: ModelDirectory(URL(fileURLWithPath: path)))
@@ -70,7 +70,7 @@ struct EvalCommand: ParsableCommand {
                     let (_, c) = try embedder.embed(set.corpus, options: options)
                     let base = URL(fileURLWithPath: path).lastPathComponent
                     let name = variant.map { "\(base) + \(URL(fileURLWithPath: $0).lastPathComponent)" } ?? base
-                    rows.append((name, evaluator.evaluate(queries: q, corpus: c, dim: dim, relevant: set.relevant)))
+                    rows.append((name, evaluator.evaluate(queries: q, corpus: c, dim: dim, relevant: set.relevant, corpusIDs: set.corpusIDs)))
                 }
             }
             let evaluated = set.relevant.filter { !$0.isEmpty }.count
