@@ -26,9 +26,12 @@ public struct StepLog: Codable {
 
 public struct EvalLog: Codable {
     public var step: Int, loss: Double, margin: Double, meanPositive: Double, meanHardestNegative: Double, rows: Int
+    /// Retrieval of each held-out query's positive among all held-out documents (cosine).
+    public var ndcg10: Double, recall5: Double, mrr10: Double, documents: Int
     enum CodingKeys: String, CodingKey {
-        case step, loss, margin, rows
+        case step, loss, margin, rows, documents
         case meanPositive = "mean_positive", meanHardestNegative = "mean_hardest_negative"
+        case ndcg10 = "ndcg@10", recall5 = "recall@5", mrr10 = "mrr@10"
     }
 }
 

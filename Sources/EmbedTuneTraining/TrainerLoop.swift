@@ -80,11 +80,25 @@ extension Trainer {
             try writeAtomically(Data(lines.utf8), to: out.appendingPathComponent("heldout.jsonl"))
         }
         let schedule = self.schedule
-        if resume == nil && options.evalSteps > 0 && !holdout.isEmpty {
-            // The baseline every later evaluation is compared with.
+        var best = -Double.infinity
+        /// Evaluates, logs, and keeps the adapter with the best held-out NDCG@10 in OUTPUT_DIR/best.
+        func evaluateAndTrack() throws {
             let e = try evaluate()
             try log?.write(e)
             events(.eval(e))
+            if step > 0 && e.ndcg10 > best {
+                best = e.ndcg10
+                if communicator.isRoot {
+                    let dir = out.appendingPathComponent("best")
+                    try PEFTAdapter.save(adapter, to: dir, baseModel: options.model)
+                    let encoder = JSONEncoder()
+                    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                    try writeAtomically(try encoder.encode(e), to: dir.appendingPathComponent("eval.json"))
+                }
+            }
+        }
+        if resume == nil && options.evalSteps > 0 && !holdout.isEmpty {
+            try evaluateAndTrack()  // the baseline every later evaluation is compared with
         }
         while step < totalSteps {
             if let stopAfter, step >= stopAfter { break }
@@ -126,9 +140,7 @@ extension Trainer {
             try log?.write(entry)
             events(.step(entry))
             if options.evalSteps > 0 && step % options.evalSteps == 0 && !holdout.isEmpty {
-                let e = try evaluate()
-                try log?.write(e)
-                events(.eval(e))
+                try evaluateAndTrack()
             }
             if options.saveSteps > 0 && step % options.saveSteps == 0 {
                 if let dir = try Checkpoint.save(self, step: step, outputDir: out) { events(.checkpoint(dir)) }
@@ -136,9 +148,7 @@ extension Trainer {
         }
         if stopAfter == nil || step >= totalSteps {
             if options.evalSteps > 0 && !holdout.isEmpty && step % options.evalSteps != 0 {
-                let e = try evaluate()
-                try log?.write(e)
-                events(.eval(e))
+                try evaluateAndTrack()
             }
             if communicator.isRoot {
                 try PEFTAdapter.save(adapter, to: out, baseModel: options.model)
@@ -153,6 +163,8 @@ extension Trainer {
     public func evaluate(on rows: [Triplet]? = nil) throws -> EvalLog {
         let rows = rows ?? holdout
         var loss = 0.0, pos = 0.0, hard = 0.0, counted = 0
+        // Retrieval over the whole held-out set: every query against every distinct document.
+        var queryVectors = [Float](), documentVectors = [Float](), documentIndex = [UInt64: Int](), relevant = [Set<Int>]()
         let chunkSize = max(2, globalBatch)
         for start in stride(from: 0, to: rows.count, by: chunkSize) {
             let chunk = Array(rows[start..<min(start + chunkSize, rows.count)])
@@ -175,14 +187,31 @@ extension Trainer {
             }
             let (result, _, _) = try globalLoss(local: normalized, localKeys: texts.keys, queries: texts.queries, rows: chunk.count,
                                                 progress: 1, gather: false)
+            let perRow = 2 + negatives
+            for r in 0..<chunk.count {
+                queryVectors += normalized[(r * perRow * c)..<((r * perRow + 1) * c)]
+                for j in 1..<perRow {
+                    let key = texts.keys[r * perRow + j]
+                    if documentIndex[key] == nil {
+                        documentIndex[key] = documentIndex.count
+                        documentVectors += normalized[((r * perRow + j) * c)..<((r * perRow + j + 1) * c)]
+                    }
+                }
+                relevant.append([documentIndex[texts.keys[r * perRow + 1]]!])
+            }
             loss += result.loss * Double(chunk.count)
             pos += result.meanPositive * Double(chunk.count)
             if result.meanHardestNegative.isFinite { hard += result.meanHardestNegative * Double(chunk.count) }
             counted += chunk.count
         }
         let n = Double(max(counted, 1))
+        var evaluator = RetrievalEvaluator()
+        evaluator.scores = [.cosine]
+        let ir = counted > 0 ? evaluator.evaluate(queries: queryVectors, corpus: documentVectors, dim: model.hiddenSize, relevant: relevant)
+                             : [:]
         return EvalLog(step: step, loss: loss / n, margin: (pos - hard) / n, meanPositive: pos / n, meanHardestNegative: hard / n,
-                       rows: counted)
+                       rows: counted, ndcg10: ir["cosine_ndcg@10"] ?? .nan, recall5: ir["cosine_recall@5"] ?? .nan,
+                       mrr10: ir["cosine_mrr@10"] ?? .nan, documents: documentIndex.count)
     }
 }
 

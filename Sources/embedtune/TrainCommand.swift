@@ -82,8 +82,8 @@ struct TrainCommand: ParsableCommand {
                     print(String(format: "%@step %d/%d  loss %.4f  lr %.2e  tau %.4f  |g| %.3f  %.0f ms/step  %.0f tok/s",
                                  bar, s.step, trainer.totalSteps, s.loss, s.lr, s.tau, s.gradNorm, s.msPerStep, s.tokensPerSecond))
                 case .eval(let e):
-                    print(String(format: "%@eval step %d  held-out loss %.4f  margin %.4f (pos %.4f, hardest neg %.4f, %d rows)",
-                                 bar, e.step, e.loss, e.margin, e.meanPositive, e.meanHardestNegative, e.rows))
+                    print(String(format: "%@eval step %d  held-out loss %.4f  margin %.4f  NDCG@10 %.4f  Recall@5 %.4f  MRR@10 %.4f (%d queries, %d documents)",
+                                 bar, e.step, e.loss, e.margin, e.ndcg10, e.recall5, e.mrr10, e.rows, e.documents))
                 case .checkpoint(let u): print("\(bar)checkpoint: \(u.path)")
                 case .warning(let w): FileHandle.standardError.write(Data("embedtune: warning: \(w)\n".utf8))
                 case .finished(let u): print("\(bar)adapter: \(u.path)/adapter_config.json + adapter_model.safetensors")

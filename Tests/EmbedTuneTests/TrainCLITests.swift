@@ -108,6 +108,27 @@ struct TrainCLITests {
         #expect(bad.status == 1 && bad.stderr.contains("run.toml: lora_rank: unknown option"), "\(bad.stderr)")
     }
 
+    @Test("held-out evaluation reports retrieval metrics and keeps the best adapter by NDCG@10")
+    func bestCheckpoint() throws {
+        let tmp = try Paths.temporaryDirectory()
+        let data = tmp.appendingPathComponent("d.jsonl")
+        try tinyDataset(data)
+        let out = tmp.appendingPathComponent("out")
+        let r = try runCLI(["train", "--model", model, "--dataset", data.path, "--output_dir", out.path, "--max_steps", "6",
+                            "--per_device_train_batch_size", "8", "--learning_rate", "1e-3", "--split_dataset_ratio", "0.25",
+                            "--eval_steps", "2", "--query_prompt", ""])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("NDCG@10"))
+        let best = try JSONValue.load(out.appendingPathComponent("best/eval.json"))
+        let ndcg = best["ndcg@10"]!.double!
+        #expect(ndcg > 0 && ndcg <= 1)
+        let logged = try readJSONLines(out.appendingPathComponent("train_log.jsonl")).compactMap { $0["ndcg@10"]?.double }
+        #expect(logged.count == 4)  // before training and at steps 2, 4, 6
+        #expect(ndcg == logged.dropFirst().max())
+        #expect(FileManager.default.fileExists(atPath: out.appendingPathComponent("best/adapter_model.safetensors").path))
+        #expect(FileManager.default.fileExists(atPath: out.appendingPathComponent("heldout.jsonl").path))
+    }
+
     @Test("embed --adapter applies a trained adapter; a foreign adapter is refused")
     func embedWithAdapter() throws {
         let tmp = try Paths.temporaryDirectory()
