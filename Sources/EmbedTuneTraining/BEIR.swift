@@ -33,22 +33,21 @@ public struct RetrievalSet {
             let title = v["title"]?.string ?? ""
             return (id, title.isEmpty ? text : title + " " + text)
         }
-        var corpusIndex = [String: Int]()
-        for (n, line) in try lines(corpusPath) {
-            let r = try record(corpusPath, n, line)
-            guard corpusIndex[r.id] == nil else { throw FormatError(file: "\(corpusPath):\(n)", item: "_id", "duplicate id \"\(r.id)\"") }
-            corpusIndex[r.id] = set.corpus.count
-            set.corpusIDs.append(r.id); set.corpus.append(r.text)
+        /// The records of one JSONL file, ids unique, with an index from id to row.
+        func records(_ path: String, empty: String) throws -> (ids: [String], texts: [String], index: [String: Int]) {
+            var ids = [String](), texts = [String](), index = [String: Int]()
+            for (n, line) in try lines(path) {
+                let r = try record(path, n, line)
+                guard index[r.id] == nil else { throw FormatError(file: "\(path):\(n)", item: "_id", "duplicate id \"\(r.id)\"") }
+                index[r.id] = ids.count
+                ids.append(r.id); texts.append(r.text)
+            }
+            if ids.isEmpty { throw FormatError(file: path, empty) }
+            return (ids, texts, index)
         }
-        if set.corpus.isEmpty { throw FormatError(file: corpusPath, "the corpus is empty") }
-        var queryIndex = [String: Int]()
-        for (n, line) in try lines(queriesPath) {
-            let r = try record(queriesPath, n, line)
-            guard queryIndex[r.id] == nil else { throw FormatError(file: "\(queriesPath):\(n)", item: "_id", "duplicate id \"\(r.id)\"") }
-            queryIndex[r.id] = set.queries.count
-            set.queryIDs.append(r.id); set.queries.append(r.text)
-        }
-        if set.queries.isEmpty { throw FormatError(file: queriesPath, "no queries") }
+        let (corpusIDs, corpus, corpusIndex) = try records(corpusPath, empty: "the corpus is empty")
+        let (queryIDs, queries, queryIndex) = try records(queriesPath, empty: "no queries")
+        set.corpusIDs = corpusIDs; set.corpus = corpus; set.queryIDs = queryIDs; set.queries = queries
         set.relevant = Array(repeating: [], count: set.queries.count)
         for (n, line) in try lines(qrelsPath) {
             let f = line.split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
