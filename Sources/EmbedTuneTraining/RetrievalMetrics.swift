@@ -27,36 +27,14 @@ public struct RetrievalEvaluator {
     /// Top-k corpus rows per query by `score`. Equal scores are ordered by corpus id as a string
     /// (sentence-transformers' rule: "d10" before "d2"), or by index when no ids are given.
     public func rank(queries: [Float], corpus: [Float], dim: Int, score: Score, corpusIDs: [String]? = nil) -> [Ranking] {
-        let nq = queries.count / dim, nc = corpus.count / dim, k = min(maxK, nc)
-        var q = queries, c = corpus
-        if score == .cosine {
-            q.withUnsafeMutableBufferPointer { l2NormalizeRows($0.baseAddress!, n: nq, c: dim) }
-            c.withUnsafeMutableBufferPointer { l2NormalizeRows($0.baseAddress!, n: nc, c: dim) }
-        }
-        // Tie-break key: the position of each corpus id in string order.
-        var tieKey = Array(0..<nc)
+        var tieKey: [Int]?
         if let ids = corpusIDs {
-            for (position, index) in ids.indices.sorted(by: { ids[$0] < ids[$1] }).enumerated() { tieKey[index] = position }
+            var key = [Int](repeating: 0, count: ids.count)
+            for (position, index) in ids.indices.sorted(by: { ids[$0] < ids[$1] }).enumerated() { key[index] = position }
+            tieKey = key
         }
-        var best = [Ranking](repeating: [], count: nq)
-        let chunk = max(1, corpusChunk)
-        var block = [Float](repeating: 0, count: nq * min(chunk, max(nc, 1)))
-        for start in stride(from: 0, to: nc, by: chunk) {
-            let m = min(chunk, nc - start)
-            q.withUnsafeBufferPointer { qp in
-                c.withUnsafeBufferPointer { cp in
-                    sgemm(transB: true, m: nq, n: m, k: dim, a: qp.baseAddress!, lda: dim, b: cp.baseAddress! + start * dim, ldb: dim,
-                          c: &block, ldc: m)
-                }
-            }
-            for i in 0..<nq {
-                var merged = best[i]
-                for j in 0..<m { merged.append((start + j, block[i * m + j])) }
-                merged.sort { $0.score != $1.score ? $0.score > $1.score : tieKey[$0.index] < tieKey[$1.index] }
-                best[i] = Array(merged.prefix(k))
-            }
-        }
-        return best
+        return exactTopK(queries: queries, corpus: corpus, dim: dim, k: maxK, normalize: score == .cosine,
+                         corpusChunk: corpusChunk, tieKey: tieKey)
     }
 
     /// Metrics over queries that have at least one relevant document (the others are left out,
@@ -121,4 +99,48 @@ public struct RetrievalEvaluator {
         }
         return out
     }
+}
+
+
+/// Exact top-k search of every query against the corpus by dot product (after L2 normalisation
+/// when `normalize`), in blocks of queries × corpus rows so memory stays bounded. Results are
+/// best first; equal scores order by `tieKey` (default: corpus index).
+public func exactTopK(queries: [Float], corpus: [Float], dim: Int, k: Int, normalize: Bool, corpusChunk: Int = 4096,
+                      queryBlock: Int = 1024, tieKey: [Int]? = nil) -> [RetrievalEvaluator.Ranking] {
+    let nq = queries.count / dim, nc = corpus.count / dim, k = min(k, nc)
+    var q = queries, c = corpus
+    if normalize {
+        q.withUnsafeMutableBufferPointer { l2NormalizeRows($0.baseAddress!, n: nq, c: dim) }
+        c.withUnsafeMutableBufferPointer { l2NormalizeRows($0.baseAddress!, n: nc, c: dim) }
+    }
+    let key = tieKey ?? Array(0..<nc)
+    func before(_ a: (index: Int, score: Float), _ b: (index: Int, score: Float)) -> Bool {
+        a.score != b.score ? a.score > b.score : key[a.index] < key[b.index]
+    }
+    var best = [RetrievalEvaluator.Ranking](repeating: [], count: nq)
+    let chunk = max(1, corpusChunk), qb = max(1, queryBlock)
+    var block = [Float](repeating: 0, count: min(qb, max(nq, 1)) * min(chunk, max(nc, 1)))
+    for q0 in stride(from: 0, to: nq, by: qb) {
+        let bq = min(qb, nq - q0)
+        for start in stride(from: 0, to: nc, by: chunk) {
+            let m = min(chunk, nc - start)
+            q.withUnsafeBufferPointer { qp in
+                c.withUnsafeBufferPointer { cp in
+                    sgemm(transB: true, m: bq, n: m, k: dim, a: qp.baseAddress! + q0 * dim, lda: dim, b: cp.baseAddress! + start * dim,
+                          ldb: dim, c: &block, ldc: m)
+                }
+            }
+            for i in 0..<bq {
+                // Only rows that can still enter the top k are merged.
+                let threshold = best[q0 + i].count < k ? -Float.infinity : best[q0 + i].last!.score
+                var merged = best[q0 + i]
+                for j in 0..<m where block[i * m + j] >= threshold { merged.append((start + j, block[i * m + j])) }
+                if merged.count > best[q0 + i].count {
+                    merged.sort(by: before)
+                    best[q0 + i] = Array(merged.prefix(k))
+                }
+            }
+        }
+    }
+    return best
 }
