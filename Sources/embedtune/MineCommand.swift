@@ -1,0 +1,123 @@
+import ArgumentParser
+import EmbedTuneFormats
+import EmbedTuneModels
+import EmbedTuneTraining
+import Foundation
+
+/// `embedtune mine`: hard negatives for (anchor, positive) pairs, mirroring sentence-transformers'
+/// mine_hard_negatives with exact search.
+struct MineCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mine", abstract: "Mine hard negatives for (anchor, positive) pairs (sentence-transformers semantics, exact search).")
+
+    @Option(help: "Model directory or .gguf used to embed.") var model: String
+    @Option(help: "A PEFT adapter to apply while mining.") var adapter: String?
+    @Option(help: "Pairs: JSONL, CSV or TSV.") var dataset: String
+    @Option(name: .customLong("anchor_column"), help: "Default: the first of anchor, query, question, q, prompt.") var anchorColumn: String?
+    @Option(name: .customLong("positive_column"), help: "Default: the first of positive, response, answer, a.") var positiveColumn: String?
+    @Option(help: "Extra documents (.txt, or .jsonl with a text field) mined alongside the positives.") var corpus: String?
+    @Option(help: "Output JSONL.") var output: String
+    @Option(name: .customLong("num_negatives")) var numNegatives = 3
+    @Option(name: .customLong("range_min")) var rangeMin = 0
+    @Option(name: .customLong("range_max")) var rangeMax: Int?
+    @Option(name: .customLong("max_score")) var maxScore: Float?
+    @Option(name: .customLong("min_score")) var minScore: Float?
+    @Option(name: .customLong("absolute_margin")) var absoluteMargin: Float?
+    @Option(name: .customLong("relative_margin")) var relativeMargin: Float?
+    @Option(name: .customLong("sampling_strategy"), help: "top | random") var samplingStrategy = "top"
+    @Flag(name: .customLong("include_positives")) var includePositives = false
+    @Option(name: .customLong("output_format"), help: "triplet | n-tuple | labeled-pair | labeled-list | ms-swift") var outputFormat = "triplet"
+    @Flag(name: .customLong("output_scores")) var outputScores = false
+    @Option(name: .customLong("query_prompt"), help: "Query prefix (default: the model's \"query\" prompt).") var queryPrompt: String?
+    @Option(name: .customLong("document_prompt"), help: "Document prefix (default: the model's \"document\" prompt).") var documentPrompt: String?
+    @Option(name: .customLong("batch_size")) var batchSize = 64
+    @Option(name: .customLong("max-length")) var maxLength: Int?
+    @Option(help: "Seed for --sampling_strategy random.") var seed: UInt64 = 12
+    @Flag(help: "No progress bars.") var quiet = false
+
+    func validate() throws {
+        guard MiningOptions.Strategy(rawValue: samplingStrategy) != nil else { throw ValidationError("--sampling_strategy must be top or random") }
+        guard MiningOptions.OutputFormat(rawValue: outputFormat) != nil else {
+            throw ValidationError("--output_format must be one of \(MiningOptions.OutputFormat.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        if let rangeMax, rangeMin >= rangeMax { throw ValidationError("--range_min (\(rangeMin)) must be smaller than --range_max (\(rangeMax))") }
+    }
+
+    func run() throws {
+        try runReportingErrors {
+            let (anchorName, positiveName, anchors, positives) = try readPairs()
+            let extra = try corpus.map { try readTexts($0) }
+            let embedder = try Embedder(directory: ModelDirectory(URL(fileURLWithPath: model)))
+            if let adapter {
+                guard let trainable = embedder.backbone as? TrainableBackbone else { throw CLIError("\(model) cannot carry an adapter") }
+                embedder.adapter = try PEFTAdapter.load(URL(fileURLWithPath: adapter), for: trainable)
+            }
+            var options = Embedder.Options()
+            options.batchSize = batchSize
+            options.maxLength = maxLength
+            func embed(_ texts: [String], prefix: String, label: String) throws -> [Float] {
+                options.prefix = prefix
+                let bar = ProgressBar(total: texts.count, label: label, enabled: !quiet && texts.count > batchSize)
+                return try embedder.embed(texts, options: options, progress: bar.update).values
+            }
+            var o = MiningOptions()
+            o.numNegatives = numNegatives; o.rangeMin = rangeMin; o.rangeMax = rangeMax; o.maxScore = maxScore; o.minScore = minScore
+            o.absoluteMargin = absoluteMargin; o.relativeMargin = relativeMargin
+            o.samplingStrategy = MiningOptions.Strategy(rawValue: samplingStrategy)!
+            o.includePositives = includePositives; o.outputFormat = MiningOptions.OutputFormat(rawValue: outputFormat)!
+            o.outputScores = outputScores; o.seed = seed; o.anchorColumn = anchorName; o.positiveColumn = positiveName
+            let dir = embedder.directory
+            let (rows, summary) = try Miner.mine(
+                anchors: anchors, positives: positives, extraCorpus: extra, dim: embedder.backbone.hiddenSize,
+                embedQueries: { try embed($0, prefix: queryPrompt ?? dir.prompts["query"] ?? "", label: "queries") },
+                embedDocuments: { try embed($0, prefix: documentPrompt ?? dir.prompts["document"] ?? dir.prompts["passage"] ?? "", label: "corpus") },
+                options: o)
+            var text = ""
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.withoutEscapingSlashes]
+            for row in rows {
+                text += "{" + (try row.map { k, v in
+                    String(decoding: try encoder.encode(k), as: UTF8.self) + ": " + String(decoding: try encoder.encode(v), as: UTF8.self)
+                }).joined(separator: ", ") + "}\n"
+            }
+            try writeAtomically(Data(text.utf8), to: URL(fileURLWithPath: output))
+            FileHandle.standardError.write(Data("\(summary)\nwrote \(output)\n".utf8))
+        }
+    }
+
+    /// (anchor column, positive column, anchors, positives) from JSONL / CSV / TSV.
+    func readPairs() throws -> (String, String, [String], [String]) {
+        let url = URL(fileURLWithPath: dataset)
+        var records = [(origin: String, fields: [String: JSONValue])]()
+        let text: String
+        do { text = try String(contentsOf: url, encoding: .utf8) } catch { throw FormatError(url: url, "cannot read: \(error.localizedDescription)") }
+        switch url.pathExtension.lowercased() {
+        case "csv", "tsv":
+            let table = try DelimitedText.parse(text, separator: url.pathExtension.lowercased() == "tsv" ? "\t" : ",", file: dataset)
+            guard let header = table.first else { throw FormatError(url: url, "empty file") }
+            for (i, r) in table.dropFirst().enumerated() where !(r.count == 1 && r[0].isEmpty) {
+                guard r.count == header.count else { throw FormatError(file: "\(dataset):\(i + 2)", "\(r.count) fields, header has \(header.count)") }
+                records.append(("\(dataset):\(i + 2)", Dictionary(zip(header, r.map { JSONValue.string($0) }), uniquingKeysWith: { a, _ in a })))
+            }
+        default:
+            for (i, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() where !line.allSatisfy(\.isWhitespace) {
+                let v = try JSONValue.parse(Data(line.utf8), file: "\(dataset):\(i + 1)")
+                guard let o = v.object else { throw FormatError(file: "\(dataset):\(i + 1)", "line is not a JSON object") }
+                records.append(("\(dataset):\(i + 1)", o))
+            }
+        }
+        guard let first = records.first?.fields else { throw FormatError(url: url, "no pairs") }
+        let anchor = anchorColumn ?? ["anchor", "query", "question", "q", "prompt"].first { first[$0] != nil }
+        let positive = positiveColumn ?? ["positive", "response", "answer", "a"].first { first[$0] != nil }
+        guard let anchor, let positive else {
+            throw FormatError(url: url, "cannot tell the anchor and positive columns (have \(first.keys.sorted().joined(separator: ", "))); use --anchor_column / --positive_column")
+        }
+        var anchors = [String](), positives = [String]()
+        for r in records {
+            guard let a = r.fields[anchor]?.string, !a.isEmpty else { throw FormatError(file: r.origin, item: anchor, "missing or not a non-empty string") }
+            guard let p = r.fields[positive]?.string, !p.isEmpty else { throw FormatError(file: r.origin, item: positive, "missing or not a non-empty string") }
+            anchors.append(a); positives.append(p)
+        }
+        return (anchor, positive, anchors, positives)
+    }
+}
