@@ -25,6 +25,24 @@ public func pool(_ mode: PoolingConfig.Mode, hidden: UnsafePointer<Float>, batch
     }
 }
 
+/// Backward of `pool` for the differentiable modes (not max). dPooled is (S, C); dHidden,
+/// (N, C), must be zero on entry.
+public func poolBackward(_ mode: PoolingConfig.Mode, dPooled: UnsafePointer<Float>, batch: PackedBatch, c: Int,
+                         dHidden: UnsafeMutablePointer<Float>) {
+    precondition(mode != .max, "max pooling has no backward here")
+    for s in 0..<batch.count {
+        let start = batch.offsets[s], len = batch.length(s), g = dPooled + s * c
+        switch mode {
+        case .lastToken: (dHidden + (start + len - 1) * c).update(from: g, count: c)
+        case .cls: (dHidden + start * c).update(from: g, count: c)
+        case .mean, .meanSqrtLen:
+            let scale = 1 / (mode == .mean ? Float(len) : Float(len).squareRoot())
+            for t in start..<(start + len) { for i in 0..<c { dHidden[t * c + i] = g[i] * scale } }
+        case .max: break
+        }
+    }
+}
+
 /// Text → embedding vectors: prompt/instruction, tokenizer, backbone, pooling, optional
 /// Matryoshka truncation, L2 normalisation.
 public final class Embedder {
@@ -44,6 +62,15 @@ public final class Embedder {
         self.directory = directory
         self.tokenizer = tokenizer
         self.backbone = backbone
+    }
+
+    /// Applies the PEFT adapter in `directory` from now on (nil: none).
+    public func setAdapter(_ directory: URL?) throws {
+        guard let directory else { adapter = nil; return }
+        guard let trainable = backbone as? TrainableBackbone else {
+            throw ModelInputError("\(self.directory.modelType) models cannot carry a LoRA adapter")
+        }
+        adapter = try PEFTAdapter.load(directory, for: trainable)
     }
 
     /// Qwen3-Embedding's query format; documents get no instruction.

@@ -148,6 +148,11 @@ public struct ModelDirectory {
 
     public var tokenizerURL: URL { url.appendingPathComponent("tokenizer.json") }
 
+    /// The sentence-transformers prompt for queries, or "".
+    public var queryPrompt: String { prompts["query"] ?? "" }
+    /// The prompt for documents ("document", or "passage" as e5 names it), or "".
+    public var documentPrompt: String { prompts["document"] ?? prompts["passage"] ?? "" }
+
     /// tokenizer.json, or for BERT-style models a bare vocab.txt (+ tokenizer_config.json's
     /// do_lower_case).
     public func loadTokenizer() throws -> Tokenizer {

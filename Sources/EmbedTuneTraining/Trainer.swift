@@ -77,8 +77,8 @@ public final class Trainer {
         optimizer = AdamW(count: adapter.parameterCount, beta1: options.adamBeta1, beta2: options.adamBeta2,
                           epsilon: options.adamEpsilon, weightDecay: options.weightDecay)
         logTau = logf(options.temperature)
-        queryPrefix = options.queryPrompt ?? dir.prompts["query"] ?? ""
-        documentPrefix = options.documentPrompt ?? dir.prompts["document"] ?? dir.prompts["passage"] ?? ""
+        queryPrefix = options.queryPrompt ?? dir.queryPrompt
+        documentPrefix = options.documentPrompt ?? dir.documentPrompt
 
         let (all, skipped) = try TripletReader.read(options.dataset, skipBadRows: options.skipBadRows)
         self.skipped = skipped
@@ -197,18 +197,9 @@ public final class Trainer {
         Array(dNormalized).withUnsafeBufferPointer { g in
             l2NormalizeBackward(dx: &dPooled, dy: g.baseAddress!, x: pooled, n: ids.count, c: c)
         }
+        guard embedder.directory.pooling != .max else { throw DataProblem(origin: "model", problem: "max pooling cannot be trained") }
         var dHidden = [Float](repeating: 0, count: batch.tokens * c)
-        for s in 0..<batch.count {
-            let start = batch.offsets[s], len = batch.length(s)
-            switch embedder.directory.pooling {
-            case .lastToken: for i in 0..<c { dHidden[(start + len - 1) * c + i] = dPooled[s * c + i] }
-            case .cls: for i in 0..<c { dHidden[start * c + i] = dPooled[s * c + i] }
-            case .mean, .meanSqrtLen:
-                let scale = 1 / (embedder.directory.pooling == .mean ? Float(len) : Float(len).squareRoot())
-                for t in start..<(start + len) { for i in 0..<c { dHidden[t * c + i] = dPooled[s * c + i] * scale } }
-            case .max: throw DataProblem(origin: "model", problem: "max pooling cannot be trained")
-            }
-        }
+        poolBackward(embedder.directory.pooling, dPooled: dPooled, batch: batch, c: c, dHidden: &dHidden)
         try dHidden.withUnsafeBufferPointer { try model.backward(dHidden: $0.baseAddress!) }
     }
 
@@ -281,15 +272,13 @@ public struct SplitMix64: RandomNumberGenerator {
 }
 
 /// 64-bit FNV-1a of a string's UTF-8 (text identity for duplicate masking and splits).
-public func fnv1a(_ s: String) -> UInt64 {
-    var h: UInt64 = 0xcbf2_9ce4_8422_2325
-    for b in s.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
-    return h
-}
+public func fnv1a(_ s: String) -> UInt64 { fnv1a(bytes: s.utf8) }
 
 /// 64-bit FNV-1a of raw bytes (checkpoint checksums).
-public func fnv1a(_ data: Data) -> UInt64 {
+public func fnv1a(_ data: Data) -> UInt64 { fnv1a(bytes: data) }
+
+func fnv1a<Bytes: Sequence>(bytes: Bytes) -> UInt64 where Bytes.Element == UInt8 {
     var h: UInt64 = 0xcbf2_9ce4_8422_2325
-    for b in data { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+    for b in bytes { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
     return h
 }

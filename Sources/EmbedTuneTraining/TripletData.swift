@@ -36,35 +36,7 @@ public enum TripletReader {
         let data: Data
         do { data = try Data(contentsOf: url) } catch { throw DataProblem(origin: path, problem: "cannot read: \(error.localizedDescription)") }
         guard let text = String(data: data, encoding: .utf8) else { throw DataProblem(origin: path, problem: "is not valid UTF-8") }
-        var rows = [(origin: String, fields: () throws -> [String: JSONValue])]()
-        switch url.pathExtension.lowercased() {
-        case "jsonl", "ndjson":
-            for (i, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated()
-            where !line.allSatisfy(\.isWhitespace) {
-                let origin = "\(path):\(i + 1)"
-                rows.append((origin, {
-                    let v: JSONValue
-                    do { v = try JSONDecoder().decode(JSONValue.self, from: Data(line.utf8)) }
-                    catch { throw DataProblem(origin: origin, problem: "malformed JSON") }
-                    guard let o = v.object else { throw DataProblem(origin: origin, problem: "line is not a JSON object") }
-                    return o
-                }))
-            }
-        case "csv", "tsv":
-            let table = try DelimitedText.parse(text, separator: url.pathExtension.lowercased() == "tsv" ? "\t" : ",", file: path)
-            guard let header = table.first else { throw DataProblem(origin: path, problem: "empty file") }
-            for (i, record) in table.dropFirst().enumerated() where !(record.count == 1 && record[0].isEmpty) {
-                let origin = "\(path):\(i + 2)"
-                rows.append((origin, {
-                    guard record.count == header.count else {
-                        throw DataProblem(origin: origin, problem: "\(record.count) fields, header has \(header.count)")
-                    }
-                    return Dictionary(zip(header, record.map { JSONValue.string($0) }), uniquingKeysWith: { a, _ in a })
-                }))
-            }
-        default:
-            throw DataProblem(origin: path, problem: "unknown data format \".\(url.pathExtension)\" (use .jsonl, .csv or .tsv)")
-        }
+        let rows = try TableRows.read(text, path: path, format: url.pathExtension.lowercased())
         var out = [Triplet](), skipped = [DataProblem]()
         for row in rows {
             do { out.append(try triplet(try row.fields(), origin: row.origin)) }
@@ -130,6 +102,46 @@ public enum TripletReader {
             throw DataProblem(origin: origin, problem: "negative \(same + 1) is identical to the positive")
         }
         return t
+    }
+}
+
+/// The records of a JSONL, CSV or TSV file as field dictionaries, each parsed only when asked
+/// for, so a caller can skip a malformed row and go on. Origins are "file:line".
+public enum TableRows {
+    public typealias Row = (origin: String, fields: () throws -> [String: JSONValue])
+
+    /// `format` is the file extension: jsonl / ndjson, csv or tsv.
+    public static func read(_ text: String, path: String, format: String) throws -> [Row] {
+        var rows = [Row]()
+        switch format {
+        case "jsonl", "ndjson":
+            for (i, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated()
+            where !line.allSatisfy(\.isWhitespace) {
+                let origin = "\(path):\(i + 1)"
+                rows.append((origin, {
+                    let v: JSONValue
+                    do { v = try JSONValue.parse(Data(line.utf8), file: origin) }
+                    catch { throw DataProblem(origin: origin, problem: "malformed JSON") }
+                    guard let o = v.object else { throw DataProblem(origin: origin, problem: "line is not a JSON object") }
+                    return o
+                }))
+            }
+        case "csv", "tsv":
+            let table = try DelimitedText.parse(text, separator: format == "tsv" ? "\t" : ",", file: path)
+            guard let header = table.first else { throw DataProblem(origin: path, problem: "empty file") }
+            for (i, record) in table.dropFirst().enumerated() where !(record.count == 1 && record[0].isEmpty) {
+                let origin = "\(path):\(i + 2)"
+                rows.append((origin, {
+                    guard record.count == header.count else {
+                        throw DataProblem(origin: origin, problem: "\(record.count) fields, header has \(header.count)")
+                    }
+                    return Dictionary(zip(header, record.map { JSONValue.string($0) }), uniquingKeysWith: { a, _ in a })
+                }))
+            }
+        default:
+            throw DataProblem(origin: path, problem: "unknown data format \".\(format)\" (use .jsonl, .csv or .tsv)")
+        }
+        return rows
     }
 }
 

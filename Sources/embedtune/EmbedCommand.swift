@@ -43,12 +43,7 @@ struct EmbedCommand: ParsableCommand {
             let dir = try modelOptions.directory()
             let texts = try readTexts(input, field: field)
             let embedder = try Embedder(directory: dir)
-            if let adapter {
-                guard let trainable = embedder.backbone as? TrainableBackbone else {
-                    throw CLIError("\(dir.modelType) models cannot carry a LoRA adapter")
-                }
-                embedder.adapter = try PEFTAdapter.load(URL(fileURLWithPath: adapter), for: trainable)
-            }
+            try embedder.setAdapter(adapter.map { URL(fileURLWithPath: $0) })
             var options = Embedder.Options()
             options.batchSize = batchSize
             options.maxLength = maxLength

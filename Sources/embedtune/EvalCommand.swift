@@ -55,18 +55,13 @@ struct EvalCommand: ParsableCommand {
                 let embedder = try Embedder(directory: ModelDirectory(URL(fileURLWithPath: path)))
                 let variants: [String?] = mi == 0 ? [nil] + adapter.map { Optional($0) } : [nil]
                 for variant in variants {
-                    if let variant {
-                        guard let trainable = embedder.backbone as? TrainableBackbone else { throw CLIError("\(path) cannot carry an adapter") }
-                        embedder.adapter = try PEFTAdapter.load(URL(fileURLWithPath: variant), for: trainable)
-                    } else {
-                        embedder.adapter = nil
-                    }
+                    try embedder.setAdapter(variant.map { URL(fileURLWithPath: $0) })
                     var options = Embedder.Options()
                     options.batchSize = batchSize
                     options.maxLength = maxLength
-                    options.prefix = queryPrompt ?? embedder.directory.prompts["query"] ?? ""
+                    options.prefix = queryPrompt ?? embedder.directory.queryPrompt
                     let (dim, q) = try embedder.embed(set.queries, options: options)
-                    options.prefix = documentPrompt ?? embedder.directory.prompts["document"] ?? embedder.directory.prompts["passage"] ?? ""
+                    options.prefix = documentPrompt ?? embedder.directory.documentPrompt
                     let (_, c) = try embedder.embed(set.corpus, options: options)
                     let base = URL(fileURLWithPath: path).lastPathComponent
                     let name = variant.map { "\(base) + \(URL(fileURLWithPath: $0).lastPathComponent)" } ?? base

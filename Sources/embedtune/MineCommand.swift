@@ -48,10 +48,7 @@ struct MineCommand: ParsableCommand {
             let (anchorName, positiveName, anchors, positives) = try readPairs()
             let extra = try corpus.map { try readTexts($0) }
             let embedder = try Embedder(directory: ModelDirectory(URL(fileURLWithPath: model)))
-            if let adapter {
-                guard let trainable = embedder.backbone as? TrainableBackbone else { throw CLIError("\(model) cannot carry an adapter") }
-                embedder.adapter = try PEFTAdapter.load(URL(fileURLWithPath: adapter), for: trainable)
-            }
+            try embedder.setAdapter(adapter.map { URL(fileURLWithPath: $0) })
             var options = Embedder.Options()
             options.batchSize = batchSize
             options.maxLength = maxLength
@@ -69,8 +66,8 @@ struct MineCommand: ParsableCommand {
             let dir = embedder.directory
             let (rows, summary) = try Miner.mine(
                 anchors: anchors, positives: positives, extraCorpus: extra, dim: embedder.backbone.hiddenSize,
-                embedQueries: { try embed($0, prefix: queryPrompt ?? dir.prompts["query"] ?? "", label: "queries") },
-                embedDocuments: { try embed($0, prefix: documentPrompt ?? dir.prompts["document"] ?? dir.prompts["passage"] ?? "", label: "corpus") },
+                embedQueries: { try embed($0, prefix: queryPrompt ?? dir.queryPrompt, label: "queries") },
+                embedDocuments: { try embed($0, prefix: documentPrompt ?? dir.documentPrompt, label: "corpus") },
                 options: o)
             var text = ""
             let encoder = JSONEncoder()
@@ -88,24 +85,11 @@ struct MineCommand: ParsableCommand {
     /// (anchor column, positive column, anchors, positives) from JSONL / CSV / TSV.
     func readPairs() throws -> (String, String, [String], [String]) {
         let url = URL(fileURLWithPath: dataset)
-        var records = [(origin: String, fields: [String: JSONValue])]()
         let text: String
         do { text = try String(contentsOf: url, encoding: .utf8) } catch { throw FormatError(url: url, "cannot read: \(error.localizedDescription)") }
-        switch url.pathExtension.lowercased() {
-        case "csv", "tsv":
-            let table = try DelimitedText.parse(text, separator: url.pathExtension.lowercased() == "tsv" ? "\t" : ",", file: dataset)
-            guard let header = table.first else { throw FormatError(url: url, "empty file") }
-            for (i, r) in table.dropFirst().enumerated() where !(r.count == 1 && r[0].isEmpty) {
-                guard r.count == header.count else { throw FormatError(file: "\(dataset):\(i + 2)", "\(r.count) fields, header has \(header.count)") }
-                records.append(("\(dataset):\(i + 2)", Dictionary(zip(header, r.map { JSONValue.string($0) }), uniquingKeysWith: { a, _ in a })))
-            }
-        default:
-            for (i, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() where !line.allSatisfy(\.isWhitespace) {
-                let v = try JSONValue.parse(Data(line.utf8), file: "\(dataset):\(i + 1)")
-                guard let o = v.object else { throw FormatError(file: "\(dataset):\(i + 1)", "line is not a JSON object") }
-                records.append(("\(dataset):\(i + 1)", o))
-            }
-        }
+        let ext = url.pathExtension.lowercased()
+        let records = try TableRows.read(text, path: dataset, format: ["csv", "tsv"].contains(ext) ? ext : "jsonl")
+            .map { (origin: $0.origin, fields: try $0.fields()) }
         guard let first = records.first?.fields else { throw FormatError(url: url, "no pairs") }
         let anchor = anchorColumn ?? ["anchor", "query", "question", "q", "prompt"].first { first[$0] != nil }
         let positive = positiveColumn ?? ["positive", "response", "answer", "a"].first { first[$0] != nil }
