@@ -30,9 +30,7 @@ func adapterDistance(_ a: URL, _ b: URL) throws -> Double {
     var worst = 0.0
     for name in fa.names {
         let x = try fa.tensor(name).array, y = try fb.tensor(name).array
-        let d = zip(x, y).reduce(0.0) { $0 + Double($1.0 - $1.1) * Double($1.0 - $1.1) }.squareRoot()
-        let n = x.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
-        worst = max(worst, d / max(n, 1e-12))
+        worst = max(worst, relativeL2(x, y))
     }
     return worst
 }

@@ -63,6 +63,14 @@ func readJSONLines(_ url: URL) throws -> [JSONValue] {
     return try text.split(separator: "\n").map { try JSONValue.parse(Data($0.utf8), file: url.path) }
 }
 
+/// ‖a − b‖ / ‖a‖ in Double.
+func relativeL2(_ a: [Float], _ b: [Float]) -> Double {
+    precondition(a.count == b.count, "length \(a.count) vs \(b.count)")
+    let d = zip(a, b).reduce(0.0) { $0 + Double($1.0 - $1.1) * Double($1.0 - $1.1) }.squareRoot()
+    let n = a.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
+    return d / max(n, 1e-12)
+}
+
 func maxAbsDifference(_ a: [Float], _ b: [Float]) -> Float {
     precondition(a.count == b.count, "length \(a.count) vs \(b.count)")
     return zip(a, b).reduce(0) { max($0, abs($1.0 - $1.1)) }
