@@ -14,7 +14,7 @@ let package = Package(
     name: "EmbedTune",
     products: [
         .executable(name: "embedtune", targets: ["embedtune"]),
-        .library(name: "EmbedTune", targets: ["EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneTraining"]),
+        .library(name: "EmbedTune", targets: ["EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneTraining", "EmbedTuneData"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -37,16 +37,20 @@ let package = Package(
             name: "EmbedTuneTraining",
             dependencies: ["EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneFormats", "CZstd"],
             swiftSettings: fast),
+        .target(
+            name: "EmbedTuneData",
+            dependencies: ["EmbedTuneTraining", "EmbedTuneTokenizers", "EmbedTuneModels", "EmbedTuneFormats", "CSQLite"],
+            swiftSettings: plain),
         .executableTarget(
             name: "embedtune",
             dependencies: [
-                "EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneTraining",
+                "EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneTraining", "EmbedTuneData",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: plain),
         .testTarget(
             name: "EmbedTuneTests",
-            dependencies: ["EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneTraining"],
+            dependencies: ["EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneTraining", "EmbedTuneData"],
             swiftSettings: plain),
     ]
 )

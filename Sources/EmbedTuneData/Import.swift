@@ -1,0 +1,500 @@
+import EmbedTuneFormats
+import EmbedTuneTraining
+import Foundation
+
+extension DatasetStore {
+    /// Imports one dataset in a single transaction (BEGIN IMMEDIATE … COMMIT): any error rolls
+    /// everything back, so a failed import — or a failed `replace` — leaves the store exactly as
+    /// before. An existing name is an error unless `replace`, which keeps the dataset's run log
+    /// and drops its queries, corpus, qrels, negatives and triplets before re-inserting.
+    public func importDataset(name: String, format: ImportFormat, inputs: ImportInputs, replace: Bool) throws -> ImportReport {
+        guard !name.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
+            throw DatasetError(origin: path, field: "dataset", problem: "the dataset name is empty")
+        }
+        let source = "\(format.rawValue):" + ([inputs.input, inputs.corpus, inputs.queries, inputs.qrels].compactMap { $0 }.joined(separator: ","))
+        do {
+            return try db.transaction {
+                var existing: Int64?
+                try db.prepare("SELECT id FROM datasets WHERE name = ?").forEach(.text(name)) { existing = $0.int(0) }
+                let id: Int64
+                if let existing {
+                    guard replace else {
+                        throw DatasetError(origin: path, problem: "dataset \"\(name)\" already exists (use --replace to replace it)")
+                    }
+                    for table in ["triplets", "negatives", "qrels", "queries", "documents"] {
+                        try db.prepare("DELETE FROM \(table) WHERE dataset_id = ?").run(.int(existing))
+                    }
+                    try db.prepare("UPDATE datasets SET source = ?, created = ? WHERE id = ?").run(.text(source), .text(Self.now()), .int(existing))
+                    id = existing
+                } else {
+                    try db.prepare("INSERT INTO datasets(name, source, created) VALUES (?, ?, ?)").run(.text(name), .text(source), .text(Self.now()))
+                    id = db.lastInsertRowID
+                }
+                let importer = try Importer(db: db, datasetID: id)
+                importer.report.dataset = name
+                importer.report.replaced = existing != nil
+                switch format {
+                case .beir: try importer.importBEIR(inputs)
+                case .pairs, .msSwift, .sentenceTransformers:
+                    guard let input = inputs.input else { throw DatasetError(origin: path, problem: "the \(format.rawValue) format needs an input file") }
+                    try importer.importRows(input, format: format, inputs: inputs)
+                }
+                return importer.report
+            }
+        } catch let p as DataProblem {
+            throw DatasetError(origin: p.origin, problem: p.problem)
+        } catch let f as FormatError {
+            throw DatasetError(origin: f.file, field: f.item, problem: f.problem)
+        }
+    }
+}
+
+/// One import's inserts: texts deduplicated through in-memory maps, prepared statements reused.
+final class Importer {
+    struct Pair: Hashable { let query: String, doc: String }
+
+    let db: SQLiteDatabase
+    let datasetID: Int64
+    var report = ImportReport()
+    var documentByText = [String: String](), queryByText = [String: String]()
+    var documentIDs = Set<String>(), queryIDs = Set<String>()
+    var judged = Set<Pair>(), negativePairs = Set<Pair>()
+    var nextQuery = 1, nextDocument = 1
+    let insertDocument, insertQuery, insertQrel, insertNegative: Statement
+
+    init(db: SQLiteDatabase, datasetID: Int64) throws {
+        self.db = db
+        self.datasetID = datasetID
+        insertDocument = try db.prepare("INSERT INTO documents(dataset_id, doc_id, text) VALUES (?, ?, ?)")
+        insertQuery = try db.prepare("INSERT INTO queries(dataset_id, query_id, text, split) VALUES (?, ?, ?, ?)")
+        insertQrel = try db.prepare("""
+            INSERT INTO qrels(dataset_id, query_id, doc_id, score) VALUES (?, ?, ?, ?)
+            ON CONFLICT(dataset_id, query_id, doc_id) DO UPDATE SET score = max(score, excluded.score)
+            """)
+        insertNegative = try db.prepare("INSERT OR IGNORE INTO negatives(dataset_id, query_id, doc_id) VALUES (?, ?, ?)")
+    }
+
+    /// Drops surrounding whitespace and newlines (Unicode White_Space, as Foundation's
+    /// .whitespacesAndNewlines); returns the string itself, uncopied, in the usual case of none —
+    /// Foundation's trimmingCharacters bridges through NSString and dominated import time.
+    static func trimmed(_ s: String) -> String {
+        let u = s.unicodeScalars
+        guard let first = u.first, let last = u.last else { return s }
+        if !first.properties.isWhitespace && !last.properties.isWhitespace { return s }
+        var start = u.startIndex, end = u.endIndex
+        while start < end, u[start].properties.isWhitespace { start = u.index(after: start) }
+        while end > start, u[u.index(before: end)].properties.isWhitespace { end = u.index(before: end) }
+        return String(u[start..<end])
+    }
+
+    /// The id of the document with this (trimmed) text, inserting it when new.
+    func document(_ text: String, id given: String? = nil) throws -> (id: String, merged: Bool) {
+        if let id = documentByText[text] { return (id, true) }
+        var id = given ?? "d\(nextDocument)"
+        if given == nil { while documentIDs.contains(id) { nextDocument += 1; id = "d\(nextDocument)" }; nextDocument += 1 }
+        try insertDocument.run(.int(datasetID), .text(id), .text(text))
+        documentByText[text] = id
+        documentIDs.insert(id)
+        report.documents += 1
+        return (id, false)
+    }
+
+    func insertQuery(_ text: String, id: String, split: String?) throws {
+        try insertQuery.run(.int(datasetID), .text(id), .text(text), .optional(split))
+        queryByText[text] = id
+        queryIDs.insert(id)
+        report.queries += 1
+        report.splits[split ?? "", default: 0] += 1
+    }
+
+    /// A judgement; a repeated pair keeps the higher score and counts as skipped.
+    func qrel(_ query: String, _ doc: String, score: Double) throws {
+        try insertQrel.run(.int(datasetID), .text(query), .text(doc), .double(score))
+        if judged.insert(Pair(query: query, doc: doc)).inserted { report.qrels += 1 } else { report.skipped += 1 }
+    }
+
+    func negative(_ query: String, _ doc: String) throws {
+        guard negativePairs.insert(Pair(query: query, doc: doc)).inserted else { return }
+        try insertNegative.run(.int(datasetID), .text(query), .text(doc))
+        report.negatives += 1
+    }
+
+    // MARK: Row formats (pairs, ms-swift, sentence-transformers)
+
+    /// One parsed row: texts already trimmed and non-empty.
+    struct Row {
+        var origin: String
+        var query: String
+        var positives: [String]
+        var negatives: [String]
+        var queryID: String?
+    }
+
+    /// Adds a row: a repeated question is one query (a different answer adds a relevant
+    /// document); a row whose every (question, answer) pair is already present is skipped,
+    /// keeping only new negatives.
+    func add(_ row: Row, idField: String?) throws {
+        report.rowsRead += 1
+        if let k = row.negatives.firstIndex(where: row.positives.contains) {
+            throw DatasetError(origin: row.origin, field: "negative \(k + 1)", problem: "is identical to a positive")
+        }
+        let existing = queryByText[row.query]
+        if existing == nil, let given = row.queryID, queryIDs.contains(given) {
+            throw DatasetError(origin: row.origin, field: idField, problem: "id \"\(given)\" already names a different question")
+        }
+        if let q = existing, row.positives.allSatisfy({ documentByText[$0].map { judged.contains(Pair(query: q, doc: $0)) } ?? false }) {
+            report.skipped += 1
+            for n in row.negatives { try negative(q, try document(n).id) }
+            return
+        }
+        let q: String
+        if let existing {
+            q = existing
+            report.duplicatesMerged += 1
+        } else {
+            var id = row.queryID ?? "q\(nextQuery)"
+            if row.queryID == nil { while queryIDs.contains(id) { nextQuery += 1; id = "q\(nextQuery)" }; nextQuery += 1 }
+            try insertQuery(row.query, id: id, split: nil)
+            q = id
+        }
+        for p in row.positives {
+            let d = try document(p)
+            if d.merged { report.duplicatesMerged += 1 }
+            try qrel(q, d.id, score: 1)
+        }
+        for n in row.negatives {
+            let d = try document(n)
+            if d.merged { report.duplicatesMerged += 1 }
+            try negative(q, d.id)
+        }
+    }
+
+    /// A required text field: present, a string, not blank; returned trimmed.
+    static func text(_ o: [String: JSONValue], _ key: String, _ origin: String) throws -> String {
+        guard let v = o[key], !v.isNull else { throw DatasetError(origin: origin, field: key, problem: "missing field") }
+        guard let s = v.string else { throw DatasetError(origin: origin, field: key, problem: "is not a string") }
+        let t = trimmed(s)
+        guard !t.isEmpty else { throw DatasetError(origin: origin, field: key, problem: "is empty") }
+        return t
+    }
+
+    /// An optional text: nil when absent, null or blank.
+    static func optionalText(_ o: [String: JSONValue], _ key: String, _ origin: String) throws -> String? {
+        guard let v = o[key], !v.isNull else { return nil }
+        guard let s = v.string else { throw DatasetError(origin: origin, field: key, problem: "is not a string") }
+        let t = trimmed(s)
+        return t.isEmpty ? nil : t
+    }
+
+    /// The rows of a JSONL / CSV / TSV file and its columns in file order (the CSV header, or
+    /// the keys of the first JSON line: a parsed object forgets its key order).
+    static func table(_ path: String) throws -> (rows: [TableRows.Row], columns: [String]) {
+        let url = URL(fileURLWithPath: path)
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch { throw DatasetError(origin: path, problem: "cannot read: \(error.localizedDescription)") }
+        guard let text = String(data: data, encoding: .utf8) else { throw DatasetError(origin: path, problem: "is not valid UTF-8") }
+        let ext = url.pathExtension.lowercased()
+        // TableRows splits JSONL on the Character "\n", which a CRLF pair ("\r\n", one
+        // Character) is not; normalise first so Windows-written files read line by line.
+        let crlf = ext != "csv" && ext != "tsv" && text.utf8.contains(0x0D)
+        let rows = try TableRows.read(crlf ? text.replacingOccurrences(of: "\r\n", with: "\n") : text, path: path, format: ext)
+        var columns = [String]()
+        if ext == "csv" || ext == "tsv" {
+            let header = text.prefix { $0 != "\n" && $0 != "\r\n" }
+            columns = (try DelimitedText.parse(String(header), separator: ext == "tsv" ? "\t" : ",", file: path)).first ?? []
+        } else {
+            // Only the first non-blank line: splitting the whole file here cost as much as parsing it.
+            var rest = text.utf8[...]
+            while !rest.isEmpty {
+                let end = rest.firstIndex(of: 0x0A) ?? rest.endIndex
+                let line = Substring(rest[..<end])
+                if !line.allSatisfy(\.isWhitespace) { columns = orderedKeys(line); break }
+                rest = end < rest.endIndex ? rest[rest.index(after: end)...] : rest[rest.endIndex...]
+            }
+        }
+        if rows.isEmpty { throw DatasetError(origin: path, problem: "no rows") }
+        return (rows, columns)
+    }
+
+    /// Parses a row's fields, naming JSONL's likely mistake (a CSV/TSV file named .jsonl).
+    static func fields(_ row: TableRows.Row) throws -> [String: JSONValue] {
+        do { return try row.fields() } catch let p as DataProblem where p.problem == "malformed JSON" {
+            throw DatasetError(origin: p.origin, problem: "malformed JSON (expected one JSON object per line; CSV/TSV files need a .csv/.tsv name)")
+        }
+    }
+
+    /// The top-level keys of one JSON object line, in order.
+    static func orderedKeys(_ line: Substring) -> [String] {
+        var keys = [String](), depth = 0, inString = false, escaped = false
+        var raw = [UInt8](), last: [UInt8]?
+        for b in line.utf8 {
+            if inString {
+                if escaped { escaped = false; raw.append(b) }
+                else if b == UInt8(ascii: "\\") { escaped = true; raw.append(b) }
+                else if b == UInt8(ascii: "\"") { inString = false; last = raw }
+                else { raw.append(b) }
+                continue
+            }
+            switch b {
+            case UInt8(ascii: "\""): inString = true; raw = []
+            case UInt8(ascii: "{"), UInt8(ascii: "["): depth += 1; last = nil
+            case UInt8(ascii: "}"), UInt8(ascii: "]"): depth -= 1; last = nil
+            case UInt8(ascii: ":"):
+                if depth == 1, let k = last {
+                    let quoted = Data([UInt8(ascii: "\"")] + k + [UInt8(ascii: "\"")])
+                    keys.append((try? JSONValue.parse(quoted, file: ""))?.string ?? String(decoding: k, as: UTF8.self))
+                }
+                last = nil
+            case 0x20, 0x09, 0x0D, 0x0A: continue
+            default: last = nil
+            }
+        }
+        return keys
+    }
+
+    func importRows(_ path: String, format: ImportFormat, inputs: ImportInputs) throws {
+        let (rows, columns) = try Self.table(path)
+        switch format {
+        case .pairs:
+            let first = try Self.fields(rows[0])
+            let have = columns.isEmpty ? first.keys.sorted() : columns
+            func pick(_ given: String?, _ candidates: [String], _ what: String, _ flag: String) throws -> String {
+                if let given { return given }
+                guard let found = candidates.first(where: { first[$0] != nil }) else {
+                    throw DatasetError(origin: rows[0].origin, problem: "cannot tell the \(what) field (have \(have.joined(separator: ", ")); expected one of \(candidates.joined(separator: ", "))); use \(flag)")
+                }
+                return found
+            }
+            let q = try pick(inputs.queryField, ["question", "q", "query"], "question", "--query-field")
+            let a = try pick(inputs.answerField, ["answer", "a", "response"], "answer", "--answer-field")
+            for row in rows {
+                let o = try Self.fields(row)
+                var id: String?
+                if let field = inputs.idField {
+                    guard let v = o[field], !v.isNull else { throw DatasetError(origin: row.origin, field: field, problem: "missing field") }
+                    guard let s = v.string.map(Self.trimmed) ?? v.int.map(String.init), !s.isEmpty else {
+                        throw DatasetError(origin: row.origin, field: field, problem: "is not a non-empty string or integer")
+                    }
+                    id = s
+                }
+                try add(Row(origin: row.origin, query: try Self.text(o, q, row.origin), positives: [try Self.text(o, a, row.origin)],
+                            negatives: [], queryID: id), idField: inputs.idField)
+            }
+        case .msSwift:
+            for row in rows { try add(try Self.msSwiftRow(try Self.fields(row), origin: row.origin), idField: nil) }
+        case .sentenceTransformers:
+            let first = try Self.fields(rows[0])
+            let cols = columns.isEmpty ? first.keys.sorted() : columns
+            if let labeled = cols.first(where: { ["label", "score"].contains($0) }) {
+                throw DatasetError(origin: rows[0].origin, field: labeled, problem: "labeled pairs are not supported (expected anchor, positive, negative… columns)")
+            }
+            let queryColumn: String, positiveColumn: String, negativeColumns: [String]
+            if let named = ["anchor", "query"].first(where: cols.contains), cols.contains("positive") {
+                queryColumn = named
+                positiveColumn = "positive"
+                negativeColumns = cols.filter { $0.hasPrefix("negative") }
+            } else {
+                guard cols.count >= 2 else {
+                    throw DatasetError(origin: rows[0].origin, problem: "expected at least two columns (query, positive), found \(cols.count)")
+                }
+                queryColumn = cols[0]
+                positiveColumn = cols[1]
+                negativeColumns = Array(cols.dropFirst(2))
+            }
+            for row in rows {
+                let o = try Self.fields(row)
+                let negatives = try negativeColumns.compactMap { try Self.optionalText(o, $0, row.origin) }
+                try add(Row(origin: row.origin, query: try Self.text(o, queryColumn, row.origin),
+                            positives: [try Self.text(o, positiveColumn, row.origin)], negatives: negatives), idField: nil)
+            }
+        case .beir:
+            break
+        }
+        if report.queries == 0 { throw DatasetError(origin: path, problem: "no queries") }
+    }
+
+    /// An ms-swift row, as the trainer reads it: {query, response, rejected_response} or
+    /// {messages, positive_messages, negative_messages}; messages without positive_messages take
+    /// the last assistant turn as the positive, and rejected_response adds negatives either way.
+    static func msSwiftRow(_ o: [String: JSONValue], origin: String) throws -> Row {
+        /// The last user/assistant content of a conversation (a list of {role, content}).
+        func content(_ conversation: [JSONValue], roles: Set<String>, field: String) throws -> String? {
+            var found: String?
+            for (i, m) in conversation.enumerated() {
+                guard let role = m["role"]?.string else { throw DatasetError(origin: origin, field: "\(field)[\(i)].role", problem: "missing or not a string") }
+                if roles.contains(role) {
+                    guard let c = m["content"]?.string else { throw DatasetError(origin: origin, field: "\(field)[\(i)].content", problem: "missing or not a string") }
+                    found = c
+                }
+            }
+            guard let found else { return nil }
+            let t = trimmed(found)
+            guard !t.isEmpty else { throw DatasetError(origin: origin, field: "\(field).content", problem: "is empty") }
+            return t
+        }
+        /// A list of conversations, or one conversation (positive_messages is sometimes flat).
+        func conversations(_ key: String) throws -> [[JSONValue]] {
+            guard let v = o[key], !v.isNull else { return [] }
+            guard let list = v.array else { throw DatasetError(origin: origin, field: key, problem: "is not a list") }
+            if list.allSatisfy({ $0.array != nil }) { return list.compactMap(\.array) }
+            if list.allSatisfy({ $0.object != nil }) { return [list] }
+            throw DatasetError(origin: origin, field: key, problem: "is not a list of messages or of conversations")
+        }
+        func rejected() throws -> [String] {
+            guard let v = o["rejected_response"], !v.isNull else { return [] }
+            if let list = v.array {
+                return try list.indices.map { i in
+                    guard let s = list[i].string else { throw DatasetError(origin: origin, field: "rejected_response[\(i)]", problem: "is not a string") }
+                    let t = trimmed(s)
+                    guard !t.isEmpty else { throw DatasetError(origin: origin, field: "rejected_response[\(i)]", problem: "is empty") }
+                    return t
+                }
+            }
+            return [try text(o, "rejected_response", origin)]
+        }
+        if let m = o["messages"], !m.isNull {
+            guard let messages = m.array else { throw DatasetError(origin: origin, field: "messages", problem: "is not a list") }
+            guard let query = try content(messages, roles: ["user"], field: "messages") else {
+                throw DatasetError(origin: origin, field: "messages", problem: "has no user message")
+            }
+            var positives = try conversations("positive_messages").enumerated().map { i, c in
+                guard let t = try content(c, roles: ["user", "assistant"], field: "positive_messages[\(i)]") else {
+                    throw DatasetError(origin: origin, field: "positive_messages[\(i)]", problem: "has no user or assistant message")
+                }
+                return t
+            }
+            if positives.isEmpty {
+                guard let answer = try content(messages, roles: ["assistant"], field: "messages") else {
+                    throw DatasetError(origin: origin, field: "positive_messages", problem: "missing field (and messages has no assistant turn)")
+                }
+                positives = [answer]
+            }
+            var negatives = try conversations("negative_messages").enumerated().map { i, c in
+                guard let t = try content(c, roles: ["user", "assistant"], field: "negative_messages[\(i)]") else {
+                    throw DatasetError(origin: origin, field: "negative_messages[\(i)]", problem: "has no user or assistant message")
+                }
+                return t
+            }
+            negatives += try rejected()
+            return Row(origin: origin, query: query, positives: positives, negatives: negatives)
+        }
+        if o["query"] != nil {
+            return Row(origin: origin, query: try text(o, "query", origin), positives: [try text(o, "response", origin)], negatives: try rejected())
+        }
+        if o["anchor"] != nil {
+            var negatives = [String]()
+            if let n = try optionalText(o, "negative", origin) { negatives.append(n) }
+            var k = 1
+            while o["negative_\(k)"] != nil { if let n = try optionalText(o, "negative_\(k)", origin) { negatives.append(n) }; k += 1 }
+            return Row(origin: origin, query: try text(o, "anchor", origin), positives: [try text(o, "positive", origin)], negatives: negatives)
+        }
+        throw DatasetError(origin: origin, problem: "no known fields (expected query/response, messages, or anchor/positive; have \(o.keys.sorted().joined(separator: ", ")))")
+    }
+
+    // MARK: BEIR
+
+    /// Named qrels files set their queries' split; a query judged in several takes the most
+    /// held-out one (test, then dev/validation, then train). Other names leave queries unsplit.
+    static let splitRank = ["train": 1, "dev": 2, "validation": 2, "test": 3]
+
+    static func lines(_ path: String) throws -> [(Int, Substring)] {
+        let text: String
+        do { text = try String(contentsOf: URL(fileURLWithPath: path), encoding: .utf8) }
+        catch { throw DatasetError(origin: path, problem: "cannot read: \(error.localizedDescription)") }
+        // Split on the byte: a CRLF pair is one Character, so a Character split would miss it.
+        return text.utf8.split(separator: 0x0A, omittingEmptySubsequences: false).enumerated()
+            .map { ($0.offset + 1, Substring($0.element.last == 0x0D ? $0.element.dropLast() : $0.element)) }
+            .filter { !$0.1.allSatisfy(\.isWhitespace) }
+    }
+
+    /// BEIR records ({_id, title?, text}), title and text joined as RetrievalSet.loadBEIR does.
+    static func records(_ path: String) throws -> [(origin: String, id: String, text: String)] {
+        try lines(path).map { n, line in
+            let origin = "\(path):\(n)"
+            let v: JSONValue
+            do { v = try JSONValue.parse(Data(line.utf8), file: origin) }
+            catch let e as FormatError { throw DatasetError(origin: origin, problem: "malformed JSON (\(e.problem))") }
+            guard let o = v.object else { throw DatasetError(origin: origin, problem: "line is not a JSON object") }
+            guard let id = o["_id"]?.string ?? o["_id"]?.int.map(String.init), !id.isEmpty else {
+                throw DatasetError(origin: origin, field: "_id", problem: "missing, or not a string or integer")
+            }
+            guard let text = o["text"]?.string else { throw DatasetError(origin: origin, field: "text", problem: "missing or not a string") }
+            let title = trimmed(o["title"]?.string ?? "")
+            return (origin, id, trimmed(title.isEmpty ? text : title + " " + text))
+        }
+    }
+
+    func importBEIR(_ inputs: ImportInputs) throws {
+        let dir = inputs.input.map { URL(fileURLWithPath: $0) }
+        guard let corpusPath = inputs.corpus ?? dir?.appendingPathComponent("corpus.jsonl").path,
+              let queriesPath = inputs.queries ?? dir?.appendingPathComponent("queries.jsonl").path,
+              let qrelsPath = inputs.qrels ?? dir?.appendingPathComponent("qrels").path else {
+            throw DatasetError(origin: "beir", problem: "needs an input directory, or corpus, queries and qrels paths")
+        }
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: qrelsPath, isDirectory: &isDir) else {
+            throw DatasetError(origin: qrelsPath, problem: "missing (expected a qrels .tsv file or a qrels/ directory of them)")
+        }
+        var qrelsFiles = [qrelsPath]
+        if isDir.boolValue {
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: qrelsPath)) ?? []
+            qrelsFiles = names.filter { $0.lowercased().hasSuffix(".tsv") }.sorted().map { qrelsPath + "/" + $0 }
+            if qrelsFiles.isEmpty { throw DatasetError(origin: qrelsPath, problem: "no .tsv qrels files in the directory") }
+        }
+
+        // Corpus: ids kept; a text seen before makes its id an alias of the first.
+        var documentAlias = [String: String](), emptyDocuments = Set<String>()
+        for r in try Self.records(corpusPath) {
+            report.rowsRead += 1
+            guard documentAlias[r.id] == nil, !emptyDocuments.contains(r.id) else {
+                throw DatasetError(origin: r.origin, field: "_id", problem: "duplicate id \"\(r.id)\"")
+            }
+            if r.text.isEmpty { emptyDocuments.insert(r.id); report.skipped += 1; continue }
+            let d = try document(r.text, id: r.id)
+            if d.merged { report.duplicatesMerged += 1 }
+            documentAlias[r.id] = d.id
+        }
+        if report.documents == 0 { throw DatasetError(origin: corpusPath, problem: "the corpus is empty") }
+
+        var queryAlias = [String: String](), emptyQueries = Set<String>()
+        var newQueries = [(id: String, text: String)](), textToQuery = [String: String]()
+        for r in try Self.records(queriesPath) {
+            report.rowsRead += 1
+            guard queryAlias[r.id] == nil, !emptyQueries.contains(r.id) else {
+                throw DatasetError(origin: r.origin, field: "_id", problem: "duplicate id \"\(r.id)\"")
+            }
+            if r.text.isEmpty { emptyQueries.insert(r.id); report.skipped += 1; continue }
+            if let first = textToQuery[r.text] { queryAlias[r.id] = first; report.duplicatesMerged += 1; continue }
+            textToQuery[r.text] = r.id
+            queryAlias[r.id] = r.id
+            newQueries.append((r.id, r.text))
+        }
+        if newQueries.isEmpty { throw DatasetError(origin: queriesPath, problem: "no queries") }
+
+        var judgements = [(query: String, doc: String, score: Double)](), split = [String: String]()
+        for file in qrelsFiles {
+            let stem = URL(fileURLWithPath: file).deletingPathExtension().lastPathComponent.lowercased()
+            let rank = Self.splitRank[stem]
+            for (k, (n, line)) in try Self.lines(file).enumerated() {
+                let origin = "\(file):\(n)"
+                let f = line.split(separator: "\t", omittingEmptySubsequences: false).map { Self.trimmed(String($0)) }
+                if k == 0, ["query-id", "query_id", "qid", "query"].contains(f[0].lowercased()) { continue }
+                report.rowsRead += 1
+                guard f.count == 3 else {
+                    throw DatasetError(origin: origin, problem: "expected 3 tab-separated columns (query-id, corpus-id, score), found \(f.count)")
+                }
+                guard let score = Double(f[2]), score.isFinite else {
+                    throw DatasetError(origin: origin, field: "score", problem: "\"\(f[2])\" is not a number")
+                }
+                if emptyQueries.contains(f[0]) || emptyDocuments.contains(f[1]) { report.skipped += 1; continue }
+                guard let q = queryAlias[f[0]] else { throw DatasetError(origin: origin, field: "query-id", problem: "unknown query id \"\(f[0])\" (not in \(queriesPath))") }
+                guard let d = documentAlias[f[1]] else { throw DatasetError(origin: origin, field: "corpus-id", problem: "unknown corpus id \"\(f[1])\" (not in \(corpusPath))") }
+                judgements.append((q, d, score))
+                if let rank, rank > (split[q].flatMap { Self.splitRank[$0] } ?? 0) { split[q] = stem }
+            }
+        }
+        for q in newQueries { try insertQuery(q.text, id: q.id, split: split[q.id]) }
+        for j in judgements { try qrel(j.query, j.doc, score: j.score) }
+        if report.qrels == 0 { throw DatasetError(origin: qrelsFiles[0], problem: "no qrels") }
+    }
+}
