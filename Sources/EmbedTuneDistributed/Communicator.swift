@@ -30,6 +30,23 @@ public struct CommunicationStats: Sendable {
 
 public extension Communicator {
     var isRoot: Bool { rank == 0 }
+
+    /// The contiguous share of `count` items this rank owns (sizes differ by at most one).
+    func shard(of count: Int) -> Range<Int> { (rank * count / size)..<((rank + 1) * count / size) }
+
+    /// Data-parallel rows: each rank computes `width` floats per item of its shard, and every rank
+    /// receives all `count` rows in item order. Used wherever ranks split an embedding job.
+    func gatherRows(count: Int, width: Int, _ computeShard: (Range<Int>) throws -> [Float]) throws -> [Float] {
+        let mine = shard(of: count)
+        var local = mine.isEmpty ? [] : try computeShard(mine)
+        precondition(local.count == mine.count * width, "gatherRows: a shard returned \(local.count) floats, expected \(mine.count * width)")
+        if size == 1 { return local }
+        let counts = (0..<size).map { r in ((r + 1) * count / size - r * count / size) * width }
+        var all = [Float](repeating: 0, count: count * width)
+        if local.isEmpty { local = [0] }  // a valid send pointer; this rank's count is 0
+        try local.withUnsafeBufferPointer { try allGatherV($0.baseAddress!, counts: counts, into: &all) }
+        return all
+    }
 }
 
 /// The world of one process: every collective is the identity.

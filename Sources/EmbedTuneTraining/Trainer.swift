@@ -58,7 +58,9 @@ public final class Trainer {
     let negatives: Int
     let queryPrefix: String, documentPrefix: String
 
-    public init(options: TrainingOptions, communicator: Communicator = SingleProcessCommunicator()) throws {
+    /// `rows`: training triples given directly (e.g. from the dataset store) instead of read from
+    /// `options.dataset`.
+    public init(options: TrainingOptions, communicator: Communicator = SingleProcessCommunicator(), rows: [Triplet]? = nil) throws {
         try options.validate()
         self.options = options
         self.communicator = communicator
@@ -80,7 +82,7 @@ public final class Trainer {
         queryPrefix = options.queryPrompt ?? dir.queryPrompt
         documentPrefix = options.documentPrompt ?? dir.documentPrompt
 
-        let (all, skipped) = try TripletReader.read(options.dataset, skipBadRows: options.skipBadRows)
+        let (all, skipped) = try rows.map { ($0, []) } ?? TripletReader.read(options.dataset, skipBadRows: options.skipBadRows)
         self.skipped = skipped
         // Hold out a deterministic share of distinct queries.
         if options.splitDatasetRatio > 0 {

@@ -170,20 +170,15 @@ extension Trainer {
             let chunk = Array(rows[start..<min(start + chunkSize, rows.count)])
             let texts = localTexts(chunk, indices: Array(start..<(start + chunk.count)), micro: -1 & Int.max, epoch: 0, firstGlobalRow: 0)
             // Each rank embeds its share of the texts; the gather gives every rank all of them.
-            let size = communicator.size, total = texts.ids.count, c = model.hiddenSize
-            let bounds = (0...size).map { $0 * total / size }
-            let mine = bounds[communicator.rank]..<bounds[communicator.rank + 1]
-            var local = [Float]()
+            let total = texts.ids.count, c = model.hiddenSize
             let step = max(1, options.gradCacheMiniBatch > 0 ? options.gradCacheMiniBatch : 64)
-            for s in stride(from: mine.lowerBound, to: mine.upperBound, by: step) {
-                let e = min(s + step, mine.upperBound)
-                local += try embed(Array(texts.ids[s..<e]), seeds: [], keep: false, training: false).normalized
-            }
-            var normalized = [Float](repeating: 0, count: total * c)
-            if local.isEmpty { local = [0] }  // a valid send pointer; this rank's count is 0
-            try local.withUnsafeBufferPointer { l in
-                try communicator.allGatherV(l.baseAddress!, counts: (0..<size).map { (bounds[$0 + 1] - bounds[$0]) * c },
-                                            into: &normalized)
+            let normalized = try communicator.gatherRows(count: total, width: c) { mine in
+                var local = [Float]()
+                for s in stride(from: mine.lowerBound, to: mine.upperBound, by: step) {
+                    let e = min(s + step, mine.upperBound)
+                    local += try embed(Array(texts.ids[s..<e]), seeds: [], keep: false, training: false).normalized
+                }
+                return local
             }
             let (result, _, _) = try globalLoss(local: normalized, localKeys: texts.keys, queries: texts.queries, rows: chunk.count,
                                                 progress: 1, gather: false)

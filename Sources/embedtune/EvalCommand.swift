@@ -1,4 +1,5 @@
 import ArgumentParser
+import EmbedTuneData
 import EmbedTuneFormats
 import EmbedTuneModels
 import EmbedTuneTraining
@@ -10,9 +11,12 @@ struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "eval", abstract: "Retrieval evaluation (NDCG@10, Recall@k, MRR@10, MAP@100, …) on BEIR-style files.")
 
-    @Option(help: "corpus.jsonl ({_id, title, text}).") var corpus: String
-    @Option(help: "queries.jsonl ({_id, text}).") var queries: String
-    @Option(help: "qrels TSV (query-id, corpus-id, score).") var qrels: String
+    @Option(help: "corpus.jsonl ({_id, title, text}).") var corpus: String?
+    @Option(help: "queries.jsonl ({_id, text}).") var queries: String?
+    @Option(help: "qrels TSV (query-id, corpus-id, score).") var qrels: String?
+    @Option(help: "Dataset store (SQLite) instead of BEIR files: evaluates --dataset's --split and records the runs.") var db: String?
+    @Option(help: "Dataset name in the store.") var dataset: String?
+    @Option(help: "Split of the store dataset (test, train, all).") var split = "test"
     @Option(parsing: .singleValue, help: "Model directory or .gguf (repeatable: one row each).") var model: [String] = []
     @Option(parsing: .singleValue, help: "PEFT adapter for the first model (repeatable: one row each).") var adapter: [String] = []
     @Option(name: .customLong("query_embeddings"), help: "Precomputed query embeddings (.npy, rows in queries.jsonl order).")
@@ -28,6 +32,12 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "Write an SVG bar chart (NDCG@10, Recall@5, MRR@10 per model) here.") var chart: String?
 
     func validate() throws {
+        if db != nil {
+            if dataset == nil { throw ValidationError("--db needs --dataset") }
+            if corpus != nil || queries != nil || qrels != nil { throw ValidationError("give --db/--dataset or --corpus/--queries/--qrels, not both") }
+        } else if corpus == nil || queries == nil || qrels == nil {
+            throw ValidationError("give --corpus, --queries and --qrels (BEIR files), or --db and --dataset")
+        }
         if (queryEmbeddings == nil) != (corpusEmbeddings == nil) {
             throw ValidationError("--query_embeddings and --corpus_embeddings go together")
         }
@@ -37,7 +47,10 @@ struct EvalCommand: ParsableCommand {
 
     func run() throws {
         try runReportingErrors {
-            let set = try RetrievalSet.loadBEIR(corpus: corpus, queries: queries, qrels: qrels)
+            let store = try db.map { try DatasetStore(path: $0) }
+            let set = try store.map { try $0.retrievalSet(dataset: dataset!, split: split == "all" ? nil : split) }
+                ?? RetrievalSet.loadBEIR(corpus: corpus!, queries: queries!, qrels: qrels!)
+            let queries = self.queries ?? "\(dataset ?? "") (\(split))", corpus = self.corpus ?? "\(dataset ?? "") corpus"
             let evaluator = RetrievalEvaluator()
             var rows: [(name: String, metrics: [String: Double])] = []
             if let queryEmbeddings, let corpusEmbeddings {
@@ -66,6 +79,7 @@ struct EvalCommand: ParsableCommand {
                     let base = URL(fileURLWithPath: path).lastPathComponent
                     let name = variant.map { "\(base) + \(URL(fileURLWithPath: $0).lastPathComponent)" } ?? base
                     rows.append((name, evaluator.evaluate(queries: q, corpus: c, dim: dim, relevant: set.relevant, corpusIDs: set.corpusIDs)))
+                    try store?.recordRun(dataset: dataset!, kind: "eval", split: split, model: path, adapter: variant, metrics: rows.last!.metrics)
                 }
             }
             let evaluated = set.relevant.filter { !$0.isEmpty }.count

@@ -1,22 +1,28 @@
 import ArgumentParser
+import EmbedTuneData
+import EmbedTuneDistributed
 import EmbedTuneFormats
 import EmbedTuneModels
 import EmbedTuneTraining
 import Foundation
 
 /// `embedtune mine`: hard negatives for (anchor, positive) pairs, mirroring sentence-transformers'
-/// mine_hard_negatives with exact search.
+/// mine_hard_negatives with exact search. Under mpirun every rank embeds a contiguous shard of the
+/// queries and of the corpus; the gathered vectors are searched (deterministically, identically on
+/// every rank) and rank 0 writes the output.
 struct MineCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mine", abstract: "Mine hard negatives for (anchor, positive) pairs (sentence-transformers semantics, exact search).")
 
     @Option(help: "Model directory or .gguf used to embed.") var model: String
     @Option(help: "A PEFT adapter to apply while mining.") var adapter: String?
-    @Option(help: "Pairs: JSONL, CSV or TSV.") var dataset: String
+    @Option(help: "Pairs: JSONL, CSV or TSV; with --db, a dataset name in the store.") var dataset: String
+    @Option(help: "Dataset store (SQLite): mine the pairs of --dataset's --db_split and store the rows as its triplets.") var db: String?
+    @Option(name: .customLong("db_split"), help: "Split of the store dataset to mine.") var dbSplit = "train"
     @Option(name: .customLong("anchor_column"), help: "Default: the first of anchor, query, question, q, prompt.") var anchorColumn: String?
     @Option(name: .customLong("positive_column"), help: "Default: the first of positive, response, answer, a.") var positiveColumn: String?
     @Option(help: "Extra documents (.txt, or .jsonl with a text field) mined alongside the positives.") var corpus: String?
-    @Option(help: "Output JSONL.") var output: String
+    @Option(help: "Output JSONL (optional with --db).") var output: String?
     @Option(name: .customLong("num_negatives")) var numNegatives = 3
     @Option(name: .customLong("range_min")) var rangeMin = 0
     @Option(name: .customLong("range_max")) var rangeMax: Int?
@@ -40,50 +46,107 @@ struct MineCommand: ParsableCommand {
         guard MiningOptions.OutputFormat(rawValue: outputFormat) != nil else {
             throw ValidationError("--output_format must be one of \(MiningOptions.OutputFormat.allCases.map(\.rawValue).joined(separator: ", "))")
         }
+        if db == nil && output == nil { throw ValidationError("give --output (or --db to store the mined rows)") }
+        if db != nil && !["triplet", "n-tuple", "ms-swift"].contains(outputFormat) {
+            throw ValidationError("--db stores triplet, n-tuple or ms-swift rows, not \(outputFormat)")
+        }
         if let rangeMax, rangeMin >= rangeMax { throw ValidationError("--range_min (\(rangeMin)) must be smaller than --range_max (\(rangeMax))") }
     }
 
     func run() throws {
-        try runReportingErrors {
-            let (anchorName, positiveName, anchors, positives) = try readPairs()
-            let extra = try corpus.map { try readTexts($0) }
-            let embedder = try Embedder(directory: ModelDirectory(URL(fileURLWithPath: model)))
-            try embedder.setAdapter(adapter.map { URL(fileURLWithPath: $0) })
-            var options = Embedder.Options()
-            options.batchSize = batchSize
-            options.maxLength = maxLength
-            func embed(_ texts: [String], prefix: String, label: String) throws -> [Float] {
-                options.prefix = prefix
-                let bar = ProgressBar(total: texts.count, label: label, enabled: !quiet && texts.count > batchSize)
-                return try embedder.embed(texts, options: options, progress: bar.update).values
-            }
-            var o = MiningOptions()
-            o.numNegatives = numNegatives; o.rangeMin = rangeMin; o.rangeMax = rangeMax; o.maxScore = maxScore; o.minScore = minScore
-            o.absoluteMargin = absoluteMargin; o.relativeMargin = relativeMargin
-            o.samplingStrategy = MiningOptions.Strategy(rawValue: samplingStrategy)!
-            o.includePositives = includePositives; o.outputFormat = MiningOptions.OutputFormat(rawValue: outputFormat)!
-            o.outputScores = outputScores; o.seed = seed; o.anchorColumn = anchorName; o.positiveColumn = positiveName
-            let dir = embedder.directory
-            let (rows, summary) = try Miner.mine(
-                anchors: anchors, positives: positives, extraCorpus: extra, dim: embedder.backbone.hiddenSize,
-                embedQueries: { try embed($0, prefix: queryPrompt ?? dir.queryPrompt, label: "queries") },
-                embedDocuments: { try embed($0, prefix: documentPrompt ?? dir.documentPrompt, label: "corpus") },
-                options: o)
-            var text = ""
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.withoutEscapingSlashes]
-            for row in rows {
-                text += "{" + (try row.map { k, v in
-                    String(decoding: try encoder.encode(k), as: UTF8.self) + ": " + String(decoding: try encoder.encode(v), as: UTF8.self)
-                }).joined(separator: ", ") + "}\n"
-            }
-            try writeAtomically(Data(text.utf8), to: URL(fileURLWithPath: output))
-            FileHandle.standardError.write(Data("\(summary)\nwrote \(output)\n".utf8))
+        let communicator: Communicator
+        do { communicator = try makeCommunicator() } catch {
+            FileHandle.standardError.write(Data("embedtune: error: \(error)\n".utf8))
+            throw ExitCode.failure
         }
+        do {
+            try mine(communicator)
+            if let mpi = communicator as? MPICommunicator { mpi.finalize() }
+        } catch {
+            FileHandle.standardError.write(Data("embedtune: error: \(communicator.size > 1 ? "rank \(communicator.rank): " : "")\(error)\n".utf8))
+            if let mpi = communicator as? MPICommunicator { mpi.abort(code: 1) }  // never leave the other ranks waiting
+            throw ExitCode.failure
+        }
+    }
+
+    func mine(_ communicator: Communicator) throws {
+        let (anchorName, positiveName, anchors, positives) = try readPairs()
+        let extra = try corpus.map { try readTexts($0) }
+        let embedder = try Embedder(directory: ModelDirectory(URL(fileURLWithPath: model)))
+        try embedder.setAdapter(adapter.map { URL(fileURLWithPath: $0) })
+        var options = Embedder.Options()
+        options.batchSize = batchSize
+        options.maxLength = maxLength
+        let dim = embedder.backbone.hiddenSize
+        func embed(_ texts: [String], prefix: String, label: String) throws -> [Float] {
+            options.prefix = prefix
+            return try communicator.gatherRows(count: texts.count, width: dim) { shard in
+                let bar = ProgressBar(total: shard.count, label: label, enabled: !quiet && communicator.isRoot && shard.count > batchSize)
+                return try embedder.embed(Array(texts[shard]), options: options, progress: bar.update).values
+            }
+        }
+        var o = MiningOptions()
+        o.numNegatives = numNegatives; o.rangeMin = rangeMin; o.rangeMax = rangeMax; o.maxScore = maxScore; o.minScore = minScore
+        o.absoluteMargin = absoluteMargin; o.relativeMargin = relativeMargin
+        o.samplingStrategy = MiningOptions.Strategy(rawValue: samplingStrategy)!
+        o.includePositives = includePositives; o.outputFormat = MiningOptions.OutputFormat(rawValue: outputFormat)!
+        o.outputScores = outputScores; o.seed = seed; o.anchorColumn = anchorName; o.positiveColumn = positiveName
+        let dir = embedder.directory
+        let (rows, summary) = try Miner.mine(
+            anchors: anchors, positives: positives, extraCorpus: extra, dim: dim,
+            embedQueries: { try embed($0, prefix: queryPrompt ?? dir.queryPrompt, label: "queries") },
+            embedDocuments: { try embed($0, prefix: documentPrompt ?? dir.documentPrompt, label: "corpus") },
+            options: o)
+        guard communicator.isRoot else { return }
+        var text = ""
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.withoutEscapingSlashes]
+        for row in rows {
+            text += "{" + (try row.map { k, v in
+                String(decoding: try encoder.encode(k), as: UTF8.self) + ": " + String(decoding: try encoder.encode(v), as: UTF8.self)
+            }).joined(separator: ", ") + "}\n"
+        }
+        var wrote = [String]()
+        if let output {
+            try writeAtomically(Data(text.utf8), to: URL(fileURLWithPath: output))
+            wrote.append(output)
+        }
+        if let db {
+            let triplets = Self.triplets(rows)
+            try DatasetStore(path: db).saveTriplets(dataset: dataset, split: dbSplit, source: "mine \(model)\(adapter.map { " + " + $0 } ?? "")", triplets)
+            wrote.append("\(triplets.count) triplets into \(db) (\(dataset), \(dbSplit))")
+        }
+        let ranks = communicator.size > 1 ? " (\(communicator.size) ranks embedded shards)" : ""
+        FileHandle.standardError.write(Data("\(summary)\nwrote \(wrote.joined(separator: " and "))\(ranks)\n".utf8))
+    }
+
+    /// Mined rows as training triples: (anchor, positive, negatives…) in n-tuple / ms-swift form,
+    /// and consecutive triplet rows of one (anchor, positive) joined into one triple.
+    static func triplets(_ rows: [[(String, JSONValue)]]) -> [Triplet] {
+        var out = [Triplet]()
+        for row in rows {
+            let texts = row.filter { !$0.0.hasSuffix("score") && !$0.0.hasPrefix("score") }
+            guard texts.count >= 2, let q = texts[0].1.string, let p = texts[1].1.string else { continue }
+            var negatives = [String]()
+            for (_, v) in texts.dropFirst(2) {
+                if let s = v.string { negatives.append(s) } else if let list = v.array { negatives += list.compactMap(\.string) }
+            }
+            if let last = out.last, last.query == q, last.positive == p, texts.count == 3 {
+                out[out.count - 1].negatives += negatives
+            } else {
+                out.append(Triplet(query: q, positive: p, negatives: negatives, origin: "mined"))
+            }
+        }
+        return out
     }
 
     /// (anchor column, positive column, anchors, positives) from JSONL / CSV / TSV.
     func readPairs() throws -> (String, String, [String], [String]) {
+        if let db {
+            let pairs = try DatasetStore(path: db).pairs(dataset: dataset, split: dbSplit)
+            guard !pairs.isEmpty else { throw CLIError("\(db): dataset \"\(dataset)\" has no \(dbSplit) pairs (run `embedtune data split` first?)") }
+            return ("query", "response", pairs.map(\.query), pairs.map(\.positive))
+        }
         let url = URL(fileURLWithPath: dataset)
         let text: String
         do { text = try String(contentsOf: url, encoding: .utf8) } catch { throw FormatError(url: url, "cannot read: \(error.localizedDescription)") }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import EmbedTuneData
 import EmbedTuneDistributed
 import EmbedTuneFormats
 import EmbedTuneKernels
@@ -13,7 +14,9 @@ struct TrainCommand: ParsableCommand {
 
     @Option(help: "TOML config (keys as the flags below, snake_case); flags override it.") var config: String?
     @Option(name: .customLong("model")) var model: String?
-    @Option(name: .customLong("dataset"), help: "JSONL (ms-swift or sentence-transformers columns), CSV or TSV.") var dataset: String?
+    @Option(name: .customLong("dataset"), help: "JSONL (ms-swift or sentence-transformers columns), CSV or TSV; with --db, a dataset name in the store.") var dataset: String?
+    @Option(help: "Dataset store (SQLite): train on --dataset's mined triples of --db_split, or its pairs when none are mined.") var db: String?
+    @Option(name: .customLong("db_split"), help: "Split of the store dataset to train on.") var dbSplit = "train"
     @Option(name: .customLong("output_dir")) var outputDir: String?
     @Option(name: .customLong("train_type"), help: "Only lora.") var trainType = "lora"
     @Option(name: .customLong("loss_type"), help: "Only infonce.") var lossType = "infonce"
@@ -72,7 +75,7 @@ struct TrainCommand: ParsableCommand {
         let speak = communicator.isRoot || verbose
         do {
             let options = try resolveOptions()
-            let trainer = try Trainer(options: options, communicator: communicator)
+            let trainer = try Trainer(options: options, communicator: communicator, rows: try storeRows(options))
             let bar = communicator.size > 1 ? "[rank \(communicator.rank)/\(communicator.size)] " : ""
             try trainer.run(resume: resume, stopAfter: stopAfter) { event in
                 guard speak else { return }
@@ -97,6 +100,17 @@ struct TrainCommand: ParsableCommand {
             if let mpi = communicator as? MPICommunicator { mpi.abort(code: 1) }
             throw ExitCode.failure
         }
+    }
+
+    /// Training rows from the dataset store (every rank reads them itself; SQLite reads are shared).
+    func storeRows(_ options: TrainingOptions) throws -> [Triplet]? {
+        guard let db else { return nil }
+        let store = try DatasetStore(path: db)
+        let mined = try store.triplets(dataset: options.dataset, split: dbSplit)
+        if !mined.isEmpty { return mined }
+        let pairs = try store.pairs(dataset: options.dataset, split: dbSplit)
+        guard !pairs.isEmpty else { throw CLIError("\(db): dataset \"\(options.dataset)\" has no \(dbSplit) pairs (run `embedtune data split` first?)") }
+        return pairs.map { Triplet(query: $0.query, positive: $0.positive, negatives: [], origin: "\(db):\(options.dataset):\($0.queryID)") }
     }
 
     /// Defaults ← TOML config ← flags.
