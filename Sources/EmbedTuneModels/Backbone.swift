@@ -61,8 +61,36 @@ public protocol TrainableBackbone: AnyObject {
     var unusedAdapterModules: Set<String> { get }
     /// Floats held by the activation arena (grows to the largest pass seen).
     var activationCapacity: Int { get }
+    /// Every weight, named by checkpoint path without the task-model prefix.
+    var arena: ParameterArena { get }
 }
 
 extension TrainableBackbone {
     public var unusedAdapterModules: Set<String> { [] }
+}
+
+extension TrainableBackbone {
+    /// The fp32 weight of linear `module` ([out, in]) inside the parameter arena.
+    public func linearWeight(_ module: String) throws -> (pointer: UnsafeMutablePointer<Float>, out: Int, in: Int) {
+        guard let entry = arena.layout.first(where: { $0.name == module + ".weight" }), entry.shape.count == 2 else {
+            throw ModelInputError("this model has no linear layer \"\(module)\"")
+        }
+        return (arena.storage.pointer + entry.offset, entry.shape[0], entry.shape[1])
+    }
+
+    /// Runs `body` with each ΔW added to its linear's weight (a merged adapter folded into the base),
+    /// then restores the original weights bit for bit.
+    public func withFolded<T>(_ deltas: [(module: String, values: [Double])], _ body: () throws -> T) throws -> T {
+        var saved = [(UnsafeMutablePointer<Float>, [Float])]()
+        defer { for (p, original) in saved { p.update(from: original, count: original.count) } }
+        for d in deltas {
+            let w = try linearWeight(d.module)
+            guard d.values.count == w.out * w.in else {
+                throw ModelInputError("ΔW for \(d.module) has \(d.values.count) values, the weight is \(w.out)×\(w.in)")
+            }
+            saved.append((w.pointer, Array(UnsafeBufferPointer(start: w.pointer, count: d.values.count))))
+            for i in 0..<d.values.count { w.pointer[i] = Float(Double(w.pointer[i]) + d.values[i]) }
+        }
+        return try body()
+    }
 }

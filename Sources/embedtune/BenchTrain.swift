@@ -42,10 +42,18 @@ struct TrainBench: ParsableCommand {
     @Option(help: "Timed steps after 2 warm-up steps.") var steps = 5
     @Option(name: .customLong("lora-dropout")) var loraDropout = 0.0
     @Option(help: "Write results as JSON here.") var json: String?
+    @Option(name: .customLong("write-data"), help: "Only write the synthetic JSONL the bench trains on here (--rows rows) and exit.")
+    var writeData: String?
+    @Option(name: .customLong("rows"), help: "Rows for --write-data (default: batch-size × (steps + 2), one rank's run).")
+    var dataRows: Int?
     @Option(name: .customLong("worker"), help: "Internal: run one configuration and print a JSON line.") var worker: Int?
 
     func run() throws {
         try runReportingErrors {
+            if let writeData {
+                try SyntheticData.write(rows: dataRows ?? batchSize * (steps + 2), negatives: negatives, to: URL(fileURLWithPath: writeData))
+                return
+            }
             if let worker { try runWorker(gradCache: worker); return }
             var rows: [[String: Any]] = []
             let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path

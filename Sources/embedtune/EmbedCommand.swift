@@ -29,6 +29,13 @@ struct EmbedCommand: ParsableCommand {
     @Option(help: "Matryoshka: keep the first D dimensions, then renormalise.") var dim: Int?
     @Option(help: "A LoRA adapter directory in PEFT format (adapter_config.json + adapter_model.safetensors).")
     var adapter: String?
+    @Option(help: "Comma-separated domain adapters to route between (with --route auto --router).") var adapters: String?
+    @Option(help: "auto: pick each text's adapter with --router.") var route: String?
+    @Option(help: "Router file from `embedtune route build` (its domains in --adapters order).") var router: String?
+    @Option(name: .customLong("route_threshold"), help: "Below this top probability a text mixes its top two adapters by router weight.")
+    var routeThreshold: Float = 0.5
+    @Flag(name: .customLong("no-route-mix"), help: "Always use the single most likely adapter.") var noRouteMix = false
+    @Option(name: .customLong("routes_output"), help: "Write each text's route (domains, weights, probabilities) as JSONL here.") var routesOutput: String?
     @Flag(help: "No progress bar.") var quiet = false
 
     func validate() throws {
@@ -36,6 +43,10 @@ struct EmbedCommand: ParsableCommand {
         if let maxLength, maxLength < 2 { throw ValidationError("--max-length must be at least 2") }
         if instruction != nil && promptName != nil { throw ValidationError("use --instruction or --prompt-name, not both") }
         guard output.hasSuffix(".npy") else { throw ValidationError("--output must end in .npy") }
+        if let route, route != "auto" { throw ValidationError("--route: only auto is supported") }
+        if route != nil && (adapters == nil || router == nil) { throw ValidationError("--route auto needs --adapters and --router") }
+        if adapters != nil && route == nil { throw ValidationError("--adapters needs --route auto (one adapter: --adapter)") }
+        if adapter != nil && adapters != nil { throw ValidationError("use --adapter or --adapters, not both") }
     }
 
     func run() throws {
@@ -50,12 +61,69 @@ struct EmbedCommand: ParsableCommand {
             options.dimension = dim
             options.prefix = try promptPrefix(dir)
             let progress = ProgressBar(total: texts.count, label: "embed", enabled: !quiet && texts.count > batchSize)
-            let (d, values) = try embedder.embed(texts, options: options, progress: progress.update)
+            let (d, values) = route == nil ? try embedder.embed(texts, options: options, progress: progress.update)
+                                           : try routedEmbed(texts, embedder: embedder, options: options)
             try NPY.write(rows: texts.count, columns: d, values: values, to: URL(fileURLWithPath: output))
             if !quiet {
                 FileHandle.standardError.write(Data("embedtune: wrote \(texts.count) × \(d) embeddings to \(output)\n".utf8))
             }
         }
+    }
+
+    /// Routes every text on its base embedding, then embeds each group of texts that share a route
+    /// with that route's adapter (one adapter, or the top two mixed exactly on ΔW).
+    func routedEmbed(_ texts: [String], embedder: Embedder, options: Embedder.Options) throws -> (Int, [Float]) {
+        let router = try Router.load(URL(fileURLWithPath: self.router!))
+        let paths = adapters!.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
+        guard paths.count == router.domains.count else {
+            throw CLIError("--adapters has \(paths.count) adapter(s), the router \(self.router!) has \(router.domains.count) domains (\(router.domains.joined(separator: ", ")))")
+        }
+        guard router.dim == embedder.backbone.hiddenSize else {
+            throw CLIError("the router was built on a \(router.dim)-dimensional model, \(modelOptions.model) is \(embedder.backbone.hiddenSize)-dimensional")
+        }
+        guard let trainable = embedder.backbone as? TrainableBackbone else { throw CLIError("this model cannot carry adapters") }
+        let standalone = try paths.map { try StandaloneAdapter.load(URL(fileURLWithPath: $0)) }
+        try AdapterMerge.validate(standalone, MergeSpec(method: .taskArithmetic))
+        var routing = options
+        routing.prefix = router.queryPrompt
+        routing.dimension = nil
+        embedder.adapter = nil
+        let base = try embedder.embed(texts, options: routing).values
+        let dim = router.dim
+        let probabilities = (0..<texts.count).map { router.probabilities(base[($0 * dim)..<(($0 + 1) * dim)]) }
+        let choices = probabilities.map { RouteChoice.from($0, threshold: routeThreshold, mix: !noRouteMix) }
+        var groups = [RouteChoice: [Int]]()
+        for (i, c) in choices.enumerated() { groups[c, default: []].append(i) }
+        var out = [Float](), width = 0
+        for (choice, rows) in groups.sorted(by: { $0.value[0] < $1.value[0] }) {
+            if choice.adapters.count == 1 {
+                embedder.adapter = try PEFTAdapter.load(URL(fileURLWithPath: paths[choice.adapters[0]]), for: trainable)
+            } else {
+                var spec = MergeSpec(method: .taskArithmetic, weights: choice.weights)
+                spec.rank = nil
+                let merged = try AdapterMerge.factors(choice.adapters.map { standalone[$0] }, spec)
+                embedder.adapter = try LoRAAdapter.fromFactors(merged.modules, rank: merged.rank)
+            }
+            let (d, values) = try embedder.embed(rows.map { texts[$0] }, options: options)
+            if out.isEmpty { width = d; out = [Float](repeating: 0, count: texts.count * d) }
+            for (k, i) in rows.enumerated() { out.replaceSubrange((i * d)..<((i + 1) * d), with: values[(k * d)..<((k + 1) * d)]) }
+        }
+        embedder.adapter = nil
+        if let routesOutput {
+            var lines = ""
+            for (c, p) in zip(choices, probabilities) {
+                let object: [String: Any] = ["domains": c.adapters.map { router.domains[$0] }, "weights": c.weights,
+                                             "probabilities": Dictionary(uniqueKeysWithValues: zip(router.domains, p.map(Double.init)))]
+                lines += String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self) + "\n"
+            }
+            try writeAtomically(Data(lines.utf8), to: URL(fileURLWithPath: routesOutput))
+        }
+        let counts = router.domains.indices.map { d in choices.filter { $0.adapters == [d] }.count }
+        let mixed = choices.filter { $0.adapters.count > 1 }.count
+        if !quiet {
+            FileHandle.standardError.write(Data("embedtune: routed \(zip(router.domains, counts).map { "\($0) \($1)" }.joined(separator: ", ")), mixed \(mixed)\n".utf8))
+        }
+        return (width, out)
     }
 
     func promptPrefix(_ dir: ModelDirectory) throws -> String {

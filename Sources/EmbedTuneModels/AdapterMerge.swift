@@ -1,0 +1,315 @@
+import EmbedTuneFormats
+import EmbedTuneKernels
+import Foundation
+
+// Multi-domain adapter fusion, computed on ΔW = scale·B·A exactly (Double), for any mix of ranks,
+// alphas and target modules. PEFT's own weighted merge scales A and B separately, which is only
+// approximate in ΔW and needs equal ranks; here every method first forms each adapter's task
+// tensor ΔWᵢ and follows peft.utils.merge_utils from there.
+
+/// One module's LoRA factors: A is rank×in, B is out×rank, both row-major.
+public struct LoRAFactors: Sendable {
+    public let module: String
+    public let rank: Int, inFeatures: Int, outFeatures: Int
+    public var a: [Float]
+    public var b: [Float]
+    public init(module: String, rank: Int, inFeatures: Int, outFeatures: Int, a: [Float], b: [Float]) {
+        self.module = module; self.rank = rank; self.inFeatures = inFeatures; self.outFeatures = outFeatures; self.a = a; self.b = b
+    }
+}
+
+/// A PEFT LoRA adapter read on its own, without the model it was trained for.
+public struct StandaloneAdapter: Sendable {
+    public let url: URL
+    public let config: LoRAConfig
+    public let baseModel: String?
+    /// Keyed by module path with the task-model prefix removed ("layers.0.self_attn.q_proj").
+    public let modules: [String: LoRAFactors]
+    public var scale: Double { Double(config.scale) }
+    public var name: String { url.lastPathComponent }
+
+    public static func load(_ directory: URL) throws -> StandaloneAdapter {
+        let config = try PEFTAdapter.loadConfig(directory)
+        let base = (try? JSONValue.load(directory.appendingPathComponent("adapter_config.json")))?["base_model_name_or_path"]?.string
+        let weightsURL = directory.appendingPathComponent("adapter_model.safetensors")
+        guard FileManager.default.fileExists(atPath: weightsURL.path) else { throw FormatError(url: weightsURL, "missing") }
+        let file = try SafetensorsFile(url: weightsURL)
+        var pairs = [String: (a: SafetensorsFile.Entry?, b: SafetensorsFile.Entry?)]()
+        for name in file.names {
+            guard name.hasPrefix(PEFTAdapter.keyPrefix), name.hasSuffix(".weight"),
+                  let range = name.range(of: ".lora_", options: .backwards) else {
+                throw FormatError(url: weightsURL, item: "tensor \"\(name)\"", "is not a LoRA tensor (base_model.model.<module>.lora_A/B.weight)")
+            }
+            let module = canonicalModule(String(name[name.index(name.startIndex, offsetBy: PEFTAdapter.keyPrefix.count)..<range.lowerBound]))
+            let which = name[range.upperBound...].dropLast(".weight".count)
+            let entry = try file.entry(name)
+            switch which {
+            case "A": pairs[module, default: (nil, nil)].a = entry
+            case "B": pairs[module, default: (nil, nil)].b = entry
+            default: throw FormatError(url: weightsURL, item: "tensor \"\(name)\"", "is neither lora_A nor lora_B")
+            }
+        }
+        guard !pairs.isEmpty else { throw FormatError(url: weightsURL, "holds no LoRA tensors") }
+        var modules = [String: LoRAFactors]()
+        for (module, pair) in pairs {
+            guard let a = pair.a, let b = pair.b else { throw FormatError(url: weightsURL, item: "module \"\(module)\"", "has lora_A or lora_B but not both") }
+            guard a.shape.count == 2, b.shape.count == 2, a.shape[0] == b.shape[1], a.shape[0] > 0 else {
+                throw FormatError(url: weightsURL, item: "module \"\(module)\"", "lora_A \(a.shape) and lora_B \(b.shape) do not form a rank-r pair")
+            }
+            var fa = [Float](repeating: 0, count: a.shape[0] * a.shape[1]), fb = [Float](repeating: 0, count: b.shape[0] * b.shape[1])
+            try fa.withUnsafeMutableBufferPointer { try file.read(a, into: $0.baseAddress!) }
+            try fb.withUnsafeMutableBufferPointer { try file.read(b, into: $0.baseAddress!) }
+            modules[module] = LoRAFactors(module: module, rank: a.shape[0], inFeatures: a.shape[1], outFeatures: b.shape[0], a: fa, b: fb)
+        }
+        return StandaloneAdapter(url: directory, config: config, baseModel: base, modules: modules)
+    }
+
+    /// Adapters saved from a task model (AutoModelForXxx) carry "model." / "bert." / "roberta."
+    /// before the backbone's own path; fusion and folding work on the backbone path.
+    static func canonicalModule(_ path: String) -> String {
+        for prefix in ["model.", "bert.", "roberta."] where path.hasPrefix(prefix) { return String(path.dropFirst(prefix.count)) }
+        return path
+    }
+
+    /// ΔW = scale · B · A for `module` (out×in, row-major), or nil when the adapter does not touch it.
+    public func delta(_ module: String) -> [Double]? {
+        guard let f = modules[module] else { return nil }
+        let a = f.a.map(Double.init), b = f.b.map { Double($0) * scale }
+        var d = [Double](repeating: 0, count: f.outFeatures * f.inFeatures)
+        dgemm(f.outFeatures, f.inFeatures, f.rank, b, a, &d)
+        return d
+    }
+}
+
+public enum MergeMethod: String, CaseIterable, Sendable {
+    case linear, taskArithmetic = "task_arithmetic", ties, dareLinear = "dare_linear", dareTies = "dare_ties"
+    case magnitudePrune = "magnitude_prune", svd, cat
+
+    /// Methods whose result is a weighted sum of the low-rank ΔWᵢ: exact as a concatenated LoRA.
+    public var isLowRankExact: Bool { self == .linear || self == .taskArithmetic || self == .cat }
+    var usesDensity: Bool { [.ties, .dareLinear, .dareTies, .magnitudePrune].contains(self) }
+}
+
+public struct MergeSpec: Sendable {
+    public enum MajoritySign: String, Sendable { case total, frequency }
+    public var method: MergeMethod
+    /// One per adapter; nil = all 1 (linear normalises by their sum anyway).
+    public var weights: [Double]?
+    public var density = 0.5
+    public var majoritySign = MajoritySign.total
+    public var seed: UInt64 = 0
+    /// Rank of the written adapter for svd (default: the largest input rank) and for the
+    /// full-rank methods (default: the sum of input ranks).
+    public var rank: Int?
+    public init(method: MergeMethod, weights: [Double]? = nil) { self.method = method; self.weights = weights }
+}
+
+public struct MergeError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// ΔW of one module after merging.
+public struct MergedDelta: Sendable {
+    public let module: String
+    public let outFeatures: Int, inFeatures: Int
+    public var values: [Double]
+}
+
+public enum AdapterMerge {
+    /// Everything that can be wrong with a merge request, checked before any work or any file.
+    public static func validate(_ adapters: [StandaloneAdapter], _ spec: MergeSpec) throws {
+        guard !adapters.isEmpty else { throw MergeError("no adapters to merge") }
+        if let w = spec.weights {
+            guard w.count == adapters.count else {
+                throw MergeError("\(w.count) weight(s) for \(adapters.count) adapter(s): give one weight per adapter")
+            }
+            guard w.allSatisfy(\.isFinite) else { throw MergeError("weights must be finite numbers") }
+            if spec.method == .linear && abs(w.reduce(0, +)) < 1e-12 { throw MergeError("linear merge: the weights sum to zero") }
+        }
+        if spec.method.usesDensity && !(spec.density > 0 && spec.density <= 1) {
+            throw MergeError("--density must be in (0, 1], got \(spec.density)")
+        }
+        if let r = spec.rank, r < 1 { throw MergeError("--rank must be positive, got \(r)") }
+        let bases = Set(adapters.compactMap(\.baseModel).map { URL(fileURLWithPath: $0).lastPathComponent })
+        if bases.count > 1 {
+            throw MergeError("the adapters were trained on different base models (\(bases.sorted().joined(separator: ", "))): \(adapters.map { "\($0.url.path) → \($0.baseModel ?? "?")" }.joined(separator: "; "))")
+        }
+        var shapes = [String: (out: Int, in: Int, from: String)]()
+        for adapter in adapters {
+            for (module, f) in adapter.modules.sorted(by: { $0.key < $1.key }) {
+                if let s = shapes[module], s.out != f.outFeatures || s.in != f.inFeatures {
+                    throw MergeError("module \(module) is \(s.out)×\(s.in) in \(s.from) but \(f.outFeatures)×\(f.inFeatures) in \(adapter.url.path): the adapters belong to different base models")
+                }
+                shapes[module] = (f.outFeatures, f.inFeatures, adapter.url.path)
+            }
+        }
+    }
+
+    /// The union of the adapters' modules, byte-ordered (the order the DARE streams are numbered in).
+    public static func modules(_ adapters: [StandaloneAdapter]) -> [String] {
+        Array(Set(adapters.flatMap(\.modules.keys))).sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
+    }
+
+    static func weights(_ adapters: [StandaloneAdapter], _ spec: MergeSpec) -> [Double] {
+        let w = spec.weights ?? Array(repeating: 1, count: adapters.count)
+        if spec.method == .linear { let sum = w.reduce(0, +); return w.map { $0 / sum } }
+        return w
+    }
+
+    /// Dense merged ΔW for every module in the union.
+    public static func deltas(_ adapters: [StandaloneAdapter], _ spec: MergeSpec) throws -> [MergedDelta] {
+        try validate(adapters, spec)
+        let w = weights(adapters, spec)
+        return try modules(adapters).enumerated().map { m, module in
+            let shape = adapters.lazy.compactMap { $0.modules[module] }.first!
+            let n = shape.outFeatures * shape.inFeatures
+            var tasks = adapters.map { $0.delta(module) ?? [Double](repeating: 0, count: n) }
+            var merged = [Double](repeating: 0, count: n)
+            switch spec.method {
+            case .linear, .taskArithmetic, .cat, .svd:
+                weightedSum(tasks, w, into: &merged)
+            case .magnitudePrune:
+                for i in tasks.indices { magnitudePrune(&tasks[i], density: spec.density) }
+                weightedSum(tasks, w, into: &merged)
+            case .ties:
+                for i in tasks.indices { magnitudePrune(&tasks[i], density: spec.density) }
+                signElectedMerge(tasks, w, spec.majoritySign, into: &merged)
+            case .dareLinear, .dareTies:
+                for i in tasks.indices { darePrune(&tasks[i], density: spec.density, seed: spec.seed, adapter: i, module: m) }
+                if spec.method == .dareLinear { weightedSum(tasks, w, into: &merged) } else { signElectedMerge(tasks, w, spec.majoritySign, into: &merged) }
+            }
+            if spec.method == .svd {
+                let r = spec.rank ?? adapters.compactMap { $0.modules[module]?.rank }.max()!
+                merged = try truncate(merged, rows: shape.outFeatures, columns: shape.inFeatures, rank: r).delta
+            }
+            return MergedDelta(module: module, outFeatures: shape.outFeatures, inFeatures: shape.inFeatures, values: merged)
+        }
+    }
+
+    /// The merged adapter as LoRA factors with one rank for all modules. Weighted sums (linear,
+    /// task_arithmetic, cat) are exact: the ranks are concatenated, Aᵢ scaled by wᵢ·scaleᵢ, and
+    /// modules an adapter lacks padded with zeros. svd is exact by definition; the full-rank methods
+    /// (ties, dare_*, magnitude_prune) are truncated by SVD and `relativeError` says how much was
+    /// lost (‖ΔW − ΔW_r‖_F / ‖ΔW‖_F over all modules); fold them into the base to keep them exact.
+    public static func factors(_ adapters: [StandaloneAdapter], _ spec: MergeSpec)
+        throws -> (modules: [LoRAFactors], rank: Int, relativeError: Double) {
+        try validate(adapters, spec)
+        let names = modules(adapters)
+        if spec.method.isLowRankExact {
+            let w = weights(adapters, spec)
+            let rank = adapters.reduce(0) { $0 + ($1.modules.values.first?.rank ?? 0) }
+            let out: [LoRAFactors] = names.map { module in
+                let shape = adapters.lazy.compactMap { $0.modules[module] }.first!
+                var a = [Float](repeating: 0, count: rank * shape.inFeatures), b = [Float](repeating: 0, count: shape.outFeatures * rank)
+                var row = 0
+                for (i, adapter) in adapters.enumerated() {
+                    let r = adapter.modules.values.first?.rank ?? 0
+                    if let f = adapter.modules[module] {
+                        let c = Float(w[i] * adapter.scale)
+                        for j in 0..<(f.rank * f.inFeatures) { a[row * shape.inFeatures + j] = c * f.a[j] }
+                        for o in 0..<f.outFeatures { for j in 0..<f.rank { b[o * rank + row + j] = f.b[o * f.rank + j] } }
+                    }
+                    row += r
+                }
+                return LoRAFactors(module: module, rank: rank, inFeatures: shape.inFeatures, outFeatures: shape.outFeatures, a: a, b: b)
+            }
+            return (out, rank, 0)
+        }
+        let maxRank = adapters.flatMap { $0.modules.values.map(\.rank) }.max()!
+        let sumRank = adapters.reduce(0) { $0 + ($1.modules.values.map(\.rank).max() ?? 0) }
+        let rank = spec.rank ?? (spec.method == .svd ? maxRank : sumRank)
+        var dense = spec
+        if spec.method == .svd { dense.method = .taskArithmetic }
+        var lost = 0.0, total = 0.0
+        let out: [LoRAFactors] = try deltas(adapters, dense).map { d in
+            let t = try truncate(d.values, rows: d.outFeatures, columns: d.inFeatures, rank: rank)
+            lost += t.discarded; total += t.energy
+            return LoRAFactors(module: d.module, rank: rank, inFeatures: d.inFeatures, outFeatures: d.outFeatures, a: t.a, b: t.b)
+        }
+        return (out, rank, total > 0 ? (lost / total).squareRoot() : 0)
+    }
+
+    // MARK: the pieces of peft.utils.merge_utils, on Double task tensors
+
+    static func weightedSum(_ tasks: [[Double]], _ w: [Double], into merged: inout [Double]) {
+        for (t, wi) in zip(tasks, w) { for j in merged.indices { merged[j] += wi * t[j] } }
+    }
+
+    /// Keeps the k = ⌊density·n⌋ largest magnitudes (ties broken by position), zeroes the rest.
+    static func magnitudePrune(_ t: inout [Double], density: Double) {
+        guard density < 1 else { return }
+        let k = Int(density * Double(t.count))
+        let order = t.indices.sorted { abs(t[$0]) != abs(t[$1]) ? abs(t[$0]) > abs(t[$1]) : $0 < $1 }
+        for j in order[k...] { t[j] = 0 }
+    }
+
+    /// DARE: keep each entry with probability `density` and rescale by 1/density. The mask comes from
+    /// a counter-based stream per (seed, adapter, module), so it is reproducible anywhere.
+    static func darePrune(_ t: inout [Double], density: Double, seed: UInt64, adapter: Int, module: Int) {
+        guard density < 1 else { return }
+        let stream = dareStream(seed: seed, adapter: adapter, module: module)
+        let threshold = density * Double(1 << 24)
+        for e in t.indices {
+            let u = splitMix64Hash(stream ^ UInt64(e)) >> 40
+            t[e] = Double(u) < threshold ? t[e] / density : 0
+        }
+    }
+
+    /// The DARE stream of (seed, adapter index in the merge, module index in the sorted union).
+    public static func dareStream(seed: UInt64, adapter: Int, module: Int) -> UInt64 {
+        splitMix64Hash(splitMix64Hash(splitMix64Hash(seed) ^ UInt64(adapter)) ^ UInt64(module))
+    }
+
+    /// TIES sign election on the (unweighted, pruned) task tensors, then the disjoint mean of the
+    /// weighted entries that agree with the elected sign. A zero entry has sign 0 and never counts.
+    static func signElectedMerge(_ tasks: [[Double]], _ w: [Double], _ method: MergeSpec.MajoritySign, into merged: inout [Double]) {
+        func sign(_ x: Double) -> Double { x > 0 ? 1 : (x < 0 ? -1 : 0) }
+        for j in merged.indices {
+            var magnitude = 0.0
+            for t in tasks { magnitude += method == .total ? t[j] : sign(t[j]) }
+            let elected: Double = magnitude >= 0 ? 1 : -1
+            var sum = 0.0, kept = 0.0
+            for (t, wi) in zip(tasks, w) where sign(t[j]) == elected { sum += wi * t[j]; kept += 1 }
+            merged[j] = sum / max(kept, 1)
+        }
+    }
+
+    /// Best rank-r approximation (Eckart–Young) as LoRA factors B = U_r·S_r, A = V_rᵀ (scale 1).
+    static func truncate(_ m: [Double], rows: Int, columns: Int, rank: Int)
+        throws -> (a: [Float], b: [Float], delta: [Double], discarded: Double, energy: Double) {
+        let (u, s, vt) = try thinSVD(rows: rows, columns: columns, m)
+        let k = min(rows, columns), r = min(rank, k)
+        var a = [Float](repeating: 0, count: rank * columns), b = [Float](repeating: 0, count: rows * rank)
+        var bd = [Double](repeating: 0, count: rows * r), ad = [Double](repeating: 0, count: r * columns)
+        for o in 0..<rows { for j in 0..<r { bd[o * r + j] = u[o * k + j] * s[j]; b[o * rank + j] = Float(bd[o * r + j]) } }
+        for j in 0..<r { for i in 0..<columns { ad[j * columns + i] = vt[j * columns + i]; a[j * columns + i] = Float(vt[j * columns + i]) } }
+        var delta = [Double](repeating: 0, count: rows * columns)
+        if r > 0 { dgemm(rows, columns, r, bd, ad, &delta) }
+        let energy = s.reduce(0) { $0 + $1 * $1 }, discarded = s[r...].reduce(0) { $0 + $1 * $1 }
+        return (a, b, delta, discarded, energy)
+    }
+}
+
+/// splitmix64's output function: a good 64-bit mix of a counter.
+@inline(__always) public func splitMix64Hash(_ x: UInt64) -> UInt64 {
+    var z = x &+ 0x9E37_79B9_7F4A_7C15
+    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+    return z ^ (z >> 31)
+}
+
+extension LoRAAdapter {
+    /// An adapter holding `factors` as they are (lora_alpha = rank, so the scale is 1).
+    public static func fromFactors(_ factors: [LoRAFactors], rank: Int) throws -> LoRAAdapter {
+        let adapter = try LoRAAdapter(
+            config: LoRAConfig(r: rank, alpha: Double(rank), dropout: 0, targetModules: factors.map(\.module)),
+            linears: factors.map { ($0.module, $0.inFeatures, $0.outFeatures) })
+        for (slot, f) in zip(adapter.slots, factors) {
+            precondition(slot.module == f.module && f.rank == rank)
+            adapter.a(slot).update(from: f.a, count: f.a.count)
+            adapter.b(slot).update(from: f.b, count: f.b.count)
+        }
+        return adapter
+    }
+}

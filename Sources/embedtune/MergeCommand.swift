@@ -1,0 +1,92 @@
+import ArgumentParser
+import EmbedTuneFormats
+import EmbedTuneModels
+import EmbedTuneTraining
+import Foundation
+
+/// `embedtune merge`: fuse several domain adapters into one, exactly on ΔW = scale·B·A.
+struct MergeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "merge",
+        abstract: "Fuse LoRA adapters (linear, task_arithmetic, ties, dare_linear, dare_ties, magnitude_prune, svd, cat) on ΔW.",
+        discussion: """
+        The result is a PEFT adapter in --output, or with --fold the base model with ΔW added, written as a \
+        Hugging Face + sentence-transformers directory. With --search, per-domain dev sets (--dev, one per \
+        adapter, in the same order) choose the method and weights with the best mean NDCG@10.
+        """)
+
+    @Option(help: "Base model directory the adapters were trained on.") var base: String
+    @Option(help: "Comma-separated adapter directories.") var adapters: String
+    @Option(help: "Comma-separated weights, one per adapter (default all 1; linear normalises them).") var weights: String?
+    @Option(help: "linear | task_arithmetic | ties | dare_linear | dare_ties | magnitude_prune | svd | cat") var method = "task_arithmetic"
+    @Option(help: "Share of each ΔW kept by ties / dare_* / magnitude_prune, in (0, 1].") var density = 0.5
+    @Option(name: .customLong("majority_sign"), help: "ties / dare_ties sign election: total | frequency") var majoritySign = "total"
+    @Option(help: "DARE mask seed.") var seed: UInt64 = 0
+    @Option(help: "Rank of the written adapter (svd: default the largest input rank; ties/dare/magnitude: the sum).") var rank: Int?
+    @Flag(help: "Write the base model with ΔW folded in (HF + sentence-transformers directory) instead of an adapter.") var fold = false
+    @Option(help: "Output directory.") var output: String
+    @Flag(help: "Replace --output if it exists.") var force = false
+    @OptionGroup var search: MergeSearchOptions
+
+    func run() throws {
+        try runReportingErrors {
+            guard let method = MergeMethod(rawValue: method) else {
+                throw CLIError("--method \"\(method)\" is unknown (choose one of \(MergeMethod.allCases.map(\.rawValue).joined(separator: ", ")))")
+            }
+            guard let sign = MergeSpec.MajoritySign(rawValue: majoritySign) else { throw CLIError("--majority_sign must be total or frequency") }
+            let paths = adapters.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            guard !paths.isEmpty else { throw CLIError("--adapters: give at least one adapter directory") }
+            var spec = MergeSpec(method: method)
+            if let weights {
+                spec.weights = try weights.split(separator: ",").map {
+                    guard let w = Double($0.trimmingCharacters(in: .whitespaces)) else { throw CLIError("--weights: \"\($0)\" is not a number") }
+                    return w
+                }
+            }
+            spec.density = density; spec.majoritySign = sign; spec.seed = seed; spec.rank = rank
+            let outputURL = URL(fileURLWithPath: output)
+            if FileManager.default.fileExists(atPath: outputURL.path) && !force {
+                throw CLIError("\(output) exists (use --force to replace it)")
+            }
+            let loaded = try paths.map { try StandaloneAdapter.load(URL(fileURLWithPath: $0)) }
+            try AdapterMerge.validate(loaded, spec)
+            let baseDir = try ModelDirectory(URL(fileURLWithPath: base))
+            try checkAgainstBase(loaded, baseDir)
+            if search.enabled {
+                spec = try MergeSearch(options: search, base: baseDir, adapters: loaded, start: spec).run()
+            }
+            if fold {
+                let deltas = try AdapterMerge.deltas(loaded, spec)
+                try ModelExport.writeFolded(base: baseDir, deltas: deltas, to: outputURL, force: force)
+                print("merge: \(spec.method.rawValue) of \(loaded.count) adapters folded into \(base) → \(output) (\(deltas.count) weights changed)")
+            } else {
+                let merged = try AdapterMerge.factors(loaded, spec)
+                let adapter = try LoRAAdapter.fromFactors(merged.modules, rank: merged.rank)
+                if force { try? FileManager.default.removeItem(at: outputURL) }
+                try PEFTAdapter.save(adapter, to: outputURL, baseModel: base, extra: [
+                    "embedtune_merge": ["method": spec.method.rawValue, "adapters": paths, "weights": spec.weights ?? [],
+                                        "density": spec.density, "majority_sign": spec.majoritySign.rawValue, "seed": spec.seed],
+                ])
+                var line = "merge: \(spec.method.rawValue) of \(loaded.count) adapters → \(output) (rank \(merged.rank), \(merged.modules.count) modules"
+                line += spec.method.isLowRankExact || spec.method == .svd ? ", exact)" : String(format: ", relative truncation error %.2e; use --fold to keep it exact)", merged.relativeError)
+                print(line)
+            }
+        }
+    }
+
+    /// Every adapter module must be a linear of the base with the same shape.
+    func checkAgainstBase(_ adapters: [StandaloneAdapter], _ dir: ModelDirectory) throws {
+        guard let model = try loadBackbone(dir) as? TrainableBackbone else { throw CLIError("\(dir.modelType) models cannot carry LoRA adapters") }
+        let linears = Dictionary(uniqueKeysWithValues: model.linearLayers.map { ($0.module, ($0.outFeatures, $0.inFeatures)) })
+        for a in adapters {
+            for (module, f) in a.modules.sorted(by: { $0.key < $1.key }) where !model.unusedAdapterModules.contains(module) {
+                guard let shape = linears[module] else {
+                    throw CLIError("\(a.url.path): module \(module) is not a linear layer of \(dir.url.path) (is the adapter for another base model?)")
+                }
+                guard shape == (f.outFeatures, f.inFeatures) else {
+                    throw CLIError("\(a.url.path): module \(module) is \(f.outFeatures)×\(f.inFeatures), the base's is \(shape.0)×\(shape.1)")
+                }
+            }
+        }
+    }
+}

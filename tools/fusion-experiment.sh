@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The measurement behind docs/fusion.md: three domain adapters on multilingual-e5-small — the
+# English construction FAQ, its Swedish original, and the Chinese agriculture QA set — each trained
+# on its domain's training split (mined hard negatives, 2 MPI ranks), then fused by
+# `embedtune merge --search` on the domains' held-out questions, and a router built and evaluated.
+# Run after `make converted`; takes ~40 minutes on 2 cores. Outputs in out/fusion/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=.build/release/embedtune
+E5=.cache/models/multilingual-e5-small
+OUT=out/fusion
+DB=$OUT/store.sqlite
+FAQ=.cache/pypi/zaragoza-construction-faq/zaragoza_construction_faq/data
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+MPI=(mpirun -np 2 --oversubscribe --bind-to none -x OPENBLAS_NUM_THREADS=1)
+mkdir -p "$OUT"
+cat data/agri-zh/*.jsonl > "$OUT/agri-zh.jsonl"
+declare -A SOURCE=([faq-en]=$FAQ/faq-en.jsonl [faq-sv]=$FAQ/faq.jsonl [agri-zh]=$OUT/agri-zh.jsonl)
+DOMAINS=(faq-en agri-zh faq-sv)
+for d in "${DOMAINS[@]}"; do
+  echo "== $d"
+  $BIN data import --db "$DB" --dataset "$d" --format pairs --input "${SOURCE[$d]}" --replace
+  $BIN data split --db "$DB" --dataset "$d" --test-size 0.2 --seed 42
+  $BIN data export --db "$DB" --dataset "$d" --split test --format beir --output "$OUT/dev/$d"
+  $BIN data export --db "$DB" --dataset "$d" --split train --format pairs --output "$OUT/$d-train-pairs.jsonl"
+  if [ ! -f "$OUT/adapters/$d/adapter_model.safetensors" ]; then
+    "${MPI[@]}" $BIN mine --db "$DB" --dataset "$d" --model $E5 --output_format ms-swift --num_negatives 3 --range_max 20 --quiet
+    "${MPI[@]}" $BIN train --config configs/e5-agri-zh.toml --db "$DB" --dataset "$d" --output_dir "$OUT/adapters/$d" --threads 1 \
+      | grep -E "train:|eval step|adapter:" || true
+  fi
+done
+A=$(printf "$OUT/adapters/%s," "${DOMAINS[@]}"); A=${A%,}
+DEV=(); for d in "${DOMAINS[@]}"; do DEV+=(--dev "$OUT/dev/$d"); done
+echo "== merge --search"
+$BIN merge --base $E5 --adapters "$A" --search "${DEV[@]}" --search_methods task_arithmetic,ties,dare_ties --max_dev_documents 250 \
+    --search_scales 0.6,1.0 --search_rounds 1 --search_report "$OUT/fusion.md" --fold --output "$OUT/fused-model" --force
+echo "== router"
+for kind in centroid logistic; do
+  DOM=(); TEST=()
+  for d in "${DOMAINS[@]}"; do
+    python3 -c "import json,sys; [print(json.loads(l)['query']) for l in open(sys.argv[1], encoding='utf-8')]" "$OUT/$d-train-pairs.jsonl" > "$OUT/$d-train-queries.txt"
+    DOM+=(--domain "$d=$OUT/$d-train-queries.txt"); TEST+=(--test "$d=$OUT/dev/$d/queries.jsonl")
+  done
+  $BIN route build --model $E5 --kind $kind "${DOM[@]}" "${TEST[@]}" --output "$OUT/router-$kind.json" | tee "$OUT/router-$kind.txt"
+done
