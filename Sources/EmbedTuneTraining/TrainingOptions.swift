@@ -56,6 +56,10 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
     public var documentPrompt: String?
     /// Gather embeddings across ranks so every query sees every rank's documents.
     public var gatherAcrossRanks = true
+    /// Other domains' adapters to fuse with this run's adapter on rank 0 at the end (merge --search),
+    /// and one dev set (BEIR directory) per domain: this run's first, then one per partner.
+    public var fusionAdapters: [String] = []
+    public var fusionDev: [String] = []
     public var threads = 0
 
     public init() {}
@@ -76,6 +80,7 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
         case adaptiveBase = "adaptive_base", adaptiveStep = "adaptive_step", adaptiveFloor = "adaptive_floor"
         case adaptiveTerms = "adaptive_terms", gradCacheMiniBatch = "gradcache_mini_batch", skipBadRows = "skip_bad_rows"
         case queryPrompt = "query_prompt", documentPrompt = "document_prompt", gatherAcrossRanks = "gather_across_ranks"
+        case fusionAdapters = "fusion_adapters", fusionDev = "fusion_dev"
     }
 
     public var temperatureSchedule: TemperatureMode {
@@ -102,6 +107,9 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
         if temperature <= 0 { throw fail("--temperature must be positive") }
         if LearningRateSchedule.Decay(rawValue: lrSchedulerType) == nil {
             throw fail("--lr_scheduler_type must be cosine, linear or constant (got \(lrSchedulerType))")
+        }
+        if !fusionAdapters.isEmpty && fusionDev.count != fusionAdapters.count + 1 {
+            throw fail("--fusion_dev needs \(fusionAdapters.count + 1) dev sets (this run's domain first, then one per --fusion_adapters entry), got \(fusionDev.count)")
         }
         if !(0..<1).contains(splitDatasetRatio) { throw fail("--split_dataset_ratio must be in [0, 1)") }
         if maxLength < 4 { throw fail("--max_length must be at least 4") }

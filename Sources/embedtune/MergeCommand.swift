@@ -53,7 +53,7 @@ struct MergeCommand: ParsableCommand {
             let baseDir = try ModelDirectory(URL(fileURLWithPath: base))
             try checkAgainstBase(loaded, baseDir)
             if search.enabled {
-                spec = try MergeSearch(options: search, base: baseDir, adapters: loaded, start: spec).run()
+                spec = try FusionSearch(settings: search.settings(), base: baseDir, adapters: loaded, start: spec).run()
             }
             if fold {
                 let deltas = try AdapterMerge.deltas(loaded, spec)

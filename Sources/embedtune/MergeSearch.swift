@@ -20,127 +20,20 @@ struct MergeSearchOptions: ParsableArguments {
     @Option(name: .customLong("max-length")) var maxLength: Int?
 }
 
-/// Metric-driven fusion: a grid over method × common weight scale, then coordinate ascent on each
-/// adapter's weight, scoring every candidate by the mean NDCG@10 over the domains' dev sets. Each
-/// candidate is folded into the base in memory (exact ΔW, nothing written) and undone afterwards.
-struct MergeSearch {
-    let options: MergeSearchOptions
-    let base: ModelDirectory
-    let adapters: [StandaloneAdapter]
-    let start: MergeSpec
-
-    struct Domain { let name: String; let set: RetrievalSet }
-
-    func run() throws -> MergeSpec {
-        guard options.dev.count == adapters.count else {
-            throw CLIError("--search needs one --dev set per adapter (\(adapters.count) adapters, \(options.dev.count) --dev)")
-        }
-        let methods = try options.methods.split(separator: ",").map { name -> MergeMethod in
+extension MergeSearchOptions {
+    func settings() throws -> FusionSearch.Settings {
+        var s = FusionSearch.Settings()
+        s.dev = dev
+        s.methods = try methods.split(separator: ",").map { name in
             guard let m = MergeMethod(rawValue: String(name)) else { throw CLIError("--search_methods: unknown method \"\(name)\"") }
             return m
         }
-        let scales = try options.scales.split(separator: ",").map { s -> Double in
-            guard let v = Double(s) else { throw CLIError("--search_scales: \"\(s)\" is not a number") }
-            return v
+        s.scales = try scales.split(separator: ",").map { v in
+            guard let x = Double(v) else { throw CLIError("--search_scales: \"\(v)\" is not a number") }
+            return x
         }
-        let domains = try options.dev.map(loadDomain)
-        let embedder = try Embedder(directory: base)
-        guard let model = embedder.backbone as? TrainableBackbone else { throw CLIError("\(base.modelType) models cannot carry LoRA adapters") }
-        var embedOptions = Embedder.Options()
-        embedOptions.batchSize = options.batchSize
-        embedOptions.maxLength = options.maxLength
-
-        /// NDCG@10 per domain with `deltas` folded into the base.
-        func score(_ deltas: [MergedDelta]) throws -> [Double] {
-            try model.withFolded(deltas.map { ($0.module, $0.values) }) {
-                try domains.map { d in
-                    embedOptions.prefix = base.queryPrompt
-                    let (dim, q) = try embedder.embed(d.set.queries, options: embedOptions)
-                    embedOptions.prefix = base.documentPrompt
-                    let (_, c) = try embedder.embed(d.set.corpus, options: embedOptions)
-                    var evaluator = RetrievalEvaluator()
-                    evaluator.scores = [.cosine]
-                    return evaluator.evaluate(queries: q, corpus: c, dim: dim, relevant: d.set.relevant)["cosine_ndcg@10"] ?? .nan
-                }
-            }
-        }
-        func log(_ s: String) { print(s); fflush(stdout) }
-        let baseline = try score([])
-        log("search: base NDCG@10 " + zip(domains, baseline).map { String(format: "%@ %.4f", $0.name, $1) }.joined(separator: ", "))
-        let own = try adapters.enumerated().map { i, a in
-            try score(AdapterMerge.deltas([a], MergeSpec(method: .taskArithmetic)))[i]
-        }
-        log("search: own adapters " + zip(domains, own).map { String(format: "%@ %.4f", $0.name, $1) }.joined(separator: ", "))
-
-        var cache = [String: [Double]]()
-        func evaluate(_ spec: MergeSpec) throws -> Double {
-            let key = "\(spec.method.rawValue) \(spec.weights ?? []) \(spec.density)"
-            if cache[key] == nil {
-                cache[key] = try score(AdapterMerge.deltas(adapters, spec))
-                let w = (spec.weights ?? []).map { String(format: "%.2f", $0) }.joined(separator: ",")
-                log(String(format: "search: %@ weights [%@] → mean NDCG@10 %.4f  (", spec.method.rawValue, w, mean(cache[key]!))
-                    + cache[key]!.map { String(format: "%.4f", $0) }.joined(separator: ", ") + ")")
-            }
-            return mean(cache[key]!)
-        }
-        var best = start, bestScore = -Double.infinity
-        for method in methods {
-            for scale in scales {
-                var spec = start
-                spec.method = method
-                spec.weights = Array(repeating: scale, count: adapters.count)
-                let s = try evaluate(spec)
-                if s > bestScore { best = spec; bestScore = s }
-            }
-        }
-        for _ in 0..<options.rounds {
-            for i in adapters.indices {
-                for step in [-0.2, 0.2] {
-                    var spec = best
-                    spec.weights![i] = max(0, spec.weights![i] + step)
-                    let s = try evaluate(spec)
-                    if s > bestScore { best = spec; bestScore = s }
-                }
-            }
-        }
-        let fused = cache["\(best.method.rawValue) \(best.weights ?? []) \(best.density)"]!
-        var table = "| domain | base | own adapter | fused (\(best.method.rawValue)) | gain kept |\n|---|---:|---:|---:|---:|\n"
-        for (i, d) in domains.enumerated() {
-            let gain = own[i] - baseline[i], kept = gain != 0 ? (fused[i] - baseline[i]) / gain : .nan
-            table += String(format: "| %@ | %.4f | %.4f | %.4f | %.0f%% |\n", d.name, baseline[i], own[i], fused[i], kept * 100)
-        }
-        table += String(format: "\nbest: %@, weights %@, mean NDCG@10 %.4f (%d candidates)\n", best.method.rawValue,
-                        (best.weights ?? []).map { String(format: "%.2f", $0) }.joined(separator: ","), bestScore, cache.count)
-        print(table)
-        if let report = options.report { try writeAtomically(Data(table.utf8), to: URL(fileURLWithPath: report)) }
-        return best
-    }
-
-    func mean(_ xs: [Double]) -> Double { xs.reduce(0, +) / Double(max(xs.count, 1)) }
-
-    /// A BEIR directory, limited to the first --max_dev_queries judged queries.
-    func loadDomain(_ path: String) throws -> Domain {
-        let dir = URL(fileURLWithPath: path)
-        let qrels = ["dev", "test", "validation"].map { dir.appendingPathComponent("qrels/\($0).tsv") }
-            .first { FileManager.default.fileExists(atPath: $0.path) }
-        guard let qrels else { throw CLIError("\(path): no qrels/dev.tsv or qrels/test.tsv (a --dev set is a BEIR directory)") }
-        var set = try RetrievalSet.loadBEIR(corpus: dir.appendingPathComponent("corpus.jsonl").path,
-                                            queries: dir.appendingPathComponent("queries.jsonl").path, qrels: qrels.path)
-        let judged = set.relevant.indices.filter { !set.relevant[$0].isEmpty }.prefix(options.maxQueries)
-        set.queryIDs = judged.map { set.queryIDs[$0] }
-        set.queries = judged.map { set.queries[$0] }
-        set.relevant = judged.map { set.relevant[$0] }
-        if options.maxDocuments > 0 && set.corpus.count > options.maxDocuments {
-            // Keep every judged document, fill up with the others in corpus order, renumber.
-            let judgedDocs = Set(set.relevant.flatMap { $0 })
-            var keep = judgedDocs.sorted()
-            for d in set.corpus.indices where keep.count < options.maxDocuments && !judgedDocs.contains(d) { keep.append(d) }
-            keep.sort()
-            let newIndex = Dictionary(uniqueKeysWithValues: keep.enumerated().map { ($1, $0) })
-            set.corpus = keep.map { set.corpus[$0] }
-            set.corpusIDs = keep.map { set.corpusIDs[$0] }
-            set.relevant = set.relevant.map { Set($0.compactMap { newIndex[$0] }) }
-        }
-        return Domain(name: dir.lastPathComponent, set: set)
+        s.rounds = rounds; s.maxQueries = maxQueries; s.maxDocuments = maxDocuments
+        s.batchSize = batchSize; s.maxLength = maxLength; s.report = report
+        return s
     }
 }

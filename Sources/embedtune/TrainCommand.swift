@@ -3,6 +3,7 @@ import EmbedTuneData
 import EmbedTuneDistributed
 import EmbedTuneFormats
 import EmbedTuneKernels
+import EmbedTuneModels
 import EmbedTuneTraining
 import Foundation
 
@@ -62,6 +63,10 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .customLong("resume"), help: "latest, or a checkpoint directory.") var resume: String?
     @Option(name: .customLong("stop_after"), help: "Stop after this step without writing the final adapter (testing).")
     var stopAfter: Int?
+    @Option(name: .customLong("fusion_adapters"), help: "Comma-separated adapters of other domains: rank 0 fuses them with this run's adapter at the end (merge --search).")
+    var fusionAdapters: String?
+    @Option(name: .customLong("fusion_dev"), help: "Comma-separated dev sets (BEIR directories): this run's domain first, then one per fusion adapter.")
+    var fusionDev: String?
     @Option(help: "BLAS threads per process (default cores ÷ local ranks).") var threads: Int?
     @Flag(help: "Print from every rank.") var verbose = false
 
@@ -93,6 +98,7 @@ struct TrainCommand: ParsableCommand {
                 }
                 fflush(nil)
             }
+            if communicator.isRoot && stopAfter == nil && !options.fusionAdapters.isEmpty { try fuse(options) }
             if let mpi = communicator as? MPICommunicator { mpi.finalize() }
         } catch {
             FileHandle.standardError.write(Data("embedtune: error: \(communicator.size > 1 ? "rank \(communicator.rank): " : "")\(error)\n".utf8))
@@ -100,6 +106,28 @@ struct TrainCommand: ParsableCommand {
             if let mpi = communicator as? MPICommunicator { mpi.abort(code: 1) }
             throw ExitCode.failure
         }
+    }
+
+    /// Rank 0, after training: this run's adapter and the configured partners fused by mean dev
+    /// NDCG@10; the fused model is folded into OUTPUT_DIR/fused-model, the table in OUTPUT_DIR/fusion.md.
+    func fuse(_ options: TrainingOptions) throws {
+        let out = URL(fileURLWithPath: options.outputDir)
+        let paths = [options.outputDir] + options.fusionAdapters
+        let adapters = try paths.map { try StandaloneAdapter.load(URL(fileURLWithPath: $0)) }
+        var spec = MergeSpec(method: .taskArithmetic)
+        try AdapterMerge.validate(adapters, spec)
+        var settings = FusionSearch.Settings()
+        settings.dev = options.fusionDev
+        settings.methods = [.taskArithmetic, .ties, .dareTies]
+        settings.scales = [0.6, 1.0]
+        settings.maxLength = options.maxLength
+        settings.report = out.appendingPathComponent("fusion.md").path
+        let base = try ModelDirectory(URL(fileURLWithPath: options.model))
+        print("fusion: searching method and weights for \(paths.joined(separator: ", "))")
+        spec = try FusionSearch(settings: settings, base: base, adapters: adapters, start: spec).run()
+        let target = out.appendingPathComponent("fused-model")
+        try ModelExport.writeFolded(base: base, deltas: AdapterMerge.deltas(adapters, spec), to: target, force: true)
+        print("fusion: \(spec.method.rawValue) folded into \(target.path) (table in \(settings.report!))")
     }
 
     /// Training rows from the dataset store (every rank reads them itself; SQLite reads are shared).
@@ -125,6 +153,8 @@ struct TrainCommand: ParsableCommand {
             o = try merge(TOML.parse(text, file: config), into: o, file: config)
         }
         func set<T>(_ v: T?, _ path: WritableKeyPath<TrainingOptions, T>) { if let v { o[keyPath: path] = v } }
+        set(fusionAdapters.map { $0.split(separator: ",").map(String.init) }, \.fusionAdapters)
+        set(fusionDev.map { $0.split(separator: ",").map(String.init) }, \.fusionDev)
         set(model, \.model); set(dataset, \.dataset); set(outputDir, \.outputDir); set(loraR, \.loraR)
         set(loraAlpha, \.loraAlpha); set(loraDropout, \.loraDropout)
         set(targetModules.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }, \.targetModules)

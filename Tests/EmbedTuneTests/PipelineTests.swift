@@ -22,14 +22,20 @@ struct PipelineTests {
         try lines.write(to: url, atomically: true, encoding: .utf8)
     }
 
-    @Test("mining from the store on 2 ranks stores the same triplets as on 1; train and eval read the store and eval records its runs")
-    func storePipeline() throws {
-        let tmp = try Paths.temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: tmp) }
+    /// A store with dataset "farm": 40 pairs, 10 of the questions split off for testing.
+    func farmStore(in tmp: URL) throws -> String {
         let src = tmp.appendingPathComponent("pairs.jsonl"), db = tmp.appendingPathComponent("store.sqlite").path
         try pairs(src)
         #expect(try runCLI(["data", "import", "--db", db, "--dataset", "farm", "--format", "pairs", "--input", src.path]).status == 0)
         #expect(try runCLI(["data", "split", "--db", db, "--dataset", "farm", "--test-size", "0.25"]).status == 0)
+        return db
+    }
+
+    @Test("mining from the store on 2 ranks stores the same triplets as on 1; train and eval read the store and eval records its runs")
+    func storePipeline() throws {
+        let tmp = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: tmp) }
+        let db = try farmStore(in: tmp)
         let mine = ["mine", "--db", db, "--dataset", "farm", "--model", model, "--num_negatives", "2", "--output_format", "ms-swift", "--quiet"]
         let one = try runCLI(mine)
         #expect(one.status == 0, "\(one.stderr)")
@@ -53,6 +59,25 @@ struct PipelineTests {
         #expect(runs.count == 2 && runs[1].adapter == out.path && runs.allSatisfy { $0.split == "test" && $0.metrics["cosine_ndcg@10"] != nil })
         let bad = try runCLI(["mine", "--db", db, "--dataset", "nope", "--model", model, "--quiet"])
         #expect(bad.status != 0 && bad.stderr.contains("nope"), "\(bad.stderr)")
+    }
+
+    @Test("a run with fusion partners fuses on rank 0 at the end: fused-model/ and fusion.md")
+    func fusionAtTheEnd() throws {
+        let tmp = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: tmp) }
+        let db = try farmStore(in: tmp)
+        let dev = tmp.appendingPathComponent("dev")
+        #expect(try runCLI(["data", "export", "--db", db, "--dataset", "farm", "--split", "test", "--format", "beir", "--output", dev.path]).status == 0)
+        let out = tmp.appendingPathComponent("run")
+        let partner = Paths.fixtures.appendingPathComponent("merge/adapters/a2").path
+        let r = try runMPI(2, ["train", "--model", model, "--db", db, "--dataset", "farm", "--output_dir", out.path, "--max_steps", "2",
+                               "--per_device_train_batch_size", "2", "--lora_r", "4", "--threads", "1",
+                               "--fusion_adapters", partner, "--fusion_dev", "\(dev.path),\(dev.path)"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("fusion:"), "\(r.stdout)")
+        #expect(FileManager.default.fileExists(atPath: out.appendingPathComponent("fused-model/model.safetensors").path))
+        let table = try String(contentsOf: out.appendingPathComponent("fusion.md"), encoding: .utf8)
+        #expect(table.contains("| domain | base | own adapter |"))
     }
 
     @Test("a routed embedding equals the chosen adapter's; a mixed route equals the two adapters merged by router weight")
