@@ -105,10 +105,12 @@ public struct FusionSearch {
             }
         }
         let fused = cache["\(best.method.rawValue) \(best.weights ?? []) \(best.density)"]!
-        var table = "| domain | base | own adapter | fused (\(best.method.rawValue)) | gain kept |\n|---|---:|---:|---:|---:|\n"
+        var table = "| domain | base | own adapter | fused (\(best.method.rawValue)) | fused − base | gain kept |\n|---|---:|---:|---:|---:|---:|\n"
         for (i, d) in domains.enumerated() {
-            let gain = own[i] - baseline[i], kept = gain != 0 ? (fused[i] - baseline[i]) / gain : .nan
-            table += String(format: "| %@ | %.4f | %.4f | %.4f | %.0f%% |\n", d.name, baseline[i], own[i], fused[i], kept * 100)
+            // "Gain kept" is only meaningful where the domain's own adapter gained at all.
+            let gain = own[i] - baseline[i]
+            let kept = gain > 0 ? String(format: "%.0f%%", (fused[i] - baseline[i]) / gain * 100) : "n/a (own gain ≤ 0)"
+            table += String(format: "| %@ | %.4f | %.4f | %.4f | %+.4f | %@ |\n", d.name, baseline[i], own[i], fused[i], fused[i] - baseline[i], kept)
         }
         table += String(format: "\nbest: %@, weights %@, mean NDCG@10 %.4f (%d candidates)\n", best.method.rawValue,
                         (best.weights ?? []).map { String(format: "%.2f", $0) }.joined(separator: ","), bestScore, cache.count)
