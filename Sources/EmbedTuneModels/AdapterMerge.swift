@@ -26,6 +26,8 @@ public struct StandaloneAdapter: Sendable {
     /// Keyed by module path with the task-model prefix removed ("layers.0.self_attn.q_proj").
     public let modules: [String: LoRAFactors]
     public var scale: Double { Double(config.scale) }
+    /// Every module has this rank: per-module ranks (rank_pattern) are refused on load.
+    public var rank: Int { config.r }
     public var name: String { url.lastPathComponent }
 
     public static func load(_ directory: URL) throws -> StandaloneAdapter {
@@ -53,8 +55,8 @@ public struct StandaloneAdapter: Sendable {
         var modules = [String: LoRAFactors]()
         for (module, pair) in pairs {
             guard let a = pair.a, let b = pair.b else { throw FormatError(url: weightsURL, item: "module \"\(module)\"", "has lora_A or lora_B but not both") }
-            guard a.shape.count == 2, b.shape.count == 2, a.shape[0] == b.shape[1], a.shape[0] > 0 else {
-                throw FormatError(url: weightsURL, item: "module \"\(module)\"", "lora_A \(a.shape) and lora_B \(b.shape) do not form a rank-r pair")
+            guard a.shape.count == 2, b.shape.count == 2, a.shape[0] == b.shape[1], a.shape[0] == config.r else {
+                throw FormatError(url: weightsURL, item: "module \"\(module)\"", "lora_A \(a.shape) and lora_B \(b.shape) do not form a rank-\(config.r) pair (r in adapter_config.json)")
             }
             var fa = [Float](repeating: 0, count: a.shape[0] * a.shape[1]), fb = [Float](repeating: 0, count: b.shape[0] * b.shape[1])
             try fa.withUnsafeMutableBufferPointer { try file.read(a, into: $0.baseAddress!) }
@@ -146,6 +148,22 @@ public enum AdapterMerge {
         }
     }
 
+    /// Every adapter module must be a linear of `model` with the same shape (BERT's pooler, which
+    /// PEFT adapters may carry, is accepted and ignored).
+    public static func checkCompatible(_ adapters: [StandaloneAdapter], with model: TrainableBackbone, modelPath: String) throws {
+        let linears = Dictionary(uniqueKeysWithValues: model.linearLayers.map { ($0.module, ($0.outFeatures, $0.inFeatures)) })
+        for a in adapters {
+            for (module, f) in a.modules.sorted(by: { $0.key < $1.key }) where !model.unusedAdapterModules.contains(module) {
+                guard let shape = linears[module] else {
+                    throw MergeError("\(a.url.path): module \(module) is not a linear layer of \(modelPath) (is the adapter for another base model?)")
+                }
+                guard shape == (f.outFeatures, f.inFeatures) else {
+                    throw MergeError("\(a.url.path): module \(module) is \(f.outFeatures)×\(f.inFeatures), the base's is \(shape.0)×\(shape.1)")
+                }
+            }
+        }
+    }
+
     /// The union of the adapters' modules, byte-ordered (the order the DARE streams are numbered in).
     public static func modules(_ adapters: [StandaloneAdapter]) -> [String] {
         Array(Set(adapters.flatMap(\.modules.keys))).sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
@@ -180,7 +198,7 @@ public enum AdapterMerge {
                 if spec.method == .dareLinear { weightedSum(tasks, w, into: &merged) } else { signElectedMerge(tasks, w, spec.majoritySign, into: &merged) }
             }
             if spec.method == .svd {
-                let r = spec.rank ?? adapters.compactMap { $0.modules[module]?.rank }.max()!
+                let r = spec.rank ?? adapters.filter { $0.modules[module] != nil }.map(\.rank).max()!
                 merged = try truncate(merged, rows: shape.outFeatures, columns: shape.inFeatures, rank: r).delta
             }
             return MergedDelta(module: module, outFeatures: shape.outFeatures, inFeatures: shape.inFeatures, values: merged)
@@ -198,27 +216,24 @@ public enum AdapterMerge {
         let names = modules(adapters)
         if spec.method.isLowRankExact {
             let w = weights(adapters, spec)
-            let rank = adapters.reduce(0) { $0 + ($1.modules.values.first?.rank ?? 0) }
+            let rank = adapters.reduce(0) { $0 + $1.rank }
             let out: [LoRAFactors] = names.map { module in
                 let shape = adapters.lazy.compactMap { $0.modules[module] }.first!
                 var a = [Float](repeating: 0, count: rank * shape.inFeatures), b = [Float](repeating: 0, count: shape.outFeatures * rank)
                 var row = 0
                 for (i, adapter) in adapters.enumerated() {
-                    let r = adapter.modules.values.first?.rank ?? 0
                     if let f = adapter.modules[module] {
                         let c = Float(w[i] * adapter.scale)
                         for j in 0..<(f.rank * f.inFeatures) { a[row * shape.inFeatures + j] = c * f.a[j] }
                         for o in 0..<f.outFeatures { for j in 0..<f.rank { b[o * rank + row + j] = f.b[o * f.rank + j] } }
                     }
-                    row += r
+                    row += adapter.rank
                 }
                 return LoRAFactors(module: module, rank: rank, inFeatures: shape.inFeatures, outFeatures: shape.outFeatures, a: a, b: b)
             }
             return (out, rank, 0)
         }
-        let maxRank = adapters.flatMap { $0.modules.values.map(\.rank) }.max()!
-        let sumRank = adapters.reduce(0) { $0 + ($1.modules.values.map(\.rank).max() ?? 0) }
-        let rank = spec.rank ?? (spec.method == .svd ? maxRank : sumRank)
+        let rank = spec.rank ?? (spec.method == .svd ? adapters.map(\.rank).max()! : adapters.reduce(0) { $0 + $1.rank })
         var dense = spec
         if spec.method == .svd { dense.method = .taskArithmetic }
         var lost = 0.0, total = 0.0

@@ -1,4 +1,5 @@
 import EmbedTuneFormats
+import EmbedTuneKernels
 import Foundation
 
 /// A base model with merged ΔW folded into its weights, written as a Hugging Face directory that
@@ -33,17 +34,18 @@ public enum ModelExport {
         try fm.createDirectory(at: staging, withIntermediateDirectories: true)
         do {
             try copyNonWeightFiles(from: base.url, to: staging)
-            var buffers = [(String, [Int], [Float])]()
+            // FloatBuffers give the writer stable pointers to every tensor at once.
+            var buffers = [(name: String, shape: [Int], values: FloatBuffer)]()
             for name in store.names {
                 // Integer buffers (BERT's position_ids) are rebuilt by transformers on load.
                 guard let entry = store.entry(name), [.F32, .F16, .BF16].contains(entry.dtype) else { continue }
-                let shape = entry.shape
-                var values = [Float](repeating: 0, count: shape.reduce(1, *))
-                try values.withUnsafeMutableBufferPointer { try store.read(name, shape: shape, into: $0.baseAddress!) }
-                if let d = byName[name] { for i in values.indices { values[i] = Float(Double(values[i]) + d.values[i]) } }
-                buffers.append((name, shape, values))
+                let values = FloatBuffer(count: entry.count, zeroed: false)
+                try store.read(name, shape: entry.shape, into: values.pointer)
+                if let d = byName[name] { for i in 0..<values.count { values.pointer[i] = Float(Double(values.pointer[i]) + d.values[i]) } }
+                buffers.append((name, entry.shape, values))
             }
-            try withItems(buffers) { try SafetensorsWriter.write($0, metadata: ["format": "pt"], to: staging.appendingPathComponent("model.safetensors")) }
+            try SafetensorsWriter.write(buffers.map { .init(name: $0.name, shape: $0.shape, values: UnsafeBufferPointer(start: $0.values.pointer, count: $0.values.count)) },
+                                        metadata: ["format": "pt"], to: staging.appendingPathComponent("model.safetensors"))
             try writeConfig(base, to: staging)
             try writeSentenceTransformersFiles(base, to: staging)
             if fm.fileExists(atPath: output.path) { try fm.removeItem(at: output) }
@@ -52,14 +54,6 @@ public enum ModelExport {
             try? fm.removeItem(at: staging)
             throw error
         }
-    }
-
-    static func withItems<T>(_ buffers: [(String, [Int], [Float])], _ body: ([SafetensorsWriter.Item]) throws -> T) throws -> T {
-        func go(_ i: Int, _ items: [SafetensorsWriter.Item]) throws -> T {
-            if i == buffers.count { return try body(items) }
-            return try buffers[i].2.withUnsafeBufferPointer { try go(i + 1, items + [.init(name: buffers[i].0, shape: buffers[i].1, values: $0)]) }
-        }
-        return try go(0, [])
     }
 
     /// Everything but the weights (tokenizer, configs, 1_Pooling/, 2_Normalize/, README …).

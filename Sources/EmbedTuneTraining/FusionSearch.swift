@@ -32,25 +32,26 @@ public struct FusionSearch {
     public let start: MergeSpec
     public var log: (String) -> Void = { print($0); fflush(stdout) }
 
-    public init(settings: Settings, base: ModelDirectory, adapters: [StandaloneAdapter], start: MergeSpec) {
-        self.settings = settings; self.base = base; self.adapters = adapters; self.start = start
+    /// The base's backbone, when the caller has loaded it already (else it is loaded here).
+    public let backbone: Backbone?
+
+    public init(settings: Settings, base: ModelDirectory, adapters: [StandaloneAdapter], start: MergeSpec, backbone: Backbone? = nil) {
+        self.settings = settings; self.base = base; self.adapters = adapters; self.start = start; self.backbone = backbone
     }
 
     struct Domain { let name: String; let set: RetrievalSet }
-    var options: Settings { settings }
 
     public func run() throws -> MergeSpec {
-        let options = settings
-        guard options.dev.count == adapters.count else {
-            throw Problem("fusion search needs one dev set per adapter (\(adapters.count) adapters, \(options.dev.count) dev sets)")
+        guard settings.dev.count == adapters.count else {
+            throw Problem("fusion search needs one dev set per adapter (\(adapters.count) adapters, \(settings.dev.count) dev sets)")
         }
-        let methods = options.methods, scales = options.scales
-        let domains = try options.dev.map(loadDomain)
-        let embedder = try Embedder(directory: base)
+        let methods = settings.methods, scales = settings.scales
+        let domains = try settings.dev.map(loadDomain)
+        let embedder = try backbone.map { Embedder(directory: base, tokenizer: try base.loadTokenizer(), backbone: $0) } ?? Embedder(directory: base)
         guard let model = embedder.backbone as? TrainableBackbone else { throw Problem("\(base.modelType) models cannot carry LoRA adapters") }
         var embedOptions = Embedder.Options()
-        embedOptions.batchSize = options.batchSize
-        embedOptions.maxLength = options.maxLength
+        embedOptions.batchSize = settings.batchSize
+        embedOptions.maxLength = settings.maxLength
 
         /// NDCG@10 per domain with `deltas` folded into the base.
         func score(_ deltas: [MergedDelta]) throws -> [Double] {
@@ -94,7 +95,7 @@ public struct FusionSearch {
                 if s > bestScore { best = spec; bestScore = s }
             }
         }
-        for _ in 0..<options.rounds {
+        for _ in 0..<settings.rounds {
             for i in adapters.indices {
                 for step in [-0.2, 0.2] {
                     var spec = best
@@ -115,7 +116,7 @@ public struct FusionSearch {
         table += String(format: "\nbest: %@, weights %@, mean NDCG@10 %.4f (%d candidates)\n", best.method.rawValue,
                         (best.weights ?? []).map { String(format: "%.2f", $0) }.joined(separator: ","), bestScore, cache.count)
         print(table)
-        if let report = options.report { try writeAtomically(Data(table.utf8), to: URL(fileURLWithPath: report)) }
+        if let report = settings.report { try writeAtomically(Data(table.utf8), to: URL(fileURLWithPath: report)) }
         return best
     }
 
@@ -129,15 +130,15 @@ public struct FusionSearch {
         guard let qrels else { throw Problem("\(path): no qrels/dev.tsv or qrels/test.tsv (a --dev set is a BEIR directory)") }
         var set = try RetrievalSet.loadBEIR(corpus: dir.appendingPathComponent("corpus.jsonl").path,
                                             queries: dir.appendingPathComponent("queries.jsonl").path, qrels: qrels.path)
-        let judged = set.relevant.indices.filter { !set.relevant[$0].isEmpty }.prefix(options.maxQueries)
+        let judged = set.relevant.indices.filter { !set.relevant[$0].isEmpty }.prefix(settings.maxQueries)
         set.queryIDs = judged.map { set.queryIDs[$0] }
         set.queries = judged.map { set.queries[$0] }
         set.relevant = judged.map { set.relevant[$0] }
-        if options.maxDocuments > 0 && set.corpus.count > options.maxDocuments {
+        if settings.maxDocuments > 0 && set.corpus.count > settings.maxDocuments {
             // Keep every judged document, fill up with the others in corpus order, renumber.
             let judgedDocs = Set(set.relevant.flatMap { $0 })
             var keep = judgedDocs.sorted()
-            for d in set.corpus.indices where keep.count < options.maxDocuments && !judgedDocs.contains(d) { keep.append(d) }
+            for d in set.corpus.indices where keep.count < settings.maxDocuments && !judgedDocs.contains(d) { keep.append(d) }
             keep.sort()
             let newIndex = Dictionary(uniqueKeysWithValues: keep.enumerated().map { ($1, $0) })
             set.corpus = keep.map { set.corpus[$0] }

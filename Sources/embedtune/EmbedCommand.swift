@@ -84,6 +84,7 @@ struct EmbedCommand: ParsableCommand {
         guard let trainable = embedder.backbone as? TrainableBackbone else { throw CLIError("this model cannot carry adapters") }
         let standalone = try paths.map { try StandaloneAdapter.load(URL(fileURLWithPath: $0)) }
         try AdapterMerge.validate(standalone, MergeSpec(method: .taskArithmetic))
+        try AdapterMerge.checkCompatible(standalone, with: trainable, modelPath: modelOptions.model)
         var routing = options
         routing.prefix = router.queryPrompt
         routing.dimension = nil
@@ -96,14 +97,9 @@ struct EmbedCommand: ParsableCommand {
         for (i, c) in choices.enumerated() { groups[c, default: []].append(i) }
         var out = [Float](), width = 0
         for (choice, rows) in groups.sorted(by: { $0.value[0] < $1.value[0] }) {
-            if choice.adapters.count == 1 {
-                embedder.adapter = try PEFTAdapter.load(URL(fileURLWithPath: paths[choice.adapters[0]]), for: trainable)
-            } else {
-                var spec = MergeSpec(method: .taskArithmetic, weights: choice.weights)
-                spec.rank = nil
-                let merged = try AdapterMerge.factors(choice.adapters.map { standalone[$0] }, spec)
-                embedder.adapter = try LoRAAdapter.fromFactors(merged.modules, rank: merged.rank)
-            }
+            // One adapter, or the top two mixed: both are an exact task_arithmetic of the chosen ones.
+            let merged = try AdapterMerge.factors(choice.adapters.map { standalone[$0] }, MergeSpec(method: .taskArithmetic, weights: choice.weights))
+            embedder.adapter = try LoRAAdapter.fromFactors(merged.modules, rank: merged.rank)
             let (d, values) = try embedder.embed(rows.map { texts[$0] }, options: options)
             if out.isEmpty { width = d; out = [Float](repeating: 0, count: texts.count * d) }
             for (k, i) in rows.enumerated() { out.replaceSubrange((i * d)..<((i + 1) * d), with: values[(k * d)..<((k + 1) * d)]) }

@@ -51,9 +51,11 @@ struct MergeCommand: ParsableCommand {
             let loaded = try paths.map { try StandaloneAdapter.load(URL(fileURLWithPath: $0)) }
             try AdapterMerge.validate(loaded, spec)
             let baseDir = try ModelDirectory(URL(fileURLWithPath: base))
-            try checkAgainstBase(loaded, baseDir)
+            let backbone = try loadBackbone(baseDir)
+            guard let model = backbone as? TrainableBackbone else { throw CLIError("\(baseDir.modelType) models cannot carry LoRA adapters") }
+            try AdapterMerge.checkCompatible(loaded, with: model, modelPath: base)
             if search.enabled {
-                spec = try FusionSearch(settings: search.settings(), base: baseDir, adapters: loaded, start: spec).run()
+                spec = try FusionSearch(settings: search.settings(), base: baseDir, adapters: loaded, start: spec, backbone: backbone).run()
             }
             if fold {
                 let deltas = try AdapterMerge.deltas(loaded, spec)
@@ -70,22 +72,6 @@ struct MergeCommand: ParsableCommand {
                 var line = "merge: \(spec.method.rawValue) of \(loaded.count) adapters → \(output) (rank \(merged.rank), \(merged.modules.count) modules"
                 line += spec.method.isLowRankExact || spec.method == .svd ? ", exact)" : String(format: ", relative truncation error %.2e; use --fold to keep it exact)", merged.relativeError)
                 print(line)
-            }
-        }
-    }
-
-    /// Every adapter module must be a linear of the base with the same shape.
-    func checkAgainstBase(_ adapters: [StandaloneAdapter], _ dir: ModelDirectory) throws {
-        guard let model = try loadBackbone(dir) as? TrainableBackbone else { throw CLIError("\(dir.modelType) models cannot carry LoRA adapters") }
-        let linears = Dictionary(uniqueKeysWithValues: model.linearLayers.map { ($0.module, ($0.outFeatures, $0.inFeatures)) })
-        for a in adapters {
-            for (module, f) in a.modules.sorted(by: { $0.key < $1.key }) where !model.unusedAdapterModules.contains(module) {
-                guard let shape = linears[module] else {
-                    throw CLIError("\(a.url.path): module \(module) is not a linear layer of \(dir.url.path) (is the adapter for another base model?)")
-                }
-                guard shape == (f.outFeatures, f.inFeatures) else {
-                    throw CLIError("\(a.url.path): module \(module) is \(f.outFeatures)×\(f.inFeatures), the base's is \(shape.0)×\(shape.1)")
-                }
             }
         }
     }
