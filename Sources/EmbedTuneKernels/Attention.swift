@@ -14,11 +14,24 @@ public struct PackedBatch: Sendable {
     }
 }
 
+/// Floats of attention scratch a pass needs: one maxT² score block per compute thread.
+public func attentionScratchCount(maxLength: Int) -> Int { ComputeTeam.shared.size * maxLength * maxLength }
+
+extension PackedBatch {
+    /// Where sequence s's H score blocks (T_s² each) start in the probabilities kept for backward.
+    func probabilityOffsets(heads: Int) -> [Int] {
+        var offsets = [Int](), total = 0
+        for s in 0..<count { offsets.append(total); total += heads * length(s) * length(s) }
+        return offsets
+    }
+}
+
 /// Multi-head attention over packed sequences with grouped-query heads.
 /// q is (N, H, D), k and v are (N, KVH, D), out is (N, H, D);
-/// probs (saved for backward) is Σ_s H·T_s² floats, or scratch of H·maxT² when not kept.
-/// Causal masks position j > i; bidirectional attends to the whole sequence (no padding
-/// exists in a packed batch, so no padding mask is needed).
+/// probs (saved for backward) is Σ_s H·T_s² floats, or, when not kept, scratch of
+/// `attentionScratchCount(maxLength:)`. Causal masks position j > i; bidirectional attends to the
+/// whole sequence (no padding exists in a packed batch, so no padding mask is needed).
+/// (sequence, head) units run in parallel on the compute team, each with single-threaded GEMMs.
 public func attentionForward(
     out: UnsafeMutablePointer<Float>, probs: UnsafeMutablePointer<Float>, keepProbs: Bool,
     q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
@@ -26,22 +39,19 @@ public func attentionForward(
 ) {
     let group = heads / kvHeads
     let qStride = heads * d, kvStride = kvHeads * d
-    var probOffset = 0
-    for s in 0..<batch.count {
+    let probBase = keepProbs ? batch.probabilityOffsets(heads: heads) : []
+    let maxT = batch.maxLength
+    ComputeTeam.shared.parallelItems(batch.count * heads) { unit, worker in
+        let s = unit / heads, h = unit % heads
         let start = batch.offsets[s], t = batch.length(s)
-        for h in 0..<heads {
-            let p = probs + probOffset
-            let qh = q + start * qStride + h * d
-            let kh = k + start * kvStride + (h / group) * d
-            let vh = v + start * kvStride + (h / group) * d
-            // scores (T, T) = scale · Q (T, D) · Kᵀ (D, T)
-            sgemm(transB: true, m: t, n: t, k: d, alpha: scale, a: qh, lda: qStride, b: kh, ldb: kvStride,
-                  c: p, ldc: t)
-            for i in 0..<t { softmaxPrefix(p + i * t, valid: causal ? i + 1 : t, len: t) }
-            // out (T, D) = P (T, T) · V (T, D)
-            sgemm(m: t, n: d, k: t, a: p, lda: t, b: vh, ldb: kvStride, c: out + start * qStride + h * d,
-                  ldc: qStride)
-            if keepProbs { probOffset += t * t }
-        }
+        let p = keepProbs ? probs + probBase[s] + h * t * t : probs + worker * maxT * maxT
+        let qh = q + start * qStride + h * d
+        let kh = k + start * kvStride + (h / group) * d
+        let vh = v + start * kvStride + (h / group) * d
+        // scores (T, T) = scale · Q (T, D) · Kᵀ (D, T)
+        blasSGEMM(false, true, t, t, d, scale, qh, qStride, kh, kvStride, 0, p, t)
+        for i in 0..<t { softmaxPrefix(p + i * t, valid: causal ? i + 1 : t, len: t) }
+        // out (T, D) = P (T, T) · V (T, D)
+        blasSGEMM(false, false, t, d, t, 1, p, t, vh, kvStride, 0, out + start * qStride + h * d, qStride)
     }
 }

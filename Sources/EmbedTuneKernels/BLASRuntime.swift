@@ -22,8 +22,14 @@ public enum BLASRuntime {
     /// The kernel OpenBLAS loaded, e.g. "Zen", "SkylakeX", "Prescott".
     public static var coreName: String { String(cString: openblas_get_corename()) }
     public static var config: String { String(cString: openblas_get_config()) }
-    public static var threads: Int { Int(openblas_get_num_threads()) }
-    public static func setThreads(_ n: Int) { openblas_set_num_threads(Int32(max(1, n))) }
+    /// Compute threads of this process (the `ComputeTeam`). OpenBLAS itself always runs one
+    /// thread per call: the team splits the GEMMs, so no BLAS thread spins while element-wise
+    /// kernels run.
+    public static var threads: Int { ComputeTeam.shared.size }
+    public static func setThreads(_ n: Int) {
+        openblas_set_num_threads(1)
+        ComputeTeam.shared.resize(n)
+    }
 
     /// The widest SIMD class of an OpenBLAS core name (names from OpenBLAS's dynamic.c).
     public static func simdClass(ofCore name: String) -> SIMDClass {
@@ -93,12 +99,13 @@ public enum BLASRuntime {
         unsetenv("OPENBLAS_CORETYPE")
     }
 
-    /// Threads per process: an explicit OPENBLAS_NUM_THREADS wins; under mpirun the cores are
-    /// shared by the ranks on this node (OMPI_COMM_WORLD_LOCAL_SIZE), so each gets cores ÷ ranks.
+    /// Threads per process: an explicit count or OPENBLAS_NUM_THREADS / OMP_NUM_THREADS wins;
+    /// under mpirun the cores are shared by the ranks on this node (OMPI_COMM_WORLD_LOCAL_SIZE),
+    /// so each gets cores ÷ ranks.
     public static func configureThreads(explicit: Int? = nil) {
         let env = ProcessInfo.processInfo.environment
         if let explicit { setThreads(explicit); return }
-        if env["OPENBLAS_NUM_THREADS"] != nil || env["OMP_NUM_THREADS"] != nil { return }
+        if let n = Int(env["OPENBLAS_NUM_THREADS"] ?? env["OMP_NUM_THREADS"] ?? "") { setThreads(n); return }
         let cores = ProcessInfo.processInfo.activeProcessorCount
         let local = Int(env["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? env["SLURM_NTASKS_PER_NODE"] ?? "1") ?? 1
         setThreads(max(1, cores / max(1, local)))

@@ -20,12 +20,20 @@ public func rmsnormBackward(
     dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>,
     weight: UnsafePointer<Float>, rstd: UnsafePointer<Float>, n: Int, c: Int
 ) {
-    for row in 0..<n {
-        let x = inp + row * c, g = dout + row * c, dx = dinp + row * c, r = rstd[row]
-        var dot: Float = 0
-        for i in 0..<c { dot += weight[i] * g[i] * x[i] * r }
-        let m = dot / Float(c)
-        for i in 0..<c { dx[i] += r * (weight[i] * g[i] - x[i] * r * m) }
+    ComputeTeam.shared.parallelFor(n, grain: rowGrain(c)) { rows in
+        for row in rows {
+            let x = inp + row * c, g = dout + row * c, dx = dinp + row * c, r = rstd[row]
+            var acc = Float8()
+            var i = 0
+            while i < c { acc += load8(weight, i, c) * load8(g, i, c) * load8(x, i, c); i += 8 }
+            let m = acc.sum() * r / Float(c)
+            i = 0
+            while i < c {
+                let v = load8(dx, i, c) + r * (load8(weight, i, c) * load8(g, i, c) - load8(x, i, c) * r * m)
+                store8(v, dx, i, c)
+                i += 8
+            }
+        }
     }
 }
 
@@ -33,18 +41,29 @@ public func rmsnormBackward(
 /// inp, dout, dinp are (N, C); weight is (C); mean, rstd are (N) from the forward pass.
 public func layernormBackward(
     dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>,
-    weight: UnsafePointer<Float>, mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>, n: Int, c: Int
+    weight: UnsafePointer<Float>, mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>, n: Int, c: Int,
+    accumulate: Bool = true
 ) {
-    for row in 0..<n {
-        let x = inp + row * c, g = dout + row * c, dx = dinp + row * c, mu = mean[row], r = rstd[row]
-        var sumG: Float = 0, sumGX: Float = 0
-        for i in 0..<c {
-            let gw = g[i] * weight[i]
-            sumG += gw
-            sumGX += gw * (x[i] - mu) * r
+    ComputeTeam.shared.parallelFor(n, grain: rowGrain(c)) { rows in
+        for row in rows {
+            let x = inp + row * c, g = dout + row * c, dx = dinp + row * c, mu = mean[row], r = rstd[row]
+            var sumG = Float8(), sumGX = Float8()
+            var i = 0
+            while i < c {
+                // Tail lanes load as 0 in g, so they add nothing to either sum.
+                let gw = load8(g, i, c) * load8(weight, i, c)
+                sumG += gw
+                sumGX += gw * (load8(x, i, c) - mu) * r
+                i += 8
+            }
+            let mG = sumG.sum() / Float(c), mGX = sumGX.sum() / Float(c)
+            i = 0
+            while i < c {
+                let v = r * (load8(g, i, c) * load8(weight, i, c) - mG - (load8(x, i, c) - mu) * r * mGX)
+                store8(accumulate ? load8(dx, i, c) + v : v, dx, i, c)
+                i += 8
+            }
         }
-        let mG = sumG / Float(c), mGX = sumGX / Float(c)
-        for i in 0..<c { dx[i] += r * (g[i] * weight[i] - mG - (x[i] - mu) * r * mGX) }
     }
 }
 
@@ -60,34 +79,46 @@ public func swigluBackward(
     dgate: UnsafeMutablePointer<Float>, dup: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>,
     gate: UnsafePointer<Float>, up: UnsafePointer<Float>, count: Int
 ) {
-    for i in 0..<count {
-        let g = gate[i], s = 1 / (1 + expf(-g)), silu = g * s
-        dup[i] = dout[i] * silu
-        dgate[i] = dout[i] * up[i] * s * (1 + g * (1 - s))
+    forEachVector(count) { i in
+        let g = load8(gate, i, count), d = load8(dout, i, count), s = vsigmoid(g)
+        store8(d * g * s, dup, i, count)
+        store8(d * load8(up, i, count) * s * (1 + g * (1 - s)), dgate, i, count)
     }
 }
 
 /// Exact GELU backward in place: d ← d · gelu'(x). x is the pre-activation (count).
 public func geluBackward(_ d: UnsafeMutablePointer<Float>, preActivation x: UnsafePointer<Float>, count: Int) {
-    let invSqrt2: Float = 0.70710678118654752, invSqrt2Pi: Float = 0.3989422804014327
-    for i in 0..<count {
-        let v = x[i]
-        d[i] *= 0.5 * (1 + erff(v * invSqrt2)) + v * expf(-0.5 * v * v) * invSqrt2Pi
+    forEachVector(count) { i in
+        let v = load8(x, i, count)
+        let slope = 0.5 * (1 + verf(v * invSqrt2)) + v * vexp(-0.5 * v * v) * invSqrt2Pi
+        store8(load8(d, i, count) * slope, d, i, count)
     }
 }
 
 /// tanh-GELU backward in place. x is the pre-activation (count).
 public func geluTanhBackward(_ d: UnsafeMutablePointer<Float>, preActivation x: UnsafePointer<Float>, count: Int) {
-    let k: Float = 0.7978845608028654
-    for i in 0..<count {
-        let v = x[i], inner = k * (v + 0.044715 * v * v * v), t = tanhf(inner)
-        d[i] *= 0.5 * (1 + t) + 0.5 * v * (1 - t * t) * k * (1 + 3 * 0.044715 * v * v)
+    forEachVector(count) { i in
+        let v = load8(x, i, count), v2 = v * v
+        let inner: Float8 = geluTanhK * (v + 0.044715 * v2 * v)
+        let t = vtanh(inner)
+        let dInner: Float8 = geluTanhK * (1 + 0.134145 * v2)
+        let slope: Float8 = 0.5 * (1 + t) + 0.5 * v * (1 - t * t) * dInner
+        store8(load8(d, i, count) * slope, d, i, count)
+    }
+}
+
+/// ReLU backward in place: d ← 0 where the pre-activation was ≤ 0. Both (count).
+public func reluBackward(_ d: UnsafeMutablePointer<Float>, preActivation x: UnsafePointer<Float>, count: Int) {
+    forEachVector(count) { i in
+        store8(load8(d, i, count).replacing(with: 0, where: load8(x, i, count) .<= 0), d, i, count)
     }
 }
 
 /// Attention backward over packed sequences, paired with `attentionForward(keepProbs: true)`.
-/// dout, q, dq are (N, H, D); k, v, dk, dv are (N, KVH, D); probs as saved; scratch holds maxT².
-/// Writes (not accumulates) dq, dk, dv.
+/// dout, q, dq are (N, H, D); k, v, dk, dv are (N, KVH, D); probs as saved; scratch holds
+/// `attentionScratchCount(maxLength:)`. Writes (not accumulates) dq, dk, dv.
+/// Units are (sequence, KV head): the query heads sharing a KV head accumulate into its dK and dV
+/// serially, so parallel units never write the same values.
 public func attentionBackward(
     dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>,
     dout: UnsafePointer<Float>, q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
@@ -95,32 +126,36 @@ public func attentionBackward(
     batch: PackedBatch, heads: Int, kvHeads: Int, headDim d: Int, scale: Float
 ) {
     let group = heads / kvHeads, qStride = heads * d, kvStride = kvHeads * d
-    dk.initialize(repeating: 0, count: batch.tokens * kvStride)
-    dv.initialize(repeating: 0, count: batch.tokens * kvStride)
-    var probOffset = 0
-    for s in 0..<batch.count {
+    let probBase = batch.probabilityOffsets(heads: heads)
+    let maxT = batch.maxLength
+    ComputeTeam.shared.parallelItems(batch.count * kvHeads) { unit, worker in
+        let s = unit / kvHeads, kvh = unit % kvHeads
         let start = batch.offsets[s], t = batch.length(s)
-        for h in 0..<heads {
-            let p = probs + probOffset
+        let dS = scratch + worker * maxT * maxT
+        let kh = k + start * kvStride + kvh * d, dkh = dk + start * kvStride + kvh * d
+        let vh = v + start * kvStride + kvh * d, dvh = dv + start * kvStride + kvh * d
+        for i in 0..<t {
+            (dkh + i * kvStride).initialize(repeating: 0, count: d)
+            (dvh + i * kvStride).initialize(repeating: 0, count: d)
+        }
+        for h in (kvh * group)..<((kvh + 1) * group) {
+            let p = probs + probBase[s] + h * t * t
             let qh = q + start * qStride + h * d, dqh = dq + start * qStride + h * d
-            let kh = k + start * kvStride + (h / group) * d, dkh = dk + start * kvStride + (h / group) * d
-            let vh = v + start * kvStride + (h / group) * d, dvh = dv + start * kvStride + (h / group) * d
             let doh = dout + start * qStride + h * d
             // dV (T, D) += Pᵀ (T, T) · dO (T, D)
-            sgemm(transA: true, m: t, n: d, k: t, a: p, lda: t, b: doh, ldb: qStride, beta: 1, c: dvh, ldc: kvStride)
+            blasSGEMM(true, false, t, d, t, 1, p, t, doh, qStride, 1, dvh, kvStride)
             // dP (T, T) = dO (T, D) · Vᵀ
-            sgemm(transB: true, m: t, n: t, k: d, a: doh, lda: qStride, b: vh, ldb: kvStride, c: scratch, ldc: t)
+            blasSGEMM(false, true, t, t, d, 1, doh, qStride, vh, kvStride, 0, dS, t)
             // dS = P ⊙ (dP − rowsum(dP ⊙ P)), scaled into the logits' space.
             for i in 0..<t {
-                let pr = p + i * t, dr = scratch + i * t
-                var dot: Float = 0
-                for j in 0..<t { dot += pr[j] * dr[j] }
-                for j in 0..<t { dr[j] = pr[j] * (dr[j] - dot) * scale }
+                let pr = p + i * t, dr = dS + i * t
+                let dot = dot8(pr, dr, t)
+                var j = 0
+                while j < t { store8(load8(pr, j, t) * (load8(dr, j, t) - dot) * scale, dr, j, t); j += 8 }
             }
             // dQ (T, D) = dS · K ; dK (T, D) += dSᵀ · Q
-            sgemm(m: t, n: d, k: t, a: scratch, lda: t, b: kh, ldb: kvStride, c: dqh, ldc: qStride)
-            sgemm(transA: true, m: t, n: d, k: t, a: scratch, lda: t, b: qh, ldb: qStride, beta: 1, c: dkh, ldc: kvStride)
-            probOffset += t * t
+            blasSGEMM(false, false, t, d, t, 1, dS, t, kh, kvStride, 0, dqh, qStride)
+            blasSGEMM(true, false, t, d, t, 1, dS, t, qh, qStride, 1, dkh, kvStride)
         }
     }
 }
@@ -130,13 +165,13 @@ public func attentionBackward(
 public func l2NormalizeBackward(
     dx: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>, x: UnsafePointer<Float>, n: Int, c: Int
 ) {
-    for row in 0..<n {
-        let xr = x + row * c, g = dy + row * c, o = dx + row * c
-        var ss: Float = 0
-        for i in 0..<c { ss += xr[i] * xr[i] }
-        let norm = max(ss.squareRoot(), 1e-12), inv = 1 / norm
-        var dot: Float = 0
-        for i in 0..<c { dot += xr[i] * inv * g[i] }
-        for i in 0..<c { o[i] = (g[i] - xr[i] * inv * dot) * inv }
+    ComputeTeam.shared.parallelFor(n, grain: rowGrain(c)) { rows in
+        for row in rows {
+            let xr = x + row * c, g = dy + row * c, o = dx + row * c
+            let norm = max(dot8(xr, xr, c).squareRoot(), 1e-12), inv = 1 / norm
+            let dot = dot8(xr, g, c) * inv
+            var i = 0
+            while i < c { store8((load8(g, i, c) - load8(xr, i, c) * inv * dot) * inv, o, i, c); i += 8 }
+        }
     }
 }

@@ -2,13 +2,41 @@ import CBLAS
 
 /// Row-major single-precision GEMM: C = alpha · op(A) · op(B) + beta · C,
 /// op(A) is (m, k), op(B) is (k, n), C is (m, n); lda/ldb/ldc are row strides.
-@inline(__always)
+///
+/// Large products are split over the compute team into row blocks of C (or column blocks when C
+/// has few rows), each a single-threaded OpenBLAS call: the blocks write disjoint parts of C, so
+/// the result equals one call's bit for bit within each block's kernel path.
 public func sgemm(
     transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
     alpha: Float = 1, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
     beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int
 ) {
     if m == 0 || n == 0 { return }
+    let team = ComputeTeam.shared
+    if team.size > 1, m * n * k >= 1 << 20 {
+        if m >= 64 {
+            team.parallelFor(m, grain: 16) { rows in
+                blasSGEMM(transA, transB, rows.count, n, k, alpha, a + (transA ? rows.lowerBound : rows.lowerBound * lda), lda,
+                          b, ldb, beta, c + rows.lowerBound * ldc, ldc)
+            }
+            return
+        }
+        if n >= 64 {
+            team.parallelFor(n, grain: 16) { cols in
+                blasSGEMM(transA, transB, m, cols.count, k, alpha, a, lda, b + (transB ? cols.lowerBound * ldb : cols.lowerBound),
+                          ldb, beta, c + cols.lowerBound, ldc)
+            }
+            return
+        }
+    }
+    blasSGEMM(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+@inline(__always)
+func blasSGEMM(
+    _ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float, _ a: UnsafePointer<Float>, _ lda: Int,
+    _ b: UnsafePointer<Float>, _ ldb: Int, _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int
+) {
     cblas_sgemm(
         CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
         Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
@@ -16,16 +44,19 @@ public func sgemm(
 
 /// Linear layer forward: out = inp · Wᵀ (+ bias).
 /// inp is (N, C), weight is (OC, C) as PyTorch stores it, bias is (OC), out is (N, OC).
+/// The bias is written first and the GEMM accumulates onto it (β = 1): one pass over `out`
+/// fewer than a separate bias add, and no zeroing pass inside OpenBLAS.
 public func linearForward(
     out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
     bias: UnsafePointer<Float>?, n: Int, c: Int, oc: Int
 ) {
-    sgemm(transB: true, m: n, n: oc, k: c, a: inp, lda: c, b: weight, ldb: c, c: out, ldc: oc)
-    if let bias {
-        for row in 0..<n {
-            let o = out + row * oc
-            for j in 0..<oc { o[j] += bias[j] }
-        }
+    guard let bias else {
+        sgemm(transB: true, m: n, n: oc, k: c, a: inp, lda: c, b: weight, ldb: c, c: out, ldc: oc)
+        return
+    }
+    ComputeTeam.shared.parallelFor(n, grain: 16) { rows in
+        for row in rows { (out + row * oc).update(from: bias, count: oc) }
+        blasSGEMM(false, true, rows.count, oc, c, 1, inp + rows.lowerBound * c, c, weight, c, 1, out + rows.lowerBound * oc, oc)
     }
 }
 

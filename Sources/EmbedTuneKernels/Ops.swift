@@ -3,40 +3,47 @@ import Foundation
 // Elementwise and fused kernels, llm.c style: free functions over raw pointers, each headed by
 // the shapes it expects. N is the number of tokens (packed, no padding), C the channel count.
 
+/// Rows per parallel chunk so that each chunk holds at least ~16k values.
+@inline(__always)
+func rowGrain(_ c: Int) -> Int { max(1, 16_384 / max(c, 1)) }
+
 /// RMSNorm: out = inp / sqrt(mean(inp²) + eps) · weight, statistics in fp32 as HF computes them.
 /// inp, out are (N, C); weight is (C); rstd (optional, for backward) is (N).
 public func rmsnormForward(
     out: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>? = nil,
     inp: UnsafePointer<Float>, weight: UnsafePointer<Float>, n: Int, c: Int, eps: Float
 ) {
-    for row in 0..<n {
-        let x = inp + row * c, o = out + row * c
-        var sumSquares: Float = 0
-        for i in 0..<c { sumSquares += x[i] * x[i] }
-        let r = 1 / (sumSquares / Float(c) + eps).squareRoot()
-        rstd?[row] = r
-        for i in 0..<c { o[i] = (x[i] * r) * weight[i] }
+    ComputeTeam.shared.parallelFor(n, grain: rowGrain(c)) { rows in
+        for row in rows {
+            let x = inp + row * c, o = out + row * c
+            let r = 1 / (dot8(x, x, c) / Float(c) + eps).squareRoot()
+            rstd?[row] = r
+            var i = 0
+            while i < c { store8(load8(x, i, c) * r * load8(weight, i, c), o, i, c); i += 8 }
+        }
     }
 }
 
 /// LayerNorm over the last dimension. inp, out are (N, C); weight, bias are (C);
-/// mean and rstd (optional, for backward) are (N).
+/// mean and rstd (optional, for backward) are (N). out may alias inp.
 public func layernormForward(
     out: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>? = nil,
     rstd: UnsafeMutablePointer<Float>? = nil, inp: UnsafePointer<Float>,
     weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, n: Int, c: Int, eps: Float
 ) {
-    for row in 0..<n {
-        let x = inp + row * c, o = out + row * c
-        var m: Float = 0
-        for i in 0..<c { m += x[i] }
-        m /= Float(c)
-        var v: Float = 0
-        for i in 0..<c { let d = x[i] - m; v += d * d }
-        let r = 1 / (v / Float(c) + eps).squareRoot()
-        mean?[row] = m
-        rstd?[row] = r
-        for i in 0..<c { o[i] = (x[i] - m) * r * weight[i] + bias[i] }
+    ComputeTeam.shared.parallelFor(n, grain: rowGrain(c)) { rows in
+        for row in rows {
+            let x = inp + row * c, o = out + row * c
+            let m = sum8(x, c) / Float(c)
+            let r = 1 / (squaredDeviation8(x, m, c) / Float(c) + eps).squareRoot()
+            mean?[row] = m
+            rstd?[row] = r
+            var i = 0
+            while i < c {
+                store8((load8(x, i, c) - m) * r * load8(weight, i, c) + load8(bias, i, c), o, i, c)
+                i += 8
+            }
+        }
     }
 }
 
@@ -81,7 +88,8 @@ func ropeRotate(
     let d = table.headDim, half = d / 2, sign: Float = inverse ? -1 : 1
     table.cos.withUnsafeBufferPointer { cosTable in
         table.sin.withUnsafeBufferPointer { sinTable in
-            for t in 0..<n {
+            ComputeTeam.shared.parallelFor(n, grain: rowGrain(heads * d)) { tokens in
+              for t in tokens {
                 let cs = cosTable.baseAddress! + Int(positions[t]) * half
                 let sn = sinTable.baseAddress! + Int(positions[t]) * half
                 for h in 0..<heads {
@@ -92,6 +100,7 @@ func ropeRotate(
                         v[i + half] = b * cs[i] + a * s
                     }
                 }
+              }
             }
         }
     }
@@ -101,32 +110,57 @@ func ropeRotate(
 public func swigluForward(
     out: UnsafeMutablePointer<Float>, gate: UnsafePointer<Float>, up: UnsafePointer<Float>, count: Int
 ) {
-    for i in 0..<count {
-        let g = gate[i]
-        out[i] = g / (1 + expf(-g)) * up[i]
+    forEachVector(count) { i in
+        let g = load8(gate, i, count)
+        store8(g * vsigmoid(g) * load8(up, i, count), out, i, count)
     }
 }
 
+let invSqrt2: Float = 0.707_106_781_186_547_52
+let invSqrt2Pi: Float = 0.398_942_280_401_432_7
+let geluTanhK: Float = 0.797_884_560_802_865_4
+
 /// Exact (erf) GELU in place, as BERT's "gelu" activation. x is (count).
 public func geluForward(_ x: UnsafeMutablePointer<Float>, count: Int) {
-    let invSqrt2: Float = 0.70710678118654752
-    for i in 0..<count { x[i] = 0.5 * x[i] * (1 + erff(x[i] * invSqrt2)) }
+    forEachVector(count) { i in
+        let v = load8(x, i, count)
+        store8(0.5 * v * (1 + verf(v * invSqrt2)), x, i, count)
+    }
+}
+
+/// tanh-approximated GELU in place ("gelu_new", "gelu_pytorch_tanh"). x is (count).
+public func geluTanhForward(_ x: UnsafeMutablePointer<Float>, count: Int) {
+    forEachVector(count) { i in
+        let v = load8(x, i, count)
+        store8(0.5 * v * (1 + vtanh(geluTanhK * (v + 0.044715 * v * v * v))), x, i, count)
+    }
+}
+
+/// ReLU in place. x is (count).
+public func reluForward(_ x: UnsafeMutablePointer<Float>, count: Int) {
+    forEachVector(count) { i in store8(vmax(load8(x, i, count), Float8()), x, i, count) }
 }
 
 /// Residual add in place: x += y. Both are (count).
 public func addInPlace(_ x: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Float>, count: Int) {
-    for i in 0..<count { x[i] += y[i] }
+    forEachVector(count) { i in store8(load8(x, i, count) + load8(y, i, count), x, i, count) }
+}
+
+/// out = x + y. All are (count); out may alias x or y.
+public func add(out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, count: Int) {
+    forEachVector(count) { i in store8(load8(x, i, count) + load8(y, i, count), out, i, count) }
 }
 
 /// Row-wise L2 normalisation in place, as torch.nn.functional.normalize (eps 1e-12).
 /// x is (N, C).
 public func l2NormalizeRows(_ x: UnsafeMutablePointer<Float>, n: Int, c: Int) {
-    for row in 0..<n {
-        let v = x + row * c
-        var s: Float = 0
-        for i in 0..<c { s += v[i] * v[i] }
-        let scale = 1 / max(s.squareRoot(), 1e-12)
-        for i in 0..<c { v[i] *= scale }
+    ComputeTeam.shared.parallelFor(n, grain: rowGrain(c)) { rows in
+        for row in rows {
+            let v = x + row * c
+            let scale = 1 / max(dot8(v, v, c).squareRoot(), 1e-12)
+            var i = 0
+            while i < c { store8(load8(v, i, c) * scale, v, i, c); i += 8 }
+        }
     }
 }
 
@@ -134,20 +168,28 @@ public func l2NormalizeRows(_ x: UnsafeMutablePointer<Float>, n: Int, c: Int) {
 /// row is (len).
 @inline(__always)
 public func softmaxPrefix(_ row: UnsafeMutablePointer<Float>, valid: Int, len: Int) {
-    var m = -Float.infinity
-    for j in 0..<valid { m = max(m, row[j]) }
-    var sum: Float = 0
-    for j in 0..<valid { let e = expf(row[j] - m); row[j] = e; sum += e }
-    let inv = 1 / sum
-    for j in 0..<valid { row[j] *= inv }
-    for j in valid..<len { row[j] = 0 }
-}
-
-/// tanh-approximated GELU in place ("gelu_new", "gelu_pytorch_tanh"). x is (count).
-public func geluTanhForward(_ x: UnsafeMutablePointer<Float>, count: Int) {
-    let k: Float = 0.7978845608028654
-    for i in 0..<count {
-        let v = x[i]
-        x[i] = 0.5 * v * (1 + tanhf(k * (v + 0.044715 * v * v * v)))
+    var maxima = Float8(repeating: -.infinity)
+    var j = 0
+    while j + 8 <= valid { maxima = vmax(maxima, ld(row + j)); j += 8 }
+    var m = maxima.max()
+    while j < valid { m = max(m, row[j]); j += 1 }
+    var sums = Float8()
+    j = 0
+    while j + 8 <= valid {
+        let e = vexp(ld(row + j) - m)
+        sums += e
+        st(e, row + j)
+        j += 8
     }
+    var sum = sums.sum()
+    if j < valid {
+        // The tail through the same vector exp, so every entry is computed alike.
+        let e = vexp(load8(row, j, valid) - m)
+        for l in 0..<(valid - j) { sum += e[l]; row[j + l] = e[l] }
+    }
+    let inv = 1 / sum
+    j = 0
+    while j + 8 <= valid { st(ld(row + j) * inv, row + j); j += 8 }
+    while j < valid { row[j] *= inv; j += 1 }
+    for j in valid..<len { row[j] = 0 }
 }

@@ -166,7 +166,7 @@ public final class BertModel: Backbone, TrainableBackbone {
         let batch = PackedBatch(lengths: sequences.map(\.count))
         let n = batch.tokens, eps = cfg.eps, rank = lora?.adapter.config.r ?? 0
         let probsPerLayer = train ? h * (0..<batch.count).reduce(0) { $0 + batch.length($1) * batch.length($1) }
-                                  : batch.maxLength * batch.maxLength
+                                  : attentionScratchCount(maxLength: batch.maxLength)
         let dropping = lora != nil && lora!.training && lora!.adapter.config.loraDropout > 0
         let plan = activations.layout { a -> ([LayerActivations], UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>,
                                                UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) in
@@ -192,7 +192,7 @@ public final class BertModel: Backbone, TrainableBackbone {
                 l.y2 = l.y1
                 layers = Array(repeating: l, count: cfg.numHiddenLayers)
             }
-            let scratch = a.take(n * c), attentionScratch = a.take(train ? batch.maxLength * batch.maxLength : 0)
+            let scratch = a.take(n * c), attentionScratch = a.take(train ? attentionScratchCount(maxLength: batch.maxLength) : 0)
             let dropped = a.take(dropping ? n * max(c, inter) : 0)
             let grads = a.take(train ? n * (5 * c + 2 * inter + rank) : 0)
             return (layers, scratch, attentionScratch, dropped, grads)
@@ -241,7 +241,7 @@ public final class BertModel: Backbone, TrainableBackbone {
                 switch activation {
                 case .gelu: geluForward(t.act, count: n * inter)
                 case .geluTanh: geluTanhForward(t.act, count: n * inter)
-                case .relu: for i in 0..<(n * inter) { t.act[i] = max(t.act[i], 0) }
+                case .relu: reluForward(t.act, count: n * inter)
                 }
                 linear(5, out: t.y2, inp: t.act, weight: layer.output, bias: layer.outputBias, inF: inter, outF: c)
                 addInPlace(t.y2, t.x1, count: n * c)
@@ -284,7 +284,7 @@ public final class BertModel: Backbone, TrainableBackbone {
                 switch activation {
                 case .gelu: geluBackward(dh, preActivation: t.hPre, count: n * inter)
                 case .geluTanh: geluTanhBackward(dh, preActivation: t.hPre, count: n * inter)
-                case .relu: for i in 0..<(n * inter) where t.hPre[i] <= 0 { dh[i] = 0 }
+                case .relu: reluBackward(dh, preActivation: t.hPre, count: n * inter)
                 }
                 dx.update(from: dy, count: n * c)  // residual: dL/dx1
                 linearBack(4, dinp: dx, dout: dh, inp: t.x1, weight: layer.intermediate, inF: c, outF: inter, accumulate: true)

@@ -199,7 +199,7 @@ public final class QwenModel: Backbone, TrainableBackbone {
         let inter = cfg.intermediateSize, eps = Float(cfg.rmsNormEps), train = keepActivations
         let rank = lora?.adapter.config.r ?? 0
         let probsPerLayer = train ? h * (0..<batch.count).reduce(0) { $0 + batch.length($1) * batch.length($1) }
-                                  : batch.maxLength * batch.maxLength
+                                  : attentionScratchCount(maxLength: batch.maxLength)
         let maxIn = max(c, h * d, inter)
 
         // Lay out every buffer of this pass in one reusable arena.
@@ -237,7 +237,8 @@ public final class QwenModel: Backbone, TrainableBackbone {
                 layers = Array(repeating: l, count: cfg.numHiddenLayers)
             }
             let xFinal = train ? layers.last!.xOut : x0
-            let proj = a.take(n * max(c, h * d)), hidden = a.take(n * c), rstdFinal = a.take(n)
+            // proj doubles as the attention-backward scratch.
+            let proj = a.take(max(n * max(c, h * d), train ? attentionScratchCount(maxLength: batch.maxLength) : 0)), hidden = a.take(n * c), rstdFinal = a.take(n)
             let dropped = a.take(lora != nil && lora!.training && lora!.adapter.config.loraDropout > 0 ? n * maxIn : 0)
             let grads = a.take(train ? n * (2 * c + 2 * h * d + 3 * kv * d + 3 * inter + rank) : 0)
             return (layers, xFinal, proj, hidden, rstdFinal, dropped, grads)
@@ -283,7 +284,7 @@ public final class QwenModel: Backbone, TrainableBackbone {
                 attentionForward(out: t.att, probs: t.probs, keepProbs: train, q: t.q, k: t.k, v: t.v, batch: batch,
                                  heads: h, kvHeads: kv, headDim: d, causal: true, scale: 1 / Float(d).squareRoot())
                 linear(3, out: proj, inp: t.att, weight: layer.oProj, bias: nil, inF: h * d, outF: c)
-                for i in 0..<(n * c) { t.xMid[i] = t.xIn[i] + proj[i] }
+                add(out: t.xMid, t.xIn, proj, count: n * c)
 
                 // MLP block: xOut = xMid + down(silu(gate(norm(xMid))) · up(norm(xMid))).
                 rmsnormForward(out: t.xn2, rstd: t.rstd2, inp: t.xMid, weight: layer.postAttentionLayernorm.pointer, n: n, c: c, eps: eps)
@@ -291,7 +292,7 @@ public final class QwenModel: Backbone, TrainableBackbone {
                 linear(5, out: t.up, inp: t.xn2, weight: layer.upProj, bias: nil, inF: c, outF: inter)
                 swigluForward(out: t.act, gate: t.gate, up: t.up, count: n * inter)
                 linear(6, out: proj, inp: t.act, weight: layer.downProj, bias: nil, inF: inter, outF: c)
-                for i in 0..<(n * c) { t.xOut[i] = t.xMid[i] + proj[i] }
+                add(out: t.xOut, t.xMid, proj, count: n * c)
             }
         }
         rmsnormForward(out: hidden, rstd: rstdFinal, inp: xFinal, weight: finalNorm.pointer, n: n, c: c, eps: eps)

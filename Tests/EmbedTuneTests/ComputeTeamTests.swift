@@ -1,0 +1,88 @@
+import EmbedTuneKernels
+import EmbedTuneModels
+import Foundation
+import Testing
+
+@Suite("Vector math and the compute team", .serialized)
+struct ComputeTeamTests {
+    /// Evaluates an eight-lane function on every value of `xs`.
+    func lanes(_ xs: [Float], _ f: (Float8) -> Float8) -> [Float] {
+        stride(from: 0, to: xs.count, by: 8).flatMap { i -> [Float] in
+            var v = Float8()
+            for l in 0..<min(8, xs.count - i) { v[l] = xs[i + l] }
+            let r = f(v)
+            return (0..<min(8, xs.count - i)).map { r[$0] }
+        }
+    }
+
+    @Test("vexp, verf, vtanh and vsigmoid are within a few ulp of the Double functions")
+    func vectorMath() {
+        let xs = (0...40_000).map { Float(-20 + Double($0) / 1000) }
+        let exps = lanes(xs, vexp), erfs = lanes(xs, verf), tanhs = lanes(xs, vtanh), sigmoids = lanes(xs, vsigmoid)
+        var expRel = 0.0, erfAbs = 0.0, tanhAbs = 0.0, sigmoidAbs = 0.0
+        for (i, x) in xs.enumerated() {
+            let d = Double(x)
+            expRel = max(expRel, abs(Double(exps[i]) - Foundation.exp(d)) / Foundation.exp(d))
+            erfAbs = max(erfAbs, abs(Double(erfs[i]) - Foundation.erf(d)))
+            tanhAbs = max(tanhAbs, abs(Double(tanhs[i]) - Foundation.tanh(d)))
+            sigmoidAbs = max(sigmoidAbs, abs(Double(sigmoids[i]) - 1 / (1 + Foundation.exp(-d))))
+        }
+        #expect(expRel < 3e-7, "exp relative error \(expRel)")
+        #expect(erfAbs < 5e-7, "erf absolute error \(erfAbs)")
+        #expect(tanhAbs < 3e-7, "tanh absolute error \(tanhAbs)")
+        #expect(sigmoidAbs < 3e-7, "sigmoid absolute error \(sigmoidAbs)")
+        let edges = lanes([-200, -87.5, 0, 88, 200, -.infinity, 5, 6], vexp)
+        #expect(edges.allSatisfy { $0.isFinite && $0 >= 0 })
+    }
+
+    @Test("parallel loops cover every index exactly once, for every team size and length")
+    func coverage() {
+        let team = ComputeTeam.shared
+        defer { team.resize(1) }
+        for size in [1, 2, 3] {
+            team.resize(size)
+            for count in [0, 1, 7, 31, 32, 33, 1000] {
+                var hits = [Int](repeating: 0, count: count)
+                hits.withUnsafeMutableBufferPointer { h in
+                    team.parallelFor(count, grain: 16) { range in for i in range { h[i] += 1 } }
+                }
+                #expect(hits.allSatisfy { $0 == 1 }, "size \(size), count \(count)")
+                var items = [Int](repeating: 0, count: count)
+                items.withUnsafeMutableBufferPointer { h in team.parallelItems(count) { i, _ in h[i] += 1 } }
+                #expect(items.allSatisfy { $0 == 1 }, "size \(size), count \(count)")
+            }
+        }
+    }
+
+    @Test("forward and LoRA backward on two threads equal one thread within 1e-5",
+          arguments: ["tiny-qwen3", "tiny-bert-zh"])
+    func twoThreadsMatchOne(_ name: String) throws {
+        let team = ComputeTeam.shared
+        defer { team.resize(1) }
+        func run(threads: Int) throws -> (hidden: [Float], grads: [Float]) {
+            team.resize(threads)
+            let model = try loadBackbone(ModelDirectory(Paths.fixtures.appendingPathComponent(name))) as! Backbone & TrainableBackbone
+            let adapter = try LoRAAdapter(config: LoRAConfig(r: 4, alpha: 8, dropout: 0.1, targetModules: model.defaultTargetModules),
+                                          linears: model.linearLayers)
+            var rng = SeededGenerator(seed: 3)
+            adapter.initialize(using: &rng)
+            for i in 0..<adapter.params.count { adapter.params.pointer[i] += Float.random(in: -0.05...0.05, using: &rng) }
+            // Long enough that GEMMs, attention and element-wise loops all split.
+            let sequences: [[Int32]] = (0..<6).map { (s: Int) -> [Int32] in
+                (0..<(40 + 13 * s)).map { (p: Int) -> Int32 in Int32((p * 7 + s * 3) % 90 + 5) }
+            }
+            let context = LoRAContext(adapter: adapter, training: true, sequenceSeeds: sequences.indices.map { UInt64($0) + 9 })
+            let hidden = try model.forward(sequences, lora: context, keepActivations: true)
+            let h = hidden.array
+            var dHidden = [Float](repeating: 0, count: h.count)
+            for i in dHidden.indices { dHidden[i] = Float(sin(Double(i) * 0.37)) }
+            adapter.zeroGrads()
+            try model.backward(dHidden: dHidden)
+            return (h, adapter.grads.array)
+        }
+        let one = try run(threads: 1), two = try run(threads: 2)
+        #expect(maxAbsDifference(one.hidden, two.hidden) < 1e-5)
+        let scale = max(1, one.grads.map { abs($0) }.max() ?? 1)
+        #expect(maxAbsDifference(one.grads, two.grads) / scale < 1e-5)
+    }
+}
