@@ -15,7 +15,7 @@ public struct PackedBatch: Sendable {
 }
 
 /// Floats of attention scratch a pass needs: one maxT² score block per compute thread.
-public func attentionScratchCount(maxLength: Int) -> Int { ComputeTeam.shared.size * maxLength * maxLength }
+public func attentionScratchCount(maxLength: Int) -> Int { ComputeTeam.current.size * maxLength * maxLength }
 
 extension PackedBatch {
     /// Where sequence s's H score blocks (T_s² each) start in the probabilities kept for backward.
@@ -41,7 +41,7 @@ public func attentionForward(
     let qStride = heads * d, kvStride = kvHeads * d
     let probBase = keepProbs ? batch.probabilityOffsets(heads: heads) : []
     let maxT = batch.maxLength
-    ComputeTeam.shared.parallelItems(batch.count * heads) { unit, worker in
+    ComputeTeam.current.parallelItems(batch.count * heads) { unit, worker in
         let s = unit / heads, h = unit % heads
         let start = batch.offsets[s], t = batch.length(s)
         let p = keepProbs ? probs + probBase[s] + h * t * t : probs + worker * maxT * maxT

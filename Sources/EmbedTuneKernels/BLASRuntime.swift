@@ -25,7 +25,7 @@ public enum BLASRuntime {
     /// Compute threads of this process (the `ComputeTeam`). OpenBLAS itself always runs one
     /// thread per call: the team splits the GEMMs, so no BLAS thread spins while element-wise
     /// kernels run.
-    public static var threads: Int { ComputeTeam.shared.size }
+    public static var threads: Int { ComputeTeam.current.size }
     public static func setThreads(_ n: Int) {
         openblas_set_num_threads(1)
         ComputeTeam.shared.resize(n)

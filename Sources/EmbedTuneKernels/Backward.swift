@@ -20,7 +20,7 @@ public func rmsnormBackward(
     dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>,
     weight: UnsafePointer<Float>, rstd: UnsafePointer<Float>, n: Int, c: Int
 ) {
-    ComputeTeam.shared.parallelFor(n, grain: rowGrain(c)) { rows in
+    ComputeTeam.current.parallelFor(n, grain: rowGrain(c)) { rows in
         for row in rows {
             let x = inp + row * c, g = dout + row * c, dx = dinp + row * c, r = rstd[row]
             var acc = Float8()
@@ -44,7 +44,7 @@ public func layernormBackward(
     weight: UnsafePointer<Float>, mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>, n: Int, c: Int,
     accumulate: Bool = true
 ) {
-    ComputeTeam.shared.parallelFor(n, grain: rowGrain(c)) { rows in
+    ComputeTeam.current.parallelFor(n, grain: rowGrain(c)) { rows in
         for row in rows {
             let x = inp + row * c, g = dout + row * c, dx = dinp + row * c, mu = mean[row], r = rstd[row]
             var sumG = Float8(), sumGX = Float8()
@@ -86,32 +86,43 @@ public func swigluBackward(
     }
 }
 
-/// Exact GELU backward in place: d ← d · gelu'(x). x is the pre-activation (count).
-public func geluBackward(_ d: UnsafeMutablePointer<Float>, preActivation x: UnsafePointer<Float>, count: Int) {
+/// Exact GELU backward: dinp = dout · gelu'(x). x is the pre-activation; all (count); dinp may
+/// alias dout.
+public func geluBackward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, preActivation x: UnsafePointer<Float>,
+                         count: Int) {
     forEachVector(count) { i in
         let v = load8(x, i, count)
         let slope = 0.5 * (1 + verf(v * invSqrt2)) + v * vexp(-0.5 * v * v) * invSqrt2Pi
-        store8(load8(d, i, count) * slope, d, i, count)
+        store8(load8(dout, i, count) * slope, dinp, i, count)
     }
 }
 
-/// tanh-GELU backward in place. x is the pre-activation (count).
-public func geluTanhBackward(_ d: UnsafeMutablePointer<Float>, preActivation x: UnsafePointer<Float>, count: Int) {
+/// tanh-GELU backward: dinp = dout · gelu_tanh'(x). All (count); dinp may alias dout.
+public func geluTanhBackward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, preActivation x: UnsafePointer<Float>,
+                             count: Int) {
     forEachVector(count) { i in
         let v = load8(x, i, count), v2 = v * v
         let inner: Float8 = geluTanhK * (v + 0.044715 * v2 * v)
         let t = vtanh(inner)
         let dInner: Float8 = geluTanhK * (1 + 0.134145 * v2)
         let slope: Float8 = 0.5 * (1 + t) + 0.5 * v * (1 - t * t) * dInner
-        store8(load8(d, i, count) * slope, d, i, count)
+        store8(load8(dout, i, count) * slope, dinp, i, count)
     }
 }
 
-/// ReLU backward in place: d ← 0 where the pre-activation was ≤ 0. Both (count).
-public func reluBackward(_ d: UnsafeMutablePointer<Float>, preActivation x: UnsafePointer<Float>, count: Int) {
+/// ReLU backward: dinp = dout where the pre-activation was > 0, else 0. All (count); may alias.
+public func reluBackward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, preActivation x: UnsafePointer<Float>,
+                         count: Int) {
     forEachVector(count) { i in
-        store8(load8(d, i, count).replacing(with: 0, where: load8(x, i, count) .<= 0), d, i, count)
+        store8(load8(dout, i, count).replacing(with: 0, where: load8(x, i, count) .<= 0), dinp, i, count)
     }
+}
+
+public func geluBackward(_ d: UnsafeMutablePointer<Float>, preActivation x: UnsafePointer<Float>, count: Int) {
+    geluBackward(dinp: d, dout: d, preActivation: x, count: count)
+}
+public func geluTanhBackward(_ d: UnsafeMutablePointer<Float>, preActivation x: UnsafePointer<Float>, count: Int) {
+    geluTanhBackward(dinp: d, dout: d, preActivation: x, count: count)
 }
 
 /// Attention backward over packed sequences, paired with `attentionForward(keepProbs: true)`.
@@ -128,7 +139,7 @@ public func attentionBackward(
     let group = heads / kvHeads, qStride = heads * d, kvStride = kvHeads * d
     let probBase = batch.probabilityOffsets(heads: heads)
     let maxT = batch.maxLength
-    ComputeTeam.shared.parallelItems(batch.count * kvHeads) { unit, worker in
+    ComputeTeam.current.parallelItems(batch.count * kvHeads) { unit, worker in
         let s = unit / kvHeads, kvh = unit % kvHeads
         let start = batch.offsets[s], t = batch.length(s)
         let dS = scratch + worker * maxT * maxT
@@ -165,7 +176,7 @@ public func attentionBackward(
 public func l2NormalizeBackward(
     dx: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>, x: UnsafePointer<Float>, n: Int, c: Int
 ) {
-    ComputeTeam.shared.parallelFor(n, grain: rowGrain(c)) { rows in
+    ComputeTeam.current.parallelFor(n, grain: rowGrain(c)) { rows in
         for row in rows {
             let xr = x + row * c, g = dy + row * c, o = dx + row * c
             let norm = max(dot8(xr, xr, c).squareRoot(), 1e-12), inv = 1 / norm

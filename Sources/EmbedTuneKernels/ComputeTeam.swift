@@ -12,7 +12,36 @@ import Synchronization
 /// then sleep on a condition variable. Only one caller at a time owns the team; a concurrent or
 /// nested caller runs its loop inline, so kernels are safe to call from any thread.
 public final class ComputeTeam: @unchecked Sendable {
+    /// The process's team, sized by `BLASRuntime.setThreads`.
     public static let shared = ComputeTeam()
+
+    /// The team kernels called on this thread use: `shared`, unless `withTeam` chose another.
+    /// (Scratch sized for one team must be used with that same team, so a test that wants two
+    /// threads runs on its own team instead of resizing the one concurrent tests are using.)
+    public static var current: ComputeTeam {
+        guard let raw = pthread_getspecific(currentKey) else { return shared }
+        return Unmanaged<ComputeTeam>.fromOpaque(raw).takeUnretainedValue()
+    }
+
+    /// Runs `body` with `team` as this thread's `current` team.
+    public static func withTeam<T>(_ team: ComputeTeam, _ body: () throws -> T) rethrows -> T {
+        let previous = pthread_getspecific(currentKey)
+        pthread_setspecific(currentKey, Unmanaged.passUnretained(team).toOpaque())
+        defer { pthread_setspecific(currentKey, previous) }
+        return try body()
+    }
+
+    private static let currentKey: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key, nil)
+        return key
+    }()
+
+    /// A team of `size` threads (the caller plus size − 1 workers).
+    public convenience init(size: Int) {
+        self.init()
+        resize(size)
+    }
 
     /// Threads taking part in a parallel loop, the caller included.
     public private(set) var size = 1

@@ -12,7 +12,7 @@ public func sgemm(
     beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int
 ) {
     if m == 0 || n == 0 { return }
-    let team = ComputeTeam.shared
+    let team = ComputeTeam.current
     if team.size > 1, m * n * k >= 1 << 20 {
         if m >= 64 {
             team.parallelFor(m, grain: 16) { rows in
@@ -54,7 +54,7 @@ public func linearForward(
         sgemm(transB: true, m: n, n: oc, k: c, a: inp, lda: c, b: weight, ldb: c, c: out, ldc: oc)
         return
     }
-    ComputeTeam.shared.parallelFor(n, grain: 16) { rows in
+    ComputeTeam.current.parallelFor(n, grain: 16) { rows in
         for row in rows { (out + row * oc).update(from: bias, count: oc) }
         blasSGEMM(false, true, rows.count, oc, c, 1, inp + rows.lowerBound * c, c, weight, c, 1, out + rows.lowerBound * oc, oc)
     }

@@ -13,7 +13,7 @@ public func rmsnormForward(
     out: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>? = nil,
     inp: UnsafePointer<Float>, weight: UnsafePointer<Float>, n: Int, c: Int, eps: Float
 ) {
-    ComputeTeam.shared.parallelFor(n, grain: rowGrain(c)) { rows in
+    ComputeTeam.current.parallelFor(n, grain: rowGrain(c)) { rows in
         for row in rows {
             let x = inp + row * c, o = out + row * c
             let r = 1 / (dot8(x, x, c) / Float(c) + eps).squareRoot()
@@ -31,7 +31,7 @@ public func layernormForward(
     rstd: UnsafeMutablePointer<Float>? = nil, inp: UnsafePointer<Float>,
     weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, n: Int, c: Int, eps: Float
 ) {
-    ComputeTeam.shared.parallelFor(n, grain: rowGrain(c)) { rows in
+    ComputeTeam.current.parallelFor(n, grain: rowGrain(c)) { rows in
         for row in rows {
             let x = inp + row * c, o = out + row * c
             let m = sum8(x, c) / Float(c)
@@ -88,7 +88,7 @@ func ropeRotate(
     let d = table.headDim, half = d / 2, sign: Float = inverse ? -1 : 1
     table.cos.withUnsafeBufferPointer { cosTable in
         table.sin.withUnsafeBufferPointer { sinTable in
-            ComputeTeam.shared.parallelFor(n, grain: rowGrain(heads * d)) { tokens in
+            ComputeTeam.current.parallelFor(n, grain: rowGrain(heads * d)) { tokens in
               for t in tokens {
                 let cs = cosTable.baseAddress! + Int(positions[t]) * half
                 let sn = sinTable.baseAddress! + Int(positions[t]) * half
@@ -120,26 +120,30 @@ let invSqrt2: Float = 0.707_106_781_186_547_52
 let invSqrt2Pi: Float = 0.398_942_280_401_432_7
 let geluTanhK: Float = 0.797_884_560_802_865_4
 
-/// Exact (erf) GELU in place, as BERT's "gelu" activation. x is (count).
-public func geluForward(_ x: UnsafeMutablePointer<Float>, count: Int) {
+/// Exact (erf) GELU, as BERT's "gelu" activation: out = x·Φ(x). inp, out are (count); out may
+/// alias inp.
+public func geluForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, count: Int) {
     forEachVector(count) { i in
-        let v = load8(x, i, count)
-        store8(0.5 * v * (1 + verf(v * invSqrt2)), x, i, count)
+        let v = load8(inp, i, count)
+        store8(0.5 * v * (1 + verf(v * invSqrt2)), out, i, count)
     }
 }
 
-/// tanh-approximated GELU in place ("gelu_new", "gelu_pytorch_tanh"). x is (count).
-public func geluTanhForward(_ x: UnsafeMutablePointer<Float>, count: Int) {
+/// tanh-approximated GELU ("gelu_new", "gelu_pytorch_tanh"). inp, out are (count); may alias.
+public func geluTanhForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, count: Int) {
     forEachVector(count) { i in
-        let v = load8(x, i, count)
-        store8(0.5 * v * (1 + vtanh(geluTanhK * (v + 0.044715 * v * v * v))), x, i, count)
+        let v = load8(inp, i, count)
+        store8(0.5 * v * (1 + vtanh(geluTanhK * (v + 0.044715 * v * v * v))), out, i, count)
     }
 }
 
-/// ReLU in place. x is (count).
-public func reluForward(_ x: UnsafeMutablePointer<Float>, count: Int) {
-    forEachVector(count) { i in store8(vmax(load8(x, i, count), Float8()), x, i, count) }
+/// ReLU. inp, out are (count); may alias.
+public func reluForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, count: Int) {
+    forEachVector(count) { i in store8(vmax(load8(inp, i, count), Float8()), out, i, count) }
 }
+
+public func geluForward(_ x: UnsafeMutablePointer<Float>, count: Int) { geluForward(out: x, inp: x, count: count) }
+public func geluTanhForward(_ x: UnsafeMutablePointer<Float>, count: Int) { geluTanhForward(out: x, inp: x, count: count) }
 
 /// Residual add in place: x += y. Both are (count).
 public func addInPlace(_ x: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Float>, count: Int) {
@@ -154,7 +158,7 @@ public func add(out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ y
 /// Row-wise L2 normalisation in place, as torch.nn.functional.normalize (eps 1e-12).
 /// x is (N, C).
 public func l2NormalizeRows(_ x: UnsafeMutablePointer<Float>, n: Int, c: Int) {
-    ComputeTeam.shared.parallelFor(n, grain: rowGrain(c)) { rows in
+    ComputeTeam.current.parallelFor(n, grain: rowGrain(c)) { rows in
         for row in rows {
             let v = x + row * c
             let scale = 1 / max(dot8(v, v, c).squareRoot(), 1e-12)

@@ -134,7 +134,7 @@ func squaredDeviation8(_ x: UnsafePointer<Float>, _ m: Float, _ count: Int) -> F
 /// the tail, which load8/store8 pad).
 @inline(__always)
 func forEachVector(_ count: Int, _ body: (Int) -> Void) {
-    ComputeTeam.shared.parallelFor((count + 7) / 8, grain: 2048) { chunk in
+    ComputeTeam.current.parallelFor((count + 7) / 8, grain: 2048) { chunk in
         for v in chunk { body(v * 8) }
     }
 }

@@ -237,11 +237,10 @@ public final class BertModel: Backbone, TrainableBackbone {
                                  bias: layer.attentionNormBias.pointer, n: n, c: c, eps: eps)
                 // xOut = LN(x1 + dense(act(dense(x1))))
                 linear(4, out: t.hPre, inp: t.x1, weight: layer.intermediate, bias: layer.intermediateBias, inF: c, outF: inter)
-                if t.act != t.hPre { t.act.update(from: t.hPre, count: n * inter) }
-                switch activation {
-                case .gelu: geluForward(t.act, count: n * inter)
-                case .geluTanh: geluTanhForward(t.act, count: n * inter)
-                case .relu: reluForward(t.act, count: n * inter)
+                switch activation {  // act aliases hPre when activations are not kept
+                case .gelu: geluForward(out: t.act, inp: t.hPre, count: n * inter)
+                case .geluTanh: geluTanhForward(out: t.act, inp: t.hPre, count: n * inter)
+                case .relu: reluForward(out: t.act, inp: t.hPre, count: n * inter)
                 }
                 linear(5, out: t.y2, inp: t.act, weight: layer.output, bias: layer.outputBias, inF: inter, outF: c)
                 addInPlace(t.y2, t.x1, count: n * c)
@@ -276,22 +275,19 @@ public final class BertModel: Backbone, TrainableBackbone {
                                           u: t.loraU[m], du: du, dropped: s.dropped)
                 }
                 // MLP block: dx = dL/dxOut → dy = dL/dy2.
-                dy.initialize(repeating: 0, count: n * c)
                 layernormBackward(dinp: dy, dout: dx, inp: t.y2, weight: layer.outputNormWeight.pointer, mean: t.mean2,
-                                  rstd: t.rstd2, n: n, c: c)
+                                  rstd: t.rstd2, n: n, c: c, accumulate: false)
                 linearBack(5, dinp: dact, dout: dy, inp: t.act, weight: layer.output, inF: inter, outF: c, accumulate: false)
-                dh.update(from: dact, count: n * inter)
                 switch activation {
-                case .gelu: geluBackward(dh, preActivation: t.hPre, count: n * inter)
-                case .geluTanh: geluTanhBackward(dh, preActivation: t.hPre, count: n * inter)
-                case .relu: reluBackward(dh, preActivation: t.hPre, count: n * inter)
+                case .gelu: geluBackward(dinp: dh, dout: dact, preActivation: t.hPre, count: n * inter)
+                case .geluTanh: geluTanhBackward(dinp: dh, dout: dact, preActivation: t.hPre, count: n * inter)
+                case .relu: reluBackward(dinp: dh, dout: dact, preActivation: t.hPre, count: n * inter)
                 }
                 dx.update(from: dy, count: n * c)  // residual: dL/dx1
                 linearBack(4, dinp: dx, dout: dh, inp: t.x1, weight: layer.intermediate, inF: c, outF: inter, accumulate: true)
                 // Attention block: dx = dL/dx1 → dy = dL/dy1.
-                dy.initialize(repeating: 0, count: n * c)
                 layernormBackward(dinp: dy, dout: dx, inp: t.y1, weight: layer.attentionNormWeight.pointer, mean: t.mean1,
-                                  rstd: t.rstd1, n: n, c: c)
+                                  rstd: t.rstd1, n: n, c: c, accumulate: false)
                 linearBack(3, dinp: dv, dout: dy, inp: t.att, weight: layer.attentionOutput, inF: c, outF: c, accumulate: false)
                 // dv temporarily holds dL/datt; attention backward writes dq, dk and (after reading it) dv.
                 s.scratch.update(from: dv, count: n * c)

@@ -114,7 +114,7 @@ public func dropoutForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<
                            tokenSeeds: UnsafePointer<UInt64>, site: UInt64) {
     let threshold = UInt64(Double(p) * Double(UInt64.max))
     let scale = 1 / (1 - p)
-    ComputeTeam.shared.parallelFor(n, grain: 16) { tokens in
+    ComputeTeam.current.parallelFor(n, grain: 16) { tokens in
         for t in tokens {
             let base = mix64(tokenSeeds[t] ^ (site &* 0xD6E8_FEB8_6659_FD93))
             let x = inp + t * c, o = out + t * c

@@ -57,6 +57,10 @@ public final class Trainer {
     lazy var reductionBuffer = FloatBuffer(count: adapter.grads.count + 3)
     let negatives: Int
     let queryPrefix: String, documentPrefix: String
+    /// This rank's share of the --preserve_data texts (prompted), and their base-model embeddings
+    /// as they are first needed.
+    let anchors: [String]
+    var anchorBase = [Int: [Float]]()
 
     /// `rows`: training triples given directly (e.g. from the dataset store) instead of read from
     /// `options.dataset`.
@@ -92,6 +96,19 @@ public final class Trainer {
             }
         } else {
             train = all
+        }
+        if let path = options.preserveData {
+            let (rows, _) = try TripletReader.read(path, skipBadRows: options.skipBadRows)
+            var seen = Set<String>(), texts = [String]()
+            for r in rows {
+                for t in [queryPrefix + r.query, documentPrefix + r.positive] where seen.insert(t).inserted { texts.append(t) }
+            }
+            anchors = texts.enumerated().filter { $0.offset % communicator.size == communicator.rank }.map(\.element)
+            if anchors.isEmpty {
+                throw DataProblem(origin: path, problem: "\(texts.count) texts to preserve, fewer than the \(communicator.size) ranks")
+            }
+        } else {
+            anchors = []
         }
         negatives = options.hardNegatives >= 0 ? options.hardNegatives : (train.map(\.negatives.count).max() ?? 0)
         if negatives > 0, let bare = train.first(where: { $0.negatives.isEmpty }) {
@@ -178,12 +195,14 @@ public final class Trainer {
                           queries: queries)
     }
 
-    /// Embeds texts (pooled, L2-normalised), optionally keeping activations for backward.
-    /// Returns normalised rows and the raw pooled rows (for the normalisation backward).
-    func embed(_ ids: [[Int32]], seeds: [UInt64], keep: Bool, training: Bool) throws -> (normalized: [Float], pooled: [Float]) {
+    /// Embeds texts (pooled, L2-normalised), optionally keeping activations for backward; with
+    /// `adapted: false`, through the base model alone. Returns normalised rows and the raw pooled
+    /// rows (for the normalisation backward).
+    func embed(_ ids: [[Int32]], seeds: [UInt64], keep: Bool, training: Bool, adapted: Bool = true) throws
+        -> (normalized: [Float], pooled: [Float]) {
         let c = model.hiddenSize
-        let context = LoRAContext(adapter: adapter, training: training, sequenceSeeds: seeds)
-        let hidden = try model.forward(ids, lora: context, keepActivations: keep)
+        let context = adapted ? LoRAContext(adapter: adapter, training: training, sequenceSeeds: seeds) : nil
+        let hidden = try model.forward(ids, lora: context, keepActivations: keep && adapted)
         var pooled = [Float](repeating: 0, count: ids.count * c)
         let batch = PackedBatch(lengths: ids.map(\.count))
         pooled.withUnsafeMutableBufferPointer { pool(embedder.directory.pooling, hidden: hidden.pointer, batch: batch, c: c, out: $0.baseAddress!) }
@@ -203,6 +222,35 @@ public final class Trainer {
         var dHidden = [Float](repeating: 0, count: batch.tokens * c)
         poolBackward(embedder.directory.pooling, dPooled: dPooled, batch: batch, c: c, dHidden: &dHidden)
         try dHidden.withUnsafeBufferPointer { try model.backward(dHidden: $0.baseAddress!) }
+    }
+
+    /// The preservation term of step `step`: λ · mean over the global anchor batch of
+    /// ‖e − e_base‖², its gradient backpropagated into the adapter. Returns this rank's share.
+    public func accumulatePreservation(step: Int) throws -> Double {
+        let b = options.preserveBatch, c = model.hiddenSize
+        let picks = (0..<b).map { (step * b + $0) % anchors.count }
+        let ids = embedder.tokenizer.encodeBatch(picks.map { anchors[$0] }, maxLength: options.maxLength)
+        // Base embeddings first: the adapted forward below keeps the activations for backward.
+        let missing = Array(Set(picks.filter { anchorBase[$0] == nil })).sorted()
+        if !missing.isEmpty {
+            let base = try embed(missing.map { ids[picks.firstIndex(of: $0)!] }, seeds: [], keep: false, training: false,
+                                 adapted: false).normalized
+            for (i, a) in missing.enumerated() { anchorBase[a] = Array(base[(i * c)..<((i + 1) * c)]) }
+        }
+        let seeds = picks.map { mix64(options.seed ^ 0x5052_4553_4552_5645 ^ (UInt64(step) << 24) ^ UInt64($0)) }
+        let (normalized, pooled) = try embed(ids, seeds: seeds, keep: true, training: true)
+        let factor = options.preserveWeight / Float(b * communicator.size)
+        var d = [Float](repeating: 0, count: b * c), loss = 0.0
+        for (i, a) in picks.enumerated() {
+            let base = anchorBase[a]!
+            for j in 0..<c {
+                let diff = normalized[i * c + j] - base[j]
+                loss += Double(factor * diff * diff)
+                d[i * c + j] = 2 * factor * diff
+            }
+        }
+        try backward(ids, pooled: pooled, dNormalized: d[...])
+        return loss
     }
 
     /// Assembles the global contrastive batch from every rank's embeddings (rank order = global

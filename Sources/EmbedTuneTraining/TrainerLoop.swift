@@ -53,6 +53,7 @@ extension Trainer {
                 loss += result.loss * Double(scale); dLogTau += result.dLogTemperature * Double(scale); tau = t
             }
         }
+        if !anchors.isEmpty { loss += try accumulatePreservation(step: step) }
         return (loss, dLogTau, tokens, tau, globalBatch * accum)
     }
 
@@ -66,7 +67,8 @@ extension Trainer {
             step = try Checkpoint.load(dir, into: self)
             events(.started("resumed from \(dir.path) at step \(step)"))
         } else {
-            events(.started("\(train.count) training / \(holdout.count) held-out rows, \(totalSteps) steps of \(globalBatch * options.gradientAccumulationSteps) triples, \(negatives) hard negatives per row, \(adapter.parameterCount) LoRA parameters, \(communicator.size) rank(s)"))
+            events(.started("\(train.count) training / \(holdout.count) held-out rows, \(totalSteps) steps of \(globalBatch * options.gradientAccumulationSteps) triples, \(negatives) hard negatives per row, \(adapter.parameterCount) LoRA parameters, \(communicator.size) rank(s)"
+                + (anchors.isEmpty ? "" : ", preserving \(anchors.count) texts per rank (weight \(options.preserveWeight), \(options.preserveBatch) per step)")))
         }
         for problem in skipped { events(.warning("skipped \(problem)")) }
         let log = communicator.isRoot ? try JSONLLog(url: out.appendingPathComponent("train_log.jsonl"), append: resume != nil) : nil

@@ -60,6 +60,13 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
     /// and one dev set (BEIR directory) per domain: this run's first, then one per partner.
     public var fusionAdapters: [String] = []
     public var fusionDev: [String] = []
+    /// Texts of other domains whose embeddings this adapter should leave where the base model puts
+    /// them (a pairs/triplets file: its queries and positives, with the query/document prompts):
+    /// each step adds preserve_weight · mean ‖e − e_base‖² over preserve_batch of them per rank.
+    /// Adapters trained this way interfere less when fused with those domains' adapters.
+    public var preserveData: String?
+    public var preserveWeight: Float = 1
+    public var preserveBatch = 16
     public var threads = 0
 
     public init() {}
@@ -81,6 +88,7 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
         case adaptiveTerms = "adaptive_terms", gradCacheMiniBatch = "gradcache_mini_batch", skipBadRows = "skip_bad_rows"
         case queryPrompt = "query_prompt", documentPrompt = "document_prompt", gatherAcrossRanks = "gather_across_ranks"
         case fusionAdapters = "fusion_adapters", fusionDev = "fusion_dev"
+        case preserveData = "preserve_data", preserveWeight = "preserve_weight", preserveBatch = "preserve_batch"
     }
 
     public var temperatureSchedule: TemperatureMode {
@@ -111,6 +119,8 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
         if !fusionAdapters.isEmpty && fusionDev.count != fusionAdapters.count + 1 {
             throw fail("--fusion_dev needs \(fusionAdapters.count + 1) dev sets (this run's domain first, then one per --fusion_adapters entry), got \(fusionDev.count)")
         }
+        if preserveData != nil && !(preserveWeight >= 0) { throw fail("--preserve_weight must be ≥ 0 (got \(preserveWeight))") }
+        if preserveData != nil && preserveBatch <= 0 { throw fail("--preserve_batch must be positive (got \(preserveBatch))") }
         if !(0..<1).contains(splitDatasetRatio) { throw fail("--split_dataset_ratio must be in [0, 1)") }
         if maxLength < 4 { throw fail("--max_length must be at least 4") }
     }

@@ -67,7 +67,13 @@ struct TrainCommand: ParsableCommand {
     var fusionAdapters: String?
     @Option(name: .customLong("fusion_dev"), help: "Comma-separated dev sets (BEIR directories): this run's domain first, then one per fusion adapter.")
     var fusionDev: String?
-    @Option(help: "BLAS threads per process (default cores ÷ local ranks).") var threads: Int?
+    @Option(name: .customLong("preserve_data"), help: "Other domains' pairs/triplets file: keep their query and positive embeddings near the base model's (fusion-friendly adapters).")
+    var preserveData: String?
+    @Option(name: .customLong("preserve_weight"), help: "Weight of the mean squared embedding drift on --preserve_data texts (default 1).")
+    var preserveWeight: Float?
+    @Option(name: .customLong("preserve_batch"), help: "--preserve_data texts per rank per step (default 16).")
+    var preserveBatch: Int?
+    @Option(help: "Compute threads per process (default cores ÷ local ranks).") var threads: Int?
     @Flag(help: "Print from every rank.") var verbose = false
 
     func run() throws {
@@ -171,6 +177,8 @@ struct TrainCommand: ParsableCommand {
         set(fakeNegativeMargin, \.infonce.fakeNegativeMargin); set(includeQQ, \.infonce.includeQQ)
         set(includeDD, \.infonce.includeDD); set(gradCacheMiniBatch, \.gradCacheMiniBatch)
         set(gatherAcrossRanks, \.gatherAcrossRanks)
+        if let preserveData { o.preserveData = preserveData }
+        set(preserveWeight, \.preserveWeight); set(preserveBatch, \.preserveBatch)
         if let queryPrompt { o.queryPrompt = queryPrompt }
         if let documentPrompt { o.documentPrompt = documentPrompt }
         if skipBadRows { o.skipBadRows = true }

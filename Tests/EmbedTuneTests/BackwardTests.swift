@@ -92,7 +92,11 @@ struct BackwardTests {
             return dg + du
         })
         #expect(swiglu < 2e-3, "swiglu relative error \(swiglu)")
-        for (name, fwd, bwd) in [("gelu", geluForward, geluBackward), ("gelu_tanh", geluTanhForward, geluTanhBackward)] {
+        let gelus: [(String, (UnsafeMutablePointer<Float>, Int) -> Void, (UnsafeMutablePointer<Float>, UnsafePointer<Float>, Int) -> Void)] = [
+            ("gelu", { geluForward($0, count: $1) }, { geluBackward($0, preActivation: $1, count: $2) }),
+            ("gelu_tanh", { geluTanhForward($0, count: $1) }, { geluTanhBackward($0, preActivation: $1, count: $2) }),
+        ]
+        for (name, fwd, bwd) in gelus {
             let err = finiteDifferenceError(inputCount: count, outputCount: count, forward: { x in
                 var y = x.map { $0 * 3 }
                 fwd(&y, count)

@@ -37,7 +37,7 @@ struct ComputeTeamTests {
 
     @Test("parallel loops cover every index exactly once, for every team size and length")
     func coverage() {
-        let team = ComputeTeam.shared
+        let team = ComputeTeam(size: 1)
         defer { team.resize(1) }
         for size in [1, 2, 3] {
             team.resize(size)
@@ -57,10 +57,12 @@ struct ComputeTeamTests {
     @Test("forward and LoRA backward on two threads equal one thread within 1e-5",
           arguments: ["tiny-qwen3", "tiny-bert-zh"])
     func twoThreadsMatchOne(_ name: String) throws {
-        let team = ComputeTeam.shared
-        defer { team.resize(1) }
         func run(threads: Int) throws -> (hidden: [Float], grads: [Float]) {
-            team.resize(threads)
+            let team = ComputeTeam(size: threads)
+            defer { team.resize(1) }
+            return try ComputeTeam.withTeam(team) { try pass() }
+        }
+        func pass() throws -> (hidden: [Float], grads: [Float]) {
             let model = try loadBackbone(ModelDirectory(Paths.fixtures.appendingPathComponent(name))) as! Backbone & TrainableBackbone
             let adapter = try LoRAAdapter(config: LoRAConfig(r: 4, alpha: 8, dropout: 0.1, targetModules: model.defaultTargetModules),
                                           linears: model.linearLayers)
