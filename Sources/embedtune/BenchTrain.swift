@@ -56,35 +56,17 @@ struct TrainBench: ParsableCommand {
             }
             if let worker { try runWorker(gradCache: worker); return }
             var rows: [[String: Any]] = []
-            let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
             let configs = ranks.split(separator: ",").compactMap { Int($0) }.flatMap { r in
                 gradcache.split(separator: ",").compactMap { Int($0) }.map { (r, $0) }
             }
             for (worldSize, mini) in configs {
-                let p = Process()
                 let worker = ["bench", "train", "--model", model, "--batch-size", "\(batchSize)", "--negatives", "\(negatives)",
                               "--max-length", "\(maxLength)", "--steps", "\(steps)", "--lora-dropout", "\(loraDropout)",
                               "--worker", "\(mini)"]
-                if worldSize > 1 {
-                    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-                    let cores = ProcessInfo.processInfo.activeProcessorCount
-                    p.arguments = ["mpirun", "-np", "\(worldSize)"] + (worldSize > cores ? ["--oversubscribe"] : [])
-                        + ["-x", "OPENBLAS_NUM_THREADS=\(max(1, cores / worldSize))", exe] + worker
-                    var env = ProcessInfo.processInfo.environment
-                    env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
-                    p.environment = env
-                } else {
-                    p.executableURL = URL(fileURLWithPath: exe)
-                    p.arguments = worker
-                }
-                let pipe = Pipe()
-                p.standardOutput = pipe
-                try p.run()
-                let data = pipe.fileHandleForReading.readDataToEndOfFile()
-                p.waitUntilExit()
-                guard p.terminationStatus == 0, let line = String(data: data, encoding: .utf8)?.split(separator: "\n").last,
-                      let row = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
-                    throw CLIError("bench worker for gradcache \(mini) failed")
+                let output = try runBenchWorker(worldSize: worldSize, arguments: worker, what: "gradcache \(mini)")
+                guard let line = output.split(separator: "\n").last,
+                      let row = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
+                    throw CLIError("bench worker for gradcache \(mini) printed no result")
                 }
                 rows.append(row)
             }

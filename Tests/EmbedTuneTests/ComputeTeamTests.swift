@@ -88,3 +88,25 @@ struct ComputeTeamTests {
         #expect(maxAbsDifference(one.grads, two.grads) / scale < 1e-5)
     }
 }
+
+@Suite("LoRA dropout masks")
+struct DropoutMaskTests {
+    @Test("dropout zeroes a fraction p of the values, scales the rest by 1/(1 − p), and differs by site and token")
+    func statistics() {
+        let n = 64, c = 1000, p: Float = 0.1
+        let x = [Float](repeating: 1, count: n * c)
+        let seeds: [UInt64] = (0..<n).map { mix64(UInt64($0) &+ 17) }
+        var a = [Float](repeating: 0, count: n * c), b = a
+        dropoutForward(out: &a, inp: x, n: n, c: c, p: p, tokenSeeds: seeds, site: 1)
+        dropoutForward(out: &b, inp: x, n: n, c: c, p: p, tokenSeeds: seeds, site: 2)
+        let dropped = Double(a.filter { $0 == 0 }.count) / Double(n * c)
+        #expect(abs(dropped - 0.1) < 0.005, "dropped fraction \(dropped)")
+        #expect(a.allSatisfy { $0 == 0 || abs($0 - 1 / (1 - p)) < 1e-6 })
+        let sameSite = zip(a, b).filter { ($0 == 0) && ($1 == 0) }.count
+        #expect(Double(sameSite) / Double(n * c) < 0.02, "masks of two sites overlap like independent draws (~p²)")
+        #expect(Array(a[0..<c]) != Array(a[c..<(2 * c)]))
+        var again = [Float](repeating: 0, count: n * c)
+        dropoutForward(out: &again, inp: x, n: n, c: c, p: p, tokenSeeds: seeds, site: 1)
+        #expect(again == a)
+    }
+}
