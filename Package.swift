@@ -39,7 +39,7 @@ let package = Package(
             swiftSettings: fast),
         .target(
             name: "EmbedTuneData",
-            dependencies: ["EmbedTuneTraining", "EmbedTuneTokenizers", "EmbedTuneModels", "EmbedTuneFormats", "CSQLite"],
+            dependencies: ["EmbedTuneTraining", "EmbedTuneTokenizers", "EmbedTuneModels", "EmbedTuneKernels", "EmbedTuneFormats", "CSQLite"],
             swiftSettings: plain),
         .executableTarget(
             name: "embedtune",

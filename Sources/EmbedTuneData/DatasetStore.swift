@@ -1,4 +1,5 @@
 import EmbedTuneFormats
+import EmbedTuneKernels
 import EmbedTuneModels
 import EmbedTuneTraining
 import Foundation

@@ -14,8 +14,8 @@ public struct PackedBatch: Sendable {
     }
 }
 
-/// Floats of attention scratch a pass needs: one maxT² score block per compute thread.
-public func attentionScratchCount(maxLength: Int) -> Int { ComputeTeam.current.size * maxLength * maxLength }
+/// Floats of attention scratch a pass needs: two maxT² score blocks per compute thread.
+public func attentionScratchCount(maxLength: Int) -> Int { 2 * ComputeTeam.current.size * maxLength * maxLength }
 
 extension PackedBatch {
     /// Where sequence s's H score blocks (T_s² each) start in the probabilities kept for backward.
@@ -31,12 +31,16 @@ extension PackedBatch {
 /// probs (saved for backward) is Σ_s H·T_s² floats, or, when not kept, scratch of
 /// `attentionScratchCount(maxLength:)`. Causal masks position j > i; bidirectional attends to the
 /// whole sequence (no padding exists in a packed batch, so no padding mask is needed).
+/// With `dropout`, out = dropout(P)·V; the kept probs stay P (softmax backward needs it) and the
+/// dropped copy goes to `scratch` (`attentionScratchCount`), recomputed in backward.
 /// (sequence, head) units run in parallel on the compute team, each with single-threaded GEMMs.
 public func attentionForward(
     out: UnsafeMutablePointer<Float>, probs: UnsafeMutablePointer<Float>, keepProbs: Bool,
     q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
-    batch: PackedBatch, heads: Int, kvHeads: Int, headDim d: Int, causal: Bool, scale: Float
+    batch: PackedBatch, heads: Int, kvHeads: Int, headDim d: Int, causal: Bool, scale: Float,
+    scratch: UnsafeMutablePointer<Float>? = nil, dropout: AttentionDropout? = nil
 ) {
+    precondition(dropout == nil || !keepProbs || scratch != nil, "attention dropout with kept probabilities needs scratch")
     let group = heads / kvHeads
     let qStride = heads * d, kvStride = kvHeads * d
     let probBase = keepProbs ? batch.probabilityOffsets(heads: heads) : []
@@ -44,14 +48,20 @@ public func attentionForward(
     ComputeTeam.current.parallelItems(batch.count * heads) { unit, worker in
         let s = unit / heads, h = unit % heads
         let start = batch.offsets[s], t = batch.length(s)
-        let p = keepProbs ? probs + probBase[s] + h * t * t : probs + worker * maxT * maxT
+        let p = keepProbs ? probs + probBase[s] + h * t * t : probs + 2 * worker * maxT * maxT
         let qh = q + start * qStride + h * d
         let kh = k + start * kvStride + (h / group) * d
         let vh = v + start * kvStride + (h / group) * d
         // scores (T, T) = scale · Q (T, D) · Kᵀ (D, T)
         blasSGEMM(false, true, t, t, d, scale, qh, qStride, kh, kvStride, 0, p, t)
         for i in 0..<t { softmaxPrefix(p + i * t, valid: causal ? i + 1 : t, len: t) }
+        var weights = UnsafePointer(p)
+        if let dropout {
+            let dropped = keepProbs ? scratch! + 2 * worker * maxT * maxT : p
+            dropout.apply(out: dropped, inp: p, rows: t, firstToken: start, head: h)
+            weights = UnsafePointer(dropped)
+        }
         // out (T, D) = P (T, T) · V (T, D)
-        blasSGEMM(false, false, t, d, t, 1, p, t, vh, kvStride, 0, out + start * qStride + h * d, qStride)
+        blasSGEMM(false, false, t, d, t, 1, weights, t, vh, kvStride, 0, out + start * qStride + h * d, qStride)
     }
 }

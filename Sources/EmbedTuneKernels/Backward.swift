@@ -127,14 +127,15 @@ public func geluTanhBackward(_ d: UnsafeMutablePointer<Float>, preActivation x: 
 
 /// Attention backward over packed sequences, paired with `attentionForward(keepProbs: true)`.
 /// dout, q, dq are (N, H, D); k, v, dk, dv are (N, KVH, D); probs as saved; scratch holds
-/// `attentionScratchCount(maxLength:)`. Writes (not accumulates) dq, dk, dv.
+/// `attentionScratchCount(maxLength:)`; `dropout` as in the forward pass. Writes (not accumulates)
+/// dq, dk, dv.
 /// Units are (sequence, KV head): the query heads sharing a KV head accumulate into its dK and dV
 /// serially, so parallel units never write the same values.
 public func attentionBackward(
     dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>,
     dout: UnsafePointer<Float>, q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
     probs: UnsafePointer<Float>, scratch: UnsafeMutablePointer<Float>,
-    batch: PackedBatch, heads: Int, kvHeads: Int, headDim d: Int, scale: Float
+    batch: PackedBatch, heads: Int, kvHeads: Int, headDim d: Int, scale: Float, dropout: AttentionDropout? = nil
 ) {
     let group = heads / kvHeads, qStride = heads * d, kvStride = kvHeads * d
     let probBase = batch.probabilityOffsets(heads: heads)
@@ -142,7 +143,7 @@ public func attentionBackward(
     ComputeTeam.current.parallelItems(batch.count * kvHeads) { unit, worker in
         let s = unit / kvHeads, kvh = unit % kvHeads
         let start = batch.offsets[s], t = batch.length(s)
-        let dS = scratch + worker * maxT * maxT
+        let dS = scratch + 2 * worker * maxT * maxT, dropped = dS + maxT * maxT
         let kh = k + start * kvStride + kvh * d, dkh = dk + start * kvStride + kvh * d
         let vh = v + start * kvStride + kvh * d, dvh = dv + start * kvStride + kvh * d
         for i in 0..<t {
@@ -153,10 +154,16 @@ public func attentionBackward(
             let p = probs + probBase[s] + h * t * t
             let qh = q + start * qStride + h * d, dqh = dq + start * qStride + h * d
             let doh = dout + start * qStride + h * d
-            // dV (T, D) += Pᵀ (T, T) · dO (T, D)
-            blasSGEMM(true, false, t, d, t, 1, p, t, doh, qStride, 1, dvh, kvStride)
-            // dP (T, T) = dO (T, D) · Vᵀ
+            var weights = p
+            if let dropout {
+                dropout.apply(out: dropped, inp: p, rows: t, firstToken: start, head: h)
+                weights = UnsafePointer(dropped)
+            }
+            // dV (T, D) += P'ᵀ (T, T) · dO (T, D)   (P' = dropout(P), or P)
+            blasSGEMM(true, false, t, d, t, 1, weights, t, doh, qStride, 1, dvh, kvStride)
+            // dP' (T, T) = dO (T, D) · Vᵀ, and through the same mask: dP = dropout'(dP')
             blasSGEMM(false, true, t, t, d, 1, doh, qStride, vh, kvStride, 0, dS, t)
+            dropout?.apply(out: dS, inp: dS, rows: t, firstToken: start, head: h)
             // dS = P ⊙ (dP − rowsum(dP ⊙ P)), scaled into the logits' space.
             for i in 0..<t {
                 let pr = p + i * t, dr = dS + i * t

@@ -16,6 +16,8 @@ public struct BertConfig: Codable, Sendable {
     public var layerNormEps: Double?
     public var padTokenId: Int?
     public var positionEmbeddingType: String?
+    public var hiddenDropoutProb: Double?
+    public var attentionProbsDropoutProb: Double?
 
     enum CodingKeys: String, CodingKey {
         case modelType = "model_type", vocabSize = "vocab_size", hiddenSize = "hidden_size"
@@ -24,6 +26,7 @@ public struct BertConfig: Codable, Sendable {
         case maxPositionEmbeddings = "max_position_embeddings", typeVocabSize = "type_vocab_size"
         case layerNormEps = "layer_norm_eps", padTokenId = "pad_token_id"
         case positionEmbeddingType = "position_embedding_type"
+        case hiddenDropoutProb = "hidden_dropout_prob", attentionProbsDropoutProb = "attention_probs_dropout_prob"
     }
 
     /// XLM-R numbers positions from padding_idx + 1 (RoBERTa's convention); BERT from 0.
@@ -124,6 +127,20 @@ public final class BertModel: Backbone, TrainableBackbone {
         }
     }
 
+    // MARK: backbone dropout
+
+    /// Hidden and attention-probability dropout of the checkpoint's config (HF's defaults 0.1),
+    /// live only in training passes that ask for it (`LoRAContext.backboneDropout`).
+    func backboneDropout(_ context: LoRAContext?) -> (hidden: Float, attention: Float) {
+        guard let context, context.training, context.backboneDropout, !context.sequenceSeeds.isEmpty else { return (0, 0) }
+        return (Float(config.hiddenDropoutProb ?? 0.1), Float(config.attentionProbsDropoutProb ?? 0.1))
+    }
+
+    // Dropout sites beyond the LoRA layers' (1 … linear count).
+    static let embeddingSite: UInt64 = 0x1_0000
+    static func attentionSite(_ layer: Int) -> UInt64 { 0x2_0000 + UInt64(layer) * 256 }
+    static func hiddenSite(_ layer: Int, _ which: Int) -> UInt64 { 0x3_0000 + UInt64(layer) * 2 + UInt64(which) }
+
     // MARK: forward / backward
 
     /// One encoder block's activations (training: per layer; inference: shared and aliased).
@@ -192,7 +209,7 @@ public final class BertModel: Backbone, TrainableBackbone {
                 l.y2 = l.y1
                 layers = Array(repeating: l, count: cfg.numHiddenLayers)
             }
-            let scratch = a.take(n * c), attentionScratch = a.take(train ? attentionScratchCount(maxLength: batch.maxLength) : 0)
+            let scratch = a.take(n * c), attentionScratch = a.take(train ? attentionScratchCount(maxLength: batch.maxLength) : 16)
             let dropped = a.take(dropping ? n * max(c, inter) : 0)
             let grads = a.take(train ? n * (5 * c + 2 * inter + rank) : 0)
             return (layers, scratch, attentionScratch, dropped, grads)
@@ -216,8 +233,10 @@ public final class BertModel: Backbone, TrainableBackbone {
         layernormForward(out: x0, inp: x0, weight: embeddingNormWeight.pointer, bias: embeddingNormBias.pointer, n: n, c: c, eps: eps)
 
         var context = lora
+        let (hiddenP, attentionP) = backboneDropout(lora)
         tokenSeeds.withUnsafeBufferPointer { seeds in
             if context != nil, !seeds.isEmpty { context!.tokenSeeds = seeds.baseAddress }
+            if hiddenP > 0 { dropoutRows(out: x0, inp: x0, n: n, c: c, p: hiddenP, tokenSeeds: seeds.baseAddress!, site: Self.embeddingSite) }
             for (li, layer) in layers.enumerated() {
                 let t = acts[li], slots = Self.moduleNames.map { context?.adapter.slot("encoder.layer.\(li).\($0)") }
                 func linear(_ m: Int, out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: Tensor, bias: Tensor,
@@ -230,8 +249,12 @@ public final class BertModel: Backbone, TrainableBackbone {
                 linear(1, out: t.k, inp: t.xIn, weight: layer.key, bias: layer.keyBias, inF: c, outF: c)
                 linear(2, out: t.v, inp: t.xIn, weight: layer.value, bias: layer.valueBias, inF: c, outF: c)
                 attentionForward(out: t.att, probs: t.probs, keepProbs: train, q: t.q, k: t.k, v: t.v, batch: batch,
-                                 heads: h, kvHeads: h, headDim: d, causal: false, scale: 1 / Float(d).squareRoot())
+                                 heads: h, kvHeads: h, headDim: d, causal: false, scale: 1 / Float(d).squareRoot(),
+                                 scratch: attentionScratch,
+                                 dropout: attentionP > 0 ? AttentionDropout(p: attentionP, tokenSeeds: seeds.baseAddress!,
+                                                                            site: Self.attentionSite(li)) : nil)
                 linear(3, out: t.y1, inp: t.att, weight: layer.attentionOutput, bias: layer.attentionOutputBias, inF: c, outF: c)
+                if hiddenP > 0 { dropoutRows(out: t.y1, inp: t.y1, n: n, c: c, p: hiddenP, tokenSeeds: seeds.baseAddress!, site: Self.hiddenSite(li, 0)) }
                 addInPlace(t.y1, t.xIn, count: n * c)
                 layernormForward(out: t.x1, mean: t.mean1, rstd: t.rstd1, inp: t.y1, weight: layer.attentionNormWeight.pointer,
                                  bias: layer.attentionNormBias.pointer, n: n, c: c, eps: eps)
@@ -243,6 +266,7 @@ public final class BertModel: Backbone, TrainableBackbone {
                 case .relu: reluForward(out: t.act, inp: t.hPre, count: n * inter)
                 }
                 linear(5, out: t.y2, inp: t.act, weight: layer.output, bias: layer.outputBias, inF: inter, outF: c)
+                if hiddenP > 0 { dropoutRows(out: t.y2, inp: t.y2, n: n, c: c, p: hiddenP, tokenSeeds: seeds.baseAddress!, site: Self.hiddenSite(li, 1)) }
                 addInPlace(t.y2, t.x1, count: n * c)
                 layernormForward(out: t.xOut, mean: t.mean2, rstd: t.rstd2, inp: t.y2, weight: layer.outputNormWeight.pointer,
                                  bias: layer.outputNormBias.pointer, n: n, c: c, eps: eps)
@@ -263,6 +287,7 @@ public final class BertModel: Backbone, TrainableBackbone {
         let dh = take(n * inter), dact = take(n * inter), du = take(n * rank)
         dx.update(from: dHidden, count: n * c)
         var context = s.lora
+        let (hiddenP, attentionP) = backboneDropout(s.lora)
         s.tokenSeeds.withUnsafeBufferPointer { seeds in
             if !seeds.isEmpty { context.tokenSeeds = seeds.baseAddress }
             for li in stride(from: layers.count - 1, through: 0, by: -1) {
@@ -277,7 +302,14 @@ public final class BertModel: Backbone, TrainableBackbone {
                 // MLP block: dx = dL/dxOut → dy = dL/dy2.
                 layernormBackward(dinp: dy, dout: dx, inp: t.y2, weight: layer.outputNormWeight.pointer, mean: t.mean2,
                                   rstd: t.rstd2, n: n, c: c, accumulate: false)
-                linearBack(5, dinp: dact, dout: dy, inp: t.act, weight: layer.output, inF: inter, outF: c, accumulate: false)
+                // Through the hidden dropout (dq is free until attention backward): the dense's gradient
+                // is masked, the residual's is not.
+                var dDense = UnsafePointer(dy)
+                if hiddenP > 0 {
+                    dropoutRows(out: dq, inp: dy, n: n, c: c, p: hiddenP, tokenSeeds: seeds.baseAddress!, site: Self.hiddenSite(li, 1))
+                    dDense = UnsafePointer(dq)
+                }
+                linearBack(5, dinp: dact, dout: dDense, inp: t.act, weight: layer.output, inF: inter, outF: c, accumulate: false)
                 switch activation {
                 case .gelu: geluBackward(dinp: dh, dout: dact, preActivation: t.hPre, count: n * inter)
                 case .geluTanh: geluTanhBackward(dinp: dh, dout: dact, preActivation: t.hPre, count: n * inter)
@@ -288,11 +320,18 @@ public final class BertModel: Backbone, TrainableBackbone {
                 // Attention block: dx = dL/dx1 → dy = dL/dy1.
                 layernormBackward(dinp: dy, dout: dx, inp: t.y1, weight: layer.attentionNormWeight.pointer, mean: t.mean1,
                                   rstd: t.rstd1, n: n, c: c, accumulate: false)
-                linearBack(3, dinp: dv, dout: dy, inp: t.att, weight: layer.attentionOutput, inF: c, outF: c, accumulate: false)
+                dDense = UnsafePointer(dy)
+                if hiddenP > 0 {
+                    dropoutRows(out: dq, inp: dy, n: n, c: c, p: hiddenP, tokenSeeds: seeds.baseAddress!, site: Self.hiddenSite(li, 0))
+                    dDense = UnsafePointer(dq)
+                }
+                linearBack(3, dinp: dv, dout: dDense, inp: t.att, weight: layer.attentionOutput, inF: c, outF: c, accumulate: false)
                 // dv temporarily holds dL/datt; attention backward writes dq, dk and (after reading it) dv.
                 s.scratch.update(from: dv, count: n * c)
                 attentionBackward(dq: dq, dk: dk, dv: dv, dout: s.scratch, q: t.q, k: t.k, v: t.v, probs: t.probs,
-                                  scratch: s.attentionScratch, batch: s.batch, heads: h, kvHeads: h, headDim: d, scale: 1 / Float(d).squareRoot())
+                                  scratch: s.attentionScratch, batch: s.batch, heads: h, kvHeads: h, headDim: d, scale: 1 / Float(d).squareRoot(),
+                                  dropout: attentionP > 0 ? AttentionDropout(p: attentionP, tokenSeeds: seeds.baseAddress!,
+                                                                             site: Self.attentionSite(li)) : nil)
                 dx.update(from: dy, count: n * c)  // residual: dL/dxIn
                 linearBack(0, dinp: dx, dout: dq, inp: t.xIn, weight: layer.query, inF: c, outF: c, accumulate: true)
                 linearBack(1, dinp: dx, dout: dk, inp: t.xIn, weight: layer.key, inF: c, outF: c, accumulate: true)

@@ -97,53 +97,13 @@ public final class LoRAAdapter {
 
 // MARK: deterministic dropout
 
-/// Counter-based randomness: the dropout mask of element j of token t at layer `site` depends
-/// only on (token seed, site, j). A text embeds identically whether it is recomputed (GradCache),
-/// batched with others, or on another rank.
-@inline(__always)
-public func mix64(_ x: UInt64) -> UInt64 {
-    var z = x &+ 0x9E37_79B9_7F4A_7C15
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
-}
-
-/// murmur3's 32-bit finaliser, eight lanes at a time.
-@inline(__always)
-func fmix32(_ x: SIMD8<UInt32>) -> SIMD8<UInt32> {
-    var h = x ^ (x &>> 16)
-    h &*= 0x85EB_CA6B
-    h ^= h &>> 13
-    h &*= 0xC2B2_AE35
-    return h ^ (h &>> 16)
-}
-
 /// out = dropout(inp) with keep probability 1 − p, inverted scaling. inp, out are (N, C);
-/// tokenSeeds is (N); out may alias inp.
-/// Element j of token t is dropped when a 32-bit hash of (mix64(seed_t, site), j) falls below
-/// p·2³²: one 64-bit mix per token, then eight 32-bit lanes per step (a 64-bit mix per element
-/// made dropout cost as much as the layer's GEMMs).
+/// tokenSeeds is (N); out may alias inp. The mask of element j of token t at layer `site` depends
+/// only on (token seed, site, j) (`dropoutRows`): a text embeds identically whether it is
+/// recomputed (GradCache), batched with others, or on another rank.
 public func dropoutForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, n: Int, c: Int, p: Float,
                            tokenSeeds: UnsafePointer<UInt64>, site: UInt64) {
-    let threshold = SIMD8<UInt32>(repeating: UInt32(min(Double(p) * 4_294_967_296.0, 4_294_967_295.0)))
-    let scale = 1 / (1 - p)
-    let lanes = SIMD8<UInt32>(0, 1, 2, 3, 4, 5, 6, 7)
-    ComputeTeam.current.parallelFor(n, grain: 16) { tokens in
-        for t in tokens {
-            let base = mix64(tokenSeeds[t] ^ (site &* 0xD6E8_FEB8_6659_FD93))
-            let lo = SIMD8<UInt32>(repeating: UInt32(truncatingIfNeeded: base))
-            let hi = SIMD8<UInt32>(repeating: UInt32(truncatingIfNeeded: base >> 32))
-            let x = inp + t * c, o = out + t * c
-            var j = 0
-            while j < c {
-                let index = lanes &+ UInt32(truncatingIfNeeded: j)
-                let h = fmix32(fmix32(lo &+ index &* 0x9E37_79B1) ^ hi)
-                let v = load8(x, j, c) * scale
-                store8(v.replacing(with: 0, where: h .< threshold), o, j, c)
-                j += 8
-            }
-        }
-    }
+    dropoutRows(out: out, inp: inp, n: n, c: c, p: p, tokenSeeds: tokenSeeds, site: site)
 }
 
 // MARK: LoRA-augmented linear
@@ -155,12 +115,16 @@ public struct LoRAContext {
     public let training: Bool
     /// One seed per sequence of the batch (dropout masks are a function of it and the position).
     public let sequenceSeeds: [UInt64]
+    /// Also apply the backbone's own dropout (BERT's hidden and attention-probability dropout), as
+    /// PyTorch does in train mode; masks come from the same per-token seeds.
+    public var backboneDropout: Bool
     var tokenSeeds: UnsafePointer<UInt64>?
 
-    public init(adapter: LoRAAdapter, training: Bool, sequenceSeeds: [UInt64] = []) {
+    public init(adapter: LoRAAdapter, training: Bool, sequenceSeeds: [UInt64] = [], backboneDropout: Bool = false) {
         self.adapter = adapter
         self.training = training
         self.sequenceSeeds = sequenceSeeds
+        self.backboneDropout = backboneDropout
     }
 
     var dropout: Float { training && tokenSeeds != nil ? Float(adapter.config.loraDropout) : 0 }

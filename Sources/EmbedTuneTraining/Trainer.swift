@@ -201,7 +201,8 @@ public final class Trainer {
     func embed(_ ids: [[Int32]], seeds: [UInt64], keep: Bool, training: Bool, adapted: Bool = true) throws
         -> (normalized: [Float], pooled: [Float]) {
         let c = model.hiddenSize
-        let context = adapted ? LoRAContext(adapter: adapter, training: training, sequenceSeeds: seeds) : nil
+        let context = adapted ? LoRAContext(adapter: adapter, training: training, sequenceSeeds: seeds,
+                                            backboneDropout: options.backboneDropout) : nil
         let hidden = try model.forward(ids, lora: context, keepActivations: keep && adapted)
         var pooled = [Float](repeating: 0, count: ids.count * c)
         let batch = PackedBatch(lengths: ids.map(\.count))

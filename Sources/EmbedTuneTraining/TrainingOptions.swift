@@ -67,6 +67,8 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
     public var preserveData: String?
     public var preserveWeight: Float = 1
     public var preserveBatch = 16
+    /// Train with the backbone's own dropout too (BERT hidden/attention dropout, as PyTorch's train mode).
+    public var backboneDropout = false
     public var threads = 0
 
     public init() {}
@@ -88,7 +90,7 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
         case adaptiveTerms = "adaptive_terms", gradCacheMiniBatch = "gradcache_mini_batch", skipBadRows = "skip_bad_rows"
         case queryPrompt = "query_prompt", documentPrompt = "document_prompt", gatherAcrossRanks = "gather_across_ranks"
         case fusionAdapters = "fusion_adapters", fusionDev = "fusion_dev"
-        case preserveData = "preserve_data", preserveWeight = "preserve_weight", preserveBatch = "preserve_batch"
+        case preserveData = "preserve_data", preserveWeight = "preserve_weight", preserveBatch = "preserve_batch", backboneDropout = "backbone_dropout"
     }
 
     public var temperatureSchedule: TemperatureMode {

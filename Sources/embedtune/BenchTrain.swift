@@ -41,6 +41,8 @@ struct TrainBench: ParsableCommand {
     var ranks = "1"
     @Option(help: "Timed steps after 2 warm-up steps.") var steps = 5
     @Option(name: .customLong("lora-dropout")) var loraDropout = 0.0
+    @Flag(name: .customLong("backbone-dropout"), help: "Also the backbone's own dropout (BERT hidden/attention), as PyTorch's train mode.")
+    var backboneDropout = false
     @Option(help: "Write results as JSON here.") var json: String?
     @Option(name: .customLong("write-data"), help: "Only write the synthetic JSONL the bench trains on here (--rows rows) and exit.")
     var writeData: String?
@@ -62,7 +64,7 @@ struct TrainBench: ParsableCommand {
             for (worldSize, mini) in configs {
                 let worker = ["bench", "train", "--model", model, "--batch-size", "\(batchSize)", "--negatives", "\(negatives)",
                               "--max-length", "\(maxLength)", "--steps", "\(steps)", "--lora-dropout", "\(loraDropout)",
-                              "--worker", "\(mini)"]
+                              "--worker", "\(mini)"] + (backboneDropout ? ["--backbone-dropout"] : [])
                 let output = try runBenchWorker(worldSize: worldSize, arguments: worker, what: "gradcache \(mini)")
                 guard let line = output.split(separator: "\n").last,
                       let row = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
@@ -97,6 +99,7 @@ struct TrainBench: ParsableCommand {
         o.maxLength = maxLength
         o.hardNegatives = negatives
         o.loraDropout = loraDropout
+        o.backboneDropout = backboneDropout
         o.gradCacheMiniBatch = gradCache
         o.queryPrompt = ""; o.documentPrompt = ""
         let trainer = try Trainer(options: o, communicator: communicator)

@@ -73,6 +73,8 @@ struct TrainCommand: ParsableCommand {
     var preserveWeight: Float?
     @Option(name: .customLong("preserve_batch"), help: "--preserve_data texts per rank per step (default 16).")
     var preserveBatch: Int?
+    @Flag(name: .customLong("backbone_dropout"), help: "Also train with the backbone's own dropout (BERT hidden and attention dropout).")
+    var backboneDropout = false
     @Option(help: "Compute threads per process (default cores ÷ local ranks).") var threads: Int?
     @Flag(help: "Print from every rank.") var verbose = false
 
@@ -179,6 +181,7 @@ struct TrainCommand: ParsableCommand {
         set(gatherAcrossRanks, \.gatherAcrossRanks)
         if let preserveData { o.preserveData = preserveData }
         set(preserveWeight, \.preserveWeight); set(preserveBatch, \.preserveBatch)
+        if backboneDropout { o.backboneDropout = true }
         if let queryPrompt { o.queryPrompt = queryPrompt }
         if let documentPrompt { o.documentPrompt = documentPrompt }
         if skipBadRows { o.skipBadRows = true }

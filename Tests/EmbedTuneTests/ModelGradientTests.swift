@@ -5,14 +5,15 @@ import Testing
 
 /// Whole-model gradient check: L = Σ hidden ⊙ R through every layer, against central
 /// differences along random directions in LoRA parameter space (loss in Double).
-func loraGradientError(model: Backbone & TrainableBackbone, sequences: [[Int32]], dropout: Double = 0) throws -> Double {
+func loraGradientError(model: Backbone & TrainableBackbone, sequences: [[Int32]], dropout: Double = 0,
+                       backboneDropout: Bool = false) throws -> Double {
     let adapter = try LoRAAdapter(config: LoRAConfig(r: 4, alpha: 8, dropout: dropout, targetModules: model.defaultTargetModules),
                                   linears: model.linearLayers)
     var rng = SeededGenerator(seed: 11)
     // Non-zero B so gradients reach A too.
     for i in 0..<adapter.params.count { adapter.params.pointer[i] = Float.random(in: -0.1...0.1, using: &rng) }
     let seeds: [UInt64] = sequences.indices.map { UInt64($0) * 77 + 5 }
-    let context = LoRAContext(adapter: adapter, training: true, sequenceSeeds: seeds)
+    let context = LoRAContext(adapter: adapter, training: true, sequenceSeeds: seeds, backboneDropout: backboneDropout)
     let n = sequences.reduce(0) { $0 + $1.count } * model.hiddenSize
     let r = (0..<n).map { _ in Float.random(in: -1...1, using: &rng) }
     func loss() throws -> Double {
@@ -55,9 +56,11 @@ struct ModelGradientTests {
     @Test("BERT and XLM-R LoRA gradients through every layer match finite differences", arguments: ["tiny-bert-zh", "tiny-xlmr"])
     func encoders(_ name: String) throws {
         let model = try loadBackbone(ModelDirectory(Paths.fixtures.appendingPathComponent(name))) as! Backbone & TrainableBackbone
-        let err = try loraGradientError(model: model, sequences: [[2, 17, 300, 42, 7, 3], [2, 8, 3], [2, 100, 200, 300, 400, 500, 3]],
-                                        dropout: 0.2)
+        let sequences: [[Int32]] = [[2, 17, 300, 42, 7, 3], [2, 8, 3], [2, 100, 200, 300, 400, 500, 3]]
+        let err = try loraGradientError(model: model, sequences: sequences, dropout: 0.2)
         #expect(err < 1e-2, "relative error \(err)")
+        let withBackbone = try loraGradientError(model: model, sequences: sequences, dropout: 0.2, backboneDropout: true)
+        #expect(withBackbone < 1e-2, "relative error with hidden and attention dropout \(withBackbone)")
     }
 
     @Test("with LoRA dropout the masks are replayed exactly in backward")

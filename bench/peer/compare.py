@@ -129,7 +129,8 @@ def compare_train(args, python: str) -> dict:
     common = ["--model", args.model, "--batch-size", str(args.batch_size), "--negatives", str(args.negatives),
               "--max-length", str(args.max_length), "--steps", str(args.steps)]
     et = embedtune_row([args.embedtune, "bench", "train"] + common
-                       + ["--lora-dropout", str(lora_dropout), "--ranks", str(args.ranks)])
+                       + ["--lora-dropout", str(lora_dropout), "--ranks", str(args.ranks)]
+                       + (["--backbone-dropout"] if args.dropout == "default" else []))
     peer_cmd = [python, PEER, "train"] + common + ["--warmup", "2", "--dropout", args.dropout, "--ranks", str(args.ranks)]
     if args.threads:
         peer_cmd += ["--threads", str(args.threads)]
@@ -155,8 +156,8 @@ def compare_train(args, python: str) -> dict:
     if loss and args.dropout == "default":
         print("note: with dropout the two step-1 losses draw different masks; the check is exact only with nodrop")
     if args.dropout == "default":
-        print(f"note: EmbedTune has no backbone dropout; the peer keeps the backbone's own "
-              f"({peer.get('backbone_dropouts_live')}) as well as LoRA dropout 0.1")
+        print(f"note: both sides train with LoRA dropout 0.1 and the backbone's own dropout "
+              f"(peer: {peer.get('backbone_dropouts_live')}; EmbedTune: --backbone-dropout)")
     workload = {k: getattr(args, k) for k in ("model", "batch_size", "negatives", "max_length", "steps", "dropout", "ranks")}
     return {"benchmark": "peer train", "workload": workload, "embedtune": et, "peer": peer, "ratios": ratios,
             "texts_identical": identical, "loss_check": loss}

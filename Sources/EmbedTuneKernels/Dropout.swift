@@ -1,0 +1,75 @@
+// Counter-based dropout: a mask element depends only on (a 64-bit row base, its index), so a
+// forward pass, its backward and a GradCache recomputation all draw the same mask without storing
+// it, on any rank and in any batch.
+
+/// SplitMix64's finaliser: a 64-bit mix for seeds and row bases.
+@inline(__always)
+public func mix64(_ x: UInt64) -> UInt64 {
+    var z = x &+ 0x9E37_79B9_7F4A_7C15
+    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+    return z ^ (z >> 31)
+}
+
+/// murmur3's 32-bit finaliser, eight lanes at a time.
+@inlinable @inline(__always)
+public func fmix32(_ x: SIMD8<UInt32>) -> SIMD8<UInt32> {
+    var h = x ^ (x &>> 16)
+    h &*= 0x85EB_CA6B
+    h ^= h &>> 13
+    h &*= 0xC2B2_AE35
+    return h ^ (h &>> 16)
+}
+
+/// The row base of a dropout site: one 64-bit mix per (token seed, site).
+@inline(__always)
+public func dropoutBase(tokenSeed: UInt64, site: UInt64) -> UInt64 { mix64(tokenSeed ^ (site &* 0xD6E8_FEB8_6659_FD93)) }
+
+/// Dropout with keep probability 1 − p and inverted scaling over one row of `count` values:
+/// out[j] = 0 when a 32-bit hash of (base, j) falls below p·2³², else inp[j]/(1 − p).
+/// out may alias inp.
+@inlinable @inline(__always)
+public func dropoutRow(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, count: Int, p: Float, base: UInt64) {
+    let threshold = SIMD8<UInt32>(repeating: UInt32(min(Double(p) * 4_294_967_296.0, 4_294_967_295.0)))
+    let scale = 1 / (1 - p)
+    let lo = SIMD8<UInt32>(repeating: UInt32(truncatingIfNeeded: base))
+    let hi = SIMD8<UInt32>(repeating: UInt32(truncatingIfNeeded: base >> 32))
+    var j = 0
+    while j < count {
+        let index = SIMD8<UInt32>(0, 1, 2, 3, 4, 5, 6, 7) &+ UInt32(truncatingIfNeeded: j)
+        let h = fmix32(fmix32(lo &+ index &* 0x9E37_79B1) ^ hi)
+        store8((load8(inp, j, count) * scale).replacing(with: 0, where: h .< threshold), out, j, count)
+        j += 8
+    }
+}
+
+/// dropoutRow over every row of (N, C) activations; row t's base comes from tokenSeeds[t] and `site`.
+public func dropoutRows(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, n: Int, c: Int, p: Float,
+                        tokenSeeds: UnsafePointer<UInt64>, site: UInt64) {
+    ComputeTeam.current.parallelFor(n, grain: 16) { tokens in
+        for t in tokens {
+            dropoutRow(out: out + t * c, inp: inp + t * c, count: c, p: p, base: dropoutBase(tokenSeed: tokenSeeds[t], site: site))
+        }
+    }
+}
+
+/// Dropout on attention probabilities: row i of head h in a sequence is masked with the base of
+/// the row's query token and site + h.
+public struct AttentionDropout {
+    public let p: Float
+    public let tokenSeeds: UnsafePointer<UInt64>
+    public let site: UInt64
+    public init(p: Float, tokenSeeds: UnsafePointer<UInt64>, site: UInt64) {
+        self.p = p
+        self.tokenSeeds = tokenSeeds
+        self.site = site
+    }
+
+    @inline(__always)
+    func apply(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, rows t: Int, firstToken: Int, head: Int) {
+        for i in 0..<t {
+            dropoutRow(out: out + i * t, inp: inp + i * t, count: t, p: p,
+                       base: dropoutBase(tokenSeed: tokenSeeds[firstToken + i], site: site &+ UInt64(head)))
+        }
+    }
+}
