@@ -45,8 +45,9 @@ done
 A=$(printf "$ADAPTERS/%s," "${DOMAINS[@]}"); A=${A%,}
 DEV=(); for d in "${DOMAINS[@]}"; do DEV+=(--dev "$OUT/dev/$d"); done
 echo "== merge --search"
-$BIN merge --base $E5 --adapters "$A" --search "${DEV[@]}" --search_methods task_arithmetic,ties,dare_ties --max_dev_documents 0 \
-    --search_scales 0.8,1.0 --search_rounds 1 --search_report "$OUT/fusion.md" --fold --output "$OUT/fused-model" --force
+$BIN merge --base $E5 --adapters "$A" --search "${DEV[@]}" --search_methods task_arithmetic,dare_ties --max_dev_documents 0 \
+    --search_scales 1.0,1.2 --search_rounds 1 --search_objective min_gain_kept \
+    --search_report "$OUT/fusion-preserve.md" --fold --output "$OUT/fused-preserve" --force
 echo "== router"
 for kind in centroid logistic; do
   DOM=(); TEST=()

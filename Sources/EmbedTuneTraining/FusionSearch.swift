@@ -18,7 +18,15 @@ public struct FusionSearch {
         public var batchSize = 32
         public var maxLength: Int?
         public var report: String?
+        public var objective: Objective = .meanNDCG
         public init() {}
+    }
+
+    /// What a candidate is scored by: the mean NDCG@10 over the domains, or the smallest share of
+    /// its own adapter's NDCG@10 gain that any domain keeps (domains whose adapter gained nothing
+    /// are left out; ties go to the higher mean) — "no domain left behind".
+    public enum Objective: String, Sendable, CaseIterable {
+        case meanNDCG = "mean_ndcg", minGainKept = "min_gain_kept"
     }
 
     public struct Problem: Error, CustomStringConvertible {
@@ -75,6 +83,15 @@ public struct FusionSearch {
         log("search: own adapters " + zip(domains, own).map { String(format: "%@ %.4f", $0.name, $1) }.joined(separator: ", "))
 
         var cache = [String: [Double]]()
+        func objective(_ scores: [Double]) -> Double {
+            switch settings.objective {
+            case .meanNDCG: return mean(scores)
+            case .minGainKept:
+                let kept = scores.indices.filter { own[$0] > baseline[$0] }
+                    .map { (scores[$0] - baseline[$0]) / (own[$0] - baseline[$0]) }
+                return (kept.min() ?? 0) + 1e-3 * mean(scores)
+            }
+        }
         func evaluate(_ spec: MergeSpec) throws -> Double {
             let key = "\(spec.method.rawValue) \(spec.weights ?? []) \(spec.density)"
             if cache[key] == nil {
@@ -83,7 +100,7 @@ public struct FusionSearch {
                 log(String(format: "search: %@ weights [%@] → mean NDCG@10 %.4f  (", spec.method.rawValue, w, mean(cache[key]!))
                     + cache[key]!.map { String(format: "%.4f", $0) }.joined(separator: ", ") + ")")
             }
-            return mean(cache[key]!)
+            return objective(cache[key]!)
         }
         var best = start, bestScore = -Double.infinity
         for method in methods {
@@ -113,8 +130,9 @@ public struct FusionSearch {
             let kept = gain > 0 ? String(format: "%.0f%%", (fused[i] - baseline[i]) / gain * 100) : "n/a (own gain ≤ 0)"
             table += String(format: "| %@ | %.4f | %.4f | %.4f | %+.4f | %@ |\n", d.name, baseline[i], own[i], fused[i], fused[i] - baseline[i], kept)
         }
-        table += String(format: "\nbest: %@, weights %@, mean NDCG@10 %.4f (%d candidates)\n", best.method.rawValue,
-                        (best.weights ?? []).map { String(format: "%.2f", $0) }.joined(separator: ","), bestScore, cache.count)
+        table += String(format: "\nbest by %@: %@, weights %@, mean NDCG@10 %.4f (%d candidates)\n", settings.objective.rawValue,
+                        best.method.rawValue, (best.weights ?? []).map { String(format: "%.2f", $0) }.joined(separator: ","),
+                        mean(fused), cache.count)
         print(table)
         if let report = settings.report { try writeAtomically(Data(table.utf8), to: URL(fileURLWithPath: report)) }
         return best

@@ -16,6 +16,9 @@ struct MergeSearchOptions: ParsableArguments {
     @Option(name: .customLong("max_dev_documents"), help: "Corpus documents per dev set: every judged one, then the first others up to N (0: all).")
     var maxDocuments = 0
     @Option(name: .customLong("search_report"), help: "Write the per-domain Markdown table here.") var report: String?
+    @Option(name: .customLong("search_objective"),
+            help: "mean_ndcg (mean NDCG@10 over the domains) or min_gain_kept (the smallest share of its own adapter's gain any domain keeps).")
+    var objective = "mean_ndcg"
     @Option(name: .customLong("batch-size")) var batchSize = 32
     @Option(name: .customLong("max-length")) var maxLength: Int?
 }
@@ -34,6 +37,10 @@ extension MergeSearchOptions {
         }
         s.rounds = rounds; s.maxQueries = maxQueries; s.maxDocuments = maxDocuments
         s.batchSize = batchSize; s.maxLength = maxLength; s.report = report
+        guard let o = FusionSearch.Objective(rawValue: objective) else {
+            throw CLIError("--search_objective: unknown objective \"\(objective)\" (mean_ndcg or min_gain_kept)")
+        }
+        s.objective = o
         return s
     }
 }

@@ -170,6 +170,8 @@ struct MergeTests {
         try fails(["--adapters", a, "--weights", "1,2,3"], "3 weight(s) for 2 adapter(s)")
         try fails(["--adapters", a, "--method", "slerp"], "--method \"slerp\" is unknown")
         try fails(["--adapters", a, "--method", "dare_ties", "--density", "0"], "--density must be in (0, 1]")
+        try fails(["--adapters", a, "--search", "--dev", tmp.path, "--dev", tmp.path, "--search_objective", "max_recall"],
+                  "--search_objective: unknown objective")
         // An adapter for a BERT model against the Qwen base.
         let bert = tmp.appendingPathComponent("bert-adapter")
         let bertModel = try BertModel(directory: ModelDirectory(Paths.fixtures.appendingPathComponent("tiny-bert-zh")))
