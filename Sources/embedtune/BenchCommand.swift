@@ -35,6 +35,22 @@ func runBenchWorker(worldSize: Int, arguments: [String], what: String) throws ->
     return String(decoding: data, as: UTF8.self)
 }
 
+/// sgemm GFLOP/s at 2048×1024×1024 on `threads` compute threads (the best of 8): the peak MFU is
+/// measured against.
+func gemmPeakGFLOPs(threads: Int) -> Double {
+    let previous = BLASRuntime.threads
+    BLASRuntime.setThreads(threads)
+    defer { BLASRuntime.setThreads(previous) }
+    let m = 2048, n = 1024, k = 1024
+    let a = FloatBuffer(count: m * k), b = FloatBuffer(count: k * n), c = FloatBuffer(count: m * n)
+    for i in 0..<(m * k) { a.pointer[i] = Float(i % 7) * 0.1 }
+    for i in 0..<(k * n) { b.pointer[i] = Float(i % 5) * 0.1 }
+    let times = (0..<9).map { _ in
+        timed { sgemm(m: m, n: n, k: k, a: a.pointer, lda: k, b: b.pointer, ldb: n, c: c.pointer, ldc: n) }
+    }.dropFirst()
+    return 2 * Double(m * n * k) / (times.min() ?? 1) / 1e9
+}
+
 func median(_ xs: [Double]) -> Double {
     let s = xs.sorted()
     return s.isEmpty ? 0 : (s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2)

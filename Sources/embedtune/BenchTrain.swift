@@ -72,8 +72,20 @@ struct TrainBench: ParsableCommand {
                 }
                 rows.append(row)
             }
+            // Model FLOPs: the frozen linears' forward and input-gradient GEMMs, 4·Σ(in·out) per
+            // token (attention and the LoRA products left out, so MFU errs low), against the
+            // sgemm peak measured now on every core of this node.
+            let peak = gemmPeakGFLOPs(threads: ProcessInfo.processInfo.activeProcessorCount)
+            rows = rows.map { row in
+                var r = row
+                let params = (row["linear_params"] as? Double) ?? 0, tps = (row["tokens_per_s"] as? Double) ?? 0
+                r["gflops"] = 4 * params * tps / 1e9
+                r["mfu"] = peak > 0 ? 4 * params * tps / 1e9 / peak : 0
+                r["gemm_peak_gflops"] = peak
+                return r
+            }
             try report("bench train", rows, columns: ["model", "ranks", "batch", "negatives", "gradcache", "threads", "s_per_step",
-                                                      "examples_per_s", "tokens_per_s", "peak_rss_mb", "mpi_fraction",
+                                                      "examples_per_s", "tokens_per_s", "peak_rss_mb", "gflops", "mfu", "mpi_fraction",
                                                       "mpi_bytes_per_step"], jsonPath: json)
         }
     }
@@ -120,6 +132,7 @@ struct TrainBench: ParsableCommand {
             "gradcache": gradCache, "threads": BLASRuntime.threads, "s_per_step": s,
             "examples_per_s": Double(batchSize * world) / s, "tokens_per_s": median(tokens),
             "peak_rss_mb": Double(usage.ru_maxrss) / 1024,
+            "linear_params": Double(trainer.model.linearLayers.reduce(0) { $0 + $1.inFeatures * $1.outFeatures }),
         ]
         if communicator.isRoot {
             print(String(decoding: try JSONSerialization.data(withJSONObject: row, options: [.sortedKeys]), as: UTF8.self))
