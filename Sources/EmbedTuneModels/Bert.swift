@@ -209,7 +209,7 @@ public final class BertModel: Backbone, TrainableBackbone {
                 l.y2 = l.y1
                 layers = Array(repeating: l, count: cfg.numHiddenLayers)
             }
-            let scratch = a.take(n * c), attentionScratch = a.take(train ? attentionScratchCount(maxLength: batch.maxLength) : 16)
+            let scratch = a.take(n * c), attentionScratch = a.take(train ? attentionScratchCount(maxLength: batch.maxLength) : 0)
             let dropped = a.take(dropping ? n * max(c, inter) : 0)
             let grads = a.take(train ? n * (5 * c + 2 * inter + rank) : 0)
             return (layers, scratch, attentionScratch, dropped, grads)
@@ -250,7 +250,7 @@ public final class BertModel: Backbone, TrainableBackbone {
                 linear(2, out: t.v, inp: t.xIn, weight: layer.value, bias: layer.valueBias, inF: c, outF: c)
                 attentionForward(out: t.att, probs: t.probs, keepProbs: train, q: t.q, k: t.k, v: t.v, batch: batch,
                                  heads: h, kvHeads: h, headDim: d, causal: false, scale: 1 / Float(d).squareRoot(),
-                                 scratch: attentionScratch,
+                                 scratch: train ? attentionScratch : nil,
                                  dropout: attentionP > 0 ? AttentionDropout(p: attentionP, tokenSeeds: seeds.baseAddress!,
                                                                             site: Self.attentionSite(li)) : nil)
                 linear(3, out: t.y1, inp: t.att, weight: layer.attentionOutput, bias: layer.attentionOutputBias, inF: c, outF: c)

@@ -95,17 +95,6 @@ public final class LoRAAdapter {
     public func zeroGrads() { grads.pointer.initialize(repeating: 0, count: grads.count) }
 }
 
-// MARK: deterministic dropout
-
-/// out = dropout(inp) with keep probability 1 − p, inverted scaling. inp, out are (N, C);
-/// tokenSeeds is (N); out may alias inp. The mask of element j of token t at layer `site` depends
-/// only on (token seed, site, j) (`dropoutRows`): a text embeds identically whether it is
-/// recomputed (GradCache), batched with others, or on another rank.
-public func dropoutForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, n: Int, c: Int, p: Float,
-                           tokenSeeds: UnsafePointer<UInt64>, site: UInt64) {
-    dropoutRows(out: out, inp: inp, n: n, c: c, p: p, tokenSeeds: tokenSeeds, site: site)
-}
-
 // MARK: LoRA-augmented linear
 
 /// How a forward pass applies an adapter: which one, whether dropout is live, and the per-text
@@ -137,7 +126,7 @@ public func loraForward(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float
     let adapter = context.adapter
     var input = x
     if context.dropout > 0, let seeds = context.tokenSeeds {
-        dropoutForward(out: dropped, inp: x, n: n, c: s.inFeatures, p: context.dropout, tokenSeeds: seeds, site: s.site)
+        dropoutRows(out: dropped, inp: x, n: n, c: s.inFeatures, p: context.dropout, tokenSeeds: seeds, site: s.site)
         input = UnsafePointer(dropped)
     }
     sgemm(transB: true, m: n, n: s.rank, k: s.inFeatures, a: input, lda: s.inFeatures, b: adapter.a(s), ldb: s.inFeatures,
@@ -159,7 +148,7 @@ public func loraBackward(dx: UnsafeMutablePointer<Float>, dout: UnsafePointer<Fl
     let dropping = context.dropout > 0 && context.tokenSeeds != nil
     var input = x
     if dropping {
-        dropoutForward(out: dropped, inp: x, n: n, c: s.inFeatures, p: context.dropout, tokenSeeds: context.tokenSeeds!,
+        dropoutRows(out: dropped, inp: x, n: n, c: s.inFeatures, p: context.dropout, tokenSeeds: context.tokenSeeds!,
                        site: s.site)
         input = UnsafePointer(dropped)
     }
@@ -170,7 +159,7 @@ public func loraBackward(dx: UnsafeMutablePointer<Float>, dout: UnsafePointer<Fl
         sgemm(m: n, n: s.inFeatures, k: s.rank, a: du, lda: s.rank, b: adapter.a(s), ldb: s.inFeatures, c: dropped,
               ldc: s.inFeatures)
         // The same mask and 1/keep scale, applied to the gradient.
-        dropoutForward(out: dropped, inp: dropped, n: n, c: s.inFeatures, p: context.dropout,
+        dropoutRows(out: dropped, inp: dropped, n: n, c: s.inFeatures, p: context.dropout,
                        tokenSeeds: context.tokenSeeds!, site: s.site)
         addInPlace(dx, dropped, count: n * s.inFeatures)
     } else {

@@ -35,20 +35,25 @@ func runBenchWorker(worldSize: Int, arguments: [String], what: String) throws ->
     return String(decoding: data, as: UTF8.self)
 }
 
-/// sgemm GFLOP/s at 2048×1024×1024 on `threads` compute threads (the best of 8): the peak MFU is
-/// measured against.
-func gemmPeakGFLOPs(threads: Int) -> Double {
+/// Seconds of `repeats` sgemm calls of M×N×K (random operands) on `threads` compute threads,
+/// after one warm-up call; the process's thread count is restored afterwards.
+func sgemmTimes(m: Int, n: Int, k: Int, threads: Int, repeats: Int) -> [Double] {
     let previous = BLASRuntime.threads
     BLASRuntime.setThreads(threads)
     defer { BLASRuntime.setThreads(previous) }
+    let a = Tensor(shape: [m, k], values: (0..<(m * k)).map { _ in Float.random(in: -1...1) })
+    let b = Tensor(shape: [k, n], values: (0..<(k * n)).map { _ in Float.random(in: -1...1) })
+    let c = Tensor(zeros: [m, n])
+    let run = { sgemm(m: m, n: n, k: k, a: a.pointer, lda: k, b: b.pointer, ldb: n, c: c.pointer, ldc: n) }
+    run()
+    return (0..<repeats).map { _ in timed(run) }
+}
+
+/// sgemm GFLOP/s at 2048×1024×1024 on `threads` compute threads (the best of 8): the peak MFU is
+/// measured against.
+func gemmPeakGFLOPs(threads: Int) -> Double {
     let m = 2048, n = 1024, k = 1024
-    let a = FloatBuffer(count: m * k), b = FloatBuffer(count: k * n), c = FloatBuffer(count: m * n)
-    for i in 0..<(m * k) { a.pointer[i] = Float(i % 7) * 0.1 }
-    for i in 0..<(k * n) { b.pointer[i] = Float(i % 5) * 0.1 }
-    let times = (0..<9).map { _ in
-        timed { sgemm(m: m, n: n, k: k, a: a.pointer, lda: k, b: b.pointer, ldb: n, c: c.pointer, ldc: n) }
-    }.dropFirst()
-    return 2 * Double(m * n * k) / (times.min() ?? 1) / 1e9
+    return 2 * Double(m * n * k) / (sgemmTimes(m: m, n: n, k: k, threads: threads, repeats: 8).min() ?? 1) / 1e9
 }
 
 func median(_ xs: [Double]) -> Double {
@@ -103,16 +108,9 @@ struct GEMMBench: ParsableCommand {
     func run() throws {
         try runReportingErrors {
             if verify { try verifyGEMM() }
-            let a = Tensor(shape: [m, k], values: (0..<(m * k)).map { _ in Float.random(in: -1...1) })
-            let b = Tensor(shape: [k, n], values: (0..<(k * n)).map { _ in Float.random(in: -1...1) })
-            let c = Tensor(zeros: [m, n])
             var rows: [[String: Any]] = []
             for t in threads.split(separator: ",").compactMap({ Int($0) }) {
-                BLASRuntime.setThreads(t)
-                let run = { sgemm(m: m, n: n, k: k, a: a.pointer, lda: k, b: b.pointer, ldb: n, c: c.pointer, ldc: n) }
-                run()
-                let times = (0..<repeats).map { _ in timed(run) }
-                let s = median(times)
+                let s = median(sgemmTimes(m: m, n: n, k: k, threads: t, repeats: repeats))
                 rows.append(["shape": "\(m)x\(n)x\(k)", "threads": t, "median_ms": s * 1e3,
                              "gflops": 2 * Double(m) * Double(n) * Double(k) / s / 1e9])
             }

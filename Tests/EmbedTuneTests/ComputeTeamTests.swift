@@ -97,8 +97,8 @@ struct DropoutMaskTests {
         let x = [Float](repeating: 1, count: n * c)
         let seeds: [UInt64] = (0..<n).map { mix64(UInt64($0) &+ 17) }
         var a = [Float](repeating: 0, count: n * c), b = a
-        dropoutForward(out: &a, inp: x, n: n, c: c, p: p, tokenSeeds: seeds, site: 1)
-        dropoutForward(out: &b, inp: x, n: n, c: c, p: p, tokenSeeds: seeds, site: 2)
+        dropoutRows(out: &a, inp: x, n: n, c: c, p: p, tokenSeeds: seeds, site: 1)
+        dropoutRows(out: &b, inp: x, n: n, c: c, p: p, tokenSeeds: seeds, site: 2)
         let dropped = Double(a.filter { $0 == 0 }.count) / Double(n * c)
         #expect(abs(dropped - 0.1) < 0.005, "dropped fraction \(dropped)")
         #expect(a.allSatisfy { $0 == 0 || abs($0 - 1 / (1 - p)) < 1e-6 })
@@ -106,7 +106,7 @@ struct DropoutMaskTests {
         #expect(Double(sameSite) / Double(n * c) < 0.02, "masks of two sites overlap like independent draws (~p²)")
         #expect(Array(a[0..<c]) != Array(a[c..<(2 * c)]))
         var again = [Float](repeating: 0, count: n * c)
-        dropoutForward(out: &again, inp: x, n: n, c: c, p: p, tokenSeeds: seeds, site: 1)
+        dropoutRows(out: &again, inp: x, n: n, c: c, p: p, tokenSeeds: seeds, site: 1)
         #expect(again == a)
     }
 }
