@@ -56,6 +56,16 @@ public final class MappedFile: @unchecked Sendable {
         else { UnsafeMutableRawPointer(mutating: base).deallocate() }
     }
 
+    /// Drops the whole pages inside `range` from this process (they stay in the page cache and
+    /// fault back in if read again): after a tensor is copied out, its mapped pages need not count
+    /// towards the resident set.
+    public func release(_ range: Range<Int>) {
+        guard isMapped else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let first = (range.lowerBound + page - 1) / page * page, last = range.upperBound / page * page
+        if last > first { madvise(UnsafeMutableRawPointer(mutating: base + first), last - first, MADV_DONTNEED) }
+    }
+
     public func bytes(_ range: Range<Int>) -> UnsafeRawBufferPointer {
         UnsafeRawBufferPointer(start: base + range.lowerBound, count: range.count)
     }

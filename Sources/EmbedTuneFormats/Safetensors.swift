@@ -161,6 +161,16 @@ public final class SafetensorsFile: @unchecked Sendable {
         default:
             throw FormatError(url: url, item: "tensor \"\(e.name)\"", "dtype \(e.dtype.rawValue) cannot be used as floating-point weights")
         }
+        map.release(e.range)
+    }
+
+    /// The entry's values in place in the read-only mapping, when stored as 4-byte-aligned F32
+    /// (nil otherwise): pages fault in as rows are read, so an embedding table costs memory only
+    /// for the tokens actually looked up.
+    public func mappedFloats(_ e: Entry) -> FloatBuffer? {
+        let raw = map.bytes(e.range)
+        guard e.dtype == .F32, e.count > 0, let base = raw.baseAddress, Int(bitPattern: base) % 4 == 0 else { return nil }
+        return FloatBuffer(borrowing: base.assumingMemoryBound(to: Float.self), count: e.count, owner: self)
     }
 }
 

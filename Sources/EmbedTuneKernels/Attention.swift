@@ -17,6 +17,10 @@ public struct PackedBatch: Sendable {
 /// Floats of attention scratch a pass needs: two maxT² score blocks per compute thread.
 public func attentionScratchCount(maxLength: Int) -> Int { 2 * ComputeTeam.current.size * maxLength * maxLength }
 
+/// Floats of scratch `lastTokenAttentionForward` (not keeping probabilities) and its backward need:
+/// one row of scores per query head per compute thread.
+public func lastTokenAttentionScratchCount(maxLength: Int, heads: Int) -> Int { ComputeTeam.current.size * heads * maxLength }
+
 extension PackedBatch {
     /// Where sequence s's H score blocks (T_s² each) start in the probabilities kept for backward.
     func probabilityOffsets(heads: Int) -> [Int] {
@@ -63,5 +67,31 @@ public func attentionForward(
         }
         // out (T, D) = P (T, T) · V (T, D)
         blasSGEMM(false, false, t, d, t, 1, weights, t, vh, kvStride, 0, out + start * qStride + h * d, qStride)
+    }
+}
+
+/// Attention for one query per sequence, its last token: a decoder's final block when only the
+/// last token is pooled. q and out are (S, H, D), one row per sequence; k and v are (N, KVH, D)
+/// for every token. The last token sees its whole sequence, so no mask applies.
+/// probs: kept for backward, Σ_s H·T_s floats (sequence s's H rows of T_s at H·offsets[s]), or,
+/// when not kept, scratch of `lastTokenAttentionScratchCount`.
+/// Units are (sequence, KV head): the query heads sharing a KV head go through one GEMM.
+public func lastTokenAttentionForward(
+    out: UnsafeMutablePointer<Float>, probs: UnsafeMutablePointer<Float>, keepProbs: Bool,
+    q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+    batch: PackedBatch, heads: Int, kvHeads: Int, headDim d: Int, scale: Float
+) {
+    let group = heads / kvHeads, qStride = heads * d, kvStride = kvHeads * d, maxT = batch.maxLength
+    ComputeTeam.current.parallelItems(batch.count * kvHeads) { unit, worker in
+        let s = unit / kvHeads, kvh = unit % kvHeads
+        let start = batch.offsets[s], t = batch.length(s)
+        let p = keepProbs ? probs + heads * start + kvh * group * t : probs + worker * group * maxT
+        let qg = q + s * qStride + kvh * group * d
+        let kh = k + start * kvStride + kvh * d, vh = v + start * kvStride + kvh * d
+        // scores (G, T) = scale · Q (G, D) · Kᵀ (D, T)
+        blasSGEMM(false, true, group, t, d, scale, qg, d, kh, kvStride, 0, p, t)
+        for i in 0..<group { softmaxPrefix(p + i * t, valid: t, len: t) }
+        // out (G, D) = P (G, T) · V (T, D)
+        blasSGEMM(false, false, group, d, t, 1, p, t, vh, kvStride, 0, out + s * qStride + kvh * group * d, d)
     }
 }

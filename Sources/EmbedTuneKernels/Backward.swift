@@ -193,3 +193,36 @@ public func l2NormalizeBackward(
         }
     }
 }
+
+/// Backward of `lastTokenAttentionForward`. dq and dout are (S, H, D); dk and dv are (N, KVH, D)
+/// and are written (not accumulated) for every token; probs as kept by the forward pass;
+/// scratch of `lastTokenAttentionScratchCount`.
+public func lastTokenAttentionBackward(
+    dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>,
+    dout: UnsafePointer<Float>, q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+    probs: UnsafePointer<Float>, scratch: UnsafeMutablePointer<Float>,
+    batch: PackedBatch, heads: Int, kvHeads: Int, headDim d: Int, scale: Float
+) {
+    let group = heads / kvHeads, qStride = heads * d, kvStride = kvHeads * d, maxT = batch.maxLength
+    ComputeTeam.current.parallelItems(batch.count * kvHeads) { unit, worker in
+        let s = unit / kvHeads, kvh = unit % kvHeads
+        let start = batch.offsets[s], t = batch.length(s)
+        let p = probs + heads * start + kvh * group * t, dS = scratch + worker * group * maxT
+        let qg = q + s * qStride + kvh * group * d, dqg = dq + s * qStride + kvh * group * d
+        let dog = dout + s * qStride + kvh * group * d
+        let kh = k + start * kvStride + kvh * d, vh = v + start * kvStride + kvh * d
+        // dV (T, D) = Pᵀ (T, G) · dO (G, D);  dP (G, T) = dO · Vᵀ
+        blasSGEMM(true, false, t, d, group, 1, p, t, dog, d, 0, dv + start * kvStride + kvh * d, kvStride)
+        blasSGEMM(false, true, group, t, d, 1, dog, d, vh, kvStride, 0, dS, t)
+        // dS = P ⊙ (dP − rowsum(dP ⊙ P)), scaled into the logits' space.
+        for i in 0..<group {
+            let pr = p + i * t, dr = dS + i * t
+            let dot = dot8(pr, dr, t)
+            var j = 0
+            while j < t { store8(load8(pr, j, t) * (load8(dr, j, t) - dot) * scale, dr, j, t); j += 8 }
+        }
+        // dQ (G, D) = dS · K;  dK (T, D) = dSᵀ · Q
+        blasSGEMM(false, false, group, d, t, 1, dS, t, kh, kvStride, 0, dqg, d)
+        blasSGEMM(true, false, t, d, group, 1, dS, t, qg, d, 0, dk + start * kvStride + kvh * d, kvStride)
+    }
+}

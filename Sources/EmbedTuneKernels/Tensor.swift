@@ -5,9 +5,12 @@ import Foundation
 public final class FloatBuffer: @unchecked Sendable {
     public let pointer: UnsafeMutablePointer<Float>
     public let count: Int
+    /// Set when the values live in memory owned elsewhere (a read-only file mapping), kept alive here.
+    private let owner: AnyObject?
 
     public init(count: Int, zeroed: Bool = true) {
         self.count = count
+        owner = nil
         let bytes = max(count, 1) * MemoryLayout<Float>.stride
         let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
         pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
@@ -19,7 +22,14 @@ public final class FloatBuffer: @unchecked Sendable {
         values.withUnsafeBufferPointer { pointer.update(from: $0.baseAddress!, count: values.count) }
     }
 
-    deinit { UnsafeMutableRawPointer(pointer).deallocate() }
+    /// Floats that `owner` holds (e.g. a checkpoint's mapping); never written through, never freed here.
+    public init(borrowing pointer: UnsafePointer<Float>, count: Int, owner: AnyObject) {
+        self.pointer = UnsafeMutablePointer(mutating: pointer)
+        self.count = count
+        self.owner = owner
+    }
+
+    deinit { if owner == nil { UnsafeMutableRawPointer(pointer).deallocate() } }
 
     public var array: [Float] { Array(UnsafeBufferPointer(start: pointer, count: count)) }
 }

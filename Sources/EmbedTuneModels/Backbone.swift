@@ -14,6 +14,13 @@ public protocol Backbone: AnyObject {
     /// Final hidden states, (N, C) for the N tokens of `sequences` packed back to back.
     /// The returned view is valid until the next call.
     func forward(_ sequences: [[Int32]]) throws -> Tensor
+    /// Tells the backbone which pooling reads its output, so it may skip rows that pooling never
+    /// reads (a decoder under last-token pooling); those rows of the hidden states are then unspecified.
+    func setPooling(_ mode: PoolingConfig.Mode)
+}
+
+extension Backbone {
+    public func setPooling(_ mode: PoolingConfig.Mode) {}
 }
 
 public struct ModelInputError: Error, CustomStringConvertible {

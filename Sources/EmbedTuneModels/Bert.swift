@@ -42,7 +42,8 @@ public final class BertModel: Backbone, TrainableBackbone {
     public let config: BertConfig
     public let arena = ParameterArena()
     let activation: Activation
-    let wordEmbeddings, positionEmbeddings, tokenTypeEmbeddings: Tensor  // (V, C), (P, C), (T, C)
+    var wordEmbeddings: Tensor { arena.table("embeddings.word_embeddings.weight") }  // (V, C)
+    let positionEmbeddings, tokenTypeEmbeddings: Tensor                  // (P, C), (T, C)
     let embeddingNormWeight, embeddingNormBias: Tensor                   // (C)
     let layers: [Layer]
 
@@ -90,7 +91,7 @@ public final class BertModel: Backbone, TrainableBackbone {
         }
         self.config = config
         let c = config.hiddenSize, inter = config.intermediateSize, a = arena
-        let word = a.declare("embeddings.word_embeddings.weight", [config.vocabSize, c])
+        a.declareTable("embeddings.word_embeddings.weight", [config.vocabSize, c])
         let pos = a.declare("embeddings.position_embeddings.weight", [config.maxPositionEmbeddings, c])
         let types = a.declare("embeddings.token_type_embeddings.weight", [config.typeVocabSize ?? 2, c])
         let lnw = a.declare("embeddings.LayerNorm.weight", [c]), lnb = a.declare("embeddings.LayerNorm.bias", [c])
@@ -108,7 +109,6 @@ public final class BertModel: Backbone, TrainableBackbone {
             offsets.append(o)
         }
         a.allocate()
-        wordEmbeddings = a.view(word, [config.vocabSize, c])
         positionEmbeddings = a.view(pos, [config.maxPositionEmbeddings, c])
         tokenTypeEmbeddings = a.view(types, [config.typeVocabSize ?? 2, c])
         embeddingNormWeight = a.view(lnw, [c])
@@ -217,13 +217,13 @@ public final class BertModel: Backbone, TrainableBackbone {
         let (acts, scratch, attentionScratch, dropped, gradScratch) = plan
 
         // Embeddings: word + position + token type 0, then LayerNorm. (N, C)
-        let x0 = acts[0].xIn
+        let x0 = acts[0].xIn, words = wordEmbeddings.pointer
         let tokenSeeds = lora?.tokenSeeds(for: sequences) ?? []
         var row = 0
         for s in sequences {
             for (p, id) in s.enumerated() {
                 let o = x0 + row * c
-                let w = wordEmbeddings.pointer + Int(id) * c
+                let w = words + Int(id) * c
                 let pe = positionEmbeddings.pointer + (cfg.firstPosition + p) * c
                 let te = tokenTypeEmbeddings.pointer
                 for i in 0..<c { o[i] = w[i] + pe[i] + te[i] }

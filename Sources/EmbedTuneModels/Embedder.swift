@@ -109,6 +109,7 @@ public final class Embedder {
             let chunk = Array(texts[start..<min(start + options.batchSize, texts.count)])
             let ids = tokenizer.encodeBatch(chunk.map { options.prefix + $0 }, maxLength: maxLength(options))
             let hidden: Tensor
+            backbone.setPooling(options.pooling ?? directory.pooling)
             if let adapter, let trainable = backbone as? TrainableBackbone {
                 hidden = try trainable.forward(ids, lora: LoRAContext(adapter: adapter, training: false), keepActivations: false)
             } else {

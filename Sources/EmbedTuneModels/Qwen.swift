@@ -50,7 +50,7 @@ public struct QwenConfig: Codable, Sendable {
 public final class QwenModel: Backbone, TrainableBackbone {
     public let config: QwenConfig
     public let arena = ParameterArena()
-    let embedTokens: Tensor  // (V, C)
+    var embedTokens: Tensor { arena.table("embed_tokens.weight") }  // (V, C)
     let layers: [Layer]
     let finalNorm: Tensor    // (C)
     let rope: RotaryTable
@@ -102,7 +102,7 @@ public final class QwenModel: Backbone, TrainableBackbone {
         let c = config.hiddenSize, d = config.headSize, h = config.numAttentionHeads, kv = config.kvHeads
         let inter = config.intermediateSize
         let a = arena
-        let embedOffset = a.declare("embed_tokens.weight", [config.vocabSize, c])
+        a.declareTable("embed_tokens.weight", [config.vocabSize, c])
         var offsets: [[String: (Int, [Int])]] = []
         for i in 0..<config.numHiddenLayers {
             let p = "layers.\(i)."
@@ -130,7 +130,6 @@ public final class QwenModel: Backbone, TrainableBackbone {
         }
         let normOffset = a.declare("norm.weight", [c])
         a.allocate()
-        embedTokens = a.view(embedOffset, [config.vocabSize, c])
         finalNorm = a.view(normOffset, [c])
         layers = offsets.map { o in
             func t(_ k: String) -> Tensor { a.view(o[k]!.0, o[k]!.1) }
@@ -151,22 +150,30 @@ public final class QwenModel: Backbone, TrainableBackbone {
 
     /// Where one decoder block reads and writes. Inference shares one set for every layer and
     /// works in place (aliases); training gives each layer its own, kept for the backward pass.
+    /// A block has r rows: every token (N), or, for a final block under last-token pooling, each
+    /// sequence's last token (S); k and v and what they come from always have N.
     struct LayerActivations {
-        var xIn, xMid, xOut: UnsafeMutablePointer<Float>   // (N, C) residual stream
-        var rstd1, rstd2: UnsafeMutablePointer<Float>       // (N)
-        var xn1, xn2: UnsafeMutablePointer<Float>           // (N, C) normed inputs of attention / MLP
-        var qPre, kPre: UnsafeMutablePointer<Float>         // (N, H·D), (N, KV·D) projections before q/k norm
-        var qRstd, kRstd: UnsafeMutablePointer<Float>       // (N·H), (N·KV)
-        var q, k, v: UnsafeMutablePointer<Float>            // after norm and RoPE
-        var probs: UnsafeMutablePointer<Float>              // H·ΣT² (training) or T² scratch
-        var att: UnsafeMutablePointer<Float>                // (N, H·D) input of o_proj
-        var gate, up, act: UnsafeMutablePointer<Float>      // (N, I)
-        var loraU: [UnsafeMutablePointer<Float>]            // per module of `moduleNames`, (N, r)
+        var xIn: UnsafeMutablePointer<Float>                // (N, C) residual stream in
+        var xMid, xOut: UnsafeMutablePointer<Float>         // (r, C) after attention / after the MLP
+        var rstd1: UnsafeMutablePointer<Float>              // (N)
+        var rstd2: UnsafeMutablePointer<Float>              // (r)
+        var xn1: UnsafeMutablePointer<Float>                // (N, C) normed input of attention
+        var xnLast: UnsafeMutablePointer<Float>             // (S, C) its last-token rows (q_proj's input), final block only
+        var xn2: UnsafeMutablePointer<Float>                // (r, C) normed input of the MLP
+        var qPre, kPre: UnsafeMutablePointer<Float>         // (r, H·D), (N, KV·D) projections before q/k norm
+        var qRstd, kRstd: UnsafeMutablePointer<Float>       // (r·H), (N·KV)
+        var q, k, v: UnsafeMutablePointer<Float>            // after norm and RoPE: (r, H·D), (N, KV·D), (N, KV·D)
+        var probs: UnsafeMutablePointer<Float>              // H·ΣT² (H·N for last-token rows) kept, or scratch
+        var att: UnsafeMutablePointer<Float>                // (r, H·D) input of o_proj
+        var gate, up: UnsafeMutablePointer<Float>           // (r, I)
+        var act: UnsafeMutablePointer<Float>                // (r, I) silu(gate)·up; training recomputes it in backward
+        var loraU: [UnsafeMutablePointer<Float>]            // per module of `moduleNames`, (rows, r)
     }
 
-    /// The seven linear layers of a block, in a fixed order.
+    /// The seven linear layers of a block, in a fixed order; k and v (1, 2) see every token.
     static let moduleNames = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                               "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+    static func seesEveryToken(_ module: Int) -> Bool { module == 1 || module == 2 }
 
     public var defaultTargetModules: [String] { ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] }
 
@@ -180,12 +187,22 @@ public final class QwenModel: Backbone, TrainableBackbone {
         }
     }
 
+    /// With last-token pooling only each sequence's last row of the final hidden states is read, and
+    /// in a causal model that row needs every token's k and v of the final block but its own q,
+    /// attention output and MLP only: the final block runs those for S rows instead of N. The other
+    /// rows of the returned hidden states are then unspecified. Off (every row computed) unless the
+    /// pooling says so.
+    public private(set) var lastTokenOnly = false
+    public func setPooling(_ mode: PoolingConfig.Mode) { lastTokenOnly = mode == .lastToken }
+
     private let arenaActivations = ActivationArena()
     private var saved: (batch: PackedBatch, layers: [LayerActivations], xFinal: UnsafeMutablePointer<Float>,
                         rstdFinal: UnsafeMutablePointer<Float>, hidden: UnsafeMutablePointer<Float>,
                         scratch: UnsafeMutablePointer<Float>, dropped: UnsafeMutablePointer<Float>,
-                        grads: UnsafeMutablePointer<Float>, tokenSeeds: [UInt64], lora: LoRAContext?)?
+                        grads: UnsafeMutablePointer<Float>, tokenSeeds: [UInt64], lora: LoRAContext?, lastTokenOnly: Bool)?
     private var positions = [Int32]()
+    /// Per sequence: the packed row, the position and the dropout seed of its last token.
+    private var lastRows = [Int](), lastPositions = [Int32](), lastSeeds = [UInt64]()
 
     public func forward(_ sequences: [[Int32]]) throws -> Tensor { try forward(sequences, lora: nil, keepActivations: false) }
 
@@ -195,8 +212,9 @@ public final class QwenModel: Backbone, TrainableBackbone {
         try checkInputs(sequences)
         let cfg = config
         let batch = PackedBatch(lengths: sequences.map(\.count))
-        let n = batch.tokens, c = cfg.hiddenSize, d = cfg.headSize, h = cfg.numAttentionHeads, kv = cfg.kvHeads
+        let n = batch.tokens, m = batch.count, c = cfg.hiddenSize, d = cfg.headSize, h = cfg.numAttentionHeads, kv = cfg.kvHeads
         let inter = cfg.intermediateSize, eps = Float(cfg.rmsNormEps), train = keepActivations
+        let layerCount = cfg.numHiddenLayers, pruned = lastTokenOnly
         let rank = lora?.adapter.config.r ?? 0
         let probsPerLayer = train ? h * (0..<batch.count).reduce(0) { $0 + batch.length($1) * batch.length($1) }
                                   : attentionScratchCount(maxLength: batch.maxLength)
@@ -206,41 +224,51 @@ public final class QwenModel: Backbone, TrainableBackbone {
         let plan = arenaActivations.layout { a -> ([LayerActivations], UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>,
                                                    UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>,
                                                    UnsafeMutablePointer<Float>) in
-            func block(_ xIn: UnsafeMutablePointer<Float>, shared: LayerActivations?) -> LayerActivations {
-                if let shared { return shared }
-                let qPre = a.take(n * h * d), kPre = a.take(n * kv * d)
-                let norms = cfg.hasQKNorm
-                let gate = a.take(n * inter)
+            // SwiGLU's product is recomputed in backward: one buffer serves every layer.
+            let actShared = train ? a.take(n * inter) : a.take(0)
+            /// A block of N rows, or of S for a final `tail` block; with `shared` (inference) its
+            /// N-row buffers are the shared ones.
+            func block(_ xIn: UnsafeMutablePointer<Float>, tail: Bool, shared: LayerActivations?) -> LayerActivations {
+                let everyToken = !tail, r = tail ? m : n
+                let norms = cfg.hasQKNorm, inPlace = !train && everyToken
+                let kPre = shared?.kPre ?? a.take(n * kv * d)
+                let qPre = a.take(r * h * d), gate = a.take(r * inter)
                 return LayerActivations(
-                    xIn: xIn, xMid: train ? a.take(n * c) : xIn, xOut: xIn, rstd1: a.take(n), rstd2: a.take(n),
-                    xn1: a.take(n * c), xn2: train ? a.take(n * c) : a.take(0), qPre: qPre, kPre: kPre,
-                    qRstd: a.take(n * h), kRstd: a.take(n * kv),
-                    q: norms && train ? a.take(n * h * d) : qPre, k: norms && train ? a.take(n * kv * d) : kPre,
-                    v: a.take(n * kv * d), probs: a.take(probsPerLayer), att: a.take(n * h * d),
-                    gate: gate, up: a.take(n * inter), act: train ? a.take(n * inter) : gate,
-                    loraU: Self.moduleNames.map { _ in a.take(n * rank) })
+                    xIn: xIn, xMid: inPlace ? xIn : a.take(r * c), xOut: inPlace ? xIn : a.take(r * c),
+                    rstd1: shared?.rstd1 ?? a.take(n), rstd2: a.take(r), xn1: shared?.xn1 ?? a.take(n * c),
+                    xnLast: everyToken ? a.take(0) : a.take(r * c), xn2: inPlace ? a.take(0) : a.take(r * c),
+                    qPre: qPre, kPre: kPre, qRstd: a.take(r * h), kRstd: shared?.kRstd ?? a.take(n * kv),
+                    q: norms && train ? a.take(r * h * d) : qPre, k: shared?.k ?? (norms && train ? a.take(n * kv * d) : kPre),
+                    v: shared?.v ?? a.take(n * kv * d),
+                    probs: everyToken ? shared?.probs ?? a.take(probsPerLayer)
+                        : a.take(train ? h * n : lastTokenAttentionScratchCount(maxLength: batch.maxLength, heads: h)),
+                    att: a.take(r * h * d),
+                    gate: gate, up: a.take(r * inter), act: train ? actShared : gate,
+                    loraU: Self.moduleNames.indices.map { a.take((Self.seesEveryToken($0) ? n : r) * rank) })
             }
             let x0 = a.take(n * c)
             var layers = [LayerActivations]()
             if train {
                 var x = x0
-                for _ in 0..<cfg.numHiddenLayers {
-                    var l = block(x, shared: nil)
-                    let next = a.take(n * c)
-                    l.xOut = next
+                for li in 0..<layerCount {
+                    let l = block(x, tail: pruned && li == layerCount - 1, shared: nil)
                     layers.append(l)
-                    x = next
+                    x = l.xOut
                 }
             } else {
-                var l = block(x0, shared: nil)
+                var l = block(x0, tail: false, shared: nil)
                 l.xn2 = l.xn1
-                layers = Array(repeating: l, count: cfg.numHiddenLayers)
+                layers = Array(repeating: l, count: layerCount)
+                if pruned { layers[layerCount - 1] = block(x0, tail: true, shared: l) }
             }
-            let xFinal = train ? layers.last!.xOut : x0
+            let xFinal = layers.last!.xOut
             // proj doubles as the attention-backward scratch.
-            let proj = a.take(max(n * max(c, h * d), train ? attentionScratchCount(maxLength: batch.maxLength) : 0)), hidden = a.take(n * c), rstdFinal = a.take(n)
+            let attentionScratch = !train ? 0 : pruned ? max(attentionScratchCount(maxLength: batch.maxLength),
+                                                             lastTokenAttentionScratchCount(maxLength: batch.maxLength, heads: h))
+                                                       : attentionScratchCount(maxLength: batch.maxLength)
+            let proj = a.take(max(n * max(c, h * d), attentionScratch)), hidden = a.take(n * c), rstdFinal = a.take(n)
             let dropped = a.take(lora != nil && lora!.training && lora!.adapter.config.loraDropout > 0 ? n * maxIn : 0)
-            let grads = a.take(train ? n * (2 * c + 2 * h * d + 3 * kv * d + 3 * inter + rank) : 0)
+            let grads = a.take(train ? n * (2 * c + 2 * h * d + 3 * kv * d + 3 * inter + rank) + (pruned ? 3 * m * c : 0) : 0)
             return (layers, xFinal, proj, hidden, rstdFinal, dropped, grads)
         }
         let (acts, xFinal, proj, hidden, rstdFinal, dropped, gradScratch) = plan
@@ -248,118 +276,191 @@ public final class QwenModel: Backbone, TrainableBackbone {
         // Embedding lookup; positions restart at 0 for every sequence (no padding exists).
         positions.removeAll(keepingCapacity: true)
         let tokenSeeds = lora?.tokenSeeds(for: sequences) ?? []
-        let x0 = acts[0].xIn
+        let x0 = acts[0].xIn, table = embedTokens.pointer
         var row = 0
         for s in sequences {
             for (p, id) in s.enumerated() {
-                (x0 + row * c).update(from: embedTokens.pointer + Int(id) * c, count: c)
+                (x0 + row * c).update(from: table + Int(id) * c, count: c)
                 positions.append(Int32(p))
                 row += 1
             }
         }
-        var context = lora
-        try tokenSeeds.withUnsafeBufferPointer { seeds in
-            if context != nil, !seeds.isEmpty { context!.tokenSeeds = seeds.baseAddress }
+        prepareLastRows(batch, tokenSeeds: tokenSeeds)
+        let seedsAll = tokenSeeds, seedsLast = lastSeeds
+        try seedsAll.withUnsafeBufferPointer { allSeeds in
+          try seedsLast.withUnsafeBufferPointer { lastSeeds in
             for (li, layer) in layers.enumerated() {
-                let t = acts[li], slots = Self.moduleNames.map { context?.adapter.slot("layers.\(li).\($0)") }
-                func linear(_ m: Int, out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: Tensor, bias: Tensor?,
+                let t = acts[li], slots = Self.moduleNames.map { lora?.adapter.slot("layers.\(li).\($0)") }
+                let tail = pruned && li == layerCount - 1, r = tail ? m : n
+                func linear(_ mi: Int, out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: Tensor, bias: Tensor?,
                             inF: Int, outF: Int) {
-                    adaptedLinearForward(out: out, inp: inp, weight: weight.pointer, bias: bias?.pointer, n: n, inFeatures: inF,
-                                         outFeatures: outF, slot: slots[m], context: context, u: t.loraU[m], dropped: dropped)
+                    let everyToken = !tail || Self.seesEveryToken(mi)
+                    var context = lora
+                    if context != nil, !allSeeds.isEmpty { context!.tokenSeeds = everyToken ? allSeeds.baseAddress : lastSeeds.baseAddress }
+                    adaptedLinearForward(out: out, inp: inp, weight: weight.pointer, bias: bias?.pointer, n: everyToken ? n : m,
+                                         inFeatures: inF, outFeatures: outF, slot: slots[mi], context: context, u: t.loraU[mi],
+                                         dropped: dropped)
                 }
                 // Attention block: xMid = xIn + o_proj(attn(rope(norm(q)), rope(norm(k)), v)).
                 rmsnormForward(out: t.xn1, rstd: t.rstd1, inp: t.xIn, weight: layer.inputLayernorm.pointer, n: n, c: c, eps: eps)
-                linear(0, out: t.qPre, inp: t.xn1, weight: layer.qProj, bias: layer.qBias, inF: c, outF: h * d)
+                if tail { for (i, row) in lastRows.enumerated() { (t.xnLast + i * c).update(from: t.xn1 + row * c, count: c) } }
+                linear(0, out: t.qPre, inp: tail ? t.xnLast : t.xn1, weight: layer.qProj, bias: layer.qBias, inF: c, outF: h * d)
                 linear(1, out: t.kPre, inp: t.xn1, weight: layer.kProj, bias: layer.kBias, inF: c, outF: kv * d)
                 linear(2, out: t.v, inp: t.xn1, weight: layer.vProj, bias: layer.vBias, inF: c, outF: kv * d)
                 if let qNorm = layer.qNorm, let kNorm = layer.kNorm {
-                    // Per-head RMSNorm over D: (N·H, D) and (N·KV, D) rows.
-                    rmsnormForward(out: t.q, rstd: t.qRstd, inp: t.qPre, weight: qNorm.pointer, n: n * h, c: d, eps: eps)
+                    // Per-head RMSNorm over D: (r·H, D) and (N·KV, D) rows.
+                    rmsnormForward(out: t.q, rstd: t.qRstd, inp: t.qPre, weight: qNorm.pointer, n: r * h, c: d, eps: eps)
                     rmsnormForward(out: t.k, rstd: t.kRstd, inp: t.kPre, weight: kNorm.pointer, n: n * kv, c: d, eps: eps)
                 }
+                (tail ? lastPositions : positions).withUnsafeBufferPointer { pos in
+                    ropeForward(x: t.q, positions: pos.baseAddress!, n: r, heads: h, table: rope)
+                }
                 positions.withUnsafeBufferPointer { pos in
-                    ropeForward(x: t.q, positions: pos.baseAddress!, n: n, heads: h, table: rope)
                     ropeForward(x: t.k, positions: pos.baseAddress!, n: n, heads: kv, table: rope)
                 }
-                attentionForward(out: t.att, probs: t.probs, keepProbs: train, q: t.q, k: t.k, v: t.v, batch: batch,
-                                 heads: h, kvHeads: kv, headDim: d, causal: true, scale: 1 / Float(d).squareRoot())
+                let scale = 1 / Float(d).squareRoot()
+                if tail {
+                    lastTokenAttentionForward(out: t.att, probs: t.probs, keepProbs: train, q: t.q, k: t.k, v: t.v, batch: batch,
+                                              heads: h, kvHeads: kv, headDim: d, scale: scale)
+                } else {
+                    attentionForward(out: t.att, probs: t.probs, keepProbs: train, q: t.q, k: t.k, v: t.v, batch: batch,
+                                     heads: h, kvHeads: kv, headDim: d, causal: true, scale: scale)
+                }
                 linear(3, out: proj, inp: t.att, weight: layer.oProj, bias: nil, inF: h * d, outF: c)
-                add(out: t.xMid, t.xIn, proj, count: n * c)
+                if tail {
+                    for (i, row) in lastRows.enumerated() { add(out: t.xMid + i * c, t.xIn + row * c, proj + i * c, count: c) }
+                } else {
+                    add(out: t.xMid, t.xIn, proj, count: n * c)
+                }
 
                 // MLP block: xOut = xMid + down(silu(gate(norm(xMid))) · up(norm(xMid))).
-                rmsnormForward(out: t.xn2, rstd: t.rstd2, inp: t.xMid, weight: layer.postAttentionLayernorm.pointer, n: n, c: c, eps: eps)
+                rmsnormForward(out: t.xn2, rstd: t.rstd2, inp: t.xMid, weight: layer.postAttentionLayernorm.pointer, n: r, c: c, eps: eps)
                 linear(4, out: t.gate, inp: t.xn2, weight: layer.gateProj, bias: nil, inF: c, outF: inter)
                 linear(5, out: t.up, inp: t.xn2, weight: layer.upProj, bias: nil, inF: c, outF: inter)
-                swigluForward(out: t.act, gate: t.gate, up: t.up, count: n * inter)
+                swigluForward(out: t.act, gate: t.gate, up: t.up, count: r * inter)
                 linear(6, out: proj, inp: t.act, weight: layer.downProj, bias: nil, inF: inter, outF: c)
-                add(out: t.xOut, t.xMid, proj, count: n * c)
+                add(out: t.xOut, t.xMid, proj, count: r * c)
             }
+          }
         }
-        rmsnormForward(out: hidden, rstd: rstdFinal, inp: xFinal, weight: finalNorm.pointer, n: n, c: c, eps: eps)
-        saved = train ? (batch, acts, xFinal, rstdFinal, hidden, proj, dropped, gradScratch, tokenSeeds, lora) : nil
+        if pruned {
+            // (S, C) through the final norm, then to each sequence's last row.
+            rmsnormForward(out: proj, rstd: rstdFinal, inp: xFinal, weight: finalNorm.pointer, n: m, c: c, eps: eps)
+            for (i, row) in lastRows.enumerated() { (hidden + row * c).update(from: proj + i * c, count: c) }
+        } else {
+            rmsnormForward(out: hidden, rstd: rstdFinal, inp: xFinal, weight: finalNorm.pointer, n: n, c: c, eps: eps)
+        }
+        saved = train ? (batch, acts, xFinal, rstdFinal, hidden, proj, dropped, gradScratch, tokenSeeds, lora, pruned) : nil
         return Tensor(storage: arenaStorage, offset: hidden - arenaStorage.pointer, shape: [n, c])
+    }
+
+    private func prepareLastRows(_ batch: PackedBatch, tokenSeeds: [UInt64]) {
+        lastRows.removeAll(keepingCapacity: true)
+        lastPositions.removeAll(keepingCapacity: true)
+        lastSeeds.removeAll(keepingCapacity: true)
+        for s in 0..<batch.count {
+            let row = batch.offsets[s + 1] - 1
+            lastRows.append(row)
+            lastPositions.append(Int32(batch.length(s) - 1))
+            if !tokenSeeds.isEmpty { lastSeeds.append(tokenSeeds[row]) }
+        }
     }
 
     private var arenaStorage: FloatBuffer { arenaActivations.storage }
     public var activationCapacity: Int { arenaActivations.capacity }
 
     /// Backward from dL/d(final hidden states) (N, C) of the last `forward(keepActivations: true)`;
-    /// accumulates LoRA gradients into the adapter's gradient buffer.
+    /// accumulates LoRA gradients into the adapter's gradient buffer. Under last-token pooling only
+    /// the last rows of dHidden are read.
     public func backward(dHidden: UnsafePointer<Float>) throws {
         guard let s = saved, let lora = s.lora else { throw ModelInputError("backward needs a forward pass that kept activations, with an adapter") }
         let cfg = config, batch = s.batch
-        let n = batch.tokens, c = cfg.hiddenSize, d = cfg.headSize, h = cfg.numAttentionHeads, kv = cfg.kvHeads
-        let inter = cfg.intermediateSize, rank = lora.adapter.config.r
-        // Gradient scratch, sized in forward: dx (residual), dxn, dq, datt, dk, dv, dkPre, dgate, dup, dact, du.
+        let n = batch.tokens, m = batch.count, c = cfg.hiddenSize, d = cfg.headSize, h = cfg.numAttentionHeads, kv = cfg.kvHeads
+        let inter = cfg.intermediateSize, rank = lora.adapter.config.r, pruned = s.lastTokenOnly
+        // Gradient scratch, sized in forward: dx (residual), dxn, dq, datt, dk, dv, dkPre, dgate, dup, dact, du,
+        // then for a last-token final block dHidden's last rows, its residual and normed-input gradients.
         var g = s.grads
         func take(_ count: Int) -> UnsafeMutablePointer<Float> { defer { g += count }; return g }
         let dx = take(n * c), dxn = take(n * c), dq = take(n * h * d), datt = take(n * h * d)
         let dk = take(n * kv * d), dv = take(n * kv * d), dkPre = take(n * kv * d), dqPre = dq
         let dgate = take(n * inter), dup = take(n * inter), dact = take(n * inter), du = take(n * rank)
+        let dHiddenLast = take(pruned ? m * c : 0), dxLast = take(pruned ? m * c : 0), dxnLast = take(pruned ? m * c : 0)
 
         dx.initialize(repeating: 0, count: n * c)
-        rmsnormBackward(dinp: dx, dout: dHidden, inp: s.xFinal, weight: finalNorm.pointer, rstd: s.rstdFinal, n: n, c: c)
-        var context = lora
-        s.tokenSeeds.withUnsafeBufferPointer { seeds in
-            if !seeds.isEmpty { context.tokenSeeds = seeds.baseAddress }
+        if pruned {
+            for (i, row) in lastRows.enumerated() { (dHiddenLast + i * c).update(from: dHidden + row * c, count: c) }
+            dxLast.initialize(repeating: 0, count: m * c)
+            rmsnormBackward(dinp: dxLast, dout: dHiddenLast, inp: s.xFinal, weight: finalNorm.pointer, rstd: s.rstdFinal, n: m, c: c)
+        } else {
+            rmsnormBackward(dinp: dx, dout: dHidden, inp: s.xFinal, weight: finalNorm.pointer, rstd: s.rstdFinal, n: n, c: c)
+        }
+        let seedsLast = lastSeeds
+        s.tokenSeeds.withUnsafeBufferPointer { allSeeds in
+          seedsLast.withUnsafeBufferPointer { lastSeeds in
             for li in stride(from: layers.count - 1, through: 0, by: -1) {
-                let layer = layers[li], t = s.layers[li], slots = Self.moduleNames.map { context.adapter.slot("layers.\(li).\($0)") }
-                func linearBack(_ m: Int, dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>,
+                let layer = layers[li], t = s.layers[li], slots = Self.moduleNames.map { lora.adapter.slot("layers.\(li).\($0)") }
+                let tail = pruned && li == layers.count - 1, r = tail ? m : n
+                // The block's row-wise gradients: every token's, or the last tokens' of a final block.
+                let dxR = tail ? dxLast : dx, dxnR = tail ? dxnLast : dxn
+                func linearBack(_ mi: Int, dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>,
                                 weight: Tensor, inF: Int, outF: Int, accumulate: Bool) {
-                    adaptedLinearBackward(dinp: dinp, dout: dout, inp: inp, weight: weight.pointer, n: n, inFeatures: inF,
-                                          outFeatures: outF, accumulate: accumulate, slot: slots[m], context: context,
-                                          u: t.loraU[m], du: du, dropped: s.dropped)
+                    let everyToken = !tail || Self.seesEveryToken(mi)
+                    var context = lora
+                    if !allSeeds.isEmpty { context.tokenSeeds = everyToken ? allSeeds.baseAddress : lastSeeds.baseAddress }
+                    adaptedLinearBackward(dinp: dinp, dout: dout, inp: inp, weight: weight.pointer, n: everyToken ? n : m,
+                                          inFeatures: inF, outFeatures: outF, accumulate: accumulate, slot: slots[mi],
+                                          context: context, u: t.loraU[mi], du: du, dropped: s.dropped)
                 }
-                // MLP: dx holds dL/dxOut, which is also dL/dxMid's residual share.
-                linearBack(6, dinp: dact, dout: dx, inp: t.act, weight: layer.downProj, inF: inter, outF: c, accumulate: false)
-                swigluBackward(dgate: dgate, dup: dup, dout: dact, gate: t.gate, up: t.up, count: n * inter)
-                linearBack(4, dinp: dxn, dout: dgate, inp: t.xn2, weight: layer.gateProj, inF: c, outF: inter, accumulate: false)
-                linearBack(5, dinp: dxn, dout: dup, inp: t.xn2, weight: layer.upProj, inF: c, outF: inter, accumulate: true)
-                rmsnormBackward(dinp: dx, dout: dxn, inp: t.xMid, weight: layer.postAttentionLayernorm.pointer, rstd: t.rstd2, n: n, c: c)
-                // Attention: dx now holds dL/dxMid.
-                linearBack(3, dinp: datt, dout: dx, inp: t.att, weight: layer.oProj, inF: h * d, outF: c, accumulate: false)
-                attentionBackward(dq: dq, dk: dk, dv: dv, dout: datt, q: t.q, k: t.k, v: t.v, probs: t.probs, scratch: s.scratch,
-                                  batch: batch, heads: h, kvHeads: kv, headDim: d, scale: 1 / Float(d).squareRoot())
+                // MLP: dxR holds dL/dxOut, which is also dL/dxMid's residual share. silu(gate)·up is
+                // recomputed into dgate's storage, read before swigluBackward overwrites it.
+                swigluForward(out: dgate, gate: t.gate, up: t.up, count: r * inter)
+                linearBack(6, dinp: dact, dout: dxR, inp: dgate, weight: layer.downProj, inF: inter, outF: c, accumulate: false)
+                swigluBackward(dgate: dgate, dup: dup, dout: dact, gate: t.gate, up: t.up, count: r * inter)
+                linearBack(4, dinp: dxnR, dout: dgate, inp: t.xn2, weight: layer.gateProj, inF: c, outF: inter, accumulate: false)
+                linearBack(5, dinp: dxnR, dout: dup, inp: t.xn2, weight: layer.upProj, inF: c, outF: inter, accumulate: true)
+                rmsnormBackward(dinp: dxR, dout: dxnR, inp: t.xMid, weight: layer.postAttentionLayernorm.pointer, rstd: t.rstd2, n: r, c: c)
+                // Attention: dxR now holds dL/dxMid.
+                linearBack(3, dinp: datt, dout: dxR, inp: t.att, weight: layer.oProj, inF: h * d, outF: c, accumulate: false)
+                let scale = 1 / Float(d).squareRoot()
+                if tail {
+                    lastTokenAttentionBackward(dq: dq, dk: dk, dv: dv, dout: datt, q: t.q, k: t.k, v: t.v, probs: t.probs,
+                                               scratch: s.scratch, batch: batch, heads: h, kvHeads: kv, headDim: d, scale: scale)
+                } else {
+                    attentionBackward(dq: dq, dk: dk, dv: dv, dout: datt, q: t.q, k: t.k, v: t.v, probs: t.probs, scratch: s.scratch,
+                                      batch: batch, heads: h, kvHeads: kv, headDim: d, scale: scale)
+                }
+                (tail ? lastPositions : positions).withUnsafeBufferPointer { pos in
+                    ropeBackward(dx: dq, positions: pos.baseAddress!, n: r, heads: h, table: rope)
+                }
                 positions.withUnsafeBufferPointer { pos in
-                    ropeBackward(dx: dq, positions: pos.baseAddress!, n: n, heads: h, table: rope)
                     ropeBackward(dx: dk, positions: pos.baseAddress!, n: n, heads: kv, table: rope)
                 }
                 var dQ = UnsafePointer(dq), dK = UnsafePointer(dk)
                 if let qNorm = layer.qNorm, let kNorm = layer.kNorm {
                     // dqPre overwrites dq's storage only after it has been read, row by row: use datt as staging.
-                    datt.initialize(repeating: 0, count: n * h * d)
-                    rmsnormBackward(dinp: datt, dout: dq, inp: t.qPre, weight: qNorm.pointer, rstd: t.qRstd, n: n * h, c: d)
-                    dqPre.update(from: datt, count: n * h * d)
+                    datt.initialize(repeating: 0, count: r * h * d)
+                    rmsnormBackward(dinp: datt, dout: dq, inp: t.qPre, weight: qNorm.pointer, rstd: t.qRstd, n: r * h, c: d)
+                    dqPre.update(from: datt, count: r * h * d)
                     dkPre.initialize(repeating: 0, count: n * kv * d)
                     rmsnormBackward(dinp: dkPre, dout: dk, inp: t.kPre, weight: kNorm.pointer, rstd: t.kRstd, n: n * kv, c: d)
                     dQ = UnsafePointer(dqPre)
                     dK = UnsafePointer(dkPre)
                 }
-                linearBack(0, dinp: dxn, dout: dQ, inp: t.xn1, weight: layer.qProj, inF: c, outF: h * d, accumulate: false)
-                linearBack(1, dinp: dxn, dout: dK, inp: t.xn1, weight: layer.kProj, inF: c, outF: kv * d, accumulate: true)
+                linearBack(1, dinp: dxn, dout: dK, inp: t.xn1, weight: layer.kProj, inF: c, outF: kv * d, accumulate: false)
                 linearBack(2, dinp: dxn, dout: dv, inp: t.xn1, weight: layer.vProj, inF: c, outF: kv * d, accumulate: true)
+                if tail {
+                    // q saw the last rows only: its input gradient lands there, as does the residual's.
+                    linearBack(0, dinp: dxnLast, dout: dQ, inp: t.xnLast, weight: layer.qProj, inF: c, outF: h * d, accumulate: false)
+                    for (i, row) in lastRows.enumerated() {
+                        addInPlace(dxn + row * c, dxnLast + i * c, count: c)
+                        (dx + row * c).update(from: dxLast + i * c, count: c)
+                    }
+                } else {
+                    linearBack(0, dinp: dxn, dout: dQ, inp: t.xn1, weight: layer.qProj, inF: c, outF: h * d, accumulate: true)
+                }
                 rmsnormBackward(dinp: dx, dout: dxn, inp: t.xIn, weight: layer.inputLayernorm.pointer, rstd: t.rstd1, n: n, c: c)
             }
+          }
         }
     }
 }

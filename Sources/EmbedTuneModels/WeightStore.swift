@@ -10,6 +10,13 @@ public protocol TensorSource: AnyObject {
     func shape(of name: String) -> [Int]?
     /// Copies tensor `name` as fp32 into `destination`, checking its shape.
     func read(_ name: String, shape: [Int], into destination: UnsafeMutablePointer<Float>) throws
+    /// Tensor `name` in place (read-only, e.g. a file mapping) when the source stores it as fp32;
+    /// nil when it must be converted (then `read` it).
+    func mapped(_ name: String, shape: [Int]) throws -> FloatBuffer?
+}
+
+extension TensorSource {
+    public func mapped(_ name: String, shape: [Int]) throws -> FloatBuffer? { nil }
 }
 
 /// The checkpoint tensors of a model directory: one model.safetensors, or shards listed by
@@ -78,6 +85,16 @@ public final class WeightStore: TensorSource, @unchecked Sendable {
 
     /// Copies tensor `name` as fp32 into `destination`, checking its shape.
     public func read(_ name: String, shape: [Int], into destination: UnsafeMutablePointer<Float>) throws {
+        let (file, e) = try locate(name, shape: shape)
+        try file.read(e, into: destination)
+    }
+
+    public func mapped(_ name: String, shape: [Int]) throws -> FloatBuffer? {
+        let (file, e) = try locate(name, shape: shape)
+        return file.mappedFloats(e)
+    }
+
+    private func locate(_ name: String, shape: [Int]) throws -> (SafetensorsFile, SafetensorsFile.Entry) {
         guard let shard = index[name], let file = files[shard], let e = file.entries[name] else {
             let where_ = files.count == 1 ? files.values.first!.url.path : directory.appendingPathComponent("model.safetensors.index.json").path
             throw FormatError(file: where_, item: "tensor \"\(name)\"", "missing")
@@ -85,7 +102,7 @@ public final class WeightStore: TensorSource, @unchecked Sendable {
         guard e.shape == shape else {
             throw FormatError(url: file.url, item: "tensor \"\(name)\"", "shape \(e.shape), expected \(shape)")
         }
-        try file.read(e, into: destination)
+        return (file, e)
     }
 }
 
@@ -113,13 +130,39 @@ public final class ParameterArena {
 
     public func view(_ offset: Int, _ shape: [Int]) -> Tensor { Tensor(storage: storage, offset: offset, shape: shape) }
 
+    /// Tables read a few rows at a time (token embeddings) live outside the arena: when the
+    /// checkpoint stores them as fp32 they stay in its mapping, so only the rows of tokens actually
+    /// seen become resident (a 151 936 × 1024 Qwen3 table is 622 MB otherwise).
+    public private(set) var tables: [(name: String, shape: [Int])] = []
+    private var tableValues: [String: Tensor] = [:]
+
+    public func declareTable(_ name: String, _ shape: [Int]) { tables.append((name, shape)) }
+
+    /// A table's values: mapped or loaded, else zeros until loaded.
+    public func table(_ name: String) -> Tensor {
+        if let t = tableValues[name] { return t }
+        let shape = tables.first { $0.name == name }!.shape
+        let t = Tensor(zeros: shape)
+        tableValues[name] = t
+        return t
+    }
+
     /// Reads every slot from `store`; names in `optional` may be absent (the slot stays zero).
     public func load(from store: TensorSource, optional: Set<String> = [], checkpointName: (String) -> String = { $0 }) throws {
         for slot in layout {
             if optional.contains(slot.name) && !store.contains(checkpointName(slot.name)) { continue }
             try store.read(checkpointName(slot.name), shape: slot.shape, into: storage.pointer + slot.offset)
         }
+        for (name, shape) in tables {
+            if let mapped = try store.mapped(checkpointName(name), shape: shape) {
+                tableValues[name] = Tensor(storage: mapped, shape: shape)
+            } else {
+                let t = Tensor(zeros: shape)
+                try store.read(checkpointName(name), shape: shape, into: t.pointer)
+                tableValues[name] = t
+            }
+        }
     }
 
-    public var parameterCount: Int { layout.reduce(0) { $0 + $1.shape.reduce(1, *) } }
+    public var parameterCount: Int { (layout.map(\.shape) + tables.map(\.shape)).reduce(0) { $0 + $1.reduce(1, *) } }
 }

@@ -203,6 +203,7 @@ public final class Trainer {
         let c = model.hiddenSize
         let context = adapted ? LoRAContext(adapter: adapter, training: training, sequenceSeeds: seeds,
                                             backboneDropout: options.backboneDropout) : nil
+        model.setPooling(embedder.directory.pooling)
         let hidden = try model.forward(ids, lora: context, keepActivations: keep && adapted)
         var pooled = [Float](repeating: 0, count: ids.count * c)
         let batch = PackedBatch(lengths: ids.map(\.count))
