@@ -89,7 +89,9 @@ public final class ActivationArena: @unchecked Sendable {
         _ = body(self)
         let needed = cursor
         measuring = false
-        if needed > buffer.count { buffer = FloatBuffer(count: needed, zeroed: false) }
+        // Grow with headroom: batches differ in length, and every regrowth faults in (and the kernel
+        // zeroes) fresh pages for the whole arena. Pages never touched cost no memory.
+        if needed > buffer.count { buffer = FloatBuffer(count: max(needed, buffer.count + buffer.count / 4), zeroed: false) }
         cursor = 0
         return body(self)
     }

@@ -293,7 +293,7 @@ public final class BertModel: Backbone, TrainableBackbone {
             for li in stride(from: layers.count - 1, through: 0, by: -1) {
                 let layer = layers[li], t = s.layers[li]
                 let slots = Self.moduleNames.map { context.adapter.slot("encoder.layer.\(li).\($0)") }
-                func linearBack(_ m: Int, dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>,
+                func linearBack(_ m: Int, dinp: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>,
                                 weight: Tensor, inF: Int, outF: Int, accumulate: Bool) {
                     adaptedLinearBackward(dinp: dinp, dout: dout, inp: inp, weight: weight.pointer, n: n, inFeatures: inF,
                                           outFeatures: outF, accumulate: accumulate, slot: slots[m], context: context,
@@ -332,10 +332,12 @@ public final class BertModel: Backbone, TrainableBackbone {
                                   scratch: s.attentionScratch, batch: s.batch, heads: h, kvHeads: h, headDim: d, scale: 1 / Float(d).squareRoot(),
                                   dropout: attentionP > 0 ? AttentionDropout(p: attentionP, tokenSeeds: seeds.baseAddress!,
                                                                              site: Self.attentionSite(li)) : nil)
-                dx.update(from: dy, count: n * c)  // residual: dL/dxIn
-                linearBack(0, dinp: dx, dout: dq, inp: t.xIn, weight: layer.query, inF: c, outF: c, accumulate: true)
-                linearBack(1, dinp: dx, dout: dk, inp: t.xIn, weight: layer.key, inF: c, outF: c, accumulate: true)
-                linearBack(2, dinp: dx, dout: dv, inp: t.xIn, weight: layer.value, inF: c, outF: c, accumulate: true)
+                // residual: dL/dxIn; the first block's input is the frozen embeddings': no gradient needed.
+                let dIn = li > 0 ? dx : nil
+                dIn?.update(from: dy, count: n * c)
+                linearBack(0, dinp: dIn, dout: dq, inp: t.xIn, weight: layer.query, inF: c, outF: c, accumulate: true)
+                linearBack(1, dinp: dIn, dout: dk, inp: t.xIn, weight: layer.key, inF: c, outF: c, accumulate: true)
+                linearBack(2, dinp: dIn, dout: dv, inp: t.xIn, weight: layer.value, inF: c, outF: c, accumulate: true)
             }
         }
     }

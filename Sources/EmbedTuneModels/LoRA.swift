@@ -137,7 +137,8 @@ public func loraForward(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float
 
 /// LoRA backward: dB += s·doutᵀ·u, du = s·dout·B, dA += duᵀ·dropout(x), dx += dropout'(du·A).
 /// dout is (N, out), x and dx are (N, in), u and du (N, r); `dropped` (N, in) scratch.
-public func loraBackward(dx: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, x: UnsafePointer<Float>,
+/// With dx nil (nothing below needs it) the input gradient is skipped.
+public func loraBackward(dx: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>, x: UnsafePointer<Float>,
                          u: UnsafePointer<Float>, n: Int, slot s: LoRASlot, context: LoRAContext,
                          du: UnsafeMutablePointer<Float>, dropped: UnsafeMutablePointer<Float>) {
     let adapter = context.adapter, scale = adapter.scale
@@ -154,6 +155,7 @@ public func loraBackward(dx: UnsafeMutablePointer<Float>, dout: UnsafePointer<Fl
     }
     sgemm(transA: true, m: s.rank, n: s.inFeatures, k: n, a: du, lda: s.rank, b: input, ldb: s.inFeatures, beta: 1,
           c: adapter.gradA(s), ldc: s.inFeatures)
+    guard let dx else { return }
     if dropping {
         // d(dropped) = du·A, then through the same mask: d x = mask ⊙ d(dropped) / keep.
         sgemm(m: n, n: s.inFeatures, k: s.rank, a: du, lda: s.rank, b: adapter.a(s), ldb: s.inFeatures, c: dropped,
@@ -192,12 +194,13 @@ public func adaptedLinearForward(
 }
 
 /// Backward of `adaptedLinearForward`: dinp (+)= dout·W plus the LoRA path, whose weight
-/// gradients accumulate into the adapter.
+/// gradients accumulate into the adapter. With dinp nil (the first block, whose input comes from
+/// frozen embeddings) only the adapter's gradients are computed.
 public func adaptedLinearBackward(
-    dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+    dinp: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
     n: Int, inFeatures: Int, outFeatures: Int, accumulate: Bool, slot: LoRASlot?, context: LoRAContext,
     u: UnsafePointer<Float>, du: UnsafeMutablePointer<Float>, dropped: UnsafeMutablePointer<Float>
 ) {
-    linearBackwardInput(dinp: dinp, dout: dout, weight: weight, n: n, c: inFeatures, oc: outFeatures, accumulate: accumulate)
+    if let dinp { linearBackwardInput(dinp: dinp, dout: dout, weight: weight, n: n, c: inFeatures, oc: outFeatures, accumulate: accumulate) }
     if let slot { loraBackward(dx: dinp, dout: dout, x: inp, u: u, n: n, slot: slot, context: context, du: du, dropped: dropped) }
 }

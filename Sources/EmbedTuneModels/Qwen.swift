@@ -402,7 +402,7 @@ public final class QwenModel: Backbone, TrainableBackbone {
                 let tail = pruned && li == layers.count - 1, r = tail ? m : n
                 // The block's row-wise gradients: every token's, or the last tokens' of a final block.
                 let dxR = tail ? dxLast : dx, dxnR = tail ? dxnLast : dxn
-                func linearBack(_ mi: Int, dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>,
+                func linearBack(_ mi: Int, dinp: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>,
                                 weight: Tensor, inF: Int, outF: Int, accumulate: Bool) {
                     let everyToken = !tail || Self.seesEveryToken(mi)
                     var context = lora
@@ -446,9 +446,13 @@ public final class QwenModel: Backbone, TrainableBackbone {
                     dQ = UnsafePointer(dqPre)
                     dK = UnsafePointer(dkPre)
                 }
-                linearBack(1, dinp: dxn, dout: dK, inp: t.xn1, weight: layer.kProj, inF: c, outF: kv * d, accumulate: false)
-                linearBack(2, dinp: dxn, dout: dv, inp: t.xn1, weight: layer.vProj, inF: c, outF: kv * d, accumulate: true)
-                if tail {
+                // The first block's input is the frozen embeddings': its q/k/v need no input gradient.
+                let dxnIn = li > 0 ? dxn : nil
+                linearBack(1, dinp: dxnIn, dout: dK, inp: t.xn1, weight: layer.kProj, inF: c, outF: kv * d, accumulate: false)
+                linearBack(2, dinp: dxnIn, dout: dv, inp: t.xn1, weight: layer.vProj, inF: c, outF: kv * d, accumulate: true)
+                if tail && li == 0 {
+                    linearBack(0, dinp: nil, dout: dQ, inp: t.xnLast, weight: layer.qProj, inF: c, outF: h * d, accumulate: false)
+                } else if tail {
                     // q saw the last rows only: its input gradient lands there, as does the residual's.
                     linearBack(0, dinp: dxnLast, dout: dQ, inp: t.xnLast, weight: layer.qProj, inF: c, outF: h * d, accumulate: false)
                     for (i, row) in lastRows.enumerated() {
@@ -456,9 +460,11 @@ public final class QwenModel: Backbone, TrainableBackbone {
                         (dx + row * c).update(from: dxLast + i * c, count: c)
                     }
                 } else {
-                    linearBack(0, dinp: dxn, dout: dQ, inp: t.xn1, weight: layer.qProj, inF: c, outF: h * d, accumulate: true)
+                    linearBack(0, dinp: dxnIn, dout: dQ, inp: t.xn1, weight: layer.qProj, inF: c, outF: h * d, accumulate: true)
                 }
-                rmsnormBackward(dinp: dx, dout: dxn, inp: t.xIn, weight: layer.inputLayernorm.pointer, rstd: t.rstd1, n: n, c: c)
+                if li > 0 {
+                    rmsnormBackward(dinp: dx, dout: dxn, inp: t.xIn, weight: layer.inputLayernorm.pointer, rstd: t.rstd1, n: n, c: c)
+                }
             }
           }
         }
