@@ -74,6 +74,26 @@ public func ropeBackward(
     ropeRotate(x: dx, positions: positions, n: n, heads: heads, table: table, inverse: true)
 }
 
+/// Row-wise SwiGLU backward for a fused [gate | up] projection: gate, up, dgate and dup rows are
+/// `ld` apart, dout is (N, I). Writes (not accumulates) dgate and dup.
+public func swigluBackward(
+    dgate: UnsafeMutablePointer<Float>, dup: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>,
+    gate: UnsafePointer<Float>, up: UnsafePointer<Float>, rows: Int, cols: Int, ld: Int
+) {
+    ComputeTeam.current.parallelFor(rows, grain: rowGrain(cols)) { range in
+        for r in range {
+            let g0 = gate + r * ld, u0 = up + r * ld, d0 = dout + r * cols, dg = dgate + r * ld, du = dup + r * ld
+            var i = 0
+            while i < cols {
+                let g = load8(g0, i, cols), d = load8(d0, i, cols), s = vsigmoid(g)
+                store8(d * g * s, du, i, cols)
+                store8(d * load8(u0, i, cols) * s * (1 + g * (1 - s)), dg, i, cols)
+                i += 8
+            }
+        }
+    }
+}
+
 /// SwiGLU backward: out = silu(g)·u. Writes (not accumulates) dgate and dup. All (count).
 public func swigluBackward(
     dgate: UnsafeMutablePointer<Float>, dup: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>,

@@ -43,20 +43,22 @@ func blasSGEMM(
 }
 
 /// Linear layer forward: out = inp · Wᵀ (+ bias).
-/// inp is (N, C), weight is (OC, C) as PyTorch stores it, bias is (OC), out is (N, OC).
+/// inp is (N, C), weight is (OC, C) as PyTorch stores it, bias is (OC), out is (N, OC) with rows
+/// `ldOut` apart (default OC; wider when several linears write side by side).
 /// The bias is written first and the GEMM accumulates onto it (β = 1): one pass over `out`
 /// fewer than a separate bias add, and no zeroing pass inside OpenBLAS.
 public func linearForward(
     out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-    bias: UnsafePointer<Float>?, n: Int, c: Int, oc: Int
+    bias: UnsafePointer<Float>?, n: Int, c: Int, oc: Int, ldOut: Int? = nil
 ) {
+    let ld = ldOut ?? oc
     guard let bias else {
-        sgemm(transB: true, m: n, n: oc, k: c, a: inp, lda: c, b: weight, ldb: c, c: out, ldc: oc)
+        sgemm(transB: true, m: n, n: oc, k: c, a: inp, lda: c, b: weight, ldb: c, c: out, ldc: ld)
         return
     }
     ComputeTeam.current.parallelFor(n, grain: 16) { rows in
-        for row in rows { (out + row * oc).update(from: bias, count: oc) }
-        blasSGEMM(false, true, rows.count, oc, c, 1, inp + rows.lowerBound * c, c, weight, c, 1, out + rows.lowerBound * oc, oc)
+        for row in rows { (out + row * ld).update(from: bias, count: oc) }
+        blasSGEMM(false, true, rows.count, oc, c, 1, inp + rows.lowerBound * c, c, weight, c, 1, out + rows.lowerBound * ld, ld)
     }
 }
 

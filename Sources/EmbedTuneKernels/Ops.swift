@@ -106,6 +106,24 @@ func ropeRotate(
     }
 }
 
+/// SwiGLU over rows whose gate and up halves sit in one fused projection: gate row i at
+/// gate + i·ld, up row i at up + i·ld (a [gate | up] buffer has ld = 2I); out is (N, I).
+public func swigluForward(
+    out: UnsafeMutablePointer<Float>, gate: UnsafePointer<Float>, up: UnsafePointer<Float>, rows: Int, cols: Int, ld: Int
+) {
+    ComputeTeam.current.parallelFor(rows, grain: rowGrain(cols)) { range in
+        for r in range {
+            let g0 = gate + r * ld, u0 = up + r * ld, o = out + r * cols
+            var i = 0
+            while i < cols {
+                let g = load8(g0, i, cols)
+                store8(g * vsigmoid(g) * load8(u0, i, cols), o, i, cols)
+                i += 8
+            }
+        }
+    }
+}
+
 /// SwiGLU: out = silu(gate) · up. All are (N·I).
 public func swigluForward(
     out: UnsafeMutablePointer<Float>, gate: UnsafePointer<Float>, up: UnsafePointer<Float>, count: Int

@@ -120,8 +120,9 @@ public struct LoRAContext {
 }
 
 /// out += scale · (dropout(x) · Aᵀ) · Bᵀ; saves u = dropout(x)·Aᵀ (N, r) when `saveU` is given.
-/// x is (N, in), out is (N, out); `dropped` is (N, in) scratch used when dropout is on.
-public func loraForward(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, n: Int, slot s: LoRASlot,
+/// x is (N, in), out is (N, out) with rows `ldOut` apart (default out); `dropped` is (N, in)
+/// scratch used when dropout is on.
+public func loraForward(out: UnsafeMutablePointer<Float>, ldOut: Int? = nil, x: UnsafePointer<Float>, n: Int, slot s: LoRASlot,
                         context: LoRAContext, u: UnsafeMutablePointer<Float>, dropped: UnsafeMutablePointer<Float>) {
     let adapter = context.adapter
     var input = x
@@ -132,19 +133,19 @@ public func loraForward(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float
     sgemm(transB: true, m: n, n: s.rank, k: s.inFeatures, a: input, lda: s.inFeatures, b: adapter.a(s), ldb: s.inFeatures,
           c: u, ldc: s.rank)
     sgemm(transB: true, m: n, n: s.outFeatures, k: s.rank, alpha: adapter.scale, a: u, lda: s.rank, b: adapter.b(s),
-          ldb: s.rank, beta: 1, c: out, ldc: s.outFeatures)
+          ldb: s.rank, beta: 1, c: out, ldc: ldOut ?? s.outFeatures)
 }
 
 /// LoRA backward: dB += s·doutᵀ·u, du = s·dout·B, dA += duᵀ·dropout(x), dx += dropout'(du·A).
-/// dout is (N, out), x and dx are (N, in), u and du (N, r); `dropped` (N, in) scratch.
-/// With dx nil (nothing below needs it) the input gradient is skipped.
-public func loraBackward(dx: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>, x: UnsafePointer<Float>,
+/// dout is (N, out) with rows `ldDout` apart (default out), x and dx are (N, in), u and du (N, r);
+/// `dropped` (N, in) scratch. With dx nil (nothing below needs it) the input gradient is skipped.
+public func loraBackward(dx: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>, ldDout: Int? = nil, x: UnsafePointer<Float>,
                          u: UnsafePointer<Float>, n: Int, slot s: LoRASlot, context: LoRAContext,
                          du: UnsafeMutablePointer<Float>, dropped: UnsafeMutablePointer<Float>) {
-    let adapter = context.adapter, scale = adapter.scale
-    sgemm(transA: true, m: s.outFeatures, n: s.rank, k: n, alpha: scale, a: dout, lda: s.outFeatures, b: u, ldb: s.rank,
+    let adapter = context.adapter, scale = adapter.scale, ld = ldDout ?? s.outFeatures
+    sgemm(transA: true, m: s.outFeatures, n: s.rank, k: n, alpha: scale, a: dout, lda: ld, b: u, ldb: s.rank,
           beta: 1, c: adapter.gradB(s), ldc: s.rank)
-    sgemm(m: n, n: s.rank, k: s.outFeatures, alpha: scale, a: dout, lda: s.outFeatures, b: adapter.b(s), ldb: s.rank,
+    sgemm(m: n, n: s.rank, k: s.outFeatures, alpha: scale, a: dout, lda: ld, b: adapter.b(s), ldb: s.rank,
           c: du, ldc: s.rank)
     let dropping = context.dropout > 0 && context.tokenSeeds != nil
     var input = x
@@ -203,4 +204,78 @@ public func adaptedLinearBackward(
 ) {
     if let dinp { linearBackwardInput(dinp: dinp, dout: dout, weight: weight, n: n, c: inFeatures, oc: outFeatures, accumulate: accumulate) }
     if let slot { loraBackward(dx: dinp, dout: dout, x: inp, u: u, n: n, slot: slot, context: context, du: du, dropped: dropped) }
+}
+
+/// Linears that read the same input and write side by side into one (N, ΣOC) buffer, as q/k/v or
+/// gate/up. When each weight (and bias) follows the previous one in memory, as the parameter arena
+/// lays out adjacently declared tensors, the base product is one GEMM: the input is packed once,
+/// and backward's input gradient is one GEMM over K = ΣOC instead of one per linear plus
+/// accumulation passes.
+public struct LinearGroup {
+    public let weights: [UnsafePointer<Float>]   // each (OC_i, in)
+    public let biases: [UnsafePointer<Float>?]   // each (OC_i) or nil
+    public let outFeatures: [Int]
+    public let inFeatures: Int
+    public let offsets: [Int]                    // column where linear i's output starts
+    public let total: Int                        // ΣOC, the row stride of the output
+    public let contiguous: Bool
+
+    public init(weights: [UnsafePointer<Float>], biases: [UnsafePointer<Float>?], outFeatures: [Int], inFeatures: Int) {
+        self.weights = weights
+        self.biases = biases
+        self.outFeatures = outFeatures
+        self.inFeatures = inFeatures
+        let offsets = outFeatures.indices.map { outFeatures[..<$0].reduce(0, +) }
+        self.offsets = offsets
+        total = outFeatures.reduce(0, +)
+        let weightsAdjacent = weights.indices.dropFirst().allSatisfy { weights[$0] == weights[0] + offsets[$0] * inFeatures }
+        let biasesAdjacent = biases.allSatisfy { $0 == nil }
+            || (biases[0] != nil && biases.indices.dropFirst().allSatisfy { biases[$0] == biases[0]! + offsets[$0] })
+        contiguous = weightsAdjacent && biasesAdjacent
+    }
+}
+
+/// Forward of a `LinearGroup` with each member's LoRA path: out (N, ΣOC); u[i] keeps member i's bottleneck.
+public func adaptedGroupForward(
+    out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, group g: LinearGroup, n: Int, slots: [LoRASlot?],
+    context: LoRAContext?, u: [UnsafeMutablePointer<Float>], dropped: UnsafeMutablePointer<Float>
+) {
+    if g.contiguous {
+        linearForward(out: out, inp: inp, weight: g.weights[0], bias: g.biases[0], n: n, c: g.inFeatures, oc: g.total)
+    } else {
+        for i in g.weights.indices {
+            linearForward(out: out + g.offsets[i], inp: inp, weight: g.weights[i], bias: g.biases[i], n: n, c: g.inFeatures,
+                          oc: g.outFeatures[i], ldOut: g.total)
+        }
+    }
+    guard let context else { return }
+    for (i, slot) in slots.enumerated() {
+        if let slot { loraForward(out: out + g.offsets[i], ldOut: g.total, x: inp, n: n, slot: slot, context: context, u: u[i], dropped: dropped) }
+    }
+}
+
+/// Backward of `adaptedGroupForward`: dinp (+)= dout (N, ΣOC) · [W₁; W₂; …] plus every LoRA path.
+/// With dinp nil only the adapter's gradients are computed.
+public func adaptedGroupBackward(
+    dinp: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>, group g: LinearGroup, n: Int,
+    accumulate: Bool, slots: [LoRASlot?], context: LoRAContext, u: [UnsafePointer<Float>], du: UnsafeMutablePointer<Float>,
+    dropped: UnsafeMutablePointer<Float>
+) {
+    if let dinp {
+        if g.contiguous {
+            sgemm(m: n, n: g.inFeatures, k: g.total, a: dout, lda: g.total, b: g.weights[0], ldb: g.inFeatures,
+                  beta: accumulate ? 1 : 0, c: dinp, ldc: g.inFeatures)
+        } else {
+            for i in g.weights.indices {
+                sgemm(m: n, n: g.inFeatures, k: g.outFeatures[i], a: dout + g.offsets[i], lda: g.total, b: g.weights[i],
+                      ldb: g.inFeatures, beta: accumulate || i > 0 ? 1 : 0, c: dinp, ldc: g.inFeatures)
+            }
+        }
+    }
+    for (i, slot) in slots.enumerated() {
+        if let slot {
+            loraBackward(dx: dinp, dout: dout + g.offsets[i], ldDout: g.total, x: inp, u: u[i], n: n, slot: slot, context: context,
+                         du: du, dropped: dropped)
+        }
+    }
 }

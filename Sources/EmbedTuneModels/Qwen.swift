@@ -65,6 +65,11 @@ public final class QwenModel: Backbone, TrainableBackbone {
         var postAttentionLayernorm: Tensor  // (C)
         var gateProj, upProj: Tensor        // (I, C)
         var downProj: Tensor                // (C, I)
+        /// gate_proj and up_proj, declared adjacently: one GEMM into a (N, 2I) [gate | up] buffer.
+        var gateUp: LinearGroup {
+            LinearGroup(weights: [gateProj.pointer, upProj.pointer], biases: [nil, nil],
+                        outFeatures: [gateProj.shape[0], upProj.shape[0]], inFeatures: gateProj.shape[1])
+        }
     }
 
     public var architecture: String { config.modelType }
@@ -165,7 +170,7 @@ public final class QwenModel: Backbone, TrainableBackbone {
         var q, k, v: UnsafeMutablePointer<Float>            // after norm and RoPE: (r, H·D), (N, KV·D), (N, KV·D)
         var probs: UnsafeMutablePointer<Float>              // H·ΣT² (H·N for last-token rows) kept, or scratch
         var att: UnsafeMutablePointer<Float>                // (r, H·D) input of o_proj
-        var gate, up: UnsafeMutablePointer<Float>           // (r, I)
+        var gate, up: UnsafeMutablePointer<Float>           // (r, I) halves of one (r, 2I) buffer: rows 2I apart
         var act: UnsafeMutablePointer<Float>                // (r, I) silu(gate)·up; training recomputes it in backward
         var loraU: [UnsafeMutablePointer<Float>]            // per module of `moduleNames`, (rows, r)
     }
@@ -232,7 +237,7 @@ public final class QwenModel: Backbone, TrainableBackbone {
                 let everyToken = !tail, r = tail ? m : n
                 let norms = cfg.hasQKNorm, inPlace = !train && everyToken
                 let kPre = shared?.kPre ?? a.take(n * kv * d)
-                let qPre = a.take(r * h * d), gate = a.take(r * inter)
+                let qPre = a.take(r * h * d), gate = a.take(r * 2 * inter)
                 return LayerActivations(
                     xIn: xIn, xMid: inPlace ? xIn : a.take(r * c), xOut: inPlace ? xIn : a.take(r * c),
                     rstd1: shared?.rstd1 ?? a.take(n), rstd2: a.take(r), xn1: shared?.xn1 ?? a.take(n * c),
@@ -243,7 +248,7 @@ public final class QwenModel: Backbone, TrainableBackbone {
                     probs: everyToken ? shared?.probs ?? a.take(probsPerLayer)
                         : a.take(train ? h * n : lastTokenAttentionScratchCount(maxLength: batch.maxLength, heads: h)),
                     att: a.take(r * h * d),
-                    gate: gate, up: a.take(r * inter), act: train ? actShared : gate,
+                    gate: gate, up: gate + inter, act: train ? actShared : a.take(r * inter),
                     loraU: Self.moduleNames.indices.map { a.take((Self.seesEveryToken($0) ? n : r) * rank) })
             }
             let x0 = a.take(n * c)
@@ -292,14 +297,18 @@ public final class QwenModel: Backbone, TrainableBackbone {
             for (li, layer) in layers.enumerated() {
                 let t = acts[li], slots = Self.moduleNames.map { lora?.adapter.slot("layers.\(li).\($0)") }
                 let tail = pruned && li == layerCount - 1, r = tail ? m : n
+                func context(_ mi: Int) -> LoRAContext? {
+                    var context = lora
+                    if context != nil, !allSeeds.isEmpty {
+                        context!.tokenSeeds = !tail || Self.seesEveryToken(mi) ? allSeeds.baseAddress : lastSeeds.baseAddress
+                    }
+                    return context
+                }
                 func linear(_ mi: Int, out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: Tensor, bias: Tensor?,
                             inF: Int, outF: Int) {
-                    let everyToken = !tail || Self.seesEveryToken(mi)
-                    var context = lora
-                    if context != nil, !allSeeds.isEmpty { context!.tokenSeeds = everyToken ? allSeeds.baseAddress : lastSeeds.baseAddress }
-                    adaptedLinearForward(out: out, inp: inp, weight: weight.pointer, bias: bias?.pointer, n: everyToken ? n : m,
-                                         inFeatures: inF, outFeatures: outF, slot: slots[mi], context: context, u: t.loraU[mi],
-                                         dropped: dropped)
+                    adaptedLinearForward(out: out, inp: inp, weight: weight.pointer, bias: bias?.pointer,
+                                         n: !tail || Self.seesEveryToken(mi) ? n : m, inFeatures: inF, outFeatures: outF,
+                                         slot: slots[mi], context: context(mi), u: t.loraU[mi], dropped: dropped)
                 }
                 // Attention block: xMid = xIn + o_proj(attn(rope(norm(q)), rope(norm(k)), v)).
                 rmsnormForward(out: t.xn1, rstd: t.rstd1, inp: t.xIn, weight: layer.inputLayernorm.pointer, n: n, c: c, eps: eps)
@@ -335,9 +344,9 @@ public final class QwenModel: Backbone, TrainableBackbone {
 
                 // MLP block: xOut = xMid + down(silu(gate(norm(xMid))) · up(norm(xMid))).
                 rmsnormForward(out: t.xn2, rstd: t.rstd2, inp: t.xMid, weight: layer.postAttentionLayernorm.pointer, n: r, c: c, eps: eps)
-                linear(4, out: t.gate, inp: t.xn2, weight: layer.gateProj, bias: nil, inF: c, outF: inter)
-                linear(5, out: t.up, inp: t.xn2, weight: layer.upProj, bias: nil, inF: c, outF: inter)
-                swigluForward(out: t.act, gate: t.gate, up: t.up, count: r * inter)
+                adaptedGroupForward(out: t.gate, inp: t.xn2, group: layer.gateUp, n: r, slots: [slots[4], slots[5]],
+                                    context: context(4), u: [t.loraU[4], t.loraU[5]], dropped: dropped)
+                swigluForward(out: t.act, gate: t.gate, up: t.up, rows: r, cols: inter, ld: 2 * inter)
                 linear(6, out: proj, inp: t.act, weight: layer.downProj, bias: nil, inF: inter, outF: c)
                 add(out: t.xOut, t.xMid, proj, count: r * c)
             }
@@ -377,13 +386,13 @@ public final class QwenModel: Backbone, TrainableBackbone {
         let cfg = config, batch = s.batch
         let n = batch.tokens, m = batch.count, c = cfg.hiddenSize, d = cfg.headSize, h = cfg.numAttentionHeads, kv = cfg.kvHeads
         let inter = cfg.intermediateSize, rank = lora.adapter.config.r, pruned = s.lastTokenOnly
-        // Gradient scratch, sized in forward: dx (residual), dxn, dq, datt, dk, dv, dkPre, dgate, dup, dact, du,
+        // Gradient scratch, sized in forward: dx (residual), dxn, dq, datt, dk, dv, dkPre, d[gate | up], dact, du,
         // then for a last-token final block dHidden's last rows, its residual and normed-input gradients.
         var g = s.grads
         func take(_ count: Int) -> UnsafeMutablePointer<Float> { defer { g += count }; return g }
         let dx = take(n * c), dxn = take(n * c), dq = take(n * h * d), datt = take(n * h * d)
         let dk = take(n * kv * d), dv = take(n * kv * d), dkPre = take(n * kv * d), dqPre = dq
-        let dgate = take(n * inter), dup = take(n * inter), dact = take(n * inter), du = take(n * rank)
+        let dGateUp = take(n * 2 * inter), dact = take(n * inter), du = take(n * rank)
         let dHiddenLast = take(pruned ? m * c : 0), dxLast = take(pruned ? m * c : 0), dxnLast = take(pruned ? m * c : 0)
 
         dx.initialize(repeating: 0, count: n * c)
@@ -402,22 +411,26 @@ public final class QwenModel: Backbone, TrainableBackbone {
                 let tail = pruned && li == layers.count - 1, r = tail ? m : n
                 // The block's row-wise gradients: every token's, or the last tokens' of a final block.
                 let dxR = tail ? dxLast : dx, dxnR = tail ? dxnLast : dxn
+                func context(_ mi: Int) -> LoRAContext {
+                    var context = lora
+                    if !allSeeds.isEmpty { context.tokenSeeds = !tail || Self.seesEveryToken(mi) ? allSeeds.baseAddress : lastSeeds.baseAddress }
+                    return context
+                }
                 func linearBack(_ mi: Int, dinp: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>,
                                 weight: Tensor, inF: Int, outF: Int, accumulate: Bool) {
-                    let everyToken = !tail || Self.seesEveryToken(mi)
-                    var context = lora
-                    if !allSeeds.isEmpty { context.tokenSeeds = everyToken ? allSeeds.baseAddress : lastSeeds.baseAddress }
-                    adaptedLinearBackward(dinp: dinp, dout: dout, inp: inp, weight: weight.pointer, n: everyToken ? n : m,
-                                          inFeatures: inF, outFeatures: outF, accumulate: accumulate, slot: slots[mi],
-                                          context: context, u: t.loraU[mi], du: du, dropped: s.dropped)
+                    adaptedLinearBackward(dinp: dinp, dout: dout, inp: inp, weight: weight.pointer,
+                                          n: !tail || Self.seesEveryToken(mi) ? n : m, inFeatures: inF, outFeatures: outF,
+                                          accumulate: accumulate, slot: slots[mi], context: context(mi), u: t.loraU[mi], du: du,
+                                          dropped: s.dropped)
                 }
                 // MLP: dxR holds dL/dxOut, which is also dL/dxMid's residual share. silu(gate)·up is
-                // recomputed into dgate's storage, read before swigluBackward overwrites it.
-                swigluForward(out: dgate, gate: t.gate, up: t.up, count: r * inter)
-                linearBack(6, dinp: dact, dout: dxR, inp: dgate, weight: layer.downProj, inF: inter, outF: c, accumulate: false)
-                swigluBackward(dgate: dgate, dup: dup, dout: dact, gate: t.gate, up: t.up, count: r * inter)
-                linearBack(4, dinp: dxnR, dout: dgate, inp: t.xn2, weight: layer.gateProj, inF: c, outF: inter, accumulate: false)
-                linearBack(5, dinp: dxnR, dout: dup, inp: t.xn2, weight: layer.upProj, inF: c, outF: inter, accumulate: true)
+                // recomputed into dGateUp's storage, read before swigluBackward overwrites it.
+                swigluForward(out: dGateUp, gate: t.gate, up: t.up, rows: r, cols: inter, ld: 2 * inter)
+                linearBack(6, dinp: dact, dout: dxR, inp: dGateUp, weight: layer.downProj, inF: inter, outF: c, accumulate: false)
+                swigluBackward(dgate: dGateUp, dup: dGateUp + inter, dout: dact, gate: t.gate, up: t.up, rows: r, cols: inter, ld: 2 * inter)
+                adaptedGroupBackward(dinp: dxnR, dout: dGateUp, inp: t.xn2, group: layer.gateUp, n: r, accumulate: false,
+                                     slots: [slots[4], slots[5]], context: context(4), u: [t.loraU[4], t.loraU[5]], du: du,
+                                     dropped: s.dropped)
                 rmsnormBackward(dinp: dxR, dout: dxnR, inp: t.xMid, weight: layer.postAttentionLayernorm.pointer, rstd: t.rstd2, n: r, c: c)
                 // Attention: dxR now holds dL/dxMid.
                 linearBack(3, dinp: datt, dout: dxR, inp: t.att, weight: layer.oProj, inF: h * d, outF: c, accumulate: false)
