@@ -117,6 +117,12 @@ public func geluBackward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<
     }
 }
 
+/// Activation backward from the slope a training forward kept: dinp = dout ⊙ slope. All (count);
+/// dinp may alias dout.
+public func multiplySlope(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, slope: UnsafePointer<Float>, count: Int) {
+    forEachVector(count) { i in store8(load8(dout, i, count) * load8(slope, i, count), dinp, i, count) }
+}
+
 /// tanh-GELU backward: dinp = dout · gelu_tanh'(x). All (count); dinp may alias dout.
 public func geluTanhBackward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, preActivation x: UnsafePointer<Float>,
                              count: Int) {

@@ -155,6 +155,35 @@ public func geluTanhForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer
     }
 }
 
+/// Training forms: the activation and its slope in one pass. out = f(x) and x is overwritten
+/// with f'(x) (the pre-activation is not needed again), so backward is one multiply
+/// (`multiplySlope`) instead of recomputing erf/tanh and exp. All (count).
+public func geluForward(out: UnsafeMutablePointer<Float>, slopeInPlace x: UnsafeMutablePointer<Float>, count: Int) {
+    forEachVector(count) { i in
+        let v = load8(x, i, count), cdf = 0.5 * (1 + verf(v * invSqrt2))
+        store8(v * cdf, out, i, count)
+        store8(cdf + v * vexp(-0.5 * v * v) * invSqrt2Pi, x, i, count)
+    }
+}
+
+public func geluTanhForward(out: UnsafeMutablePointer<Float>, slopeInPlace x: UnsafeMutablePointer<Float>, count: Int) {
+    forEachVector(count) { i in
+        let v = load8(x, i, count), v2 = v * v
+        let t = vtanh(geluTanhK * (v + 0.044715 * v2 * v))
+        let dInner: Float8 = geluTanhK * (1 + 0.134145 * v2)
+        store8(0.5 * v * (1 + t), out, i, count)
+        store8(0.5 * (1 + t) + 0.5 * v * (1 - t * t) * dInner, x, i, count)
+    }
+}
+
+public func reluForward(out: UnsafeMutablePointer<Float>, slopeInPlace x: UnsafeMutablePointer<Float>, count: Int) {
+    forEachVector(count) { i in
+        let v = load8(x, i, count), positive = v .> 0
+        store8(vmax(v, Float8()), out, i, count)
+        store8(Float8(repeating: 0).replacing(with: 1, where: positive), x, i, count)
+    }
+}
+
 /// ReLU. inp, out are (count); may alias.
 public func reluForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, count: Int) {
     forEachVector(count) { i in store8(vmax(load8(inp, i, count), Float8()), out, i, count) }

@@ -150,7 +150,7 @@ public final class BertModel: Backbone, TrainableBackbone {
         var mean1, rstd1, mean2, rstd2: UnsafeMutablePointer<Float>  // (N)
         var q, k, v, att: UnsafeMutablePointer<Float>        // (N, C)
         var probs: UnsafeMutablePointer<Float>               // H·ΣT² (training) or T² scratch
-        var hPre, act: UnsafeMutablePointer<Float>           // (N, I)
+        var hPre, act: UnsafeMutablePointer<Float>           // (N, I); training overwrites hPre with the activation's slope
         var loraU: [UnsafeMutablePointer<Float>]             // per module of `moduleNames`, (N, r)
     }
 
@@ -260,10 +260,13 @@ public final class BertModel: Backbone, TrainableBackbone {
                                  bias: layer.attentionNormBias.pointer, n: n, c: c, eps: eps)
                 // xOut = LN(x1 + dense(act(dense(x1))))
                 linear(4, out: t.hPre, inp: t.x1, weight: layer.intermediate, bias: layer.intermediateBias, inF: c, outF: inter)
-                switch activation {  // act aliases hPre when activations are not kept
-                case .gelu: geluForward(out: t.act, inp: t.hPre, count: n * inter)
-                case .geluTanh: geluTanhForward(out: t.act, inp: t.hPre, count: n * inter)
-                case .relu: reluForward(out: t.act, inp: t.hPre, count: n * inter)
+                switch (activation, train) {  // act aliases hPre when activations are not kept
+                case (.gelu, false): geluForward(out: t.act, inp: t.hPre, count: n * inter)
+                case (.geluTanh, false): geluTanhForward(out: t.act, inp: t.hPre, count: n * inter)
+                case (.relu, false): reluForward(out: t.act, inp: t.hPre, count: n * inter)
+                case (.gelu, true): geluForward(out: t.act, slopeInPlace: t.hPre, count: n * inter)
+                case (.geluTanh, true): geluTanhForward(out: t.act, slopeInPlace: t.hPre, count: n * inter)
+                case (.relu, true): reluForward(out: t.act, slopeInPlace: t.hPre, count: n * inter)
                 }
                 linear(5, out: t.y2, inp: t.act, weight: layer.output, bias: layer.outputBias, inF: inter, outF: c)
                 if hiddenP > 0 { dropoutRows(out: t.y2, inp: t.y2, n: n, c: c, p: hiddenP, tokenSeeds: seeds.baseAddress!, site: Self.hiddenSite(li, 1)) }
@@ -310,11 +313,7 @@ public final class BertModel: Backbone, TrainableBackbone {
                     dDense = UnsafePointer(dq)
                 }
                 linearBack(5, dinp: dact, dout: dDense, inp: t.act, weight: layer.output, inF: inter, outF: c, accumulate: false)
-                switch activation {
-                case .gelu: geluBackward(dinp: dh, dout: dact, preActivation: t.hPre, count: n * inter)
-                case .geluTanh: geluTanhBackward(dinp: dh, dout: dact, preActivation: t.hPre, count: n * inter)
-                case .relu: reluBackward(dinp: dh, dout: dact, preActivation: t.hPre, count: n * inter)
-                }
+                multiplySlope(dinp: dh, dout: dact, slope: t.hPre, count: n * inter)  // hPre holds f'(x) in training
                 dx.update(from: dy, count: n * c)  // residual: dL/dx1
                 linearBack(4, dinp: dx, dout: dh, inp: t.x1, weight: layer.intermediate, inF: c, outF: inter, accumulate: true)
                 // Attention block: dx = dL/dx1 → dy = dL/dy1.

@@ -112,6 +112,35 @@ struct BackwardTests {
         }
     }
 
+    @Test("the slope a training forward keeps gives the same output and backward as recomputing it")
+    func activationSlopes() {
+        let count = 61
+        var rng = SeededGenerator(seed: 8)
+        let x = (0..<count).map { _ in Float.random(in: -5...5, using: &rng) }
+        let g = (0..<count).map { _ in Float.random(in: -1...1, using: &rng) }
+        typealias Plain = (UnsafeMutablePointer<Float>, UnsafePointer<Float>, Int) -> Void
+        typealias Sloped = (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void
+        let kinds: [(String, Plain, Sloped, Plain)] = [
+            ("gelu", { geluForward(out: $0, inp: $1, count: $2) }, { geluForward(out: $0, slopeInPlace: $1, count: $2) },
+             { d, x, n in geluBackward(d, preActivation: x, count: n) }),
+            ("gelu_tanh", { geluTanhForward(out: $0, inp: $1, count: $2) }, { geluTanhForward(out: $0, slopeInPlace: $1, count: $2) },
+             { d, x, n in geluTanhBackward(d, preActivation: x, count: n) }),
+            ("relu", { reluForward(out: $0, inp: $1, count: $2) }, { reluForward(out: $0, slopeInPlace: $1, count: $2) },
+             { d, x, n in reluBackward(dinp: d, dout: d, preActivation: x, count: n) }),
+        ]
+        for (name, plain, sloped, backward) in kinds {
+            var expectedOut = [Float](repeating: 0, count: count), out = expectedOut
+            plain(&expectedOut, x, count)
+            var expectedGrad = g
+            backward(&expectedGrad, x, count)
+            var slope = x, grad = [Float](repeating: 0, count: count)
+            sloped(&out, &slope, count)
+            multiplySlope(dinp: &grad, dout: g, slope: slope, count: count)
+            #expect(out == expectedOut, "\(name) forward")
+            #expect(maxAbsDifference(grad, expectedGrad) <= 1e-6, "\(name) backward")
+        }
+    }
+
     @Test("attention backward (causal and bidirectional, grouped heads, packed sequences, probability dropout) matches finite differences",
           arguments: [(true, false), (false, false), (false, true), (true, true)])
     func attention(causal: Bool, dropping: Bool) {
