@@ -45,6 +45,7 @@ public final class Trainer {
     public let communicator: Communicator
     public let embedder: Embedder
     public let model: Backbone & TrainableBackbone
+    private var dHidden = [Float]()
     public let adapter: LoRAAdapter
     public let optimizer: AdamW
     public private(set) var train: [Triplet] = []
@@ -221,7 +222,9 @@ public final class Trainer {
             l2NormalizeBackward(dx: &dPooled, dy: g.baseAddress!, x: pooled, n: ids.count, c: c)
         }
         guard embedder.directory.pooling != .max else { throw DataProblem(origin: "model", problem: "max pooling cannot be trained") }
-        var dHidden = [Float](repeating: 0, count: batch.tokens * c)
+        // (N, C) is tens of MB: reused across steps rather than mapped and zero-faulted each time.
+        dHidden.removeAll(keepingCapacity: true)
+        dHidden.append(contentsOf: repeatElement(0, count: batch.tokens * c))
         poolBackward(embedder.directory.pooling, dPooled: dPooled, batch: batch, c: c, dHidden: &dHidden)
         try dHidden.withUnsafeBufferPointer { try model.backward(dHidden: $0.baseAddress!) }
     }
