@@ -85,6 +85,9 @@ bench: deps models build
 ## with `bench train` (bench/peer/README.md). Its venv is made like `reference`'s (torch from the local CPU wheel).
 PEER_VENV := bench/peer/.venv
 PEER_PY := $(PEER_VENV)/bin/python
+# Each pair runs PEER_ROUNDS times, alternating; the ratio reported is the median (the peer's own
+# step time moves by up to ±15% between runs on a shared machine).
+PEER_ROUNDS ?= 3
 PEER := $(PYTHON) bench/peer/compare.py
 TINY256 := out/bench/models/tiny-qwen3-256
 peer-venv:
@@ -96,19 +99,19 @@ peer-venv:
 
 bench-peer: deps models build peer-venv
 	$(PEER_PY) bench/peer/make_model.py tiny-qwen3-256 $(TINY256)
-	$(PEER) train --python $(PEER_PY) --model $(MINILM) --check-loss --json out/bench/peer-train-minilm.json
-	$(PEER) train --python $(PEER_PY) --model $(MINILM) --ranks 2 --json out/bench/peer-train-minilm-2ranks.json
-	$(PEER) train --python $(PEER_PY) --model $(MINILM) --dropout default --json out/bench/peer-train-minilm-dropout.json
-	$(PEER) train --python $(PEER_PY) --model $(TINY256) --json out/bench/peer-train-tiny-qwen3-256.json
-	$(PEER) train --python $(PEER_PY) --model $(TINY256) --ranks 2 --json out/bench/peer-train-tiny-qwen3-256-2ranks.json
-	$(PEER) train --python $(PEER_PY) --model $(TINY256) --dropout default --json out/bench/peer-train-tiny-qwen3-256-dropout.json
-	$(PEER) embed --python $(PEER_PY) --model $(MINILM) --json out/bench/peer-embed-minilm.json
+	$(PEER) train --rounds $(PEER_ROUNDS) --python $(PEER_PY) --model $(MINILM) --check-loss --json out/bench/peer-train-minilm.json
+	$(PEER) train --rounds $(PEER_ROUNDS) --python $(PEER_PY) --model $(MINILM) --ranks 2 --json out/bench/peer-train-minilm-2ranks.json
+	$(PEER) train --rounds $(PEER_ROUNDS) --python $(PEER_PY) --model $(MINILM) --dropout default --json out/bench/peer-train-minilm-dropout.json
+	$(PEER) train --rounds $(PEER_ROUNDS) --python $(PEER_PY) --model $(TINY256) --check-loss --json out/bench/peer-train-tiny-qwen3-256.json
+	$(PEER) train --rounds $(PEER_ROUNDS) --python $(PEER_PY) --model $(TINY256) --ranks 2 --json out/bench/peer-train-tiny-qwen3-256-2ranks.json
+	$(PEER) train --rounds $(PEER_ROUNDS) --python $(PEER_PY) --model $(TINY256) --dropout default --json out/bench/peer-train-tiny-qwen3-256-dropout.json
+	$(PEER) embed --rounds $(PEER_ROUNDS) --python $(PEER_PY) --model $(MINILM) --json out/bench/peer-embed-minilm.json
 
 ## bench-peer-0.6b: the Qwen3-0.6B-shaped random model (2.4 GB of weights), batch 4, 1 hard negative.
 QWEN06 := out/bench/models/qwen3-0.6b-shape
 bench-peer-0.6b: deps models build peer-venv
 	$(PEER_PY) bench/peer/make_model.py qwen3-0.6b-shape $(QWEN06)
-	$(PEER) train --python $(PEER_PY) --model $(QWEN06) --batch-size 4 --negatives 1 --json out/bench/peer-train-qwen3-0.6b.json
+	$(PEER) train --rounds 1 --python $(PEER_PY) --model $(QWEN06) --batch-size 4 --negatives 1 --json out/bench/peer-train-qwen3-0.6b.json
 
 ## reference: dev-time only — the Python oracle venv (torch from the local CPU wheel) and fixtures.
 reference:

@@ -2,11 +2,13 @@
 """EmbedTune vs the Python peer, back to back on one workload (stdlib only).
 
     compare.py train --model DIR [--batch-size 16 --negatives 3 --max-length 128 --steps 5
-                     --dropout nodrop|default --ranks 1] [--check-loss] [--json FILE]
-    compare.py embed --model DIR [--batch-size 64 --max-length 128 --repeats 5] [--json FILE]
+                     --dropout nodrop|default --ranks 1] [--check-loss] [--rounds R] [--json FILE]
+    compare.py embed --model DIR [--batch-size 64 --max-length 128 --repeats 5] [--rounds R] [--json FILE]
 
 Runs `embedtune bench train|embed … --json` (the release binary), then `peer.py train|embed` for
-the same workload, and prints both sides with the ratios EmbedTune ÷ peer. For `train` it first
+the same workload, and prints both sides with the ratios EmbedTune ÷ peer. With --rounds R both
+sides run R times, alternating, and the headline ratio is the median of the R paired ratios (the
+peer's own speed moves by ±15% between runs on a shared machine). For `train` it first
 checks that both sides generate the same synthetic texts (`bench train --write-data` against
 `peer.py data --compare`); --check-loss also compares the step-1 loss on one shared batch.
 See bench/peer/README.md.
@@ -17,6 +19,7 @@ import argparse
 import json
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -83,6 +86,21 @@ def table(title: str, rows: list[tuple[str, object, object, object]]) -> None:
             print("  ".join("-" * w for w in widths))
 
 
+def median_side(rows: list[dict]) -> dict:
+    """One side over several rounds: the median of every numeric field, the rest from round 1."""
+    out = dict(rows[0])
+    for k, v in rows[0].items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[k] = statistics.median(r[k] for r in rows)
+    return out
+
+
+def paired_rounds(rounds: int, measure_ours, measure_peer) -> tuple[dict, dict, list[tuple[dict, dict]]]:
+    """Both sides measured `rounds` times, alternating, so slow phases of a noisy machine hit both."""
+    pairs = [(measure_ours(), measure_peer()) for _ in range(rounds)]
+    return median_side([a for a, _ in pairs]), median_side([b for _, b in pairs]), pairs
+
+
 def ratio(a, b):
     return a / b if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
 
@@ -128,14 +146,15 @@ def compare_train(args, python: str) -> dict:
     loss = check_loss(args, python, lora_dropout) if args.check_loss else None
     common = ["--model", args.model, "--batch-size", str(args.batch_size), "--negatives", str(args.negatives),
               "--max-length", str(args.max_length), "--steps", str(args.steps)]
-    et = embedtune_row([args.embedtune, "bench", "train"] + common
-                       + ["--lora-dropout", str(lora_dropout), "--ranks", str(args.ranks)]
-                       + (["--backbone-dropout"] if args.dropout == "default" else []))
+    et_cmd = ([args.embedtune, "bench", "train"] + common
+              + ["--lora-dropout", str(lora_dropout), "--ranks", str(args.ranks)]
+              + (["--backbone-dropout"] if args.dropout == "default" else []))
     peer_cmd = [python, PEER, "train"] + common + ["--warmup", "2", "--dropout", args.dropout, "--ranks", str(args.ranks)]
     if args.threads:
         peer_cmd += ["--threads", str(args.threads)]
-    peer = last_json_line(run(peer_cmd))
-    ratios = {"examples_per_s": ratio(et["examples_per_s"], peer["examples_per_s"]),
+    et, peer, pairs = paired_rounds(args.rounds, lambda: embedtune_row(et_cmd), lambda: last_json_line(run(peer_cmd)))
+    round_ratios = [ratio(a["examples_per_s"], b["examples_per_s"]) for a, b in pairs]
+    ratios = {"examples_per_s": statistics.median(round_ratios),
               "s_per_step": ratio(et["s_per_step"], peer["s_per_step"]),
               "tokens_per_s": ratio(et["tokens_per_s"], peer["tokens_per_s"]),
               "peak_rss_mb": ratio(et["peak_rss_mb"], peer["peak_rss_mb"])}
@@ -150,7 +169,8 @@ def compare_train(args, python: str) -> dict:
         ("peak_rss_mb", et["peak_rss_mb"], peer["peak_rss_mb"], ratios["peak_rss_mb"]),
     ])
     print(f"speed-up (examples/s, EmbedTune ÷ peer): {fmt(ratios['examples_per_s'])}×   "
-          f"RSS ratio (EmbedTune ÷ peer): {fmt(ratios['peak_rss_mb'])}")
+          f"RSS ratio (EmbedTune ÷ peer): {fmt(ratios['peak_rss_mb'])}"
+          + (f"   (median of {len(pairs)} alternating rounds: {', '.join(fmt(r) for r in round_ratios)})" if len(pairs) > 1 else ""))
     print(f"texts identical: {'yes' if identical else 'not checked' if identical is None else 'NO'}"
           + (f"   step-1 loss: embedtune {loss['embedtune']:.6f}  peer {loss['peer']:.6f}" if loss else ""))
     if loss and args.dropout == "default":
@@ -160,16 +180,18 @@ def compare_train(args, python: str) -> dict:
               f"(peer: {peer.get('backbone_dropouts_live')}; EmbedTune: --backbone-dropout)")
     workload = {k: getattr(args, k) for k in ("model", "batch_size", "negatives", "max_length", "steps", "dropout", "ranks")}
     return {"benchmark": "peer train", "workload": workload, "embedtune": et, "peer": peer, "ratios": ratios,
+            "round_ratios": round_ratios, "rounds": [{"embedtune": a, "peer": b} for a, b in pairs],
             "texts_identical": identical, "loss_check": loss}
 
 
 def compare_embed(args, python: str) -> dict:
     common = ["--model", args.model, "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
               "--repeats", str(args.repeats)]
-    et = embedtune_row([args.embedtune, "bench", "embed"] + common)
     peer_cmd = [python, PEER, "embed"] + common + (["--threads", str(args.threads)] if args.threads else [])
-    peer = last_json_line(run(peer_cmd))
-    ratios = {"texts_per_s": ratio(et["texts_per_s"], peer["texts_per_s"]),
+    et, peer, pairs = paired_rounds(args.rounds, lambda: embedtune_row([args.embedtune, "bench", "embed"] + common),
+                                    lambda: last_json_line(run(peer_cmd)))
+    round_ratios = [ratio(a["texts_per_s"], b["texts_per_s"]) for a, b in pairs]
+    ratios = {"texts_per_s": statistics.median(round_ratios),
               "tokens_per_s": ratio(et["tokens_per_s"], peer["tokens_per_s"])}
     table(f"embed  {model_name(args.model)}  batch {args.batch_size}  max_length {args.max_length}  "
           f"median of {args.repeats} after 1 warm-up  (BLAS {et.get('blas_core')})", [
@@ -179,9 +201,11 @@ def compare_embed(args, python: str) -> dict:
         ("texts_per_s", et["texts_per_s"], peer["texts_per_s"], ratios["texts_per_s"]),
         ("tokens_per_s", et["tokens_per_s"], peer["tokens_per_s"], ratios["tokens_per_s"]),
     ])
-    print(f"speed-up (texts/s, EmbedTune ÷ peer): {fmt(ratios['texts_per_s'])}×")
+    print(f"speed-up (texts/s, EmbedTune ÷ peer): {fmt(ratios['texts_per_s'])}×"
+          + (f"   (median of {len(pairs)} alternating rounds: {', '.join(fmt(r) for r in round_ratios)})" if len(pairs) > 1 else ""))
     workload = {k: getattr(args, k) for k in ("model", "batch_size", "max_length", "repeats")}
-    return {"benchmark": "peer embed", "workload": workload, "embedtune": et, "peer": peer, "ratios": ratios}
+    return {"benchmark": "peer embed", "workload": workload, "embedtune": et, "peer": peer, "ratios": ratios,
+            "round_ratios": round_ratios, "rounds": [{"embedtune": a, "peer": b} for a, b in pairs]}
 
 
 def main() -> None:
@@ -195,6 +219,8 @@ def main() -> None:
         p.add_argument("--embedtune", default=os.path.join(ROOT, ".build/release/embedtune"))
         p.add_argument("--python", default=default_python(), help="interpreter with torch, peft, sentence-transformers")
         p.add_argument("--json", help="write both rows and the ratios here")
+        p.add_argument("--rounds", type=int, default=1,
+                       help="measure both sides this many times, alternating; report medians and the median ratio")
         if name == "train":
             p.add_argument("--batch-size", type=int, default=16, help="per rank")
             p.add_argument("--negatives", type=int, default=3)
