@@ -190,13 +190,7 @@ public func attentionBackward(
             // dP' (T, T) = dO (T, D) · Vᵀ, and through the same mask: dP = dropout'(dP')
             blasSGEMM(false, true, t, t, d, 1, doh, qStride, vh, kvStride, 0, dS, t)
             dropout?.apply(out: dS, inp: dS, rows: t, firstToken: start, head: h)
-            // dS = P ⊙ (dP − rowsum(dP ⊙ P)), scaled into the logits' space.
-            for i in 0..<t {
-                let pr = p + i * t, dr = dS + i * t
-                let dot = dot8(pr, dr, t)
-                var j = 0
-                while j < t { store8(load8(pr, j, t) * (load8(dr, j, t) - dot) * scale, dr, j, t); j += 8 }
-            }
+            softmaxBackwardRows(dS, probs: p, rows: t, length: t, scale: scale)
             // dQ (T, D) = dS · K ; dK (T, D) += dSᵀ · Q
             blasSGEMM(false, false, t, d, t, 1, dS, t, kh, kvStride, 0, dqh, qStride)
             blasSGEMM(true, false, t, d, t, 1, dS, t, qh, qStride, 1, dkh, kvStride)
@@ -220,6 +214,18 @@ public func l2NormalizeBackward(
     }
 }
 
+/// Softmax backward in place, row by row: dS = P ⊙ (dP − rowsum(dP ⊙ P)) · scale, which takes the
+/// gradient into the logits' space (scale is the logits' factor). dS holds dP on entry; both (rows, length).
+@inline(__always)
+func softmaxBackwardRows(_ dS: UnsafeMutablePointer<Float>, probs p: UnsafePointer<Float>, rows: Int, length t: Int, scale: Float) {
+    for i in 0..<rows {
+        let pr = p + i * t, dr = dS + i * t
+        let dot = dot8(pr, dr, t)
+        var j = 0
+        while j < t { store8(load8(pr, j, t) * (load8(dr, j, t) - dot) * scale, dr, j, t); j += 8 }
+    }
+}
+
 /// Backward of `lastTokenAttentionForward`. dq and dout are (S, H, D); dk and dv are (N, KVH, D)
 /// and are written (not accumulated) for every token; probs as kept by the forward pass;
 /// scratch of `lastTokenAttentionScratchCount`.
@@ -240,13 +246,7 @@ public func lastTokenAttentionBackward(
         // dV (T, D) = Pᵀ (T, G) · dO (G, D);  dP (G, T) = dO · Vᵀ
         blasSGEMM(true, false, t, d, group, 1, p, t, dog, d, 0, dv + start * kvStride + kvh * d, kvStride)
         blasSGEMM(false, true, group, t, d, 1, dog, d, vh, kvStride, 0, dS, t)
-        // dS = P ⊙ (dP − rowsum(dP ⊙ P)), scaled into the logits' space.
-        for i in 0..<group {
-            let pr = p + i * t, dr = dS + i * t
-            let dot = dot8(pr, dr, t)
-            var j = 0
-            while j < t { store8(load8(pr, j, t) * (load8(dr, j, t) - dot) * scale, dr, j, t); j += 8 }
-        }
+        softmaxBackwardRows(dS, probs: p, rows: group, length: t, scale: scale)
         // dQ (G, D) = dS · K;  dK (T, D) = dSᵀ · Q
         blasSGEMM(false, false, group, d, t, 1, dS, t, kh, kvStride, 0, dqg, d)
         blasSGEMM(true, false, t, d, group, 1, dS, t, qg, d, 0, dk + start * kvStride + kvh * d, kvStride)

@@ -292,8 +292,8 @@ public final class QwenModel: Backbone, TrainableBackbone {
         }
         prepareLastRows(batch, tokenSeeds: tokenSeeds)
         let seedsAll = tokenSeeds, seedsLast = lastSeeds
-        try seedsAll.withUnsafeBufferPointer { allSeeds in
-          try seedsLast.withUnsafeBufferPointer { lastSeeds in
+        seedsAll.withUnsafeBufferPointer { allSeeds in
+          seedsLast.withUnsafeBufferPointer { lastSeeds in
             for (li, layer) in layers.enumerated() {
                 let t = acts[li], slots = Self.moduleNames.map { lora?.adapter.slot("layers.\(li).\($0)") }
                 let tail = pruned && li == layerCount - 1, r = tail ? m : n
