@@ -69,6 +69,28 @@ struct SafetensorsTests {
         #expect(try file.tensor("b").array == b)
         let half = try SafetensorsFile(url: dir.appendingPathComponent("h.safetensors")).tensor("a").array
         #expect(maxAbsDifference(half, a) < 0.02)
+
+        // Embedding tables are used in place when stored as fp32; other dtypes are converted.
+        let mapped = try #require(file.mappedFloats(file.entries["a"]!))
+        #expect(mapped.array == a)
+        let bf16 = try SafetensorsFile(url: dir.appendingPathComponent("h.safetensors"))
+        #expect(bf16.mappedFloats(bf16.entries["a"]!) == nil)
+    }
+
+    @Test("a model's token-embedding table stays in the checkpoint's mapping and embeds as a copied one")
+    func mappedEmbeddingTable() throws {
+        let dir = try ModelDirectory(Paths.fixtures.appendingPathComponent("tiny-qwen3"))
+        let store = try dir.tensorSource()
+        let arena = ParameterArena()
+        arena.declareTable("embed_tokens.weight", store.shape(of: "embed_tokens.weight")!)
+        try arena.load(from: store)
+        let table = arena.table("embed_tokens.weight")
+        let copy = Tensor(zeros: table.shape)
+        try store.read("embed_tokens.weight", shape: table.shape, into: copy.pointer)
+        #expect(table.array == copy.array)
+        if let weights = store as? WeightStore, weights.dominantDType == "F32" {
+            #expect(try weights.mapped("embed_tokens.weight", shape: table.shape) != nil, "fp32 tables are not copied")
+        }
     }
 
     @Test("every hostile file is rejected with an error naming the file and the problem",
