@@ -85,9 +85,9 @@ public func swigluBackward(
             let g0 = gate + r * ld, u0 = up + r * ld, d0 = dout + r * cols, dg = dgate + r * ld, du = dup + r * ld
             var i = 0
             while i < cols {
-                let g = load8(g0, i, cols), d = load8(d0, i, cols), s = vsigmoid(g)
-                store8(d * g * s, du, i, cols)
-                store8(d * load8(u0, i, cols) * s * (1 + g * (1 - s)), dg, i, cols)
+                let (dGate, dUp) = swigluGradient8(load8(g0, i, cols), load8(u0, i, cols), load8(d0, i, cols))
+                store8(dUp, du, i, cols)
+                store8(dGate, dg, i, cols)
                 i += 8
             }
         }
@@ -100,10 +100,17 @@ public func swigluBackward(
     gate: UnsafePointer<Float>, up: UnsafePointer<Float>, count: Int
 ) {
     forEachVector(count) { i in
-        let g = load8(gate, i, count), d = load8(dout, i, count), s = vsigmoid(g)
-        store8(d * g * s, dup, i, count)
-        store8(d * load8(up, i, count) * s * (1 + g * (1 - s)), dgate, i, count)
+        let (dGate, dUp) = swigluGradient8(load8(gate, i, count), load8(up, i, count), load8(dout, i, count))
+        store8(dUp, dup, i, count)
+        store8(dGate, dgate, i, count)
     }
+}
+
+/// (dL/dgate, dL/dup) of silu(g)·u for eight values, given dL/dout d.
+@inline(__always)
+func swigluGradient8(_ g: Float8, _ u: Float8, _ d: Float8) -> (Float8, Float8) {
+    let s = vsigmoid(g)
+    return (d * u * s * (1 + g * (1 - s)), d * g * s)
 }
 
 /// Exact GELU backward: dinp = dout · gelu'(x). x is the pre-activation; all (count); dinp may
@@ -112,8 +119,7 @@ public func geluBackward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<
                          count: Int) {
     forEachVector(count) { i in
         let v = load8(x, i, count)
-        let slope = 0.5 * (1 + verf(v * invSqrt2)) + v * vexp(-0.5 * v * v) * invSqrt2Pi
-        store8(load8(dout, i, count) * slope, dinp, i, count)
+        store8(load8(dout, i, count) * geluSlope8(v, cdf: geluCDF8(v)), dinp, i, count)
     }
 }
 
@@ -127,12 +133,7 @@ public func multiplySlope(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer
 public func geluTanhBackward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, preActivation x: UnsafePointer<Float>,
                              count: Int) {
     forEachVector(count) { i in
-        let v = load8(x, i, count), v2 = v * v
-        let inner: Float8 = geluTanhK * (v + 0.044715 * v2 * v)
-        let t = vtanh(inner)
-        let dInner: Float8 = geluTanhK * (1 + 0.134145 * v2)
-        let slope: Float8 = 0.5 * (1 + t) + 0.5 * v * (1 - t * t) * dInner
-        store8(load8(dout, i, count) * slope, dinp, i, count)
+        store8(load8(dout, i, count) * geluTanh8(load8(x, i, count)).slope, dinp, i, count)
     }
 }
 

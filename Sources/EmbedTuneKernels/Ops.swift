@@ -116,8 +116,7 @@ public func swigluForward(
             let g0 = gate + r * ld, u0 = up + r * ld, o = out + r * cols
             var i = 0
             while i < cols {
-                let g = load8(g0, i, cols)
-                store8(g * vsigmoid(g) * load8(u0, i, cols), o, i, cols)
+                store8(swiglu8(load8(g0, i, cols), load8(u0, i, cols)), o, i, cols)
                 i += 8
             }
         }
@@ -128,30 +127,47 @@ public func swigluForward(
 public func swigluForward(
     out: UnsafeMutablePointer<Float>, gate: UnsafePointer<Float>, up: UnsafePointer<Float>, count: Int
 ) {
-    forEachVector(count) { i in
-        let g = load8(gate, i, count)
-        store8(g * vsigmoid(g) * load8(up, i, count), out, i, count)
-    }
+    forEachVector(count) { i in store8(swiglu8(load8(gate, i, count), load8(up, i, count)), out, i, count) }
 }
+
+/// silu(g)·u for eight values.
+@inline(__always)
+func swiglu8(_ g: Float8, _ u: Float8) -> Float8 { g * vsigmoid(g) * u }
 
 let invSqrt2: Float = 0.707_106_781_186_547_52
 let invSqrt2Pi: Float = 0.398_942_280_401_432_7
 let geluTanhK: Float = 0.797_884_560_802_865_4
+
+/// Φ(x), the standard normal CDF, for eight values: GELU is x·Φ(x).
+@inline(__always)
+func geluCDF8(_ v: Float8) -> Float8 { 0.5 * (1 + verf(v * invSqrt2)) }
+
+/// GELU's slope Φ(x) + x·φ(x), given Φ(x).
+@inline(__always)
+func geluSlope8(_ v: Float8, cdf: Float8) -> Float8 { cdf + v * vexp(-0.5 * v * v) * invSqrt2Pi }
+
+/// tanh-GELU and its slope for eight values.
+@inline(__always)
+func geluTanh8(_ v: Float8) -> (value: Float8, slope: Float8) {
+    let v2 = v * v
+    let t = vtanh(geluTanhK * (v + 0.044715 * v2 * v))
+    let dInner: Float8 = geluTanhK * (1 + 0.134145 * v2)
+    return (0.5 * v * (1 + t), 0.5 * (1 + t) + 0.5 * v * (1 - t * t) * dInner)
+}
 
 /// Exact (erf) GELU, as BERT's "gelu" activation: out = x·Φ(x). inp, out are (count); out may
 /// alias inp.
 public func geluForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, count: Int) {
     forEachVector(count) { i in
         let v = load8(inp, i, count)
-        store8(0.5 * v * (1 + verf(v * invSqrt2)), out, i, count)
+        store8(v * geluCDF8(v), out, i, count)
     }
 }
 
 /// tanh-approximated GELU ("gelu_new", "gelu_pytorch_tanh"). inp, out are (count); may alias.
 public func geluTanhForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, count: Int) {
     forEachVector(count) { i in
-        let v = load8(inp, i, count)
-        store8(0.5 * v * (1 + vtanh(geluTanhK * (v + 0.044715 * v * v * v))), out, i, count)
+        store8(geluTanh8(load8(inp, i, count)).value, out, i, count)
     }
 }
 
@@ -160,19 +176,17 @@ public func geluTanhForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer
 /// (`multiplySlope`) instead of recomputing erf/tanh and exp. All (count).
 public func geluForward(out: UnsafeMutablePointer<Float>, slopeInPlace x: UnsafeMutablePointer<Float>, count: Int) {
     forEachVector(count) { i in
-        let v = load8(x, i, count), cdf = 0.5 * (1 + verf(v * invSqrt2))
+        let v = load8(x, i, count), cdf = geluCDF8(v)
         store8(v * cdf, out, i, count)
-        store8(cdf + v * vexp(-0.5 * v * v) * invSqrt2Pi, x, i, count)
+        store8(geluSlope8(v, cdf: cdf), x, i, count)
     }
 }
 
 public func geluTanhForward(out: UnsafeMutablePointer<Float>, slopeInPlace x: UnsafeMutablePointer<Float>, count: Int) {
     forEachVector(count) { i in
-        let v = load8(x, i, count), v2 = v * v
-        let t = vtanh(geluTanhK * (v + 0.044715 * v2 * v))
-        let dInner: Float8 = geluTanhK * (1 + 0.134145 * v2)
-        store8(0.5 * v * (1 + t), out, i, count)
-        store8(0.5 * (1 + t) + 0.5 * v * (1 - t * t) * dInner, x, i, count)
+        let (value, slope) = geluTanh8(load8(x, i, count))
+        store8(value, out, i, count)
+        store8(slope, x, i, count)
     }
 }
 

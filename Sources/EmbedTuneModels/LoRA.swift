@@ -119,7 +119,7 @@ public struct LoRAContext {
     var dropout: Float { training && tokenSeeds != nil ? Float(adapter.config.loraDropout) : 0 }
 }
 
-/// out += scale · (dropout(x) · Aᵀ) · Bᵀ; saves u = dropout(x)·Aᵀ (N, r) when `saveU` is given.
+/// out += scale · (dropout(x) · Aᵀ) · Bᵀ; keeps u = dropout(x)·Aᵀ (N, r) for backward.
 /// x is (N, in), out is (N, out) with rows `ldOut` apart (default out); `dropped` is (N, in)
 /// scratch used when dropout is on.
 public func loraForward(out: UnsafeMutablePointer<Float>, ldOut: Int? = nil, x: UnsafePointer<Float>, n: Int, slot s: LoRASlot,
@@ -263,8 +263,7 @@ public func adaptedGroupBackward(
 ) {
     if let dinp {
         if g.contiguous {
-            sgemm(m: n, n: g.inFeatures, k: g.total, a: dout, lda: g.total, b: g.weights[0], ldb: g.inFeatures,
-                  beta: accumulate ? 1 : 0, c: dinp, ldc: g.inFeatures)
+            linearBackwardInput(dinp: dinp, dout: dout, weight: g.weights[0], n: n, c: g.inFeatures, oc: g.total, accumulate: accumulate)
         } else {
             for i in g.weights.indices {
                 sgemm(m: n, n: g.inFeatures, k: g.outFeatures[i], a: dout + g.offsets[i], lda: g.total, b: g.weights[i],

@@ -52,6 +52,8 @@ public final class QwenModel: Backbone, TrainableBackbone {
     public let arena = ParameterArena()
     var embedTokens: Tensor { arena.table("embed_tokens.weight") }  // (V, C)
     let layers: [Layer]
+    /// Per layer, gate_proj and up_proj, declared adjacently: one GEMM into a (N, 2I) [gate | up] buffer.
+    let gateUps: [LinearGroup]
     let finalNorm: Tensor    // (C)
     let rope: RotaryTable
 
@@ -65,11 +67,6 @@ public final class QwenModel: Backbone, TrainableBackbone {
         var postAttentionLayernorm: Tensor  // (C)
         var gateProj, upProj: Tensor        // (I, C)
         var downProj: Tensor                // (C, I)
-        /// gate_proj and up_proj, declared adjacently: one GEMM into a (N, 2I) [gate | up] buffer.
-        var gateUp: LinearGroup {
-            LinearGroup(weights: [gateProj.pointer, upProj.pointer], biases: [nil, nil],
-                        outFeatures: [gateProj.shape[0], upProj.shape[0]], inFeatures: gateProj.shape[1])
-        }
     }
 
     public var architecture: String { config.modelType }
@@ -147,6 +144,9 @@ public final class QwenModel: Backbone, TrainableBackbone {
                          postAttentionLayernorm: t("post_attention_layernorm.weight"),
                          gateProj: t("mlp.gate_proj.weight"), upProj: t("mlp.up_proj.weight"),
                          downProj: t("mlp.down_proj.weight"))
+        }
+        gateUps = layers.map {
+            LinearGroup(weights: [$0.gateProj.pointer, $0.upProj.pointer], biases: [nil, nil], outFeatures: [inter, inter], inFeatures: c)
         }
         rope = RotaryTable(headDim: d, theta: config.theta, maxPositions: config.maxPositionEmbeddings)
     }
@@ -344,7 +344,7 @@ public final class QwenModel: Backbone, TrainableBackbone {
 
                 // MLP block: xOut = xMid + down(silu(gate(norm(xMid))) · up(norm(xMid))).
                 rmsnormForward(out: t.xn2, rstd: t.rstd2, inp: t.xMid, weight: layer.postAttentionLayernorm.pointer, n: r, c: c, eps: eps)
-                adaptedGroupForward(out: t.gate, inp: t.xn2, group: layer.gateUp, n: r, slots: [slots[4], slots[5]],
+                adaptedGroupForward(out: t.gate, inp: t.xn2, group: gateUps[li], n: r, slots: [slots[4], slots[5]],
                                     context: context(4), u: [t.loraU[4], t.loraU[5]], dropped: dropped)
                 swigluForward(out: t.act, gate: t.gate, up: t.up, rows: r, cols: inter, ld: 2 * inter)
                 linear(6, out: proj, inp: t.act, weight: layer.downProj, bias: nil, inF: inter, outF: c)
@@ -428,7 +428,7 @@ public final class QwenModel: Backbone, TrainableBackbone {
                 swigluForward(out: dGateUp, gate: t.gate, up: t.up, rows: r, cols: inter, ld: 2 * inter)
                 linearBack(6, dinp: dact, dout: dxR, inp: dGateUp, weight: layer.downProj, inF: inter, outF: c, accumulate: false)
                 swigluBackward(dgate: dGateUp, dup: dGateUp + inter, dout: dact, gate: t.gate, up: t.up, rows: r, cols: inter, ld: 2 * inter)
-                adaptedGroupBackward(dinp: dxnR, dout: dGateUp, inp: t.xn2, group: layer.gateUp, n: r, accumulate: false,
+                adaptedGroupBackward(dinp: dxnR, dout: dGateUp, inp: t.xn2, group: gateUps[li], n: r, accumulate: false,
                                      slots: [slots[4], slots[5]], context: context(4), u: [t.loraU[4], t.loraU[5]], du: du,
                                      dropped: s.dropped)
                 rmsnormBackward(dinp: dxR, dout: dxnR, inp: t.xMid, weight: layer.postAttentionLayernorm.pointer, rstd: t.rstd2, n: r, c: c)
@@ -463,14 +463,15 @@ public final class QwenModel: Backbone, TrainableBackbone {
                 let dxnIn = li > 0 ? dxn : nil
                 linearBack(1, dinp: dxnIn, dout: dK, inp: t.xn1, weight: layer.kProj, inF: c, outF: kv * d, accumulate: false)
                 linearBack(2, dinp: dxnIn, dout: dv, inp: t.xn1, weight: layer.vProj, inF: c, outF: kv * d, accumulate: true)
-                if tail && li == 0 {
-                    linearBack(0, dinp: nil, dout: dQ, inp: t.xnLast, weight: layer.qProj, inF: c, outF: h * d, accumulate: false)
-                } else if tail {
+                if tail {
                     // q saw the last rows only: its input gradient lands there, as does the residual's.
-                    linearBack(0, dinp: dxnLast, dout: dQ, inp: t.xnLast, weight: layer.qProj, inF: c, outF: h * d, accumulate: false)
-                    for (i, row) in lastRows.enumerated() {
-                        addInPlace(dxn + row * c, dxnLast + i * c, count: c)
-                        (dx + row * c).update(from: dxLast + i * c, count: c)
+                    linearBack(0, dinp: li > 0 ? dxnLast : nil, dout: dQ, inp: t.xnLast, weight: layer.qProj, inF: c, outF: h * d,
+                               accumulate: false)
+                    if li > 0 {
+                        for (i, row) in lastRows.enumerated() {
+                            addInPlace(dxn + row * c, dxnLast + i * c, count: c)
+                            (dx + row * c).update(from: dxLast + i * c, count: c)
+                        }
                     }
                 } else {
                     linearBack(0, dinp: dxnIn, dout: dQ, inp: t.xn1, weight: layer.qProj, inF: c, outF: h * d, accumulate: true)
