@@ -25,9 +25,10 @@ let package = Package(
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
 
-        // Our AVX2/FMA GEMM; its functions carry target attributes, the rest stays baseline x86-64.
-        .target(name: "CEmbedTuneGEMM", cSettings: [.unsafeFlags(["-O3"], .when(configuration: .release))]),
-        .target(name: "EmbedTuneKernels", dependencies: ["CBLAS", "CEmbedTuneGEMM"], swiftSettings: fast),
+        // Our AVX2/FMA kernels (GEMMs for linear layers and LoRA, GELU, SwiGLU); their functions carry
+        // target attributes and are chosen at run time, the rest stays baseline x86-64.
+        .target(name: "CEmbedTuneAVX2", cSettings: [.unsafeFlags(["-O3"], .when(configuration: .release))]),
+        .target(name: "EmbedTuneKernels", dependencies: ["CBLAS", "CEmbedTuneAVX2"], swiftSettings: fast),
         .target(name: "EmbedTuneFormats", dependencies: ["EmbedTuneKernels", "CZstd", "CSQLite"], swiftSettings: fast),
         .target(name: "EmbedTuneTokenizers", dependencies: ["EmbedTuneFormats"], swiftSettings: fast),
         .target(

@@ -57,7 +57,7 @@ public func attentionForward(
         let kh = k + start * kvStride + (h / group) * d
         let vh = v + start * kvStride + (h / group) * d
         // scores (T, T) = scale · Q (T, D) · Kᵀ (D, T)
-        blasSGEMM(false, true, t, t, d, scale, qh, qStride, kh, kvStride, 0, p, t)
+        blockSGEMM(.current, false, true, t, t, d, scale, qh, qStride, kh, kvStride, 0, p, t)
         for i in 0..<t { softmaxPrefix(p + i * t, valid: causal ? i + 1 : t, len: t) }
         var weights = UnsafePointer(p)
         if let dropout {
@@ -66,7 +66,7 @@ public func attentionForward(
             weights = UnsafePointer(dropped)
         }
         // out (T, D) = P (T, T) · V (T, D)
-        blasSGEMM(false, false, t, d, t, 1, weights, t, vh, kvStride, 0, out + start * qStride + h * d, qStride)
+        blockSGEMM(.current, false, false, t, d, t, 1, weights, t, vh, kvStride, 0, out + start * qStride + h * d, qStride)
     }
 }
 
@@ -89,9 +89,9 @@ public func lastTokenAttentionForward(
         let qg = q + s * qStride + kvh * group * d
         let kh = k + start * kvStride + kvh * d, vh = v + start * kvStride + kvh * d
         // scores (G, T) = scale · Q (G, D) · Kᵀ (D, T)
-        blasSGEMM(false, true, group, t, d, scale, qg, d, kh, kvStride, 0, p, t)
+        blockSGEMM(.current, false, true, group, t, d, scale, qg, d, kh, kvStride, 0, p, t)
         for i in 0..<group { softmaxPrefix(p + i * t, valid: t, len: t) }
         // out (G, D) = P (G, T) · V (T, D)
-        blasSGEMM(false, false, group, d, t, 1, p, t, vh, kvStride, 0, out + s * qStride + kvh * group * d, d)
+        blockSGEMM(.current, false, false, group, d, t, 1, p, t, vh, kvStride, 0, out + s * qStride + kvh * group * d, d)
     }
 }

@@ -1,3 +1,4 @@
+import CEmbedTuneAVX2
 import Foundation
 
 // Backward passes paired with the forward kernels in Ops.swift / Attention.swift. Base weights
@@ -83,6 +84,10 @@ public func swigluBackward(
     ComputeTeam.current.parallelFor(rows, grain: rowGrain(cols)) { range in
         for r in range {
             let g0 = gate + r * ld, u0 = up + r * ld, d0 = dout + r * cols, dg = dgate + r * ld, du = dup + r * ld
+            if GEMMKernel.current == .avx2 {
+                embedtune_swiglu_backward(dg, du, d0, g0, u0, cols)
+                continue
+            }
             var i = 0
             while i < cols {
                 let (dGate, dUp) = swigluGradient8(load8(g0, i, cols), load8(u0, i, cols), load8(d0, i, cols))
@@ -99,6 +104,13 @@ public func swigluBackward(
     dgate: UnsafeMutablePointer<Float>, dup: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>,
     gate: UnsafePointer<Float>, up: UnsafePointer<Float>, count: Int
 ) {
+    if GEMMKernel.current == .avx2 {
+        forEachRange(count) { r in
+            let o = r.lowerBound
+            embedtune_swiglu_backward(dgate + o, dup + o, dout + o, gate + o, up + o, r.count)
+        }
+        return
+    }
     forEachVector(count) { i in
         let (dGate, dUp) = swigluGradient8(load8(gate, i, count), load8(up, i, count), load8(dout, i, count))
         store8(dUp, dup, i, count)
@@ -187,14 +199,14 @@ public func attentionBackward(
                 weights = UnsafePointer(dropped)
             }
             // dV (T, D) += P'ᵀ (T, T) · dO (T, D)   (P' = dropout(P), or P)
-            blasSGEMM(true, false, t, d, t, 1, weights, t, doh, qStride, 1, dvh, kvStride)
+            blockSGEMM(.current, true, false, t, d, t, 1, weights, t, doh, qStride, 1, dvh, kvStride)
             // dP' (T, T) = dO (T, D) · Vᵀ, and through the same mask: dP = dropout'(dP')
-            blasSGEMM(false, true, t, t, d, 1, doh, qStride, vh, kvStride, 0, dS, t)
+            blockSGEMM(.current, false, true, t, t, d, 1, doh, qStride, vh, kvStride, 0, dS, t)
             dropout?.apply(out: dS, inp: dS, rows: t, firstToken: start, head: h)
             softmaxBackwardRows(dS, probs: p, rows: t, length: t, scale: scale)
             // dQ (T, D) = dS · K ; dK (T, D) += dSᵀ · Q
-            blasSGEMM(false, false, t, d, t, 1, dS, t, kh, kvStride, 0, dqh, qStride)
-            blasSGEMM(true, false, t, d, t, 1, dS, t, qh, qStride, 1, dkh, kvStride)
+            blockSGEMM(.current, false, false, t, d, t, 1, dS, t, kh, kvStride, 0, dqh, qStride)
+            blockSGEMM(.current, true, false, t, d, t, 1, dS, t, qh, qStride, 1, dkh, kvStride)
         }
     }
 }
@@ -245,11 +257,11 @@ public func lastTokenAttentionBackward(
         let dog = dout + s * qStride + kvh * group * d
         let kh = k + start * kvStride + kvh * d, vh = v + start * kvStride + kvh * d
         // dV (T, D) = Pᵀ (T, G) · dO (G, D);  dP (G, T) = dO · Vᵀ
-        blasSGEMM(true, false, t, d, group, 1, p, t, dog, d, 0, dv + start * kvStride + kvh * d, kvStride)
-        blasSGEMM(false, true, group, t, d, 1, dog, d, vh, kvStride, 0, dS, t)
+        blockSGEMM(.current, true, false, t, d, group, 1, p, t, dog, d, 0, dv + start * kvStride + kvh * d, kvStride)
+        blockSGEMM(.current, false, true, group, t, d, 1, dog, d, vh, kvStride, 0, dS, t)
         softmaxBackwardRows(dS, probs: p, rows: group, length: t, scale: scale)
         // dQ (G, D) = dS · K;  dK (T, D) = dSᵀ · Q
-        blasSGEMM(false, false, group, d, t, 1, dS, t, kh, kvStride, 0, dqg, d)
-        blasSGEMM(true, false, t, d, group, 1, dS, t, qg, d, 0, dk + start * kvStride + kvh * d, kvStride)
+        blockSGEMM(.current, false, false, group, d, t, 1, dS, t, kh, kvStride, 0, dqg, d)
+        blockSGEMM(.current, true, false, t, d, group, 1, dS, t, qg, d, 0, dk + start * kvStride + kvh * d, kvStride)
     }
 }

@@ -1,15 +1,22 @@
 import CBLAS
-import CEmbedTuneGEMM
+import CEmbedTuneAVX2
 import Foundation
 
-/// The kernel behind `sgemm`'s eligible products (no transposed A, β ∈ {0, 1}, n a multiple of
-/// 16: every linear layer's forward and input gradient, LoRA's up-projection).
+/// The kernel behind `sgemm` and the linear layers.
 ///
-/// `avx2` is our own AVX2/FMA kernel (`Sources/CEmbedTuneGEMM`): it reads the activations in
-/// place and packs only the weight, once per call, where OpenBLAS packs the activations once per
-/// call and the weight once per block of rows (12% of a MiniLM step). It is chosen when the CPU
-/// runs AVX2 and FMA but not AVX-512 — OpenBLAS's AVX-512 kernels are twice as wide.
-/// `EMBEDTUNE_GEMM=openblas|avx2` overrides the choice.
+/// `avx2` is our own AVX2/FMA code (`Sources/CEmbedTuneAVX2`). Its gain is the low-rank adapter:
+/// OpenBLAS packs every operand of every call, so a rank-8 projection copied the whole (N, in)
+/// activation to produce 8 columns, and the adapter's products were 13% of a MiniLM training step
+/// for 4% of its FLOPs. The own kernels read activations in place, pack only the weight, run
+/// narrow outputs (a rank) in one zero-padded panel, stream Aᵀ·B weight gradients without
+/// packing, and fold s·u·Bᵀ (forward) and du·A (input gradient) into the frozen weight's product,
+/// so C is written once (`linearForwardPlusLowRank`, `linearBackwardInputPlusLowRank`). On the
+/// frozen weights' large products alone it is level with OpenBLAS's Zen kernel up to 512 deep and
+/// 3–5% behind it deeper, where OpenBLAS keeps them (`ownTakes`). Attention's per-head products
+/// and the GELU / SwiGLU activations run here too.
+///
+/// Chosen when the CPU runs AVX2 and FMA but not AVX-512 (OpenBLAS's AVX-512 kernels are twice
+/// as wide); `EMBEDTUNE_GEMM=openblas|avx2` overrides the choice.
 public enum GEMMKernel: String, Sendable, CaseIterable {
     case openblas, avx2
 
@@ -24,11 +31,21 @@ public enum GEMMKernel: String, Sendable, CaseIterable {
         return cpu == .avx2 ? .avx2 : .openblas
     }
 
-    /// What `info` and the benchmarks print, e.g. "avx2 (own, OpenBLAS Zen for the rest)".
+    /// What `info` and the benchmarks print.
     public static var summary: String {
-        current == .avx2 ? "avx2 (own kernel for linear layers; OpenBLAS \(BLASRuntime.coreName) for the rest)"
+        current == .avx2 ? "avx2 (own: LoRA, attention, linears ≤ 512 deep, GELU, SwiGLU; OpenBLAS \(BLASRuntime.coreName) deeper)"
             : "openblas (\(BLASRuntime.coreName))"
     }
+
+    /// Whether the own kernel takes a product of depth k into n columns. Above 512 deep its C
+    /// tile is re-read once per 384-deep block and OpenBLAS's Zen kernel is 3–5% faster on wide
+    /// outputs (Qwen3-0.6B's 1024–3072-deep products); narrow outputs (a LoRA rank) stay here.
+    @inline(__always)
+    public static func ownTakes(depth k: Int, columns n: Int) -> Bool { current == .avx2 && (k <= 512 || n < 64) }
+
+    /// Whether a linear layer of this depth has its adapter product ride in the frozen weight's GEMM.
+    @inline(__always)
+    public static func fusesLowRank(depth k: Int) -> Bool { current == .avx2 && k <= 512 }
 }
 
 /// Row-major single-precision GEMM: C = alpha · op(A) · op(B) + beta · C,
@@ -53,7 +70,6 @@ public func sgemm(
             return
         }
         if n >= 64 {
-            // Column blocks of a multiple of 16 keep the own kernel eligible.
             team.parallelFor(n, grain: 16) { cols in
                 blockSGEMM(kernel, transA, transB, m, cols.count, k, alpha, a, lda, b + (transB ? cols.lowerBound * ldb : cols.lowerBound),
                            ldb, beta, c + cols.lowerBound, ldc)
@@ -64,18 +80,31 @@ public func sgemm(
     blockSGEMM(kernel, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
 
-/// One thread's GEMM on the chosen kernel, or OpenBLAS where the own kernel does not apply.
+/// One thread's GEMM on the chosen kernel, or OpenBLAS where the own kernels do not apply.
 @inline(__always)
 func blockSGEMM(
     _ kernel: GEMMKernel, _ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,
     _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int, _ beta: Float,
     _ c: UnsafeMutablePointer<Float>, _ ldc: Int
 ) {
-    if kernel == .avx2, !transA, beta == 0 || beta == 1, n % 16 == 0 {
-        embedtune_sgemm(transB, m, n, k, alpha, a, lda, b, ldb, beta == 1, nil, c, ldc)
-    } else {
-        blasSGEMM(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+    if kernel == .avx2 {
+        if !transA, beta == 0 || beta == 1, k <= 512 || n < 64 {
+            embedtune_sgemm(transB, m, n, k, alpha, a, lda, b, ldb, beta == 1, nil, c, ldc)
+            return
+        }
+        if transA, !transB, beta == 0 || beta == 1 {
+            // C (+)= α·Aᵀ·B. A narrow C (an adapter's dB: out × rank) is computed transposed, so
+            // the kernel's 16-wide tiles run along its long side.
+            if beta == 0 { for row in 0..<m { (c + row * ldc).update(repeating: 0, count: n) } }
+            if n < 16, m > n {
+                embedtune_sgemm_tn(n, m, k, alpha, b, ldb, a, lda, c, ldc, true)
+            } else {
+                embedtune_sgemm_tn(m, n, k, alpha, a, lda, b, ldb, c, ldc, false)
+            }
+            return
+        }
     }
+    blasSGEMM(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
 
 @inline(__always)
@@ -105,13 +134,43 @@ public func linearForward(
     }
     ComputeTeam.current.parallelFor(n, grain: 16) { rows in
         let inp = inp + rows.lowerBound * c, out = out + rows.lowerBound * ld
-        if GEMMKernel.current == .avx2, oc % 16 == 0 {
+        if GEMMKernel.ownTakes(depth: c, columns: oc) {
             // The kernel starts its tiles from the bias: no separate pass over `out`.
             embedtune_sgemm(true, rows.count, oc, c, 1, inp, c, weight, c, false, bias, out, ld)
             return
         }
         for row in 0..<rows.count { (out + row * ld).update(from: bias, count: oc) }
         blasSGEMM(false, true, rows.count, oc, c, 1, inp, c, weight, c, 1, out, ld)
+    }
+}
+
+/// A linear layer plus a low-rank term in one GEMM (own kernels only, `GEMMKernel.fusesLowRank`);
+/// out = inp · Wᵀ (+ bias) + scale · u · upᵀ. inp (N, C), weight (OC, C), u (N, R), up (OC, R) —
+/// LoRA's B —, out (N, OC). `out` is written once.
+public func linearForwardPlusLowRank(
+    out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+    n: Int, c: Int, oc: Int, u: UnsafePointer<Float>, up: UnsafePointer<Float>, rank: Int, scale: Float
+) {
+    precondition(GEMMKernel.current == .avx2, "linearForwardPlusLowRank needs the own kernels")
+    ComputeTeam.current.parallelFor(n, grain: 16) { rows in
+        let r0 = rows.lowerBound
+        embedtune_sgemm_sum(true, rows.count, oc, c, inp + r0 * c, c, weight, c, true, rank, scale, u + r0 * rank, rank,
+                            up, rank, false, bias, out + r0 * oc, oc)
+    }
+}
+
+/// Backward of a linear layer's input plus a low-rank term in one GEMM (own kernels only):
+/// dinp (+)= dout · W + du · down. dout (N, OC), weight (OC, C), du (N, R), down (R, C) — LoRA's A
+/// after the scale went into du —, dinp (N, C), written once.
+public func linearBackwardInputPlusLowRank(
+    dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, weight: UnsafePointer<Float>, n: Int, c: Int, oc: Int,
+    accumulate: Bool, du: UnsafePointer<Float>, down: UnsafePointer<Float>, rank: Int
+) {
+    precondition(GEMMKernel.current == .avx2, "linearBackwardInputPlusLowRank needs the own kernels")
+    ComputeTeam.current.parallelFor(n, grain: 16) { rows in
+        let r0 = rows.lowerBound
+        embedtune_sgemm_sum(false, rows.count, c, oc, dout + r0 * oc, oc, weight, c, false, rank, 1, du + r0 * rank, rank,
+                            down, c, accumulate, nil, dinp + r0 * c, c)
     }
 }
 

@@ -1,3 +1,4 @@
+import CEmbedTuneAVX2
 import Foundation
 
 // Elementwise and fused kernels, llm.c style: free functions over raw pointers, each headed by
@@ -114,6 +115,10 @@ public func swigluForward(
     ComputeTeam.current.parallelFor(rows, grain: rowGrain(cols)) { range in
         for r in range {
             let g0 = gate + r * ld, u0 = up + r * ld, o = out + r * cols
+            if GEMMKernel.current == .avx2 {
+                embedtune_swiglu(o, g0, u0, cols)
+                continue
+            }
             var i = 0
             while i < cols {
                 store8(swiglu8(load8(g0, i, cols), load8(u0, i, cols)), o, i, cols)
@@ -127,6 +132,10 @@ public func swigluForward(
 public func swigluForward(
     out: UnsafeMutablePointer<Float>, gate: UnsafePointer<Float>, up: UnsafePointer<Float>, count: Int
 ) {
+    if GEMMKernel.current == .avx2 {
+        forEachRange(count) { r in embedtune_swiglu(out + r.lowerBound, gate + r.lowerBound, up + r.lowerBound, r.count) }
+        return
+    }
     forEachVector(count) { i in store8(swiglu8(load8(gate, i, count), load8(up, i, count)), out, i, count) }
 }
 
@@ -158,6 +167,10 @@ func geluTanh8(_ v: Float8) -> (value: Float8, slope: Float8) {
 /// Exact (erf) GELU, as BERT's "gelu" activation: out = x·Φ(x). inp, out are (count); out may
 /// alias inp.
 public func geluForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, count: Int) {
+    if GEMMKernel.current == .avx2 {
+        forEachRange(count) { r in embedtune_gelu(out + r.lowerBound, inp + r.lowerBound, r.count) }
+        return
+    }
     forEachVector(count) { i in
         let v = load8(inp, i, count)
         store8(v * geluCDF8(v), out, i, count)
@@ -175,6 +188,10 @@ public func geluTanhForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer
 /// with f'(x) (the pre-activation is not needed again), so backward is one multiply
 /// (`multiplySlope`) instead of recomputing erf/tanh and exp. All (count).
 public func geluForward(out: UnsafeMutablePointer<Float>, slopeInPlace x: UnsafeMutablePointer<Float>, count: Int) {
+    if GEMMKernel.current == .avx2 {
+        forEachRange(count) { r in embedtune_gelu_slope(out + r.lowerBound, x + r.lowerBound, r.count) }
+        return
+    }
     forEachVector(count) { i in
         let v = load8(x, i, count), cdf = geluCDF8(v)
         store8(v * cdf, out, i, count)

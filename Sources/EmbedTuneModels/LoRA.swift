@@ -119,19 +119,26 @@ public struct LoRAContext {
     var dropout: Float { training && tokenSeeds != nil ? Float(adapter.config.loraDropout) : 0 }
 }
 
+/// u = dropout(x) · Aᵀ (N, r), the adapter's bottleneck. x is (N, in); `dropped` (N, in) scratch
+/// used when dropout is on.
+func loraDown(x: UnsafePointer<Float>, n: Int, slot s: LoRASlot, context: LoRAContext, u: UnsafeMutablePointer<Float>,
+              dropped: UnsafeMutablePointer<Float>) {
+    var input = x
+    if context.dropout > 0, let seeds = context.tokenSeeds {
+        dropoutRows(out: dropped, inp: x, n: n, c: s.inFeatures, p: context.dropout, tokenSeeds: seeds, site: s.site)
+        input = UnsafePointer(dropped)
+    }
+    sgemm(transB: true, m: n, n: s.rank, k: s.inFeatures, a: input, lda: s.inFeatures, b: context.adapter.a(s),
+          ldb: s.inFeatures, c: u, ldc: s.rank)
+}
+
 /// out += scale · (dropout(x) · Aᵀ) · Bᵀ; keeps u = dropout(x)·Aᵀ (N, r) for backward.
 /// x is (N, in), out is (N, out) with rows `ldOut` apart (default out); `dropped` is (N, in)
 /// scratch used when dropout is on.
 public func loraForward(out: UnsafeMutablePointer<Float>, ldOut: Int? = nil, x: UnsafePointer<Float>, n: Int, slot s: LoRASlot,
                         context: LoRAContext, u: UnsafeMutablePointer<Float>, dropped: UnsafeMutablePointer<Float>) {
     let adapter = context.adapter
-    var input = x
-    if context.dropout > 0, let seeds = context.tokenSeeds {
-        dropoutRows(out: dropped, inp: x, n: n, c: s.inFeatures, p: context.dropout, tokenSeeds: seeds, site: s.site)
-        input = UnsafePointer(dropped)
-    }
-    sgemm(transB: true, m: n, n: s.rank, k: s.inFeatures, a: input, lda: s.inFeatures, b: adapter.a(s), ldb: s.inFeatures,
-          c: u, ldc: s.rank)
+    loraDown(x: x, n: n, slot: s, context: context, u: u, dropped: dropped)
     sgemm(transB: true, m: n, n: s.outFeatures, k: s.rank, alpha: adapter.scale, a: u, lda: s.rank, b: adapter.b(s),
           ldb: s.rank, beta: 1, c: out, ldc: ldOut ?? s.outFeatures)
 }
@@ -190,6 +197,13 @@ public func adaptedLinearForward(
     n: Int, inFeatures: Int, outFeatures: Int, slot: LoRASlot?, context: LoRAContext?,
     u: UnsafeMutablePointer<Float>, dropped: UnsafeMutablePointer<Float>
 ) {
+    if let slot, let context, GEMMKernel.fusesLowRank(depth: inFeatures) {
+        // u first, then the frozen product and s·u·Bᵀ in one GEMM: `out` is written once.
+        loraDown(x: inp, n: n, slot: slot, context: context, u: u, dropped: dropped)
+        linearForwardPlusLowRank(out: out, inp: inp, weight: weight, bias: bias, n: n, c: inFeatures, oc: outFeatures, u: u,
+                                 up: context.adapter.b(slot), rank: slot.rank, scale: context.adapter.scale)
+        return
+    }
     linearForward(out: out, inp: inp, weight: weight, bias: bias, n: n, c: inFeatures, oc: outFeatures)
     if let slot, let context { loraForward(out: out, x: inp, n: n, slot: slot, context: context, u: u, dropped: dropped) }
 }
@@ -202,6 +216,14 @@ public func adaptedLinearBackward(
     n: Int, inFeatures: Int, outFeatures: Int, accumulate: Bool, slot: LoRASlot?, context: LoRAContext,
     u: UnsafePointer<Float>, du: UnsafeMutablePointer<Float>, dropped: UnsafeMutablePointer<Float>
 ) {
+    if let dinp, let slot, GEMMKernel.fusesLowRank(depth: outFeatures), context.dropout == 0 {
+        // The adapter's gradients and du first, then dout·W + du·A in one GEMM. (With dropout du·A
+        // goes through the mask, so it stays a separate product.)
+        loraBackward(dx: nil, dout: dout, x: inp, u: u, n: n, slot: slot, context: context, du: du, dropped: dropped)
+        linearBackwardInputPlusLowRank(dinp: dinp, dout: dout, weight: weight, n: n, c: inFeatures, oc: outFeatures,
+                                       accumulate: accumulate, du: du, down: context.adapter.a(slot), rank: slot.rank)
+        return
+    }
     if let dinp { linearBackwardInput(dinp: dinp, dout: dout, weight: weight, n: n, c: inFeatures, oc: outFeatures, accumulate: accumulate) }
     if let slot { loraBackward(dx: dinp, dout: dout, x: inp, u: u, n: n, slot: slot, context: context, du: du, dropped: dropped) }
 }

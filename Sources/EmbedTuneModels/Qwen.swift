@@ -171,7 +171,7 @@ public final class QwenModel: Backbone, TrainableBackbone {
         var probs: UnsafeMutablePointer<Float>              // H·ΣT² (H·N for last-token rows) kept, or scratch
         var att: UnsafeMutablePointer<Float>                // (r, H·D) input of o_proj
         var gate, up: UnsafeMutablePointer<Float>           // (r, I) halves of one (r, 2I) buffer: rows 2I apart
-        var act: UnsafeMutablePointer<Float>                // (r, I) silu(gate)·up; training recomputes it in backward
+        var act: UnsafeMutablePointer<Float>                // (r, I) silu(gate)·up; shared by every layer when recomputed
         var loraU: [UnsafeMutablePointer<Float>]            // per module of `moduleNames`, (rows, r)
     }
 
@@ -200,11 +200,18 @@ public final class QwenModel: Backbone, TrainableBackbone {
     public private(set) var lastTokenOnly = false
     public func setPooling(_ mode: PoolingConfig.Mode) { lastTokenOnly = mode == .lastToken }
 
+    /// Training keeps every layer's SwiGLU product silu(gate)·up (down_proj's input, read again by
+    /// its LoRA backward) when all of them fit in this many bytes; above it one buffer serves every
+    /// layer and backward recomputes the product. The tiny Qwen3 at batch 16 keeps ~100 MB and
+    /// saves a SwiGLU pass per layer; the Qwen3-0.6B shape (420 MB) recomputes, for peak RSS.
+    public var swigluProductBudget = 256 << 20
+
     private let arenaActivations = ActivationArena()
     private var saved: (batch: PackedBatch, layers: [LayerActivations], xFinal: UnsafeMutablePointer<Float>,
                         rstdFinal: UnsafeMutablePointer<Float>, hidden: UnsafeMutablePointer<Float>,
                         scratch: UnsafeMutablePointer<Float>, dropped: UnsafeMutablePointer<Float>,
-                        grads: UnsafeMutablePointer<Float>, tokenSeeds: [UInt64], lora: LoRAContext?, lastTokenOnly: Bool)?
+                        grads: UnsafeMutablePointer<Float>, tokenSeeds: [UInt64], lora: LoRAContext?, lastTokenOnly: Bool,
+                        keepsProduct: Bool)?
     private var positions = [Int32]()
     /// Per sequence: the packed row, the position and the dropout seed of its last token.
     private var lastRows = [Int](), lastPositions = [Int32](), lastSeeds = [UInt64]()
@@ -224,13 +231,14 @@ public final class QwenModel: Backbone, TrainableBackbone {
         let probsPerLayer = train ? h * (0..<batch.count).reduce(0) { $0 + batch.length($1) * batch.length($1) }
                                   : attentionScratchCount(maxLength: batch.maxLength)
         let maxIn = max(c, h * d, inter)
+        let keepsProduct = train && layerCount * n * inter * MemoryLayout<Float>.size <= swigluProductBudget
 
         // Lay out every buffer of this pass in one reusable arena.
         let plan = arenaActivations.layout { a -> ([LayerActivations], UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>,
                                                    UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>,
                                                    UnsafeMutablePointer<Float>) in
-            // SwiGLU's product is recomputed in backward: one buffer serves every layer.
-            let actShared = train ? a.take(n * inter) : a.take(0)
+            // A recomputed SwiGLU product needs one buffer for every layer.
+            let actShared = train && !keepsProduct ? a.take(n * inter) : a.take(0)
             /// A block of N rows, or of S for a final `tail` block; with `shared` (inference) its
             /// N-row buffers are the shared ones.
             func block(_ xIn: UnsafeMutablePointer<Float>, tail: Bool, shared: LayerActivations?) -> LayerActivations {
@@ -248,7 +256,7 @@ public final class QwenModel: Backbone, TrainableBackbone {
                     probs: everyToken ? shared?.probs ?? a.take(probsPerLayer)
                         : a.take(train ? h * n : lastTokenAttentionScratchCount(maxLength: batch.maxLength, heads: h)),
                     att: a.take(r * h * d),
-                    gate: gate, up: gate + inter, act: train ? actShared : a.take(r * inter),
+                    gate: gate, up: gate + inter, act: train && !keepsProduct ? actShared : a.take(r * inter),
                     loraU: Self.moduleNames.indices.map { a.take((Self.seesEveryToken($0) ? n : r) * rank) })
             }
             let x0 = a.take(n * c)
@@ -359,7 +367,7 @@ public final class QwenModel: Backbone, TrainableBackbone {
         } else {
             rmsnormForward(out: hidden, rstd: rstdFinal, inp: xFinal, weight: finalNorm.pointer, n: n, c: c, eps: eps)
         }
-        saved = train ? (batch, acts, xFinal, rstdFinal, hidden, proj, dropped, gradScratch, tokenSeeds, lora, pruned) : nil
+        saved = train ? (batch, acts, xFinal, rstdFinal, hidden, proj, dropped, gradScratch, tokenSeeds, lora, pruned, keepsProduct) : nil
         return Tensor(storage: arenaStorage, offset: hidden - arenaStorage.pointer, shape: [n, c])
     }
 
@@ -423,10 +431,12 @@ public final class QwenModel: Backbone, TrainableBackbone {
                                           accumulate: accumulate, slot: slots[mi], context: context(mi), u: t.loraU[mi], du: du,
                                           dropped: s.dropped)
                 }
-                // MLP: dxR holds dL/dxOut, which is also dL/dxMid's residual share. silu(gate)·up is
-                // recomputed into dGateUp's storage, read before swigluBackward overwrites it.
-                swigluForward(out: dGateUp, gate: t.gate, up: t.up, rows: r, cols: inter, ld: 2 * inter)
-                linearBack(6, dinp: dact, dout: dxR, inp: dGateUp, weight: layer.downProj, inF: inter, outF: c, accumulate: false)
+                // MLP: dxR holds dL/dxOut, which is also dL/dxMid's residual share. Unless kept,
+                // silu(gate)·up is recomputed into dGateUp's storage, read before swigluBackward
+                // overwrites it.
+                let product = s.keepsProduct ? t.act : dGateUp
+                if !s.keepsProduct { swigluForward(out: dGateUp, gate: t.gate, up: t.up, rows: r, cols: inter, ld: 2 * inter) }
+                linearBack(6, dinp: dact, dout: dxR, inp: product, weight: layer.downProj, inF: inter, outF: c, accumulate: false)
                 swigluBackward(dgate: dGateUp, dup: dGateUp + inter, dout: dact, gate: t.gate, up: t.up, rows: r, cols: inter, ld: 2 * inter)
                 adaptedGroupBackward(dinp: dxnR, dout: dGateUp, inp: t.xn2, group: gateUps[li], n: r, accumulate: false,
                                      slots: [slots[4], slots[5]], context: context(4), u: [t.loraU[4], t.loraU[5]], du: du,

@@ -87,7 +87,8 @@ func report(_ title: String, _ rows: [[String: Any]], columns: [String], jsonPat
     print(line(widths.map { String(repeating: "-", count: $0) }))
     for c in cells { print(line(c)) }
     if let jsonPath {
-        let object: [String: Any] = ["benchmark": title, "blas_core": BLASRuntime.coreName, "results": rows]
+        let object: [String: Any] = ["benchmark": title, "blas_core": BLASRuntime.coreName, "kernels": GEMMKernel.current.rawValue,
+                                     "results": rows]
         try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
             .write(to: URL(fileURLWithPath: jsonPath))
     }

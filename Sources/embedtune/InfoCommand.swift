@@ -44,6 +44,7 @@ struct InfoCommand: ParsableCommand {
             let cpu = BLASRuntime.cpuInfo()
             fields += [
                 ("blas_core", BLASRuntime.coreName),
+                ("kernels", GEMMKernel.summary),
                 ("blas_threads", "\(BLASRuntime.threads)"),
                 ("blas_config", BLASRuntime.config),
                 ("cpu", "\(cpu.vendor), \(cpu.simdClass) (best OpenBLAS core: \(cpu.bestCore))"),

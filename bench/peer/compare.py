@@ -61,6 +61,7 @@ def embedtune_row(cmd: list[str]) -> dict:
             doc = json.load(f)
     row = doc["results"][0]
     row["blas_core"] = doc.get("blas_core")
+    row["kernels"] = doc.get("kernels", "openblas")
     return row
 
 
@@ -160,7 +161,7 @@ def compare_train(args, python: str) -> dict:
               "peak_rss_mb": ratio(et["peak_rss_mb"], peer["peak_rss_mb"])}
     title = (f"train  {model_name(args.model)}  global batch {et['batch']}  "
              f"{args.negatives} hard negatives  max_length {args.max_length}  ranks {args.ranks}  "
-             f"dropout {args.dropout}  {args.steps} timed steps after 2 warm-up  (BLAS {et.get('blas_core')})")
+             f"dropout {args.dropout}  {args.steps} timed steps after 2 warm-up  (BLAS {et.get('blas_core')}, kernels {et.get('kernels')})")
     table(title, [
         ("threads/process", et.get("threads"), peer.get("threads"), None),
         ("s_per_step", et["s_per_step"], peer["s_per_step"], ratios["s_per_step"]),
@@ -194,7 +195,7 @@ def compare_embed(args, python: str) -> dict:
     ratios = {"texts_per_s": statistics.median(round_ratios),
               "tokens_per_s": ratio(et["tokens_per_s"], peer["tokens_per_s"])}
     table(f"embed  {model_name(args.model)}  batch {args.batch_size}  max_length {args.max_length}  "
-          f"median of {args.repeats} after 1 warm-up  (BLAS {et.get('blas_core')})", [
+          f"median of {args.repeats} after 1 warm-up  (BLAS {et.get('blas_core')}, kernels {et.get('kernels')})", [
         ("threads", et.get("threads"), peer.get("threads"), None),
         ("s_per_batch", et["median_s_per_batch"], peer["median_s_per_batch"],
          ratio(et["median_s_per_batch"], peer["median_s_per_batch"])),

@@ -1,0 +1,42 @@
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+
+/// True when this CPU runs the AVX2/FMA kernels (checked once, at the first call).
+bool embedtune_gemm_available(void);
+
+/// Row-major, single-threaded C = α · A · op(B) + base, where base is C itself when `accumulate`,
+/// else `bias` broadcast over the rows when not NULL, else 0. A is (m, k) with row stride lda;
+/// op(B) is (k, n): B itself when !transB ((k, n), row stride ldb), Bᵀ when transB ((n, k), row
+/// stride ldb: a PyTorch linear weight). bias has n entries. Any n: a last partial panel of 16
+/// columns is zero-padded (small n, as a LoRA rank, still runs at the kernel's rate).
+void embedtune_sgemm(bool transB, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
+                     const float *b, size_t ldb, bool accumulate, const float *bias, float *c, size_t ldc);
+
+/// Two products into the same tiles, C written once:
+/// C = A · op(B) + α₂ · A₂ · op(B₂) + base (base as in embedtune_sgemm). A₂ is (m, k₂), op(B₂)
+/// (k₂, n). For a LoRA-adapted linear: the frozen weight's product plus s · u · Bᵀ (forward), or
+/// dy · W plus du · A (input gradient), with no pass over C for the adapter.
+void embedtune_sgemm_sum(bool transB, size_t m, size_t n, size_t k, const float *a, size_t lda, const float *b,
+                         size_t ldb, bool transB2, size_t k2, float alpha2, const float *a2, size_t lda2,
+                         const float *b2, size_t ldb2, bool accumulate, const float *bias, float *c, size_t ldc);
+
+/// C += α · Aᵀ · B over a long k, A (k, m) with row stride lda, B (k, n) with row stride ldb:
+/// C (m, n) with row stride ldc, or when transposeC, C holds the result transposed ((n, m), row
+/// stride ldc). For weight gradients of a low-rank adapter (m the rank, k the tokens): neither
+/// operand is packed, both stream once.
+void embedtune_sgemm_tn(size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda, const float *b,
+                        size_t ldb, float *c, size_t ldc, bool transposeC);
+
+/// Exact (erf) GELU: out = x·Φ(x), count values; out may alias x.
+void embedtune_gelu(float *out, const float *x, size_t count);
+
+/// GELU for training: out = x·Φ(x) and x overwritten with the slope Φ(x) + x·φ(x).
+void embedtune_gelu_slope(float *out, float *x, size_t count);
+
+/// SwiGLU over count values: out = silu(gate)·up.
+void embedtune_swiglu(float *out, const float *gate, const float *up, size_t count);
+
+/// Its backward: dgate = dout·up·σ(g)·(1 + g·(1 − σ(g))), dup = dout·silu(g).
+void embedtune_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
+                               size_t count);

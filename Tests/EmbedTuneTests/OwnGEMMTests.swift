@@ -1,0 +1,131 @@
+import EmbedTuneKernels
+import Foundation
+import Testing
+
+/// The own AVX2/FMA kernels against OpenBLAS on every operand form `sgemm` routes to them, and the
+/// fused low-rank products against the separate ones. Skipped on CPUs without AVX2/FMA.
+@Suite("Own GEMM kernels", .enabled(if: BLASRuntime.cpuInfo().flags.isSuperset(of: ["avx2", "fma"])))
+struct OwnGEMMTests {
+    static func random(_ count: Int, _ rng: inout SeededGenerator) -> [Float] {
+        (0..<count).map { _ in Float.random(in: -1...1, using: &rng) }
+    }
+
+    /// Row counts around the 6-row strips, widths around the 16-column panels (8 = a LoRA rank),
+    /// depths around the 384-deep blocks.
+    static let shapes = [(1, 8, 33), (5, 16, 1), (7, 19, 64), (13, 40, 400), (37, 40, 800), (64, 8, 384), (130, 300, 130), (20, 24, 3000)]
+
+    @Test("C = α·A·op(B) + β·C and C += α·Aᵀ·B equal OpenBLAS's, with strides and partial panels")
+    func kernelsMatchOpenBLAS() {
+        var rng = SeededGenerator(seed: 11)
+        for (m, n, k) in Self.shapes {
+            let lda = k + 3, ldb = n + 5, ldbT = k + 2, ldc = n + 1
+            let a = Self.random(m * lda, &rng), b = Self.random(k * ldb, &rng), bT = Self.random(n * ldbT, &rng)
+            let c0 = Self.random(m * ldc, &rng)
+            for (transB, alpha, beta) in [(false, Float(1), Float(0)), (true, 1, 0), (false, 0.5, 1), (true, -2, 1)] {
+                var own = c0, blas = c0
+                let bb = transB ? bT : b, ld = transB ? ldbT : ldb
+                sgemm(transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: bb, ldb: ld, beta: beta, c: &own, ldc: ldc,
+                      kernel: .avx2)
+                sgemm(transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: bb, ldb: ld, beta: beta, c: &blas, ldc: ldc,
+                      kernel: .openblas)
+                let diff = maxAbsDifference(own, blas)
+                #expect(diff <= 1e-5 * Float(k + 1), "\(m)×\(n)×\(k) transB \(transB) α \(alpha) β \(beta): max |Δ| \(diff)")
+            }
+            // Aᵀ·B: A is (k, m), B (k, n); both the wide form and the narrow one computed transposed.
+            let at = Self.random(k * (m + 2), &rng)
+            for beta in [Float(0), 1] {
+                var own = c0, blas = c0
+                sgemm(transA: true, m: m, n: n, k: k, alpha: 0.7, a: at, lda: m + 2, b: b, ldb: ldb, beta: beta, c: &own, ldc: ldc,
+                      kernel: .avx2)
+                sgemm(transA: true, m: m, n: n, k: k, alpha: 0.7, a: at, lda: m + 2, b: b, ldb: ldb, beta: beta, c: &blas, ldc: ldc,
+                      kernel: .openblas)
+                let diff = maxAbsDifference(own, blas)
+                #expect(diff <= 1e-5 * Float(k + 1), "Aᵀ·B \(m)×\(n)×\(k) β \(beta): max |Δ| \(diff)")
+            }
+        }
+    }
+
+    @Test("a linear layer with its low-rank term in one GEMM equals the two products", .enabled(if: GEMMKernel.current == .avx2))
+    func lowRankSums() {
+        var rng = SeededGenerator(seed: 12)
+        for (n, c, oc, rank) in [(37, 64, 48, 8), (200, 96, 400, 4), (7, 400, 16, 16)] {
+            let inp = Self.random(n * c, &rng), weight = Self.random(oc * c, &rng), bias = Self.random(oc, &rng)
+            let u = Self.random(n * rank, &rng), up = Self.random(oc * rank, &rng), down = Self.random(rank * c, &rng)
+            for withBias in [false, true] {
+                var fused = [Float](repeating: .nan, count: n * oc), plain = fused
+                bias.withUnsafeBufferPointer { b in
+                    let bias = withBias ? b.baseAddress : nil
+                    linearForwardPlusLowRank(out: &fused, inp: inp, weight: weight, bias: bias, n: n, c: c, oc: oc, u: u, up: up,
+                                             rank: rank, scale: 4)
+                    linearForward(out: &plain, inp: inp, weight: weight, bias: bias, n: n, c: c, oc: oc)
+                }
+                sgemm(transB: true, m: n, n: oc, k: rank, alpha: 4, a: u, lda: rank, b: up, ldb: rank, beta: 1, c: &plain, ldc: oc,
+                      kernel: .openblas)
+                #expect(maxAbsDifference(fused, plain) <= 1e-5 * Float(c), "forward \(n)×\(oc)×\(c) r \(rank) bias \(withBias)")
+            }
+            let dout = Self.random(n * oc, &rng), du = Self.random(n * rank, &rng), start = Self.random(n * c, &rng)
+            for accumulate in [false, true] {
+                var fused = start, plain = start
+                linearBackwardInputPlusLowRank(dinp: &fused, dout: dout, weight: weight, n: n, c: c, oc: oc, accumulate: accumulate,
+                                               du: du, down: down, rank: rank)
+                sgemm(m: n, n: c, k: oc, a: dout, lda: oc, b: weight, ldb: c, beta: accumulate ? 1 : 0, c: &plain, ldc: c, kernel: .openblas)
+                sgemm(m: n, n: c, k: rank, a: du, lda: rank, b: down, ldb: c, beta: 1, c: &plain, ldc: c, kernel: .openblas)
+                #expect(maxAbsDifference(fused, plain) <= 1e-5 * Float(oc), "input gradient \(n)×\(c)×\(oc) r \(rank) accumulate \(accumulate)")
+            }
+        }
+    }
+
+    @Test("GELU and its slope match erf in double precision, tails included")
+    func geluMatchesErf() {
+        for count in [1, 8, 13, 40_001] {
+            let x = (0..<count).map { Float($0 % 997) / 997 * 12 - 6 }
+            var out = [Float](repeating: 0, count: count), slope = x, plain = out
+            geluForward(out: &out, slopeInPlace: &slope, count: count)
+            geluForward(out: &plain, inp: x, count: count)
+            var worst = 0.0
+            for i in 0..<count {
+                let v = Double(x[i]), cdf = 0.5 * (1 + erf(v / 2.0.squareRoot()))
+                let pdf = exp(-0.5 * v * v) / (2 * Double.pi).squareRoot()
+                worst = max(worst, abs(Double(out[i]) - v * cdf), abs(Double(plain[i]) - v * cdf), abs(Double(slope[i]) - (cdf + v * pdf)))
+            }
+            #expect(worst < 3e-6, "count \(count): max |Δ| \(worst) on \(GEMMKernel.current)")
+        }
+    }
+
+    @Test("row-wise SwiGLU and its gradients match double precision, tails included")
+    func swigluMatchesDouble() {
+        var rng = SeededGenerator(seed: 13)
+        for cols in [5, 8, 19, 768] {
+            let rows = 3, ld = 2 * cols
+            let gateUp = Self.random(rows * ld, &rng).map { $0 * 8 }, dout = Self.random(rows * cols, &rng)
+            var out = [Float](repeating: 0, count: rows * cols), grads = [Float](repeating: 0, count: rows * ld)
+            gateUp.withUnsafeBufferPointer { g in
+                swigluForward(out: &out, gate: g.baseAddress!, up: g.baseAddress! + cols, rows: rows, cols: cols, ld: ld)
+                grads.withUnsafeMutableBufferPointer { d in
+                    swigluBackward(dgate: d.baseAddress!, dup: d.baseAddress! + cols, dout: dout, gate: g.baseAddress!,
+                                   up: g.baseAddress! + cols, rows: rows, cols: cols, ld: ld)
+                }
+            }
+            var worst = 0.0
+            for r in 0..<rows {
+                for i in 0..<cols {
+                    let g = Double(gateUp[r * ld + i]), u = Double(gateUp[r * ld + cols + i]), d = Double(dout[r * cols + i])
+                    let s = 1 / (1 + exp(-g))
+                    worst = max(worst, abs(Double(out[r * cols + i]) - g * s * u) / max(1, abs(g * s * u)),
+                                abs(Double(grads[r * ld + i]) - d * u * s * (1 + g * (1 - s))),
+                                abs(Double(grads[r * ld + cols + i]) - d * g * s))
+                }
+            }
+            #expect(worst < 1e-5, "cols \(cols): max |Δ| \(worst) on \(GEMMKernel.current)")
+        }
+    }
+
+    @Test("the own kernels are chosen on AVX2 CPUs only, unless EMBEDTUNE_GEMM says otherwise")
+    func selection() {
+        #expect(GEMMKernel.select(environment: nil, cpu: .avx2, avx2Available: true) == .avx2)
+        #expect(GEMMKernel.select(environment: nil, cpu: .avx512, avx2Available: true) == .openblas)
+        #expect(GEMMKernel.select(environment: "avx2", cpu: .avx512, avx2Available: true) == .avx2)
+        #expect(GEMMKernel.select(environment: "openblas", cpu: .avx2, avx2Available: true) == .openblas)
+        #expect(GEMMKernel.select(environment: "avx2", cpu: .sse, avx2Available: false) == .openblas)
+    }
+}
