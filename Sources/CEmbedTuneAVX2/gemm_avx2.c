@@ -240,6 +240,24 @@ INLINE void tn_tile(const int mr, size_t kc, const float *a, size_t lda, const f
         ROW(0) ROW(1) ROW(2) ROW(3) ROW(4) ROW(5)
     }
 #undef ROW
+    if (!transposeC) {
+        // C's rows in place: C += α·tile, masked on a partial panel.
+#define ADD(i)                                                                                      \
+        if (mr > i) {                                                                               \
+            float *row = c + i * ldc;                                                               \
+            if (full) {                                                                             \
+                _mm256_storeu_ps(row, _mm256_fmadd_ps(alpha, c##i##0, _mm256_loadu_ps(row)));       \
+                _mm256_storeu_ps(row + 8, _mm256_fmadd_ps(alpha, c##i##1, _mm256_loadu_ps(row + 8))); \
+            } else {                                                                                \
+                _mm256_maskstore_ps(row, m0, _mm256_fmadd_ps(alpha, c##i##0, _mm256_maskload_ps(row, m0))); \
+                _mm256_maskstore_ps(row + 8, m1, _mm256_fmadd_ps(alpha, c##i##1, _mm256_maskload_ps(row + 8, m1))); \
+            }                                                                                       \
+        }
+        ADD(0) ADD(1) ADD(2) ADD(3) ADD(4) ADD(5)
+#undef ADD
+        return;
+    }
+    // Transposed: through a small tile, column by column.
     float tile[MR][NR] __attribute__((aligned(32)));
 #define KEEP(i)                                                                                     \
     if (mr > i) {                                                                                   \
@@ -248,11 +266,8 @@ INLINE void tn_tile(const int mr, size_t kc, const float *a, size_t lda, const f
     }
     KEEP(0) KEEP(1) KEEP(2) KEEP(3) KEEP(4) KEEP(5)
 #undef KEEP
-    for (int i = 0; i < mr; i++)
-        for (size_t j = 0; j < nv; j++) {
-            if (transposeC) c[j * ldc + i] += tile[i][j];
-            else c[i * ldc + j] += tile[i][j];
-        }
+    for (size_t j = 0; j < nv; j++)
+        for (int i = 0; i < mr; i++) c[j * ldc + i] += tile[i][j];
 }
 
 TARGET void embedtune_sgemm_tn(size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda, const float *b,
