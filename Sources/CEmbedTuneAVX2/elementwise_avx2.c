@@ -51,23 +51,32 @@ INLINE __m256 erf8(__m256 x) {
     return _mm256_div_ps(_mm256_mul_ps(x, p), q);
 }
 
-INLINE __m256i tail(size_t count) {
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+// The eight floats at p, or the first `left` of them (masked) at the tail.
+typedef struct {
+    bool full;
+    __m256i mask;
+} Lanes;
+
+INLINE Lanes lanes_left(size_t left) {
+    Lanes l = {left >= 8, _mm256_cmpgt_epi32(_mm256_set1_epi32(left < 8 ? (int)left : 8),
+                                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))};
+    return l;
+}
+INLINE __m256 load(const float *p, Lanes l) { return l.full ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, l.mask); }
+INLINE void save(float *p, __m256 x, Lanes l) {
+    if (l.full) _mm256_storeu_ps(p, x); else _mm256_maskstore_ps(p, l.mask, x);
 }
 
 // out = x·Φ(x); when `slope`, x is overwritten with Φ(x) + x·φ(x).
 INLINE void gelu(float *out, float *x, size_t count, bool slope) {
     for (size_t i = 0; i < count; i += 8) {
-        const bool full = count - i >= 8;
-        const __m256i mask = tail(count - i);
-        const __m256 xv = full ? _mm256_loadu_ps(x + i) : _mm256_maskload_ps(x + i, mask);
+        const Lanes l = lanes_left(count - i);
+        const __m256 xv = load(x + i, l);
         const __m256 cdf = _mm256_mul_ps(v(0.5f), _mm256_add_ps(v(1.0f), erf8(_mm256_mul_ps(xv, v(0.70710678118654752f)))));
-        const __m256 y = _mm256_mul_ps(xv, cdf);
-        if (full) _mm256_storeu_ps(out + i, y); else _mm256_maskstore_ps(out + i, mask, y);
+        save(out + i, _mm256_mul_ps(xv, cdf), l);
         if (!slope) continue;
         const __m256 pdf = _mm256_mul_ps(exp8(_mm256_mul_ps(v(-0.5f), _mm256_mul_ps(xv, xv))), v(0.3989422804014327f));
-        const __m256 s = _mm256_fmadd_ps(xv, pdf, cdf);
-        if (full) _mm256_storeu_ps(x + i, s); else _mm256_maskstore_ps(x + i, mask, s);
+        save(x + i, _mm256_fmadd_ps(xv, pdf, cdf), l);
     }
 }
 
@@ -80,35 +89,23 @@ INLINE __m256 sigmoid8(__m256 x) {
 
 TARGET void embedtune_swiglu(float *out, const float *gate, const float *up, size_t count) {
     for (size_t i = 0; i < count; i += 8) {
-        const bool full = count - i >= 8;
-        const __m256i mask = tail(count - i);
-        const __m256 g = full ? _mm256_loadu_ps(gate + i) : _mm256_maskload_ps(gate + i, mask);
-        const __m256 u = full ? _mm256_loadu_ps(up + i) : _mm256_maskload_ps(up + i, mask);
-        const __m256 y = _mm256_mul_ps(_mm256_mul_ps(g, sigmoid8(g)), u);
-        if (full) _mm256_storeu_ps(out + i, y); else _mm256_maskstore_ps(out + i, mask, y);
+        const Lanes l = lanes_left(count - i);
+        const __m256 g = load(gate + i, l);
+        save(out + i, _mm256_mul_ps(_mm256_mul_ps(g, sigmoid8(g)), load(up + i, l)), l);
     }
 }
 
 TARGET void embedtune_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
                                       size_t count) {
     for (size_t i = 0; i < count; i += 8) {
-        const bool full = count - i >= 8;
-        const __m256i mask = tail(count - i);
-        const __m256 g = full ? _mm256_loadu_ps(gate + i) : _mm256_maskload_ps(gate + i, mask);
-        const __m256 u = full ? _mm256_loadu_ps(up + i) : _mm256_maskload_ps(up + i, mask);
-        const __m256 d = full ? _mm256_loadu_ps(dout + i) : _mm256_maskload_ps(dout + i, mask);
+        const Lanes l = lanes_left(count - i);
+        const __m256 g = load(gate + i, l), u = load(up + i, l), d = load(dout + i, l);
         const __m256 s = sigmoid8(g);
         // d(silu(g)·u)/dg = u·s·(1 + g·(1 − s)), d/du = g·s.
         const __m256 dg = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(d, u), s),
                                         _mm256_fmadd_ps(g, _mm256_sub_ps(v(1.0f), s), v(1.0f)));
-        const __m256 du = _mm256_mul_ps(_mm256_mul_ps(d, g), s);
-        if (full) {
-            _mm256_storeu_ps(dup + i, du);
-            _mm256_storeu_ps(dgate + i, dg);
-        } else {
-            _mm256_maskstore_ps(dup + i, mask, du);
-            _mm256_maskstore_ps(dgate + i, mask, dg);
-        }
+        save(dup + i, _mm256_mul_ps(_mm256_mul_ps(d, g), s), l);
+        save(dgate + i, dg, l);
     }
 }
 

@@ -12,7 +12,7 @@ import Foundation
 /// packing, and fold s·u·Bᵀ (forward) and du·A (input gradient) into the frozen weight's product,
 /// so C is written once (`linearForwardPlusLowRank`, `linearBackwardInputPlusLowRank`). On the
 /// frozen weights' large products alone it is level with OpenBLAS's Zen kernel up to 512 deep and
-/// 3–5% behind it deeper, where OpenBLAS keeps them (`ownTakes`). Attention's per-head products
+/// 3–5% behind it deeper, where OpenBLAS keeps them (`ownMaxDepth`). Attention's per-head products
 /// and the GELU / SwiGLU activations run here too.
 ///
 /// Chosen when the CPU runs AVX2 and FMA but not AVX-512 (OpenBLAS's AVX-512 kernels are twice
@@ -37,15 +37,18 @@ public enum GEMMKernel: String, Sendable, CaseIterable {
             : "openblas (\(BLASRuntime.coreName))"
     }
 
-    /// Whether the own kernel takes a product of depth k into n columns. Above 512 deep its C
-    /// tile is re-read once per 384-deep block and OpenBLAS's Zen kernel is 3–5% faster on wide
-    /// outputs (Qwen3-0.6B's 1024–3072-deep products); narrow outputs (a LoRA rank) stay here.
+    /// The deepest product the own kernel takes into a wide output. Deeper, its C tile is re-read
+    /// once per 384-deep block and OpenBLAS's Zen kernel is 3–5% faster (Qwen3-0.6B's
+    /// 1024–3072-deep products); narrow outputs (a LoRA rank) stay with the own kernel.
+    static let ownMaxDepth = 512
+
+    /// Whether this choice runs a product of depth k into n columns on the own kernel.
     @inline(__always)
-    public static func ownTakes(depth k: Int, columns n: Int) -> Bool { current == .avx2 && (k <= 512 || n < 64) }
+    func takes(depth k: Int, columns n: Int) -> Bool { self == .avx2 && (k <= Self.ownMaxDepth || n < 64) }
 
     /// Whether a linear layer of this depth has its adapter product ride in the frozen weight's GEMM.
     @inline(__always)
-    public static func fusesLowRank(depth k: Int) -> Bool { current == .avx2 && k <= 512 }
+    public static func fusesLowRank(depth k: Int) -> Bool { current == .avx2 && k <= ownMaxDepth }
 }
 
 /// Row-major single-precision GEMM: C = alpha · op(A) · op(B) + beta · C,
@@ -88,7 +91,7 @@ func blockSGEMM(
     _ c: UnsafeMutablePointer<Float>, _ ldc: Int
 ) {
     if kernel == .avx2 {
-        if !transA, beta == 0 || beta == 1, k <= 512 || n < 64 {
+        if !transA, beta == 0 || beta == 1, kernel.takes(depth: k, columns: n) {
             embedtune_sgemm(transB, m, n, k, alpha, a, lda, b, ldb, beta == 1, nil, c, ldc)
             return
         }
@@ -134,7 +137,7 @@ public func linearForward(
     }
     ComputeTeam.current.parallelFor(n, grain: 16) { rows in
         let inp = inp + rows.lowerBound * c, out = out + rows.lowerBound * ld
-        if GEMMKernel.ownTakes(depth: c, columns: oc) {
+        if GEMMKernel.current.takes(depth: c, columns: oc) {
             // The kernel starts its tiles from the bias: no separate pass over `out`.
             embedtune_sgemm(true, rows.count, oc, c, 1, inp, c, weight, c, false, bias, out, ld)
             return

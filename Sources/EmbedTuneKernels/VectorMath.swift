@@ -133,14 +133,14 @@ func squaredDeviation8(_ x: UnsafePointer<Float>, _ m: Float, _ count: Int) -> F
 /// Element-wise loops over the compute team: `body(i)` handles the eight values at i (fewer at
 /// the tail, which load8/store8 pad).
 @inline(__always)
-/// `body(range)` over 0..<count in one contiguous range per thread (multiples of 8 but the last),
-/// for kernels that loop themselves (the AVX2 ones).
-func forEachRange(_ count: Int, _ body: (Range<Int>) -> Void) {
-    ComputeTeam.current.parallelFor(count, grain: 16_384, body)
-}
-
 func forEachVector(_ count: Int, _ body: (Int) -> Void) {
     ComputeTeam.current.parallelFor((count + 7) / 8, grain: 2048) { chunk in
         for v in chunk { body(v * 8) }
     }
+}
+
+/// `body(range)` over 0..<count in one contiguous range per thread, for kernels that loop
+/// themselves (the AVX2 ones, which mask their own tails).
+func forEachRange(_ count: Int, _ body: (Range<Int>) -> Void) {
+    ComputeTeam.current.parallelFor(count, grain: 16_384, body)
 }

@@ -232,13 +232,14 @@ public final class QwenModel: Backbone, TrainableBackbone {
                                   : attentionScratchCount(maxLength: batch.maxLength)
         let maxIn = max(c, h * d, inter)
         let keepsProduct = train && layerCount * n * inter * MemoryLayout<Float>.size <= swigluProductBudget
+        let recomputesProduct = train && !keepsProduct
 
         // Lay out every buffer of this pass in one reusable arena.
         let plan = arenaActivations.layout { a -> ([LayerActivations], UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>,
                                                    UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>,
                                                    UnsafeMutablePointer<Float>) in
             // A recomputed SwiGLU product needs one buffer for every layer.
-            let actShared = train && !keepsProduct ? a.take(n * inter) : a.take(0)
+            let actShared = recomputesProduct ? a.take(n * inter) : a.take(0)
             /// A block of N rows, or of S for a final `tail` block; with `shared` (inference) its
             /// N-row buffers are the shared ones.
             func block(_ xIn: UnsafeMutablePointer<Float>, tail: Bool, shared: LayerActivations?) -> LayerActivations {
@@ -256,7 +257,7 @@ public final class QwenModel: Backbone, TrainableBackbone {
                     probs: everyToken ? shared?.probs ?? a.take(probsPerLayer)
                         : a.take(train ? h * n : lastTokenAttentionScratchCount(maxLength: batch.maxLength, heads: h)),
                     att: a.take(r * h * d),
-                    gate: gate, up: gate + inter, act: train && !keepsProduct ? actShared : a.take(r * inter),
+                    gate: gate, up: gate + inter, act: recomputesProduct ? actShared : a.take(r * inter),
                     loraU: Self.moduleNames.indices.map { a.take((Self.seesEveryToken($0) ? n : r) * rank) })
             }
             let x0 = a.take(n * c)
