@@ -1,11 +1,13 @@
-// Element-wise activations (GELU, SwiGLU) with AVX2/FMA: the same approximations as the Swift kernels
+// Element-wise activations (GELU, SwiGLU), attention's row softmax and dropout with AVX2/FMA: the same approximations as the Swift kernels
 // (VectorMath.swift: Cephes-style exp, the Eigen/XLA rational erf), one ymm per eight values.
 // Swift's SIMD8<Float> on baseline x86-64 is two SSE halves without FMA; GELU was 3.6% of a
 // MiniLM training step that way.
 #include "embedtune_avx2.h"
 
 #include <immintrin.h>
+#include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #if defined(__x86_64__)
 
@@ -109,6 +111,90 @@ TARGET void embedtune_swiglu_backward(float *dgate, float *dup, const float *dou
     }
 }
 
+INLINE float hsum(__m256 x) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+INLINE float hmax(__m256 x) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_max_ss(s, _mm_movehdup_ps(s)));
+}
+
+TARGET void embedtune_softmax_rows(float *p, size_t rows, size_t len, bool causal) {
+    for (size_t i = 0; i < rows; i++) {
+        float *row = p + i * len;
+        const size_t valid = causal ? i + 1 : len;
+        // Tails are masked loads filled with −∞ (max) and masked stores (exp, scale): every entry
+        // goes through the same vector exp.
+        __m256 mv = v(-INFINITY);
+        for (size_t j = 0; j < valid; j += 8) {
+            const Lanes l = lanes_left(valid - j);
+            const __m256 x = load(row + j, l);
+            mv = _mm256_max_ps(mv, l.full ? x : _mm256_blendv_ps(v(-INFINITY), x, _mm256_castsi256_ps(l.mask)));
+        }
+        const __m256 m = v(hmax(mv));
+        __m256 sums = _mm256_setzero_ps();
+        for (size_t j = 0; j < valid; j += 8) {
+            const Lanes l = lanes_left(valid - j);
+            __m256 e = exp8(_mm256_sub_ps(load(row + j, l), m));
+            if (!l.full) e = _mm256_and_ps(e, _mm256_castsi256_ps(l.mask));
+            sums = _mm256_add_ps(sums, e);
+            save(row + j, e, l);
+        }
+        const __m256 inv = v(1.0f / hsum(sums));
+        for (size_t j = 0; j < valid; j += 8) {
+            const Lanes l = lanes_left(valid - j);
+            save(row + j, _mm256_mul_ps(load(row + j, l), inv), l);
+        }
+        memset(row + valid, 0, (len - valid) * sizeof(float));
+    }
+}
+
+TARGET void embedtune_softmax_backward_rows(float *ds, const float *p, size_t rows, size_t len, float scale) {
+    const __m256 s = v(scale);
+    for (size_t i = 0; i < rows; i++) {
+        float *d = ds + i * len;
+        const float *pr = p + i * len;
+        __m256 dots = _mm256_setzero_ps();
+        for (size_t j = 0; j < len; j += 8) {
+            const Lanes l = lanes_left(len - j);
+            dots = _mm256_fmadd_ps(load(pr + j, l), load(d + j, l), dots);
+        }
+        const __m256 dot = v(hsum(dots));
+        for (size_t j = 0; j < len; j += 8) {
+            const Lanes l = lanes_left(len - j);
+            save(d + j, _mm256_mul_ps(_mm256_mul_ps(load(pr + j, l), _mm256_sub_ps(load(d + j, l), dot)), s), l);
+        }
+    }
+}
+
+// murmur3's 32-bit finaliser on eight lanes.
+INLINE __m256i fmix32(__m256i h) {
+    h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 16));
+    h = _mm256_mullo_epi32(h, _mm256_set1_epi32((int)0x85EBCA6B));
+    h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 13));
+    h = _mm256_mullo_epi32(h, _mm256_set1_epi32((int)0xC2B2AE35));
+    return _mm256_xor_si256(h, _mm256_srli_epi32(h, 16));
+}
+
+TARGET void embedtune_dropout_row(float *out, const float *inp, size_t count, uint32_t threshold, float scale, uint64_t base) {
+    const __m256i lo = _mm256_set1_epi32((int)(uint32_t)base), hi = _mm256_set1_epi32((int)(uint32_t)(base >> 32));
+    // h < threshold unsigned, as a signed compare with both sides' sign bits flipped.
+    const __m256i sign = _mm256_set1_epi32((int)0x80000000), limit = _mm256_set1_epi32((int)(threshold ^ 0x80000000u));
+    const __m256i golden = _mm256_set1_epi32((int)0x9E3779B1), step = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256 s = v(scale);
+    for (size_t j = 0; j < count; j += 8) {
+        const Lanes l = lanes_left(count - j);
+        const __m256i index = _mm256_add_epi32(step, _mm256_set1_epi32((int)(uint32_t)j));
+        const __m256i h = fmix32(_mm256_xor_si256(fmix32(_mm256_add_epi32(lo, _mm256_mullo_epi32(index, golden))), hi));
+        const __m256i dropped = _mm256_cmpgt_epi32(limit, _mm256_xor_si256(h, sign));
+        save(out + j, _mm256_andnot_ps(_mm256_castsi256_ps(dropped), _mm256_mul_ps(load(inp + j, l), s)), l);
+    }
+}
+
 #else
 
 void embedtune_swiglu(float *out, const float *gate, const float *up, size_t count) { abort(); }
@@ -116,5 +202,8 @@ void embedtune_swiglu_backward(float *dgate, float *dup, const float *dout, cons
                                size_t count) { abort(); }
 void embedtune_gelu(float *out, const float *x, size_t count) { abort(); }
 void embedtune_gelu_slope(float *out, float *x, size_t count) { abort(); }
+void embedtune_softmax_rows(float *p, size_t rows, size_t len, bool causal) { abort(); }
+void embedtune_dropout_row(float *out, const float *inp, size_t count, uint32_t threshold, float scale, uint64_t base) { abort(); }
+void embedtune_softmax_backward_rows(float *ds, const float *p, size_t rows, size_t len, float scale) { abort(); }
 
 #endif

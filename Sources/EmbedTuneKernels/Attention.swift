@@ -58,7 +58,7 @@ public func attentionForward(
         let vh = v + start * kvStride + (h / group) * d
         // scores (T, T) = scale · Q (T, D) · Kᵀ (D, T)
         blockSGEMM(.current, false, true, t, t, d, scale, qh, qStride, kh, kvStride, 0, p, t)
-        for i in 0..<t { softmaxPrefix(p + i * t, valid: causal ? i + 1 : t, len: t) }
+        softmaxRows(p, rows: t, len: t, causal: causal)
         var weights = UnsafePointer(p)
         if let dropout {
             let dropped = keepProbs ? scratch! + 2 * worker * maxT * maxT : p
@@ -90,7 +90,7 @@ public func lastTokenAttentionForward(
         let kh = k + start * kvStride + kvh * d, vh = v + start * kvStride + kvh * d
         // scores (G, T) = scale · Q (G, D) · Kᵀ (D, T)
         blockSGEMM(.current, false, true, group, t, d, scale, qg, d, kh, kvStride, 0, p, t)
-        for i in 0..<group { softmaxPrefix(p + i * t, valid: t, len: t) }
+        softmaxRows(p, rows: group, len: t, causal: false)
         // out (G, D) = P (G, T) · V (T, D)
         blockSGEMM(.current, false, false, group, d, t, 1, p, t, vh, kvStride, 0, out + s * qStride + kvh * group * d, d)
     }

@@ -230,7 +230,8 @@ public func l2NormalizeBackward(
 /// Softmax backward in place, row by row: dS = P ⊙ (dP − rowsum(dP ⊙ P)) · scale, which takes the
 /// gradient into the logits' space (scale is the logits' factor). dS holds dP on entry; both (rows, length).
 @inline(__always)
-func softmaxBackwardRows(_ dS: UnsafeMutablePointer<Float>, probs p: UnsafePointer<Float>, rows: Int, length t: Int, scale: Float) {
+public func softmaxBackwardRows(_ dS: UnsafeMutablePointer<Float>, probs p: UnsafePointer<Float>, rows: Int, length t: Int, scale: Float) {
+    if GEMMKernel.current == .avx2 { return embedtune_softmax_backward_rows(dS, p, rows, t, scale) }
     for i in 0..<rows {
         let pr = p + i * t, dr = dS + i * t
         let dot = dot8(pr, dr, t)

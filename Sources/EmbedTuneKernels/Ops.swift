@@ -246,6 +246,14 @@ public func l2NormalizeRows(_ x: UnsafeMutablePointer<Float>, n: Int, c: Int) {
     }
 }
 
+/// Softmax in place over each of `rows` rows of `len` (attention's score block): causal rows i keep
+/// their first i + 1 entries (the rest become 0), otherwise every entry counts.
+@inline(__always)
+public func softmaxRows(_ p: UnsafeMutablePointer<Float>, rows: Int, len: Int, causal: Bool) {
+    if GEMMKernel.current == .avx2 { return embedtune_softmax_rows(p, rows, len, causal) }
+    for i in 0..<rows { softmaxPrefix(p + i * len, valid: causal ? i + 1 : len, len: len) }
+}
+
 /// Softmax in place over the first `valid` entries of a row; entries past it become 0.
 /// row is (len).
 @inline(__always)

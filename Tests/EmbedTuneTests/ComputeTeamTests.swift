@@ -109,4 +109,20 @@ struct DropoutMaskTests {
         dropoutRows(out: &again, inp: x, n: n, c: c, p: p, tokenSeeds: seeds, site: 1)
         #expect(again == a)
     }
+
+    @Test("the AVX2 kernel draws the Swift kernel's masks bit for bit, tails included",
+          .enabled(if: GEMMKernel.current == .avx2))
+    func avx2MatchesPortable() {
+        for (count, p) in [(1, Float(0.1)), (7, 0.5), (128, 0.1), (383, 0.25), (1536, 0.1), (64, 0.999)] {
+            let x = (0..<count).map { Float($0) * 0.37 - 9 }
+            for base in [UInt64(0), 0xFFFF_FFFF_0000_0001, mix64(99)] {
+                var fast = [Float](repeating: 7, count: count + 1), portable = fast
+                dropoutRow(out: &fast, inp: x, count: count, p: p, base: base)
+                portableDropoutRow(out: &portable, inp: x, count: count, limit: UInt32(min(Double(p) * 4_294_967_296.0, 4_294_967_295.0)),
+                                   scale: 1 / (1 - p), base: base)
+                #expect(fast.map(\.bitPattern) == portable.map(\.bitPattern), "count \(count), p \(p), base \(base)")
+                #expect(fast[count] == 7, "nothing written past the row")
+            }
+        }
+    }
 }

@@ -92,6 +92,29 @@ struct OwnGEMMTests {
         }
     }
 
+    @Test("attention's row softmax and its backward match double precision, causal and tails included")
+    func softmaxMatchesDouble() {
+        var rng = SeededGenerator(seed: 17)
+        for (rows, len, causal) in [(1, 1, false), (3, 5, false), (9, 9, true), (13, 37, false), (40, 40, true), (4, 128, false)] {
+            let logits = Self.random(rows * len, &rng).map { $0 * 20 }, dp = Self.random(rows * len, &rng)
+            var p = logits, ds = dp
+            softmaxRows(&p, rows: rows, len: len, causal: causal)
+            softmaxBackwardRows(&ds, probs: p, rows: rows, length: len, scale: 0.5)
+            var worst = 0.0
+            for i in 0..<rows {
+                let valid = causal ? i + 1 : len, row = (0..<len).map { Double(logits[i * len + $0]) }
+                let m = row[..<valid].max()!, e = row[..<valid].map { exp($0 - m) }, sum = e.reduce(0, +)
+                let want = (0..<len).map { $0 < valid ? e[$0] / sum : 0 }
+                let dot = (0..<len).map { want[$0] * Double(dp[i * len + $0]) }.reduce(0, +)
+                for j in 0..<len {
+                    worst = max(worst, abs(Double(p[i * len + j]) - want[j]),
+                                abs(Double(ds[i * len + j]) - 0.5 * want[j] * (Double(dp[i * len + j]) - dot)))
+                }
+            }
+            #expect(worst < 1e-6, "\(rows)×\(len) causal \(causal): max |Δ| \(worst) on \(GEMMKernel.current)")
+        }
+    }
+
     @Test("row-wise SwiGLU and its gradients match double precision, tails included")
     func swigluMatchesDouble() {
         var rng = SeededGenerator(seed: 13)

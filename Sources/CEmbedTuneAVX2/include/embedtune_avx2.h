@@ -1,6 +1,7 @@
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /// True when this CPU runs the AVX2/FMA kernels (checked once, at the first call).
 bool embedtune_gemm_available(void);
@@ -40,3 +41,15 @@ void embedtune_swiglu(float *out, const float *gate, const float *up, size_t cou
 /// Its backward: dgate = dout·up·σ(g)·(1 + g·(1 − σ(g))), dup = dout·silu(g).
 void embedtune_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
                                size_t count);
+
+/// Softmax of each of `rows` rows of `len` floats, in place. Causal: row i keeps its first i + 1
+/// entries, the rest become 0; else every entry counts.
+void embedtune_softmax_rows(float *p, size_t rows, size_t len, bool causal);
+
+/// Softmax backward in place: ds = scale · p ⊙ (ds − rowsum(ds ⊙ p)), rows × len.
+void embedtune_softmax_backward_rows(float *ds, const float *p, size_t rows, size_t len, float scale);
+
+/// Counter-based dropout over one row, the same masks as the Swift `dropoutRow`: out[j] = 0 when
+/// fmix32(fmix32(lo(base) + j·0x9E3779B1) ^ hi(base)) < threshold, else inp[j]·scale. out may
+/// alias inp.
+void embedtune_dropout_row(float *out, const float *inp, size_t count, uint32_t threshold, float scale, uint64_t base);
