@@ -204,8 +204,53 @@ static TARGET void gemm(bool transB, size_t m, size_t n, size_t k, float alpha, 
     }
 }
 
+// Narrow C (n ≤ 8: an adapter's u = x·Aᵀ or du = dy·B): one 8-wide panel of op(B), the whole
+// depth packed at once, and strips of up to 12 rows (12 accumulators), where the 6×16 tile would
+// spend half its FMAs on zero padding. The strip's rows are read in place, all at the same column:
+// when they fall into the same L1 set (rows 4 KB apart, K = 1024 or 3072) more than 6 of them evict
+// each other, so those strips have 6 rows.
+enum { MRN = 12, NARROW_MAX_DEPTH = KC * NC / 8 };
+
+INLINE void narrow_strip(const size_t mr, size_t k, const float *a, size_t lda, const float *bp, float *c, size_t ldc,
+                         __m256 alpha, __m256i mask, bool accumulate, __m256 biasv) {
+    __m256 acc[MRN];
+    for (size_t r = 0; r < mr; r++) acc[r] = _mm256_setzero_ps();
+    for (size_t p = 0; p < k; p++) {
+        const __m256 bv = _mm256_load_ps(bp + p * 8);
+        for (size_t r = 0; r < mr; r++) acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + r * lda + p), bv, acc[r]);
+    }
+    for (size_t r = 0; r < mr; r++) {
+        float *row = c + r * ldc;
+        _mm256_maskstore_ps(row, mask, _mm256_fmadd_ps(alpha, acc[r], accumulate ? _mm256_maskload_ps(row, mask) : biasv));
+    }
+}
+
+static TARGET void gemm_narrow(bool transB, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
+                               const float *b, size_t ldb, bool accumulate, const float *bias, float *c, size_t ldc) {
+    float *bp = buffer(&packed, (size_t)KC * NC);
+    for (size_t p = 0; p < k; p++)
+        for (size_t j = 0; j < 8; j++) bp[p * 8 + j] = j < n ? (transB ? b[j * ldb + p] : b[p * ldb + j]) : 0;
+    const __m256 alphas = _mm256_set1_ps(alpha);
+    const __m256i mask = lanes((int)n);
+    const __m256 biasv = bias ? _mm256_maskload_ps(bias, mask) : _mm256_setzero_ps();
+    // Distinct 4 KB offsets among consecutive rows: 4096 / gcd(row bytes, 4096).
+    size_t g = lda * sizeof(float) % 4096, h = 4096;
+    while (g) { const size_t t = h % g; h = g; g = t; }
+    const size_t rows = (MRN + 4096 / h - 1) / (4096 / h) > 6 ? 6 : MRN;
+    for (size_t i = 0; i < m; i += rows) {
+        const size_t mr = m - i < rows ? m - i : rows;
+        const float *ai = a + i * lda;
+        float *ci = c + i * ldc;
+        // Full strips get bodies with a constant row count (the accumulators stay in registers).
+        if (mr == 12) narrow_strip(12, k, ai, lda, bp, ci, ldc, alphas, mask, accumulate, biasv);
+        else if (mr == 6) narrow_strip(6, k, ai, lda, bp, ci, ldc, alphas, mask, accumulate, biasv);
+        else narrow_strip(mr, k, ai, lda, bp, ci, ldc, alphas, mask, accumulate, biasv);
+    }
+}
+
 TARGET void embedtune_sgemm(bool transB, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
                             const float *b, size_t ldb, bool accumulate, const float *bias, float *c, size_t ldc) {
+    if (n <= 8 && k > 0 && k <= NARROW_MAX_DEPTH) return gemm_narrow(transB, m, n, k, alpha, a, lda, b, ldb, accumulate, bias, c, ldc);
     gemm(transB, m, n, k, alpha, a, lda, b, ldb, false, 0, 0, NULL, 0, NULL, 0, accumulate, bias, c, ldc);
 }
 

@@ -12,7 +12,9 @@ struct OwnGEMMTests {
 
     /// Row counts around the 6-row strips, widths around the 16-column panels (8 = a LoRA rank),
     /// depths around the 384-deep blocks.
-    static let shapes = [(1, 8, 33), (5, 16, 1), (7, 19, 64), (13, 40, 400), (37, 40, 800), (64, 8, 384), (130, 300, 130), (20, 24, 3000)]
+    /// n ≤ 8 goes to the narrow kernel (12-row strips, tails of 1–11 rows).
+    static let shapes = [(1, 8, 33), (5, 16, 1), (7, 19, 64), (13, 40, 400), (37, 40, 800), (64, 8, 384), (130, 300, 130), (20, 24, 3000),
+                         (29, 3, 700), (13, 1, 64)]
 
     @Test("C = α·A·op(B) + β·C and C += α·Aᵀ·B equal OpenBLAS's, with strides and partial panels")
     func kernelsMatchOpenBLAS() {
@@ -42,6 +44,15 @@ struct OwnGEMMTests {
                 let diff = maxAbsDifference(own, blas)
                 #expect(diff <= 1e-5 * Float(k + 1), "Aᵀ·B \(m)×\(n)×\(k) β \(beta): max |Δ| \(diff)")
             }
+        }
+        // Rows exactly 4 KB apart (K = 1024, as Qwen3-0.6B's): the narrow kernel's 6-row strips.
+        let m = 31, k = 1024
+        let a = Self.random(m * k, &rng), b = Self.random(8 * k, &rng), c0 = Self.random(m * 8, &rng)
+        for n in [8, 5] {
+            var own = c0, blas = c0
+            sgemm(transB: true, m: m, n: n, k: k, alpha: 0.5, a: a, lda: k, b: b, ldb: k, beta: 1, c: &own, ldc: 8, kernel: .avx2)
+            sgemm(transB: true, m: m, n: n, k: k, alpha: 0.5, a: a, lda: k, b: b, ldb: k, beta: 1, c: &blas, ldc: 8, kernel: .openblas)
+            #expect(maxAbsDifference(own, blas) <= 1e-5 * Float(k + 1), "\(m)×\(n)×\(k), rows 4 KB apart")
         }
     }
 
