@@ -41,8 +41,7 @@ bool embedtune_gemm_available(void) {
 
 #if defined(__x86_64__)
 
-#define TARGET __attribute__((target("avx2,fma")))
-#define INLINE static inline __attribute__((always_inline)) TARGET
+#include "avx2_math.h"
 
 // Lane masks for the first `count` (0...8) floats of a ymm.
 INLINE __m256i lanes(int count) {
@@ -212,7 +211,7 @@ static TARGET void gemm(bool transB, size_t m, size_t n, size_t k, float alpha, 
 enum { MRN = 12, NARROW_MAX_DEPTH = KC * NC / 8 };
 
 INLINE void narrow_strip(const size_t mr, size_t k, const float *a, size_t lda, const float *bp, float *c, size_t ldc,
-                         __m256 alpha, __m256i mask, bool accumulate, __m256 biasv) {
+                         __m256 alpha, __m256i mask, bool full, bool accumulate, __m256 biasv) {
     __m256 acc[MRN];
     for (size_t r = 0; r < mr; r++) acc[r] = _mm256_setzero_ps();
     for (size_t p = 0; p < k; p++) {
@@ -221,7 +220,11 @@ INLINE void narrow_strip(const size_t mr, size_t k, const float *a, size_t lda, 
     }
     for (size_t r = 0; r < mr; r++) {
         float *row = c + r * ldc;
-        _mm256_maskstore_ps(row, mask, _mm256_fmadd_ps(alpha, acc[r], accumulate ? _mm256_maskload_ps(row, mask) : biasv));
+        if (full) {  // a whole rank of 8: plain stores (masked ones are slow on Zen)
+            _mm256_storeu_ps(row, _mm256_fmadd_ps(alpha, acc[r], accumulate ? _mm256_loadu_ps(row) : biasv));
+        } else {
+            _mm256_maskstore_ps(row, mask, _mm256_fmadd_ps(alpha, acc[r], accumulate ? _mm256_maskload_ps(row, mask) : biasv));
+        }
     }
 }
 
@@ -242,9 +245,9 @@ static TARGET void gemm_narrow(bool transB, size_t m, size_t n, size_t k, float 
         const float *ai = a + i * lda;
         float *ci = c + i * ldc;
         // Full strips get bodies with a constant row count (the accumulators stay in registers).
-        if (mr == 12) narrow_strip(12, k, ai, lda, bp, ci, ldc, alphas, mask, accumulate, biasv);
-        else if (mr == 6) narrow_strip(6, k, ai, lda, bp, ci, ldc, alphas, mask, accumulate, biasv);
-        else narrow_strip(mr, k, ai, lda, bp, ci, ldc, alphas, mask, accumulate, biasv);
+        if (mr == 12) narrow_strip(12, k, ai, lda, bp, ci, ldc, alphas, mask, n == 8, accumulate, biasv);
+        else if (mr == 6) narrow_strip(6, k, ai, lda, bp, ci, ldc, alphas, mask, n == 8, accumulate, biasv);
+        else narrow_strip(mr, k, ai, lda, bp, ci, ldc, alphas, mask, n == 8, accumulate, biasv);
     }
 }
 
