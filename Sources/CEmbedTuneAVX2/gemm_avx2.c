@@ -181,8 +181,12 @@ static TARGET void gemm(bool transB, size_t m, size_t n, size_t k, float alpha, 
     const __m256 alphas = _mm256_set1_ps(alpha);
     // Depth blocks of equal size (≤ KC): K = 1024 is three blocks of 342, not 384 + 384 + 256.
     const size_t blocks = k ? (k + KC - 1) / KC : 1, kcMax = k ? (k + blocks - 1) / blocks : 0;
-    for (size_t j0 = 0; j0 < n; j0 += NC) {
-        const size_t nc = n - j0 < NC ? n - j0 : NC;
+    // Column blocks of NC keep a deep product's packed weight in L2. A shallow one (the adapter's
+    // rank-deep s·u·Bᵀ and du·A) fits whole: one block, so each strip of C is swept along its rows.
+    const size_t panels = (n + NR - 1) / NR * NR;
+    const size_t ncMax = kcMax * panels <= (size_t)KC * NC && k2 * panels <= (size_t)K2MAX * NC ? n : NC;
+    for (size_t j0 = 0; j0 < n; j0 += ncMax) {
+        const size_t nc = n - j0 < ncMax ? n - j0 : ncMax;
         // The second product rides along with the first depth block.
         if (k2) pack_b(transB2, b2, ldb2, 0, k2, j0, nc, alpha2 / alpha, bp2);
         for (size_t p0 = 0; p0 < k || p0 == 0; p0 += kcMax) {
