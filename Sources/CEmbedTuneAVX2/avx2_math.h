@@ -1,4 +1,4 @@
-// Shared by the AVX2 kernels: target attributes and the vector math of VectorMath.swift
+// Shared by the AVX2 kernels: target attributes, lane masks and the vector math of VectorMath.swift
 // (Cephes-style exp, the Eigen/XLA rational erf) with FMA, plus GELU written as value and slope.
 #pragma once
 #if defined(__x86_64__)
@@ -8,6 +8,11 @@
 #define INLINE static inline __attribute__((always_inline)) TARGET
 
 INLINE __m256 v(float x) { return _mm256_set1_ps(x); }
+
+// Lane masks for the first `count` (0...8; below 0 none, above 8 all) floats of a ymm.
+INLINE __m256i lanes(int count) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
 
 INLINE __m256 exp8(__m256 x) {
     x = _mm256_min_ps(_mm256_max_ps(x, v(-87.33654f)), v(88.0f));

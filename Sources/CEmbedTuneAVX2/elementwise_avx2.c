@@ -1,5 +1,6 @@
-// Element-wise activations (GELU, SwiGLU), attention's row softmax and dropout with AVX2/FMA: the same approximations as the Swift kernels
-// (VectorMath.swift: Cephes-style exp, the Eigen/XLA rational erf), one ymm per eight values.
+// Element-wise kernels with AVX2/FMA — GELU, SwiGLU, attention's row softmax, dropout masks — with
+// the same approximations and hashes as the Swift kernels (VectorMath.swift: Cephes-style exp, the
+// Eigen/XLA rational erf; Dropout.swift), one ymm per eight values.
 // Swift's SIMD8<Float> on baseline x86-64 is two SSE halves without FMA; GELU was 3.6% of a
 // MiniLM training step that way.
 #include "embedtune_avx2.h"
@@ -20,8 +21,7 @@ typedef struct {
 } Lanes;
 
 INLINE Lanes lanes_left(size_t left) {
-    Lanes l = {left >= 8, _mm256_cmpgt_epi32(_mm256_set1_epi32(left < 8 ? (int)left : 8),
-                                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))};
+    Lanes l = {left >= 8, lanes(left < 8 ? (int)left : 8)};
     return l;
 }
 INLINE __m256 load(const float *p, Lanes l) { return l.full ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, l.mask); }

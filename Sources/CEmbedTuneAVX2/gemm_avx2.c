@@ -43,11 +43,6 @@ bool embedtune_gemm_available(void) {
 
 #include "avx2_math.h"
 
-// Lane masks for the first `count` (0...8) floats of a ymm.
-INLINE __m256i lanes(int count) {
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-
 typedef struct {
     __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
 } Tile;

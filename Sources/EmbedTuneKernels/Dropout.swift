@@ -34,15 +34,17 @@ public func dropoutBase(tokenSeed: UInt64, site: UInt64) -> UInt64 { mix64(token
 /// MiniLM training step with dropout.)
 @inline(__always)
 public func dropoutRow(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, count: Int, p: Float, base: UInt64) {
-    let limit = UInt32(min(Double(p) * 4_294_967_296.0, 4_294_967_295.0)), scale = 1 / (1 - p)
-    if GEMMKernel.current == .avx2 { return embedtune_dropout_row(out, inp, count, limit, scale, base) }
-    portableDropoutRow(out: out, inp: inp, count: count, limit: limit, scale: scale, base: base)
+    if GEMMKernel.current == .avx2 { return embedtune_dropout_row(out, inp, count, dropoutLimit(p), 1 / (1 - p), base) }
+    portableDropoutRow(out: out, inp: inp, count: count, p: p, base: base)
 }
 
+/// The 32-bit hash value below which an element is dropped: p·2³².
+@inline(__always)
+func dropoutLimit(_ p: Float) -> UInt32 { UInt32(min(Double(p) * 4_294_967_296.0, 4_294_967_295.0)) }
+
 /// `dropoutRow` in Swift SIMD, for CPUs without AVX2 (public so tests compare the two).
-public func portableDropoutRow(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, count: Int, limit: UInt32,
-                               scale: Float, base: UInt64) {
-    let threshold = SIMD8<UInt32>(repeating: limit)
+public func portableDropoutRow(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, count: Int, p: Float, base: UInt64) {
+    let threshold = SIMD8<UInt32>(repeating: dropoutLimit(p)), scale = 1 / (1 - p)
     let lo = SIMD8<UInt32>(repeating: UInt32(truncatingIfNeeded: base))
     let hi = SIMD8<UInt32>(repeating: UInt32(truncatingIfNeeded: base >> 32))
     var j = 0

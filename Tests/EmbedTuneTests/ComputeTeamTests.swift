@@ -118,8 +118,7 @@ struct DropoutMaskTests {
             for base in [UInt64(0), 0xFFFF_FFFF_0000_0001, mix64(99)] {
                 var fast = [Float](repeating: 7, count: count + 1), portable = fast
                 dropoutRow(out: &fast, inp: x, count: count, p: p, base: base)
-                portableDropoutRow(out: &portable, inp: x, count: count, limit: UInt32(min(Double(p) * 4_294_967_296.0, 4_294_967_295.0)),
-                                   scale: 1 / (1 - p), base: base)
+                portableDropoutRow(out: &portable, inp: x, count: count, p: p, base: base)
                 #expect(fast.map(\.bitPattern) == portable.map(\.bitPattern), "count \(count), p \(p), base \(base)")
                 #expect(fast[count] == 7, "nothing written past the row")
             }
