@@ -68,18 +68,6 @@ TARGET void embedtune_swiglu_backward(float *dgate, float *dup, const float *dou
     }
 }
 
-INLINE float hsum(__m256 x) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
-}
-
-INLINE float hmax(__m256 x) {
-    __m128 s = _mm_max_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
-    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-    return _mm_cvtss_f32(_mm_max_ss(s, _mm_movehdup_ps(s)));
-}
-
 TARGET void embedtune_softmax_rows(float *p, size_t rows, size_t len, bool causal) {
     for (size_t i = 0; i < rows; i++) {
         float *row = p + i * len;

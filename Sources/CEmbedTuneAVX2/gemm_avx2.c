@@ -24,7 +24,7 @@
 
 // KC × NC floats of the weight (384 KB) stay in L2 while a 6-row strip of A (9 KB) stays in L1
 // and sweeps them; measured on Zen 3 against 256 and 512 for each.
-enum { MR = 6, NR = 16, KC = 384, NC = 256, K2MAX = 256 };
+enum { KC = 384, NC = 256, K2MAX = 256 };
 
 bool embedtune_gemm_available(void) {
 #if defined(__x86_64__)
@@ -42,39 +42,7 @@ bool embedtune_gemm_available(void) {
 #if defined(__x86_64__)
 
 #include "avx2_math.h"
-
-typedef struct {
-    __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
-} Tile;
-
-// tile += A[0..<mr][0..<kc] · Bp[0..<kc][0..<16]; A rows lda apart, Bp a packed panel.
-// `mr` is a compile-time constant at every call site, so each row count gets its own body.
-INLINE void accumulate(Tile *t, const int mr, size_t kc, const float *a, size_t lda, const float *bp) {
-    __m256 c00 = t->c00, c01 = t->c01, c10 = t->c10, c11 = t->c11, c20 = t->c20, c21 = t->c21;
-    __m256 c30 = t->c30, c31 = t->c31, c40 = t->c40, c41 = t->c41, c50 = t->c50, c51 = t->c51;
-    const float *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda, *a3 = a + 3 * lda, *a4 = a + 4 * lda, *a5 = a + 5 * lda;
-#define ROW(i)                                                                                      \
-    if (mr > i) {                                                                                   \
-        const __m256 av = _mm256_broadcast_ss(a##i + p);                                            \
-        c##i##0 = _mm256_fmadd_ps(av, b0, c##i##0);                                                 \
-        c##i##1 = _mm256_fmadd_ps(av, b1, c##i##1);                                                 \
-    }
-#define STEP(q)                                                                                     \
-    do {                                                                                            \
-        const size_t p = (q);                                                                       \
-        const __m256 b0 = _mm256_load_ps(bp + p * NR), b1 = _mm256_load_ps(bp + p * NR + 8);        \
-        ROW(0) ROW(1) ROW(2) ROW(3) ROW(4) ROW(5)                                                   \
-    } while (0)
-    size_t p0 = 0;
-    for (; p0 + 4 <= kc; p0 += 4) {
-        STEP(p0); STEP(p0 + 1); STEP(p0 + 2); STEP(p0 + 3);
-    }
-    for (; p0 < kc; p0++) STEP(p0);
-#undef STEP
-#undef ROW
-    t->c00 = c00, t->c01 = c01, t->c10 = c10, t->c11 = c11, t->c20 = c20, t->c21 = c21;
-    t->c30 = c30, t->c31 = c31, t->c40 = c40, t->c41 = c41, t->c50 = c50, t->c51 = c51;
-}
+#include "gemm_tile.h"
 
 // C[0..<mr][0..<nv] = α · tile + base; base is C itself (fromC), a bias row, or NULL (zero).
 INLINE void store(const Tile *t, const int mr, float *c, size_t ldc, const float *base, bool fromC, __m256 alpha, size_t nv) {
@@ -113,8 +81,8 @@ INLINE void strip_body(const int mr, size_t kc, const float *a, size_t lda, cons
                        __m256 alpha, size_t nv) {
     Tile t;
     t.c00 = t.c01 = t.c10 = t.c11 = t.c20 = t.c21 = t.c30 = t.c31 = t.c40 = t.c41 = t.c50 = t.c51 = _mm256_setzero_ps();
-    accumulate(&t, mr, kc, a, lda, bp);
-    if (kc2) accumulate(&t, mr, kc2, a2, lda2, bp2);
+    accumulate(&t, mr, kc, a, lda, bp, NR);
+    if (kc2) accumulate(&t, mr, kc2, a2, lda2, bp2, NR);
     store(&t, mr, c, ldc, base, fromC, alpha, nv);
 }
 

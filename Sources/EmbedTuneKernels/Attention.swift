@@ -1,3 +1,5 @@
+import CEmbedTuneAVX2
+
 /// Sequences packed back to back with no padding: sequence s owns tokens
 /// offsets[s] ..< offsets[s + 1] of every (N, …) activation.
 public struct PackedBatch: Sendable {
@@ -56,6 +58,11 @@ public func attentionForward(
         let qh = q + start * qStride + h * d
         let kh = k + start * kvStride + (h / group) * d
         let vh = v + start * kvStride + (h / group) * d
+        if dropout == nil, GEMMKernel.current == .avx2,
+           embedtune_attention_forward(t, d, scale, causal, qh, qStride, kh, kvStride, vh, kvStride,
+                                       keepProbs ? p : nil, out + start * qStride + h * d, qStride) {
+            return  // fused: the same arithmetic, strip by strip
+        }
         // scores (T, T) = scale · Q (T, D) · Kᵀ (D, T)
         blockSGEMM(.current, false, true, t, t, d, scale, qh, qStride, kh, kvStride, 0, p, t)
         softmaxRows(p, rows: t, len: t, causal: causal)

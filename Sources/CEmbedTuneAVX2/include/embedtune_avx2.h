@@ -29,6 +29,14 @@ void embedtune_sgemm_sum(bool transB, size_t m, size_t n, size_t k, const float 
 void embedtune_sgemm_tn(size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda, const float *b,
                         size_t ldb, float *c, size_t ldc, bool transposeC);
 
+/// Attention forward for one (sequence, head), fused: out (t, d) = softmax(scale · Q·Kᵀ, causal
+/// mask) · V, with Q, K, V, out (t, d) at row strides ldq, ldk, ldv, ldo. When probs is not NULL the
+/// probabilities are also written there ((t, t), rows t apart; zeros above a causal diagonal).
+/// Returns false, doing nothing, unless d is a multiple of 16.
+bool embedtune_attention_forward(size_t t, size_t d, float scale, bool causal, const float *q, size_t ldq,
+                                 const float *k, size_t ldk, const float *v, size_t ldv, float *probs, float *out,
+                                 size_t ldo);
+
 /// Exact (erf) GELU: out = x·Φ(x), count values; out may alias x.
 void embedtune_gelu(float *out, const float *x, size_t count);
 
