@@ -1,13 +1,16 @@
-// Attention forward for one (sequence, head), fused: scores, softmax and P·V one 6-row strip of
-// queries at a time, the strip's scores kept in a padded buffer in L1.
+// Attention for one (sequence, head), forward and backward, fused: each 6-row strip of queries
+// computes its scores (or dP), its softmax (or softmax backward) and its P·V (or dS·K) while the
+// strip's rows sit in a padded buffer in L1; backward's Pᵀ·dO and dSᵀ·Q then run over the whole
+// head with the 6×16 tile reading Aᵀ in place.
 //
-// As two GEMMs around a row softmax (the portable path), a head of a 115-token MiniLM passage
-// (head_dim 32) packed Kᵀ through the generic kernel, and every row of 115 scores ended in a
-// partial 16-wide panel and partial 8-wide vectors: masked loads and stores, which are slow on Zen,
-// in the GEMM's store and in all three softmax passes. Attention was ~10% of an embedding pass for
-// ~5% of its FLOPs. Here the strip's rows are padded to whole panels, so every store is plain;
-// V's 16-column slabs are read in place. The arithmetic is the portable path's in the same order
-// (for sequences up to 384 tokens, the GEMM's depth block): results agree bit for bit.
+// As GEMMs around a row softmax (the portable path), a 115-token MiniLM head (head_dim 32) ended
+// every row of scores in a partial 16-wide panel and partial 8-wide vectors: masked loads and
+// stores, slow on Zen, in the GEMM's store and in every softmax pass. And a head's q, k, v, dO rows
+// lie a whole token's worth of heads apart (1.5 KB for MiniLM, 8 KB for Qwen3-0.6B's q), so the
+// rows of a head share a few L1 sets and evicted each other on every strip: here they are packed
+// side by side (or as Kᵀ/Vᵀ panels) once per head. A causal head skips the zeros above its
+// diagonal. The arithmetic is the portable path's in the same order (for sequences up to 384
+// tokens, the GEMM's depth block): results agree bit for bit (bench/gemm/attention_heads.c).
 #include "embedtune_avx2.h"
 
 #include <immintrin.h>
@@ -37,6 +40,22 @@ static float *work_buffer(size_t floats) {
         workFloats = floats;
     }
     return work;
+}
+
+// Rows of a head side by side: rows of t × d floats, ld apart in place, into dst (t, d).
+INLINE void gather_rows(float *dst, const float *src, size_t ld, size_t t, size_t d) {
+    for (size_t j = 0; j < t; j++) memcpy(dst + j * d, src + j * ld, d * sizeof(float));
+}
+
+// Kᵀ-style panels: panel j holds rows 16j ..< 16j + 16 of src (t, d) as d rows of 16, zero past t.
+INLINE void pack_transposed(float *dst, const float *src, size_t ld, size_t t, size_t d, size_t width) {
+    for (size_t j0 = 0; j0 < width; j0 += NR) {
+        float *panel = dst + j0 * d;
+        for (size_t jj = 0; jj < NR; jj++) {
+            const float *row = j0 + jj < t ? src + (j0 + jj) * ld : NULL;
+            for (size_t p = 0; p < d; p++) panel[p * NR + jj] = row ? row[p] : 0;
+        }
+    }
 }
 
 // A row of scores → probabilities in place: the first `valid` count, the rest of the row up to
@@ -70,7 +89,7 @@ INLINE void strip_scores(const int mr, size_t d, const float *q, size_t ldq, con
     for (size_t jp = 0; jp < panels; jp++) {
         Tile t;
         t.c00 = t.c01 = t.c10 = t.c11 = t.c20 = t.c21 = t.c30 = t.c31 = t.c40 = t.c41 = t.c50 = t.c51 = _mm256_setzero_ps();
-        accumulate(&t, mr, d, q, ldq, kp + jp * d * NR, NR);
+        accumulate(&t, mr, d, q, ldq, 1, kp + jp * d * NR, NR);
         float *col = s + jp * NR;
 #define STORE(i)                                                                                    \
         if (mr > i) {                                                                               \
@@ -89,7 +108,7 @@ INLINE void strip_values(const int mr, size_t depth, const float *p, size_t ldp,
     for (size_t c0 = 0; c0 < d; c0 += NR) {
         Tile t;
         t.c00 = t.c01 = t.c10 = t.c11 = t.c20 = t.c21 = t.c30 = t.c31 = t.c40 = t.c41 = t.c50 = t.c51 = _mm256_setzero_ps();
-        accumulate(&t, mr, depth, p, ldp, val + c0, ldv);
+        accumulate(&t, mr, depth, p, ldp, 1, val + c0, ldv);
 #define STORE(i)                                                                                    \
         if (mr > i) {                                                                               \
             _mm256_storeu_ps(out + i * ldo + c0, t.c##i##0);                                        \
@@ -106,17 +125,10 @@ TARGET bool embedtune_attention_forward(size_t t, size_t d, float scale, bool ca
     if (t == 0 || d == 0 || d % NR) return false;
     const size_t width = (t + NR - 1) / NR * NR;
     float *kp = work_buffer(width * (2 * d + MR)), *vp = kp + width * d, *s = vp + width * d;
-    // Kᵀ in panels: panel j holds tokens 16j ..< 16j + 16 as d rows of 16, zero past the sequence.
-    for (size_t j0 = 0; j0 < width; j0 += NR) {
-        float *panel = kp + j0 * d;
-        for (size_t jj = 0; jj < NR; jj++) {
-            const float *src = j0 + jj < t ? k + (j0 + jj) * ldk : NULL;
-            for (size_t p = 0; p < d; p++) panel[p * NR + jj] = src ? src[p] : 0;
-        }
-    }
-    // V's rows side by side: in place they are a whole token's q, k, v apart (4.5 KB for MiniLM),
-    // so a head's rows share a few L1 sets and evicted each other on every strip.
-    for (size_t j = 0; j < t; j++) memcpy(vp + j * d, val + j * ldv, d * sizeof(float));
+    // Kᵀ in panels. V's rows side by side: in place they are a token's whole q, k or v apart, so a
+    // head's rows share a few L1 sets and evicted each other on every strip.
+    pack_transposed(kp, k, ldk, t, d, width);
+    gather_rows(vp, val, ldv, t, d);
     const __m256 alpha = v(scale);
     for (size_t i0 = 0; i0 < t; i0 += MR) {
         const size_t mr = t - i0 < MR ? t - i0 : MR;
@@ -144,11 +156,99 @@ TARGET bool embedtune_attention_forward(size_t t, size_t d, float scale, bool ca
     return true;
 }
 
+// Softmax backward of a row in place: ds = scale · p ⊙ (ds − Σ ds ⊙ p) over the first `count`
+// entries (a multiple of 8 past the row's end is fine: p is read masked there, so those entries
+// become 0). p holds the row's `len` probabilities.
+INLINE void softmax_backward_row(float *ds, const float *p, size_t len, size_t count, __m256 scale) {
+    __m256 dots = _mm256_setzero_ps();
+    for (size_t j = 0; j < count; j += 8) {
+        const __m256 pv = j + 8 <= len ? _mm256_loadu_ps(p + j) : _mm256_maskload_ps(p + j, lanes((int)(len - j)));
+        dots = _mm256_fmadd_ps(pv, _mm256_loadu_ps(ds + j), dots);
+    }
+    const __m256 dot = v(hsum(dots));
+    for (size_t j = 0; j < count; j += 8) {
+        const __m256 pv = j + 8 <= len ? _mm256_loadu_ps(p + j) : _mm256_maskload_ps(p + j, lanes((int)(len - j)));
+        _mm256_storeu_ps(ds + j, _mm256_mul_ps(_mm256_mul_ps(pv, _mm256_sub_ps(_mm256_loadu_ps(ds + j), dot)), scale));
+    }
+}
+
+// C[0..<mr][0..<d] += Aᵀ·B over rows p0 ..< p1: A[p][0..<mr] at a + p·lda, B (·, d) contiguous.
+INLINE void strip_transposed(const int mr, size_t p0, size_t p1, const float *a, size_t lda, const float *b, size_t d,
+                             float *c, size_t ldc) {
+    for (size_t c0 = 0; c0 < d; c0 += NR) {
+        Tile t;
+        t.c00 = t.c01 = t.c10 = t.c11 = t.c20 = t.c21 = t.c30 = t.c31 = t.c40 = t.c41 = t.c50 = t.c51 = _mm256_setzero_ps();
+        accumulate(&t, mr, p1 - p0, a + p0 * lda, 1, lda, b + p0 * d + c0, d);
+#define ADD(i)                                                                                      \
+        if (mr > i) {                                                                               \
+            float *row = c + i * ldc + c0;                                                          \
+            _mm256_storeu_ps(row, _mm256_add_ps(_mm256_loadu_ps(row), t.c##i##0));                  \
+            _mm256_storeu_ps(row + 8, _mm256_add_ps(_mm256_loadu_ps(row + 8), t.c##i##1));          \
+        }
+        TILE_ROWS(ADD)
+#undef ADD
+    }
+}
+
+// dC (t, d) += Aᵀ (t × t, rows lda apart) · B (t, d contiguous), 6 rows of dC at a time; causal:
+// A is zero above its diagonal, so row j of dC sums over p ≥ j only (from its strip's first row).
+INLINE void transposed_product(size_t t, size_t d, bool causal, const float *a, size_t lda, const float *b, float *c,
+                               size_t ldc) {
+    for (size_t j0 = 0; j0 < t; j0 += MR) {
+        const size_t mr = t - j0 < MR ? t - j0 : MR, p0 = causal ? j0 : 0;
+#define CASE(r) case r: strip_transposed(r, p0, t, a + j0, lda, b, d, c + j0 * ldc, ldc); break;
+        switch (mr) { CASE(6) CASE(5) CASE(4) CASE(3) CASE(2) default: CASE(1) }
+#undef CASE
+    }
+}
+
+TARGET bool embedtune_attention_backward(size_t t, size_t d, float scale, bool causal, const float *q, size_t ldq,
+                                         const float *k, size_t ldk, const float *val, size_t ldv, const float *dout,
+                                         size_t lddo, const float *probs, float *dq, size_t lddq, float *dk, float *dv,
+                                         size_t lddkv) {
+    if (t == 0 || d == 0 || d % NR) return false;
+    const size_t width = (t + NR - 1) / NR * NR;
+    float *vt = work_buffer(width * d + 3 * t * d + t * width);
+    float *kc = vt + width * d, *qc = kc + t * d, *oc = qc + t * d, *ds = oc + t * d;
+    pack_transposed(vt, val, ldv, t, d, width);
+    gather_rows(kc, k, ldk, t, d);
+    gather_rows(qc, q, ldq, t, d);
+    gather_rows(oc, dout, lddo, t, d);
+    const __m256 one = v(1), scales = v(scale);
+    for (size_t i0 = 0; i0 < t; i0 += MR) {
+        const size_t mr = t - i0 < MR ? t - i0 : MR;
+        const size_t cols = causal && i0 + mr < t ? i0 + mr : t;
+        const size_t panels = (cols + NR - 1) / NR;
+        float *dsi = ds + i0 * width;
+        // dP (mr, cols) = dO · Vᵀ, then dS = scale · P ⊙ (dP − rowsum(dP ⊙ P)) in place.
+#define CASE(r) case r: strip_scores(r, d, oc + i0 * d, d, vt, panels, dsi, width, one); break;
+        switch (mr) { CASE(6) CASE(5) CASE(4) CASE(3) CASE(2) default: CASE(1) }
+#undef CASE
+        for (size_t r = 0; r < mr; r++) softmax_backward_row(dsi + r * width, probs + (i0 + r) * t, t, (cols + 7) / 8 * 8, scales);
+        // dQ (mr, d) = dS · K
+        float *dqi = dq + i0 * lddq;
+#define CASE(r) case r: strip_values(r, cols, dsi, width, kc, d, d, dqi, lddq); break;
+        switch (mr) { CASE(6) CASE(5) CASE(4) CASE(3) CASE(2) default: CASE(1) }
+#undef CASE
+    }
+    // dV += Pᵀ · dO;  dK += dSᵀ · Q
+    transposed_product(t, d, causal, probs, t, oc, dv, lddkv);
+    transposed_product(t, d, causal, ds, width, qc, dk, lddkv);
+    return true;
+}
+
 #else
 
 bool embedtune_attention_forward(size_t t, size_t d, float scale, bool causal, const float *q, size_t ldq,
                                  const float *k, size_t ldk, const float *val, size_t ldv, float *probs, float *out,
                                  size_t ldo) {
+    return false;
+}
+
+bool embedtune_attention_backward(size_t t, size_t d, float scale, bool causal, const float *q, size_t ldq,
+                                  const float *k, size_t ldk, const float *val, size_t ldv, const float *dout,
+                                  size_t lddo, const float *probs, float *dq, size_t lddq, float *dk, float *dv,
+                                  size_t lddkv) {
     return false;
 }
 

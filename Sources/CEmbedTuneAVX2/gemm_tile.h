@@ -9,16 +9,18 @@ typedef struct {
     __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
 } Tile;
 
-// tile += A[0..<mr][0..<kc] · B[0..<kc][0..<16]; A rows lda apart, B rows ldb apart (NR for a
-// packed panel, a matrix's row stride when 16 columns are read in place).
+// tile += A[0..<mr][0..<kc] · B[0..<kc][0..<16]; A's row i, element p at a + i·lda + p·astep
+// (astep 1: A's rows; lda 1 and astep a row stride: Aᵀ, for products over the token dimension),
+// B rows ldb apart (NR for a packed panel, a matrix's row stride when 16 columns are read in place).
 // `mr` is a compile-time constant at every call site, so each row count gets its own body.
-INLINE void accumulate(Tile *t, const int mr, size_t kc, const float *a, size_t lda, const float *bp, size_t ldb) {
+INLINE void accumulate(Tile *t, const int mr, size_t kc, const float *a, size_t lda, size_t astep, const float *bp,
+                       size_t ldb) {
     __m256 c00 = t->c00, c01 = t->c01, c10 = t->c10, c11 = t->c11, c20 = t->c20, c21 = t->c21;
     __m256 c30 = t->c30, c31 = t->c31, c40 = t->c40, c41 = t->c41, c50 = t->c50, c51 = t->c51;
     const float *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda, *a3 = a + 3 * lda, *a4 = a + 4 * lda, *a5 = a + 5 * lda;
 #define ROW(i)                                                                                      \
     if (mr > i) {                                                                                   \
-        const __m256 av = _mm256_broadcast_ss(a##i + p);                                            \
+        const __m256 av = _mm256_broadcast_ss(a##i + p * astep);                                            \
         c##i##0 = _mm256_fmadd_ps(av, b0, c##i##0);                                                 \
         c##i##1 = _mm256_fmadd_ps(av, b1, c##i##1);                                                 \
     }

@@ -169,12 +169,14 @@ public func geluTanhBackward(_ d: UnsafeMutablePointer<Float>, preActivation x: 
 /// `attentionScratchCount(maxLength:)`; `dropout` as in the forward pass. Writes (not accumulates)
 /// dq, dk, dv.
 /// Units are (sequence, KV head): the query heads sharing a KV head accumulate into its dK and dV
-/// serially, so parallel units never write the same values.
+/// serially, so parallel units never write the same values. `causal` (the forward's mask) only
+/// lets the fused kernel skip the zeros above the diagonal.
 public func attentionBackward(
     dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>,
     dout: UnsafePointer<Float>, q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
     probs: UnsafePointer<Float>, scratch: UnsafeMutablePointer<Float>,
-    batch: PackedBatch, heads: Int, kvHeads: Int, headDim d: Int, scale: Float, dropout: AttentionDropout? = nil
+    batch: PackedBatch, heads: Int, kvHeads: Int, headDim d: Int, scale: Float, causal: Bool = false,
+    dropout: AttentionDropout? = nil
 ) {
     let group = heads / kvHeads, qStride = heads * d, kvStride = kvHeads * d
     let probBase = batch.probabilityOffsets(heads: heads)
@@ -193,6 +195,11 @@ public func attentionBackward(
             let p = probs + probBase[s] + h * t * t
             let qh = q + start * qStride + h * d, dqh = dq + start * qStride + h * d
             let doh = dout + start * qStride + h * d
+            if dropout == nil, GEMMKernel.current == .avx2,
+               embedtune_attention_backward(t, d, scale, causal, qh, qStride, kh, kvStride, vh, kvStride, doh, qStride, p,
+                                            dqh, qStride, dkh, dvh, kvStride) {
+                continue  // fused: the same arithmetic, strip by strip
+            }
             var weights = p
             if let dropout {
                 dropout.apply(out: dropped, inp: p, rows: t, firstToken: start, head: h)

@@ -33,18 +33,43 @@ public func layernormForward(
     weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, n: Int, c: Int, eps: Float
 ) {
     ComputeTeam.current.parallelFor(n, grain: rowGrain(c)) { rows in
+        for row in rows { layernormRow(out, mean, rstd, inp, row, weight, bias, c, eps) }
+    }
+}
+
+/// A residual add and the LayerNorm after it, row by row: sum += residual (backward reads the
+/// sum), then out = LayerNorm(sum). Each row is normalised while it is still in L1, where adding
+/// all rows first and normalising them after went through memory twice. Same arithmetic as
+/// `addInPlace` then `layernormForward`.
+public func addLayernormForward(
+    out: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>? = nil,
+    rstd: UnsafeMutablePointer<Float>? = nil, sum: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>,
+    weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, n: Int, c: Int, eps: Float
+) {
+    ComputeTeam.current.parallelFor(n, grain: rowGrain(c)) { rows in
         for row in rows {
-            let x = inp + row * c, o = out + row * c
-            let m = sum8(x, c) / Float(c)
-            let r = 1 / (squaredDeviation8(x, m, c) / Float(c) + eps).squareRoot()
-            mean?[row] = m
-            rstd?[row] = r
+            let x = sum + row * c, r = residual + row * c
             var i = 0
-            while i < c {
-                store8((load8(x, i, c) - m) * r * load8(weight, i, c) + load8(bias, i, c), o, i, c)
-                i += 8
-            }
+            while i < c { store8(load8(x, i, c) + load8(r, i, c), x, i, c); i += 8 }
+            layernormRow(out, mean, rstd, sum, row, weight, bias, c, eps)
         }
+    }
+}
+
+@inline(__always)
+private func layernormRow(
+    _ out: UnsafeMutablePointer<Float>, _ mean: UnsafeMutablePointer<Float>?, _ rstd: UnsafeMutablePointer<Float>?,
+    _ inp: UnsafePointer<Float>, _ row: Int, _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>, _ c: Int, _ eps: Float
+) {
+    let x = inp + row * c, o = out + row * c
+    let m = sum8(x, c) / Float(c)
+    let r = 1 / (squaredDeviation8(x, m, c) / Float(c) + eps).squareRoot()
+    mean?[row] = m
+    rstd?[row] = r
+    var i = 0
+    while i < c {
+        store8((load8(x, i, c) - m) * r * load8(weight, i, c) + load8(bias, i, c), o, i, c)
+        i += 8
     }
 }
 

@@ -255,9 +255,8 @@ public final class BertModel: Backbone, TrainableBackbone {
                                                                             site: Self.attentionSite(li)) : nil)
                 linear(3, out: t.y1, inp: t.att, weight: layer.attentionOutput, bias: layer.attentionOutputBias, inF: c, outF: c)
                 if hiddenP > 0 { dropoutRows(out: t.y1, inp: t.y1, n: n, c: c, p: hiddenP, tokenSeeds: seeds.baseAddress!, site: Self.hiddenSite(li, 0)) }
-                addInPlace(t.y1, t.xIn, count: n * c)
-                layernormForward(out: t.x1, mean: t.mean1, rstd: t.rstd1, inp: t.y1, weight: layer.attentionNormWeight.pointer,
-                                 bias: layer.attentionNormBias.pointer, n: n, c: c, eps: eps)
+                addLayernormForward(out: t.x1, mean: t.mean1, rstd: t.rstd1, sum: t.y1, residual: t.xIn,
+                                    weight: layer.attentionNormWeight.pointer, bias: layer.attentionNormBias.pointer, n: n, c: c, eps: eps)
                 // xOut = LN(x1 + dense(act(dense(x1))))
                 linear(4, out: t.hPre, inp: t.x1, weight: layer.intermediate, bias: layer.intermediateBias, inF: c, outF: inter)
                 switch (activation, train) {  // act aliases hPre when activations are not kept
@@ -270,9 +269,8 @@ public final class BertModel: Backbone, TrainableBackbone {
                 }
                 linear(5, out: t.y2, inp: t.act, weight: layer.output, bias: layer.outputBias, inF: inter, outF: c)
                 if hiddenP > 0 { dropoutRows(out: t.y2, inp: t.y2, n: n, c: c, p: hiddenP, tokenSeeds: seeds.baseAddress!, site: Self.hiddenSite(li, 1)) }
-                addInPlace(t.y2, t.x1, count: n * c)
-                layernormForward(out: t.xOut, mean: t.mean2, rstd: t.rstd2, inp: t.y2, weight: layer.outputNormWeight.pointer,
-                                 bias: layer.outputNormBias.pointer, n: n, c: c, eps: eps)
+                addLayernormForward(out: t.xOut, mean: t.mean2, rstd: t.rstd2, sum: t.y2, residual: t.x1,
+                                    weight: layer.outputNormWeight.pointer, bias: layer.outputNormBias.pointer, n: n, c: c, eps: eps)
             }
         }
         if train, let lora { saved = (batch, acts, scratch, attentionScratch, dropped, gradScratch, tokenSeeds, lora) } else { saved = nil }

@@ -451,7 +451,7 @@ public final class QwenModel: Backbone, TrainableBackbone {
                                                scratch: s.scratch, batch: batch, heads: h, kvHeads: kv, headDim: d, scale: scale)
                 } else {
                     attentionBackward(dq: dq, dk: dk, dv: dv, dout: datt, q: t.q, k: t.k, v: t.v, probs: t.probs, scratch: s.scratch,
-                                      batch: batch, heads: h, kvHeads: kv, headDim: d, scale: scale)
+                                      batch: batch, heads: h, kvHeads: kv, headDim: d, scale: scale, causal: true)
                 }
                 (tail ? lastPositions : positions).withUnsafeBufferPointer { pos in
                     ropeBackward(dx: dq, positions: pos.baseAddress!, n: r, heads: h, table: rope)

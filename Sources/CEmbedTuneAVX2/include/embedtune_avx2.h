@@ -37,6 +37,16 @@ bool embedtune_attention_forward(size_t t, size_t d, float scale, bool causal, c
                                  const float *k, size_t ldk, const float *v, size_t ldv, float *probs, float *out,
                                  size_t ldo);
 
+/// Its backward for one (sequence, head), given the forward's probabilities P ((t, t), rows t apart):
+/// dq = dS·K is written, dk += dSᵀ·Q and dv += Pᵀ·dO accumulate (query heads sharing a KV head
+/// add into the same rows), dS = scale · P ⊙ (dP − rowsum(dP ⊙ P)), dP = dO·Vᵀ. dk and dv share
+/// the row stride lddkv. Causal only skips work above the diagonal, where P is zero.
+/// Returns false, doing nothing, unless d is a multiple of 16.
+bool embedtune_attention_backward(size_t t, size_t d, float scale, bool causal, const float *q, size_t ldq,
+                                  const float *k, size_t ldk, const float *v, size_t ldv, const float *dout,
+                                  size_t lddo, const float *probs, float *dq, size_t lddq, float *dk, float *dv,
+                                  size_t lddkv);
+
 /// Exact (erf) GELU: out = x·Φ(x), count values; out may alias x.
 void embedtune_gelu(float *out, const float *x, size_t count);
 
