@@ -42,9 +42,22 @@ static float *work_buffer(size_t floats) {
     return work;
 }
 
+// A head's rows come from memory (the projections wrote every head of every token long before),
+// one or two cache lines per row, a token's whole width apart: the hardware prefetcher does not
+// follow them, and the first loads of each row were ~14% of the fused forward's samples. Rows
+// `ahead` of the one being read are requested early.
+enum { AHEAD = 8 };
+
+INLINE void prefetch_row(const float *row, size_t d) {
+    for (size_t p = 0; p < d; p += 16) _mm_prefetch((const char *)(row + p), _MM_HINT_T0);
+}
+
 // Rows of a head side by side: rows of t × d floats, ld apart in place, into dst (t, d).
 INLINE void gather_rows(float *dst, const float *src, size_t ld, size_t t, size_t d) {
-    for (size_t j = 0; j < t; j++) memcpy(dst + j * d, src + j * ld, d * sizeof(float));
+    for (size_t j = 0; j < t; j++) {
+        if (j + AHEAD < t) prefetch_row(src + (j + AHEAD) * ld, d);
+        memcpy(dst + j * d, src + j * ld, d * sizeof(float));
+    }
 }
 
 // Kᵀ-style panels: panel j holds rows 16j ..< 16j + 16 of src (t, d) as d rows of 16, zero past t.
@@ -52,6 +65,7 @@ INLINE void pack_transposed(float *dst, const float *src, size_t ld, size_t t, s
     for (size_t j0 = 0; j0 < width; j0 += NR) {
         float *panel = dst + j0 * d;
         for (size_t jj = 0; jj < NR; jj++) {
+            if (j0 + jj + AHEAD < t) prefetch_row(src + (j0 + jj + AHEAD) * ld, d);
             const float *row = j0 + jj < t ? src + (j0 + jj) * ld : NULL;
             for (size_t p = 0; p < d; p++) panel[p * NR + jj] = row ? row[p] : 0;
         }
@@ -127,6 +141,7 @@ TARGET bool embedtune_attention_forward(size_t t, size_t d, float scale, bool ca
     float *kp = work_buffer(width * (2 * d + MR)), *vp = kp + width * d, *s = vp + width * d;
     // Kᵀ in panels. V's rows side by side: in place they are a token's whole q, k or v apart, so a
     // head's rows share a few L1 sets and evicted each other on every strip.
+    for (size_t r = 0; r < MR && r < t; r++) prefetch_row(q + r * ldq, d);  // the first strip's queries
     pack_transposed(kp, k, ldk, t, d, width);
     gather_rows(vp, val, ldv, t, d);
     const __m256 alpha = v(scale);
@@ -136,6 +151,7 @@ TARGET bool embedtune_attention_forward(size_t t, size_t d, float scale, bool ca
         const size_t cols = causal && i0 + mr < t ? i0 + mr : t;
         const size_t panels = (cols + NR - 1) / NR;
         const float *qi = q + i0 * ldq;
+        for (size_t r = i0 + MR; r < i0 + 2 * MR && r < t; r++) prefetch_row(q + r * ldq, d);
 #define CASE(r) case r: strip_scores(r, d, qi, ldq, kp, panels, s, width, alpha); break;
         switch (mr) { CASE(6) CASE(5) CASE(4) CASE(3) CASE(2) default: CASE(1) }
 #undef CASE
