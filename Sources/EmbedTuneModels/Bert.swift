@@ -300,7 +300,7 @@ public final class BertModel: Backbone, TrainableBackbone {
                                           outFeatures: outF, accumulate: accumulate, slot: slots[m], context: context,
                                           u: t.loraU[m], du: du, dropped: s.dropped)
                 }
-                // MLP block: dx = dL/dxOut → dy = dL/dy2.
+                // MLP block: dx = dL/dxOut → dy = dL/dy2, then dy += the MLP's input gradient: dy = dL/dx1.
                 layernormBackward(dinp: dy, dout: dx, inp: t.y2, weight: layer.outputNormWeight.pointer, mean: t.mean2,
                                   rstd: t.rstd2, n: n, c: c, accumulate: false)
                 // Through the hidden dropout (dq is free until attention backward): the dense's gradient
@@ -312,26 +312,24 @@ public final class BertModel: Backbone, TrainableBackbone {
                 }
                 linearBack(5, dinp: dact, dout: dDense, inp: t.act, weight: layer.output, inF: inter, outF: c, accumulate: false)
                 multiplySlope(dinp: dh, dout: dact, slope: t.hPre, count: n * inter)  // hPre holds f'(x) in training
-                dx.update(from: dy, count: n * c)  // residual: dL/dx1
-                linearBack(4, dinp: dx, dout: dh, inp: t.x1, weight: layer.intermediate, inF: c, outF: inter, accumulate: true)
-                // Attention block: dx = dL/dx1 → dy = dL/dy1.
-                layernormBackward(dinp: dy, dout: dx, inp: t.y1, weight: layer.attentionNormWeight.pointer, mean: t.mean1,
+                linearBack(4, dinp: dy, dout: dh, inp: t.x1, weight: layer.intermediate, inF: c, outF: inter, accumulate: true)
+                // Attention block: dy = dL/dx1 → dx = dL/dy1, the residual's share of dL/dxIn; the
+                // projections' input gradients accumulate onto it.
+                layernormBackward(dinp: dx, dout: dy, inp: t.y1, weight: layer.attentionNormWeight.pointer, mean: t.mean1,
                                   rstd: t.rstd1, n: n, c: c, accumulate: false)
-                dDense = UnsafePointer(dy)
+                dDense = UnsafePointer(dx)
                 if hiddenP > 0 {
-                    dropoutRows(out: dq, inp: dy, n: n, c: c, p: hiddenP, tokenSeeds: seeds.baseAddress!, site: Self.hiddenSite(li, 0))
+                    dropoutRows(out: dq, inp: dx, n: n, c: c, p: hiddenP, tokenSeeds: seeds.baseAddress!, site: Self.hiddenSite(li, 0))
                     dDense = UnsafePointer(dq)
                 }
-                linearBack(3, dinp: dv, dout: dDense, inp: t.att, weight: layer.attentionOutput, inF: c, outF: c, accumulate: false)
-                // dv temporarily holds dL/datt; attention backward writes dq, dk and (after reading it) dv.
-                s.scratch.update(from: dv, count: n * c)
+                // dL/datt into scratch: attention backward reads it and writes dq, dk, dv.
+                linearBack(3, dinp: s.scratch, dout: dDense, inp: t.att, weight: layer.attentionOutput, inF: c, outF: c, accumulate: false)
                 attentionBackward(dq: dq, dk: dk, dv: dv, dout: s.scratch, q: t.q, k: t.k, v: t.v, probs: t.probs,
                                   scratch: s.attentionScratch, batch: s.batch, heads: h, kvHeads: h, headDim: d, scale: 1 / Float(d).squareRoot(),
                                   dropout: attentionP > 0 ? AttentionDropout(p: attentionP, tokenSeeds: seeds.baseAddress!,
                                                                              site: Self.attentionSite(li)) : nil)
-                // residual: dL/dxIn; the first block's input is the frozen embeddings': no gradient needed.
+                // dL/dxIn = dx; the first block's input is the frozen embeddings': no gradient needed.
                 let dIn = li > 0 ? dx : nil
-                dIn?.update(from: dy, count: n * c)
                 linearBack(0, dinp: dIn, dout: dq, inp: t.xIn, weight: layer.query, inF: c, outF: c, accumulate: true)
                 linearBack(1, dinp: dIn, dout: dk, inp: t.xIn, weight: layer.key, inF: c, outF: c, accumulate: true)
                 linearBack(2, dinp: dIn, dout: dv, inp: t.xIn, weight: layer.value, inF: c, outF: c, accumulate: true)
