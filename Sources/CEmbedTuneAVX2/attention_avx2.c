@@ -9,8 +9,11 @@
 // lie a whole token's worth of heads apart (1.5 KB for MiniLM, 8 KB for Qwen3-0.6B's q), so the
 // rows of a head share a few L1 sets and evicted each other on every strip: here they are packed
 // side by side (or as Kᵀ/Vᵀ panels) once per head. A causal head skips the zeros above its
-// diagonal. The arithmetic is the portable path's in the same order (for sequences up to 384
-// tokens, the GEMM's depth block): results agree bit for bit (bench/gemm/attention_heads.c).
+// diagonal. The arithmetic is the portable path's in the same order (the forward's for sequences
+// up to 384 tokens, the GEMM's depth block; the backward's up to 128, where the Aᵀ·B kernel starts
+// a new chunk): results agree bit for bit there (bench/gemm/attention_heads.c). A forward pass not
+// keeping its probabilities (inference) normalises the output rows instead of the probabilities,
+// which differs by rounding and saves a pass over the scores.
 #include "embedtune_avx2.h"
 
 #include <immintrin.h>
@@ -24,7 +27,7 @@
 #include "avx2_math.h"
 #include "gemm_tile.h"
 
-// One thread's packed Kᵀ and score strip, grown to the longest sequence seen and kept.
+// One thread's packed rows and scores, grown to the longest sequence seen and kept.
 static _Thread_local float *work;
 static _Thread_local size_t workFloats;
 
@@ -75,7 +78,8 @@ INLINE void pack_transposed(float *dst, const float *src, size_t ld, size_t t, s
 // A row of scores → probabilities in place: the first `valid` count, the rest of the row up to
 // `width` (a multiple of 8) becomes 0. Lanes past `valid` may hold anything: they are blended to −∞
 // for the maximum and masked to 0 after exp, as the portable softmax's masked loads leave them.
-INLINE void softmax_row(float *row, size_t valid, size_t width) {
+// Unless `normalise`, the row keeps exp(x − max) and the caller scales by the returned 1 / Σ.
+INLINE float softmax_row(float *row, size_t valid, size_t width, bool normalise) {
     __m256 mv = v(-INFINITY);
     for (size_t j = 0; j < valid; j += 8) {
         const __m256 x = _mm256_loadu_ps(row + j);
@@ -89,10 +93,15 @@ INLINE void softmax_row(float *row, size_t valid, size_t width) {
         sums = _mm256_add_ps(sums, e);
         _mm256_storeu_ps(row + j, e);
     }
-    const __m256 inv = v(1.0f / hsum(sums));
+    const float inv = 1.0f / hsum(sums);
     size_t j = 0;
-    for (; j < valid; j += 8) _mm256_storeu_ps(row + j, _mm256_mul_ps(_mm256_loadu_ps(row + j), inv));
+    if (normalise) {
+        for (; j < valid; j += 8) _mm256_storeu_ps(row + j, _mm256_mul_ps(_mm256_loadu_ps(row + j), v(inv)));
+    } else {
+        j = (valid + 7) / 8 * 8;
+    }
     for (; j < width; j += 8) _mm256_storeu_ps(row + j, _mm256_setzero_ps());
+    return inv;
 }
 
 #define TILE_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
@@ -115,18 +124,19 @@ INLINE void strip_scores(const int mr, size_t d, const float *q, size_t ldq, con
     }
 }
 
-// Output of a strip: out[0..<mr][0..<d] = P[0..<mr][0..<depth] · V[0..<depth][0..<d], V's rows
-// ldv apart, read 16 columns at a time in place.
+// Output of a strip: out[0..<mr][0..<d] = P[0..<mr][0..<depth] · V[0..<depth][0..<d] (row i
+// times rowScale[i] when given), V's rows ldv apart, read 16 columns at a time in place.
 INLINE void strip_values(const int mr, size_t depth, const float *p, size_t ldp, const float *val, size_t ldv, size_t d,
-                         float *out, size_t ldo) {
+                         const float *rowScale, float *out, size_t ldo) {
     for (size_t c0 = 0; c0 < d; c0 += NR) {
         Tile t;
         t.c00 = t.c01 = t.c10 = t.c11 = t.c20 = t.c21 = t.c30 = t.c31 = t.c40 = t.c41 = t.c50 = t.c51 = _mm256_setzero_ps();
         accumulate(&t, mr, depth, p, ldp, 1, val + c0, ldv);
 #define STORE(i)                                                                                    \
         if (mr > i) {                                                                               \
-            _mm256_storeu_ps(out + i * ldo + c0, t.c##i##0);                                        \
-            _mm256_storeu_ps(out + i * ldo + c0 + 8, t.c##i##1);                                    \
+            const __m256 f = v(rowScale ? rowScale[i] : 1.0f);                                      \
+            _mm256_storeu_ps(out + i * ldo + c0, rowScale ? _mm256_mul_ps(f, t.c##i##0) : t.c##i##0); \
+            _mm256_storeu_ps(out + i * ldo + c0 + 8, rowScale ? _mm256_mul_ps(f, t.c##i##1) : t.c##i##1); \
         }
         TILE_ROWS(STORE)
 #undef STORE
@@ -139,15 +149,14 @@ TARGET bool embedtune_attention_forward(size_t t, size_t d, float scale, bool ca
     if (t == 0 || d == 0 || d % NR) return false;
     const size_t width = (t + NR - 1) / NR * NR;
     float *kp = work_buffer(width * (2 * d + MR)), *vp = kp + width * d, *s = vp + width * d;
-    // Kᵀ in panels. V's rows side by side: in place they are a token's whole q, k or v apart, so a
-    // head's rows share a few L1 sets and evicted each other on every strip.
+    // Kᵀ in panels, V's rows side by side (see the file's header).
     for (size_t r = 0; r < MR && r < t; r++) prefetch_row(q + r * ldq, d);  // the first strip's queries
     pack_transposed(kp, k, ldk, t, d, width);
     gather_rows(vp, val, ldv, t, d);
     const __m256 alpha = v(scale);
     for (size_t i0 = 0; i0 < t; i0 += MR) {
         const size_t mr = t - i0 < MR ? t - i0 : MR;
-        // A causal strip sees keys up to its last row; the rest of its scores are never needed.
+        // A causal strip sees keys up to its last row; its probabilities past them are zero.
         const size_t cols = causal && i0 + mr < t ? i0 + mr : t;
         const size_t panels = (cols + NR - 1) / NR;
         const float *qi = q + i0 * ldq;
@@ -155,9 +164,12 @@ TARGET bool embedtune_attention_forward(size_t t, size_t d, float scale, bool ca
 #define CASE(r) case r: strip_scores(r, d, qi, ldq, kp, panels, s, width, alpha); break;
         switch (mr) { CASE(6) CASE(5) CASE(4) CASE(3) CASE(2) default: CASE(1) }
 #undef CASE
+        // Kept probabilities (training) are normalised; otherwise (inference) the output rows are
+        // scaled instead, one multiply per output in place of a pass over the scores.
+        float inv[MR];
         for (size_t r = 0; r < mr; r++) {
             float *row = s + r * width;
-            softmax_row(row, causal ? i0 + r + 1 : t, (cols + 7) / 8 * 8);
+            inv[r] = softmax_row(row, causal ? i0 + r + 1 : t, (cols + 7) / 8 * 8, probs != NULL);
             if (probs) {
                 float *kept = probs + (i0 + r) * t;
                 memcpy(kept, row, cols * sizeof(float));
@@ -165,7 +177,7 @@ TARGET bool embedtune_attention_forward(size_t t, size_t d, float scale, bool ca
             }
         }
         float *oi = out + i0 * ldo;
-#define CASE(r) case r: strip_values(r, cols, s, width, vp, d, d, oi, ldo); break;
+#define CASE(r) case r: strip_values(r, cols, s, width, vp, d, d, probs ? NULL : inv, oi, ldo); break;
         switch (mr) { CASE(6) CASE(5) CASE(4) CASE(3) CASE(2) default: CASE(1) }
 #undef CASE
     }
@@ -243,7 +255,7 @@ TARGET bool embedtune_attention_backward(size_t t, size_t d, float scale, bool c
         for (size_t r = 0; r < mr; r++) softmax_backward_row(dsi + r * width, probs + (i0 + r) * t, t, (cols + 7) / 8 * 8, scales);
         // dQ (mr, d) = dS · K
         float *dqi = dq + i0 * lddq;
-#define CASE(r) case r: strip_values(r, cols, dsi, width, kc, d, d, dqi, lddq); break;
+#define CASE(r) case r: strip_values(r, cols, dsi, width, kc, d, d, NULL, dqi, lddq); break;
         switch (mr) { CASE(6) CASE(5) CASE(4) CASE(3) CASE(2) default: CASE(1) }
 #undef CASE
     }

@@ -40,7 +40,9 @@ struct LastTokenTests {
             let trained = lastRows(try m.forward(Self.sequences, lora: lora, keepActivations: true), c: c)
             let diff = zip(full, pruned).map { abs($0 - $1) }.max()!
             #expect(diff <= 1e-5, "inference: max |Δ| \(diff)")
-            #expect(pruned == trained, "the training pass computes the same rows")
+            // Inference normalises attention's output rows, training its kept probabilities: rounding apart.
+            let trainedDiff = zip(pruned, trained).map { abs($0 - $1) }.max()!
+            #expect(trainedDiff <= 1e-5, "the training pass computes the same rows: max |Δ| \(trainedDiff)")
         }
     }
 

@@ -142,7 +142,8 @@ struct OwnGEMMTests {
                              kvHeads: kvHeads, headDim: d, causal: causal, scale: scale)
             attentionForward(out: &unkeptOut, probs: &scratch, keepProbs: false, q: q, k: k, v: v, batch: batch, heads: heads,
                              kvHeads: kvHeads, headDim: d, causal: causal, scale: scale)
-            #expect(unkeptOut == out, "d \(d) causal \(causal): kept and unkept probabilities give the same output")
+            // Without kept probabilities the fused kernel normalises the output rows instead: rounding apart.
+            #expect(maxAbsDifference(unkeptOut, out) <= 1e-6, "d \(d) causal \(causal): kept and unkept probabilities give the same output")
             // Row r's head h of q, and token r's KV head of k and v, in double precision.
             func row(_ x: [Float], _ r: Int, _ hs: Int, _ h: Int) -> [Double] { (0..<d).map { Double(x[(r * hs + h) * d + $0]) } }
             var worst = 0.0, probBase = 0
