@@ -39,7 +39,10 @@ extension PackedBatch {
 /// whole sequence (no padding exists in a packed batch, so no padding mask is needed).
 /// With `dropout`, out = dropout(P)·V; the kept probs stay P (softmax backward needs it) and the
 /// dropped copy goes to `scratch` (`attentionScratchCount`), recomputed in backward.
-/// (sequence, head) units run in parallel on the compute team, each with single-threaded GEMMs.
+/// (sequence, head) units run in parallel on the compute team: on the AVX2 kernels without dropout
+/// each through the fused C kernel (`embedtune_attention_forward`: the same arithmetic, except that
+/// without kept probabilities the output rows are normalised instead of P), else through
+/// single-threaded GEMMs around the row softmax.
 public func attentionForward(
     out: UnsafeMutablePointer<Float>, probs: UnsafeMutablePointer<Float>, keepProbs: Bool,
     q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
@@ -61,7 +64,7 @@ public func attentionForward(
         if dropout == nil, GEMMKernel.current == .avx2,
            embedtune_attention_forward(t, d, scale, causal, qh, qStride, kh, kvStride, vh, kvStride,
                                        keepProbs ? p : nil, out + start * qStride + h * d, qStride) {
-            return  // fused: the same arithmetic, strip by strip
+            return  // fused, strip by strip (attention_avx2.c)
         }
         // scores (T, T) = scale · Q (T, D) · Kᵀ (D, T)
         blockSGEMM(.current, false, true, t, t, d, scale, qh, qStride, kh, kvStride, 0, p, t)

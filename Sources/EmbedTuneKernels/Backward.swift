@@ -198,7 +198,7 @@ public func attentionBackward(
             if dropout == nil, GEMMKernel.current == .avx2,
                embedtune_attention_backward(t, d, scale, causal, qh, qStride, kh, kvStride, vh, kvStride, doh, qStride, p,
                                             dqh, qStride, dkh, dvh, kvStride) {
-                continue  // fused: the same arithmetic, strip by strip
+                continue  // fused, strip by strip (attention_avx2.c): the same arithmetic
             }
             var weights = p
             if let dropout {
