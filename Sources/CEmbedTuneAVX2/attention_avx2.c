@@ -145,7 +145,7 @@ INLINE void strip_values(const int mr, size_t depth, const float *p, size_t ldp,
 
 TARGET bool embedtune_attention_forward(size_t t, size_t d, float scale, bool causal, const float *q, size_t ldq,
                                         const float *k, size_t ldk, const float *val, size_t ldv, float *probs,
-                                        float *out, size_t ldo) {
+                                        float *out, size_t ldo, const embedtune_attention_dropout *dropout) {
     if (t == 0 || d == 0 || d % NR) return false;
     const size_t width = (t + NR - 1) / NR * NR;
     float *kp = work_buffer(width * (2 * d + MR)), *vp = kp + width * d, *s = vp + width * d;
@@ -175,6 +175,7 @@ TARGET bool embedtune_attention_forward(size_t t, size_t d, float scale, bool ca
                 memcpy(kept, row, cols * sizeof(float));
                 memset(kept + cols, 0, (t - cols) * sizeof(float));
             }
+            if (dropout) embedtune_dropout_row(row, row, cols, dropout->threshold, dropout->scale, dropout->base[i0 + r]);
         }
         float *oi = out + i0 * ldo;
 #define CASE(r) case r: strip_values(r, cols, s, width, vp, d, d, probs ? NULL : inv, oi, ldo); break;
@@ -233,11 +234,12 @@ INLINE void transposed_product(size_t t, size_t d, bool causal, const float *a, 
 TARGET bool embedtune_attention_backward(size_t t, size_t d, float scale, bool causal, const float *q, size_t ldq,
                                          const float *k, size_t ldk, const float *val, size_t ldv, const float *dout,
                                          size_t lddo, const float *probs, float *dq, size_t lddq, float *dk, float *dv,
-                                         size_t lddkv) {
+                                         size_t lddkv, const embedtune_attention_dropout *dropout) {
     if (t == 0 || d == 0 || d % NR) return false;
     const size_t width = (t + NR - 1) / NR * NR;
-    float *vt = work_buffer(width * d + 3 * t * d + t * width);
+    float *vt = work_buffer(width * d + 3 * t * d + (dropout ? 2 : 1) * t * width);
     float *kc = vt + width * d, *qc = kc + t * d, *oc = qc + t * d, *ds = oc + t * d;
+    float *dropped = dropout ? ds + t * width : NULL;  // P' = dropout(P), the weights dV sums over
     pack_transposed(vt, val, ldv, t, d, width);
     gather_rows(kc, k, ldk, t, d);
     gather_rows(qc, q, ldq, t, d);
@@ -252,15 +254,24 @@ TARGET bool embedtune_attention_backward(size_t t, size_t d, float scale, bool c
 #define CASE(r) case r: strip_scores(r, d, oc + i0 * d, d, vt, panels, dsi, width, one); break;
         switch (mr) { CASE(6) CASE(5) CASE(4) CASE(3) CASE(2) default: CASE(1) }
 #undef CASE
-        for (size_t r = 0; r < mr; r++) softmax_backward_row(dsi + r * width, probs + (i0 + r) * t, t, (cols + 7) / 8 * 8, scales);
+        for (size_t r = 0; r < mr; r++) {
+            const float *pr = probs + (i0 + r) * t;
+            if (dropout) {  // the forward's mask again: on P for dV, on dP' for dP
+                const uint64_t base = dropout->base[i0 + r];
+                embedtune_dropout_row(dropped + (i0 + r) * width, pr, t, dropout->threshold, dropout->scale, base);
+                embedtune_dropout_row(dsi + r * width, dsi + r * width, cols, dropout->threshold, dropout->scale, base);
+            }
+            softmax_backward_row(dsi + r * width, pr, t, (cols + 7) / 8 * 8, scales);
+        }
         // dQ (mr, d) = dS · K
         float *dqi = dq + i0 * lddq;
 #define CASE(r) case r: strip_values(r, cols, dsi, width, kc, d, d, NULL, dqi, lddq); break;
         switch (mr) { CASE(6) CASE(5) CASE(4) CASE(3) CASE(2) default: CASE(1) }
 #undef CASE
     }
-    // dV += Pᵀ · dO;  dK += dSᵀ · Q
-    transposed_product(t, d, causal, probs, t, oc, dv, lddkv);
+    // dV += P'ᵀ · dO;  dK += dSᵀ · Q
+    if (dropout) transposed_product(t, d, causal, dropped, width, oc, dv, lddkv);
+    else transposed_product(t, d, causal, probs, t, oc, dv, lddkv);
     transposed_product(t, d, causal, ds, width, qc, dk, lddkv);
     return true;
 }
@@ -269,14 +280,14 @@ TARGET bool embedtune_attention_backward(size_t t, size_t d, float scale, bool c
 
 bool embedtune_attention_forward(size_t t, size_t d, float scale, bool causal, const float *q, size_t ldq,
                                  const float *k, size_t ldk, const float *val, size_t ldv, float *probs, float *out,
-                                 size_t ldo) {
+                                 size_t ldo, const embedtune_attention_dropout *dropout) {
     return false;
 }
 
 bool embedtune_attention_backward(size_t t, size_t d, float scale, bool causal, const float *q, size_t ldq,
                                   const float *k, size_t ldk, const float *val, size_t ldv, const float *dout,
                                   size_t lddo, const float *probs, float *dq, size_t lddq, float *dk, float *dv,
-                                  size_t lddkv) {
+                                  size_t lddkv, const embedtune_attention_dropout *dropout) {
     return false;
 }
 

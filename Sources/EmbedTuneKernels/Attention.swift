@@ -37,12 +37,12 @@ extension PackedBatch {
 /// probs (saved for backward) is Σ_s H·T_s² floats, or, when not kept, scratch of
 /// `attentionScratchCount(maxLength:)`. Causal masks position j > i; bidirectional attends to the
 /// whole sequence (no padding exists in a packed batch, so no padding mask is needed).
-/// With `dropout`, out = dropout(P)·V; the kept probs stay P (softmax backward needs it) and the
-/// dropped copy goes to `scratch` (`attentionScratchCount`), recomputed in backward.
-/// (sequence, head) units run in parallel on the compute team: on the AVX2 kernels without dropout
-/// each through the fused C kernel (`embedtune_attention_forward`: the same arithmetic, except that
-/// without kept probabilities the output rows are normalised instead of P), else through
-/// single-threaded GEMMs around the row softmax.
+/// With `dropout`, out = dropout(P)·V; the kept probs stay P (softmax backward needs it) and
+/// backward draws the same mask again. (sequence, head) units run in parallel on the compute team:
+/// on the AVX2 kernels each through the fused C kernel (`embedtune_attention_forward`: the same
+/// arithmetic, except that without kept probabilities the output rows are normalised instead of
+/// P), else through single-threaded GEMMs around the row softmax, where the dropped copy of P goes
+/// to `scratch` (`attentionScratchCount`).
 public func attentionForward(
     out: UnsafeMutablePointer<Float>, probs: UnsafeMutablePointer<Float>, keepProbs: Bool,
     q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
@@ -61,10 +61,12 @@ public func attentionForward(
         let qh = q + start * qStride + h * d
         let kh = k + start * kvStride + (h / group) * d
         let vh = v + start * kvStride + (h / group) * d
-        if dropout == nil, GEMMKernel.current == .avx2,
-           embedtune_attention_forward(t, d, scale, causal, qh, qStride, kh, kvStride, vh, kvStride,
-                                       keepProbs ? p : nil, out + start * qStride + h * d, qStride) {
-            return  // fused, strip by strip (attention_avx2.c)
+        if GEMMKernel.current == .avx2 {
+            let fused = withKernelMask(dropout, rows: t, firstToken: start, head: h) { mask in
+                embedtune_attention_forward(t, d, scale, causal, qh, qStride, kh, kvStride, vh, kvStride,
+                                            keepProbs ? p : nil, out + start * qStride + h * d, qStride, mask)
+            }
+            if fused { return }  // strip by strip (attention_avx2.c)
         }
         // scores (T, T) = scale · Q (T, D) · Kᵀ (D, T)
         blockSGEMM(.current, false, true, t, t, d, scale, qh, qStride, kh, kvStride, 0, p, t)
@@ -104,4 +106,12 @@ public func lastTokenAttentionForward(
         // out (G, D) = P (G, T) · V (T, D)
         blockSGEMM(.current, false, false, group, d, t, 1, p, t, vh, kvStride, 0, out + s * qStride + kvh * group * d, d)
     }
+}
+
+/// Runs body with the fused kernels' dropout description for t rows of head h, or nil without dropout.
+@inline(__always)
+func withKernelMask<R>(_ dropout: AttentionDropout?, rows t: Int, firstToken: Int, head: Int,
+                       _ body: (UnsafePointer<embedtune_attention_dropout>?) -> R) -> R {
+    guard let dropout else { return body(nil) }
+    return dropout.withKernelMask(rows: t, firstToken: firstToken, head: head) { body($0) }
 }

@@ -195,9 +195,11 @@ public func attentionBackward(
             let p = probs + probBase[s] + h * t * t
             let qh = q + start * qStride + h * d, dqh = dq + start * qStride + h * d
             let doh = dout + start * qStride + h * d
-            if dropout == nil, GEMMKernel.current == .avx2,
-               embedtune_attention_backward(t, d, scale, causal, qh, qStride, kh, kvStride, vh, kvStride, doh, qStride, p,
-                                            dqh, qStride, dkh, dvh, kvStride) {
+            if GEMMKernel.current == .avx2,
+               withKernelMask(dropout, rows: t, firstToken: start, head: h, { mask in
+                   embedtune_attention_backward(t, d, scale, causal, qh, qStride, kh, kvStride, vh, kvStride, doh, qStride, p,
+                                                dqh, qStride, dkh, dvh, kvStride, mask)
+               }) {
                 continue  // fused, strip by strip (attention_avx2.c): the same arithmetic
             }
             var weights = p

@@ -141,10 +141,11 @@ struct BackwardTests {
         }
     }
 
-    /// Head dim 16 takes the fused AVX2 kernels where they run (without dropout); lengths up to 17
-    /// cross their 6-row strips and 16-column panels.
+    /// Head dim 16 takes the fused AVX2 kernels where they run; lengths up to 17 cross their 6-row
+    /// strips and 16-column panels.
     @Test("attention backward (causal and bidirectional, grouped heads, packed sequences, probability dropout) matches finite differences",
-          arguments: [(true, false, 4), (false, false, 4), (false, true, 4), (true, true, 4), (true, false, 16), (false, false, 16)])
+          arguments: [(true, false, 4), (false, false, 4), (false, true, 4), (true, true, 4), (true, false, 16), (false, false, 16),
+                      (false, true, 16), (true, true, 16)])
     func attention(causal: Bool, dropping: Bool, d: Int) {
         let lengths = d == 4 ? [3, 5] : [3, 17]
         let batch = PackedBatch(lengths: lengths), heads = 4, kvHeads = 2
@@ -177,7 +178,9 @@ struct BackwardTests {
             return dq + dk + dv
           })
         }
-        #expect(err < 2e-3, "relative error \(err)")
+        // fp32 central differences through a 17-token causal head with dropout's 1/(1 − p) reach
+        // 2.5e-3 on either path (GEMMs or fused); the 4-wide heads keep the tighter bound.
+        #expect(err < (d == 4 ? 2e-3 : 3e-3), "relative error \(err)")
     }
 
     @Test("L2 normalisation and frozen-linear backward match finite differences")

@@ -126,26 +126,39 @@ struct OwnGEMMTests {
         }
     }
 
-    @Test("attention's output and kept probabilities match double precision for head dims 16–64, causal or not, grouped heads",
+    @Test("attention's output and kept probabilities match double precision for head dims 16–64, causal or not, grouped heads, probability dropout",
           arguments: [16, 32, 64])
     func attentionMatchesDouble(d: Int) {
         // Lengths around the fused kernel's 6-row strips and 16-column panels, one past 128.
         let batch = PackedBatch(lengths: [1, 7, 16, 17, 40, 131]), heads = 4, kvHeads = 2, group = heads / kvHeads
-        let n = batch.tokens, scale = 1 / Float(d).squareRoot()
+        let n = batch.tokens, scale = 1 / Float(d).squareRoot(), p: Float = 0.3, site: UInt64 = 77
         var rng = SeededGenerator(seed: 23)
         let q = Self.random(n * heads * d, &rng), k = Self.random(n * kvHeads * d, &rng), v = Self.random(n * kvHeads * d, &rng)
+        let seeds: [UInt64] = (0..<n).map { mix64(UInt64($0) + 5) }
         let probsCount = (0..<batch.count).map { heads * batch.length($0) * batch.length($0) }.reduce(0, +)
-        for causal in [false, true] {
+        // Row r's head h of q, and token r's KV head of k and v, in double precision.
+        func row(_ x: [Float], _ r: Int, _ hs: Int, _ h: Int) -> [Double] { (0..<d).map { Double(x[(r * hs + h) * d + $0]) } }
+        // The dropout factors (0 or 1/(1 − p)) of token r's row of head h, from the public row kernel.
+        func mask(_ r: Int, _ h: Int, _ t: Int) -> [Float] {
+            var m = [Float](repeating: 0, count: t)
+            dropoutRow(out: &m, inp: [Float](repeating: 1, count: t), count: t, p: p,
+                       base: dropoutBase(tokenSeed: seeds[r], site: site &+ UInt64(h)))
+            return m
+        }
+        for (causal, dropping) in [(false, false), (true, false), (false, true), (true, true)] {
             var out = [Float](repeating: 0, count: n * heads * d), probs = [Float](repeating: 0, count: probsCount)
             var unkeptOut = out, scratch = [Float](repeating: 0, count: attentionScratchCount(maxLength: batch.maxLength))
-            attentionForward(out: &out, probs: &probs, keepProbs: true, q: q, k: k, v: v, batch: batch, heads: heads,
-                             kvHeads: kvHeads, headDim: d, causal: causal, scale: scale)
-            attentionForward(out: &unkeptOut, probs: &scratch, keepProbs: false, q: q, k: k, v: v, batch: batch, heads: heads,
-                             kvHeads: kvHeads, headDim: d, causal: causal, scale: scale)
+            seeds.withUnsafeBufferPointer { seedPointer in
+                let dropout = dropping ? AttentionDropout(p: p, tokenSeeds: seedPointer.baseAddress!, site: site) : nil
+                attentionForward(out: &out, probs: &probs, keepProbs: true, q: q, k: k, v: v, batch: batch, heads: heads,
+                                 kvHeads: kvHeads, headDim: d, causal: causal, scale: scale, scratch: &scratch, dropout: dropout)
+                var unkept = [Float](repeating: 0, count: attentionScratchCount(maxLength: batch.maxLength))
+                attentionForward(out: &unkeptOut, probs: &unkept, keepProbs: false, q: q, k: k, v: v, batch: batch, heads: heads,
+                                 kvHeads: kvHeads, headDim: d, causal: causal, scale: scale, dropout: dropout)
+            }
+            let label = "d \(d) causal \(causal) dropout \(dropping)"
             // Without kept probabilities the fused kernel normalises the output rows instead: rounding apart.
-            #expect(maxAbsDifference(unkeptOut, out) <= 1e-6, "d \(d) causal \(causal): kept and unkept probabilities give the same output")
-            // Row r's head h of q, and token r's KV head of k and v, in double precision.
-            func row(_ x: [Float], _ r: Int, _ hs: Int, _ h: Int) -> [Double] { (0..<d).map { Double(x[(r * hs + h) * d + $0]) } }
+            #expect(maxAbsDifference(unkeptOut, out) <= 1e-6, "\(label): kept and unkept probabilities give the same output")
             var worst = 0.0, probBase = 0
             for s in 0..<batch.count {
                 let t = batch.length(s), start = batch.offsets[s]
@@ -156,20 +169,21 @@ struct OwnGEMMTests {
                         let valid = causal ? i + 1 : t, query = row(q, start + i, heads, h)
                         let logits: [Double] = keys[..<valid].map { key in Double(scale) * zip(query, key).map { $0 * $1 }.reduce(0, +) }
                         let m = logits.max()!, e = logits.map { exp($0 - m) }, sum = e.reduce(0, +)
+                        let factors = dropping ? mask(start + i, h, t) : [Float](repeating: 1, count: t)
                         for j in 0..<t {
-                            let want = j < valid ? e[j] / sum : 0
+                            let want = j < valid ? e[j] / sum : 0  // kept probabilities are P, before dropout
                             worst = max(worst, abs(Double(probs[probBase + (h * t + i) * t + j]) - want))
                         }
                         for c in 0..<d {
                             var want = 0.0
-                            for j in 0..<valid { want += e[j] / sum * values[j][c] }
+                            for j in 0..<valid { want += e[j] / sum * Double(factors[j]) * values[j][c] }
                             worst = max(worst, abs(Double(out[((start + i) * heads + h) * d + c]) - want))
                         }
                     }
                 }
                 probBase += heads * t * t
             }
-            #expect(worst < 2e-6, "d \(d) causal \(causal): max |Δ| \(worst) on \(GEMMKernel.current)")
+            #expect(worst < 3e-6, "\(label): max |Δ| \(worst) on \(GEMMKernel.current)")
         }
     }
 
