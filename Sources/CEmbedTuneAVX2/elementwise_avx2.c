@@ -1,4 +1,4 @@
-// Element-wise kernels with AVX2/FMA — GELU, SwiGLU, attention's row softmax, dropout masks — with
+// Element-wise kernels with AVX2/FMA — GELU, SwiGLU, LayerNorm, attention's row softmax, dropout masks — with
 // the same approximations and hashes as the Swift kernels (VectorMath.swift: Cephes-style exp, the
 // Eigen/XLA rational erf; Dropout.swift), one ymm per eight values.
 // Swift's SIMD8<Float> on baseline x86-64 is two SSE halves without FMA; GELU was 3.6% of a
@@ -65,6 +65,43 @@ TARGET void embedtune_swiglu_backward(float *dgate, float *dup, const float *dou
                                         _mm256_fmadd_ps(g, _mm256_sub_ps(v(1.0f), s), v(1.0f)));
         save(dup + i, _mm256_mul_ps(_mm256_mul_ps(d, g), s), l);
         save(dgate + i, dg, l);
+    }
+}
+
+TARGET void embedtune_add_layernorm_rows(float *out, float *mean, float *rstd, float *x, const float *residual,
+                                         const float *weight, const float *bias, size_t rows, size_t c, float eps) {
+    const size_t whole = c / 8 * 8;
+    for (size_t i = 0; i < rows; i++) {
+        float *row = x + i * c, *o = out + i * c;
+        if (residual) {
+            const float *r = residual + i * c;
+            size_t j = 0;
+            for (; j < whole; j += 8) _mm256_storeu_ps(row + j, _mm256_add_ps(_mm256_loadu_ps(row + j), _mm256_loadu_ps(r + j)));
+            for (; j < c; j++) row[j] += r[j];
+        }
+        __m256 acc = _mm256_setzero_ps();
+        for (size_t j = 0; j < whole; j += 8) acc = _mm256_add_ps(acc, _mm256_loadu_ps(row + j));
+        float total = hsum(acc);
+        for (size_t j = whole; j < c; j++) total += row[j];
+        const float m = total / (float)c;
+        const __m256 mv = v(m);
+        acc = _mm256_setzero_ps();
+        for (size_t j = 0; j < whole; j += 8) {
+            const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(row + j), mv);
+            acc = _mm256_fmadd_ps(d, d, acc);
+        }
+        float squares = hsum(acc);
+        for (size_t j = whole; j < c; j++) squares += (row[j] - m) * (row[j] - m);
+        const float r = 1.0f / sqrtf(squares / (float)c + eps);
+        if (mean) mean[i] = m;
+        if (rstd) rstd[i] = r;
+        const __m256 rv = v(r);
+        size_t j = 0;
+        for (; j < whole; j += 8) {
+            const __m256 n = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(row + j), mv), rv);
+            _mm256_storeu_ps(o + j, _mm256_fmadd_ps(n, _mm256_loadu_ps(weight + j), _mm256_loadu_ps(bias + j)));
+        }
+        for (; j < c; j++) o[j] = (row[j] - m) * r * weight[j] + bias[j];
     }
 }
 
@@ -150,5 +187,7 @@ void embedtune_gelu_slope(float *out, float *x, size_t count) { abort(); }
 void embedtune_softmax_rows(float *p, size_t rows, size_t len, bool causal) { abort(); }
 void embedtune_dropout_row(float *out, const float *inp, size_t count, uint32_t threshold, float scale, uint64_t base) { abort(); }
 void embedtune_softmax_backward_rows(float *ds, const float *p, size_t rows, size_t len, float scale) { abort(); }
+void embedtune_add_layernorm_rows(float *out, float *mean, float *rstd, float *x, const float *residual,
+                                  const float *weight, const float *bias, size_t rows, size_t c, float eps) { abort(); }
 
 #endif

@@ -33,6 +33,12 @@ public func layernormForward(
     weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, n: Int, c: Int, eps: Float
 ) {
     ComputeTeam.current.parallelFor(n, grain: rowGrain(c)) { rows in
+        if GEMMKernel.current == .avx2 {
+            let r0 = rows.lowerBound
+            // inp is only read (no residual), and out may alias it.
+            return embedtune_add_layernorm_rows(out + r0 * c, mean.map { $0 + r0 }, rstd.map { $0 + r0 },
+                                                UnsafeMutablePointer(mutating: inp) + r0 * c, nil, weight, bias, rows.count, c, eps)
+        }
         for row in rows { layernormRow(out, mean, rstd, inp, row, weight, bias, c, eps) }
     }
 }
@@ -40,13 +46,19 @@ public func layernormForward(
 /// A residual add and the LayerNorm after it, row by row: sum += residual (backward reads the
 /// sum), then out = LayerNorm(sum). Each row is normalised while it is still in L1, where adding
 /// all rows first and normalising them after went through memory twice. Same arithmetic as
-/// `addInPlace` then `layernormForward`.
+/// `addInPlace` then `layernormForward`. (On AVX2 CPUs both run in C with FMA; Swift's SIMD8 is two
+/// SSE halves without it.)
 public func addLayernormForward(
     out: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>? = nil,
     rstd: UnsafeMutablePointer<Float>? = nil, sum: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>,
     weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, n: Int, c: Int, eps: Float
 ) {
     ComputeTeam.current.parallelFor(n, grain: rowGrain(c)) { rows in
+        if GEMMKernel.current == .avx2 {
+            let r0 = rows.lowerBound
+            return embedtune_add_layernorm_rows(out + r0 * c, mean.map { $0 + r0 }, rstd.map { $0 + r0 }, sum + r0 * c,
+                                                residual + r0 * c, weight, bias, rows.count, c, eps)
+        }
         for row in rows {
             let x = sum + row * c, r = residual + row * c
             var i = 0

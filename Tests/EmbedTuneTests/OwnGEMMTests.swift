@@ -187,6 +187,37 @@ struct OwnGEMMTests {
         }
     }
 
+    @Test("LayerNorm, with and without the residual added first, matches double precision, tails included")
+    func layernormMatchesDouble() {
+        var rng = SeededGenerator(seed: 29)
+        for c in [5, 8, 19, 384] {
+            let rows = 7
+            let x = Self.random(rows * c, &rng).map { $0 * 3 + 1 }, residual = Self.random(rows * c, &rng)
+            let weight = Self.random(c, &rng), bias = Self.random(c, &rng)
+            var plain = [Float](repeating: 0, count: rows * c), fused = plain, sum = x
+            var mean = [Float](repeating: 0, count: rows), rstd = mean
+            layernormForward(out: &plain, inp: x, weight: weight, bias: bias, n: rows, c: c, eps: 1e-12)
+            addLayernormForward(out: &fused, mean: &mean, rstd: &rstd, sum: &sum, residual: residual, weight: weight, bias: bias,
+                                n: rows, c: c, eps: 1e-12)
+            var worst = 0.0
+            for (input, output, addsResidual) in [(x, plain, false), (sum, fused, true)] {
+                for i in 0..<rows {
+                    let row = (0..<c).map { Double(input[i * c + $0]) }
+                    if addsResidual {  // the sum is kept for backward
+                        for j in 0..<c { worst = max(worst, abs(row[j] - (Double(x[i * c + j]) + Double(residual[i * c + j])))) }
+                    }
+                    let m = row.reduce(0, +) / Double(c)
+                    let r = 1 / (row.map { ($0 - m) * ($0 - m) }.reduce(0, +) / Double(c) + 1e-12).squareRoot()
+                    if addsResidual { worst = max(worst, abs(Double(mean[i]) - m), abs(Double(rstd[i]) - r) / r) }
+                    for j in 0..<c {
+                        worst = max(worst, abs(Double(output[i * c + j]) - ((row[j] - m) * r * Double(weight[j]) + Double(bias[j]))))
+                    }
+                }
+            }
+            #expect(worst < 2e-6, "c \(c): max |Δ| \(worst) on \(GEMMKernel.current)")
+        }
+    }
+
     @Test("row-wise SwiGLU and its gradients match double precision, tails included")
     func swigluMatchesDouble() {
         var rng = SeededGenerator(seed: 13)

@@ -70,6 +70,12 @@ void embedtune_swiglu(float *out, const float *gate, const float *up, size_t cou
 void embedtune_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
                                size_t count);
 
+/// LayerNorm of `rows` rows of c values, each first added to (when residual is not NULL: x += residual,
+/// kept for backward): out = (x − mean) · rstd · weight + bias; mean and rstd (may be NULL) per row.
+/// out may alias x.
+void embedtune_add_layernorm_rows(float *out, float *mean, float *rstd, float *x, const float *residual,
+                                  const float *weight, const float *bias, size_t rows, size_t c, float eps);
+
 /// Softmax of each of `rows` rows of `len` floats, in place. Causal: row i keeps its first i + 1
 /// entries, the rest become 0; else every entry counts.
 void embedtune_softmax_rows(float *p, size_t rows, size_t len, bool causal);
