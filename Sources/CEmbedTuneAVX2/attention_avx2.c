@@ -111,8 +111,7 @@ INLINE float softmax_row(float *row, size_t valid, size_t width, bool normalise)
 INLINE void strip_scores(const int mr, size_t d, const float *q, size_t ldq, const float *kp, size_t panels, float *s,
                          size_t lds, __m256 alpha) {
     for (size_t jp = 0; jp < panels; jp++) {
-        Tile t;
-        t.c00 = t.c01 = t.c10 = t.c11 = t.c20 = t.c21 = t.c30 = t.c31 = t.c40 = t.c41 = t.c50 = t.c51 = _mm256_setzero_ps();
+        Tile t = zero_tile();
         accumulate(&t, mr, d, q, ldq, 1, kp + jp * d * NR, NR);
         float *col = s + jp * NR;
 #define STORE(i)                                                                                    \
@@ -130,8 +129,7 @@ INLINE void strip_scores(const int mr, size_t d, const float *q, size_t ldq, con
 INLINE void strip_values(const int mr, size_t depth, const float *p, size_t ldp, const float *val, size_t ldv, size_t d,
                          const float *rowScale, float *out, size_t ldo) {
     for (size_t c0 = 0; c0 < d; c0 += NR) {
-        Tile t;
-        t.c00 = t.c01 = t.c10 = t.c11 = t.c20 = t.c21 = t.c30 = t.c31 = t.c40 = t.c41 = t.c50 = t.c51 = _mm256_setzero_ps();
+        Tile t = zero_tile();
         accumulate(&t, mr, depth, p, ldp, 1, val + c0, ldv);
 #define STORE(i)                                                                                    \
         if (mr > i) {                                                                               \
@@ -206,8 +204,7 @@ INLINE void softmax_backward_row(float *ds, const float *p, size_t len, size_t c
 INLINE void strip_transposed(const int mr, size_t p0, size_t p1, const float *a, size_t lda, const float *b, size_t d,
                              float *c, size_t ldc) {
     for (size_t c0 = 0; c0 < d; c0 += NR) {
-        Tile t;
-        t.c00 = t.c01 = t.c10 = t.c11 = t.c20 = t.c21 = t.c30 = t.c31 = t.c40 = t.c41 = t.c50 = t.c51 = _mm256_setzero_ps();
+        Tile t = zero_tile();
         accumulate(&t, mr, p1 - p0, a + p0 * lda, 1, lda, b + p0 * d + c0, d);
 #define ADD(i)                                                                                      \
         if (mr > i) {                                                                               \

@@ -80,8 +80,7 @@ INLINE void store(const Tile *t, const int mr, float *c, size_t ldc, const float
 INLINE void strip_body(const int mr, size_t kc, const float *a, size_t lda, const float *bp, size_t kc2, const float *a2,
                        size_t lda2, const float *bp2, float *c, size_t ldc, const float *base, bool fromC,
                        __m256 alpha, size_t nv) {
-    Tile t;
-    t.c00 = t.c01 = t.c10 = t.c11 = t.c20 = t.c21 = t.c30 = t.c31 = t.c40 = t.c41 = t.c50 = t.c51 = _mm256_setzero_ps();
+    Tile t = zero_tile();
     accumulate(&t, mr, kc, a, lda, 1, bp, NR);
     if (kc2) accumulate(&t, mr, kc2, a2, lda2, 1, bp2, NR);
     store(&t, mr, c, ldc, base, fromC, alpha, nv);

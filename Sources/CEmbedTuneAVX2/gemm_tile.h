@@ -9,6 +9,12 @@ typedef struct {
     __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
 } Tile;
 
+INLINE Tile zero_tile(void) {
+    const __m256 z = _mm256_setzero_ps();
+    const Tile t = {z, z, z, z, z, z, z, z, z, z, z, z};
+    return t;
+}
+
 // tile += A[0..<mr][0..<kc] · B[0..<kc][0..<16]; A's row i, element p at a + i·lda + p·astep
 // (astep 1: A's rows; lda 1 and astep a row stride: Aᵀ, for products over the token dimension),
 // B rows ldb apart (NR for a packed panel, a matrix's row stride when 16 columns are read in place).

@@ -107,11 +107,3 @@ public func lastTokenAttentionForward(
         blockSGEMM(.current, false, false, group, d, t, 1, p, t, vh, kvStride, 0, out + s * qStride + kvh * group * d, d)
     }
 }
-
-/// Runs body with the fused kernels' dropout description for t rows of head h, or nil without dropout.
-@inline(__always)
-func withKernelMask<R>(_ dropout: AttentionDropout?, rows t: Int, firstToken: Int, head: Int,
-                       _ body: (UnsafePointer<embedtune_attention_dropout>?) -> R) -> R {
-    guard let dropout else { return body(nil) }
-    return dropout.withKernelMask(rows: t, firstToken: firstToken, head: head) { body($0) }
-}

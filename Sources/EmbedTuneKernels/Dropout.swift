@@ -82,22 +82,24 @@ public struct AttentionDropout {
     @inline(__always)
     func base(token: Int, head: Int) -> UInt64 { dropoutBase(tokenSeed: tokenSeeds[token], site: site &+ UInt64(head)) }
 
-    /// Runs body with the fused attention kernels' description of this mask for t rows of one
-    /// head (the row bases on the stack).
-    @inline(__always)
-    func withKernelMask<R>(rows t: Int, firstToken: Int, head: Int,
-                           _ body: (UnsafePointer<embedtune_attention_dropout>) -> R) -> R {
-        withUnsafeTemporaryAllocation(of: UInt64.self, capacity: t) { bases in
-            for i in 0..<t { bases[i] = base(token: firstToken + i, head: head) }
-            var mask = embedtune_attention_dropout(base: bases.baseAddress!, threshold: dropoutLimit(p), scale: 1 / (1 - p))
-            return body(&mask)
-        }
-    }
-
     @inline(__always)
     func apply(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, rows t: Int, firstToken: Int, head: Int) {
         for i in 0..<t {
             dropoutRow(out: out + i * t, inp: inp + i * t, count: t, p: p, base: base(token: firstToken + i, head: head))
         }
+    }
+}
+
+/// Runs body with the fused attention kernels' description of `dropout` for t rows of one head
+/// (the row bases on the stack), or with nil when there is no dropout.
+@inline(__always)
+func withKernelMask<R>(_ dropout: AttentionDropout?, rows t: Int, firstToken: Int, head: Int,
+                       _ body: (UnsafePointer<embedtune_attention_dropout>?) -> R) -> R {
+    guard let dropout else { return body(nil) }
+    return withUnsafeTemporaryAllocation(of: UInt64.self, capacity: t) { bases in
+        for i in 0..<t { bases[i] = dropout.base(token: firstToken + i, head: head) }
+        var mask = embedtune_attention_dropout(base: bases.baseAddress!, threshold: dropoutLimit(dropout.p),
+                                               scale: 1 / (1 - dropout.p))
+        return body(&mask)
     }
 }
