@@ -12,7 +12,17 @@ public final class FloatBuffer: @unchecked Sendable {
         self.count = count
         owner = nil
         let bytes = max(count, 1) * MemoryLayout<Float>.stride
-        let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+        let raw: UnsafeMutableRawPointer
+        if bytes >= FloatBuffer.hugePageBytes {
+            // Large buffers (activations, weights, gradients) go on 2 MB pages where the kernel
+            // allows them on request (transparent_hugepage = madvise): the GEMMs stream through
+            // them and the attention gathers hop a row (1.5–4 KB) at a time, so with 4 KB pages
+            // nearly every few rows cost a TLB miss.
+            raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: FloatBuffer.hugePageBytes)
+            _ = madvise(raw, bytes, MADV_HUGEPAGE)
+        } else {
+            raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+        }
         pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
         if zeroed { pointer.initialize(repeating: 0, count: max(count, 1)) }
     }
@@ -28,6 +38,8 @@ public final class FloatBuffer: @unchecked Sendable {
         self.count = count
         self.owner = owner
     }
+
+    static let hugePageBytes = 2 << 20
 
     deinit { if owner == nil { UnsafeMutableRawPointer(pointer).deallocate() } }
 
