@@ -45,8 +45,10 @@ bool embedtune_gemm_available(void) {
 #include "avx2_math.h"
 #include "gemm_tile.h"
 
-// C[0..<mr][0..<nv] = α · tile + base; base is C itself (fromC), a bias row, or NULL (zero).
-INLINE void store(const Tile *t, const int mr, float *c, size_t ldc, const float *base, bool fromC, __m256 alpha, size_t nv) {
+// C[0..<mr][0..<nv] = (α · tile + base) ⊙ M; base is C itself (fromC), a bias row, or NULL (zero);
+// M (rows ldm apart) only when `mul` is not NULL.
+INLINE void store(const Tile *t, const int mr, float *c, size_t ldc, const float *base, bool fromC, __m256 alpha, size_t nv,
+                  const float *mul, size_t ldm) {
     const __m256 zero = _mm256_setzero_ps();
     if (nv >= NR) {
         __m256 b0 = zero, b1 = zero;
@@ -55,8 +57,13 @@ INLINE void store(const Tile *t, const int mr, float *c, size_t ldc, const float
         if (mr > i) {                                                                               \
             float *row = c + i * ldc;                                                               \
             if (fromC) b0 = _mm256_loadu_ps(row), b1 = _mm256_loadu_ps(row + 8);                    \
-            _mm256_storeu_ps(row, _mm256_fmadd_ps(alpha, t->c##i##0, b0));                          \
-            _mm256_storeu_ps(row + 8, _mm256_fmadd_ps(alpha, t->c##i##1, b1));                      \
+            __m256 r0 = _mm256_fmadd_ps(alpha, t->c##i##0, b0), r1 = _mm256_fmadd_ps(alpha, t->c##i##1, b1); \
+            if (mul) {                                                                              \
+                r0 = _mm256_mul_ps(r0, _mm256_loadu_ps(mul + i * ldm));                             \
+                r1 = _mm256_mul_ps(r1, _mm256_loadu_ps(mul + i * ldm + 8));                         \
+            }                                                                                       \
+            _mm256_storeu_ps(row, r0);                                                              \
+            _mm256_storeu_ps(row + 8, r1);                                                          \
         }
         STORE(0) STORE(1) STORE(2) STORE(3) STORE(4) STORE(5)
 #undef STORE
@@ -68,28 +75,34 @@ INLINE void store(const Tile *t, const int mr, float *c, size_t ldc, const float
         if (mr > i) {                                                                               \
             float *row = c + i * ldc;                                                               \
             if (fromC) b0 = _mm256_maskload_ps(row, m0), b1 = _mm256_maskload_ps(row + 8, m1);      \
-            _mm256_maskstore_ps(row, m0, _mm256_fmadd_ps(alpha, t->c##i##0, b0));                  \
-            _mm256_maskstore_ps(row + 8, m1, _mm256_fmadd_ps(alpha, t->c##i##1, b1));              \
+            __m256 r0 = _mm256_fmadd_ps(alpha, t->c##i##0, b0), r1 = _mm256_fmadd_ps(alpha, t->c##i##1, b1); \
+            if (mul) {                                                                              \
+                r0 = _mm256_mul_ps(r0, _mm256_maskload_ps(mul + i * ldm, m0));                      \
+                r1 = _mm256_mul_ps(r1, _mm256_maskload_ps(mul + i * ldm + 8, m1));                  \
+            }                                                                                       \
+            _mm256_maskstore_ps(row, m0, r0);                                                       \
+            _mm256_maskstore_ps(row + 8, m1, r1);                                                   \
         }
         STORE(0) STORE(1) STORE(2) STORE(3) STORE(4) STORE(5)
 #undef STORE
     }
 }
 
-// One strip: C[0..<mr][0..<nv] = α · (A·Bp + A₂·Bp₂) + base (the second product when kc2 > 0).
+// One strip: C[0..<mr][0..<nv] = (α · (A·Bp + A₂·Bp₂) + base) ⊙ M (the second product when kc2 > 0,
+// M when mul is not NULL).
 INLINE void strip_body(const int mr, size_t kc, const float *a, size_t lda, const float *bp, size_t kc2, const float *a2,
                        size_t lda2, const float *bp2, float *c, size_t ldc, const float *base, bool fromC,
-                       __m256 alpha, size_t nv) {
+                       __m256 alpha, size_t nv, const float *mul, size_t ldm) {
     Tile t = zero_tile();
     accumulate(&t, mr, kc, a, lda, 1, bp, NR);
     if (kc2) accumulate(&t, mr, kc2, a2, lda2, 1, bp2, NR);
-    store(&t, mr, c, ldc, base, fromC, alpha, nv);
+    store(&t, mr, c, ldc, base, fromC, alpha, nv, mul, ldm);
 }
 
 static TARGET void strip(size_t mr, size_t kc, const float *a, size_t lda, const float *bp, size_t kc2, const float *a2,
                          size_t lda2, const float *bp2, float *c, size_t ldc, const float *base, bool fromC,
-                         __m256 alpha, size_t nv) {
-#define CASE(r) case r: strip_body(r, kc, a, lda, bp, kc2, a2, lda2, bp2, c, ldc, base, fromC, alpha, nv); break;
+                         __m256 alpha, size_t nv, const float *mul, size_t ldm) {
+#define CASE(r) case r: strip_body(r, kc, a, lda, bp, kc2, a2, lda2, bp2, c, ldc, base, fromC, alpha, nv, mul, ldm); break;
     switch (mr) { CASE(6) CASE(5) CASE(4) CASE(3) CASE(2) default: CASE(1) }
 #undef CASE
 }
@@ -138,7 +151,7 @@ static float *buffer(float **slot, size_t floats) {
 
 static TARGET void gemm(bool transB, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda, const float *b,
                         size_t ldb, bool transB2, size_t k2, float alpha2, const float *a2, size_t lda2, const float *b2,
-                        size_t ldb2, bool accumulate, const float *bias, float *c, size_t ldc) {
+                        size_t ldb2, bool accumulate, const float *bias, float *c, size_t ldc, const float *mul, size_t ldm) {
     if (m == 0 || n == 0) return;
     float *bp = buffer(&packed, (size_t)KC * NC), *bp2 = k2 ? buffer(&packed2, (size_t)K2MAX * NC) : NULL;
     const __m256 alphas = _mm256_set1_ps(alpha);
@@ -154,7 +167,7 @@ static TARGET void gemm(bool transB, size_t m, size_t n, size_t k, float alpha, 
         if (k2) pack_b(transB2, b2, ldb2, 0, k2, j0, nc, alpha2 / alpha, bp2);
         for (size_t p0 = 0; p0 < k || p0 == 0; p0 += kcMax) {
             const size_t kc = k - p0 < kcMax ? k - p0 : kcMax, kc2 = p0 == 0 ? k2 : 0;
-            const bool fromC = accumulate || p0 > 0;
+            const bool fromC = accumulate || p0 > 0, last = p0 + kc >= k;
             if (kc) pack_b(transB, b, ldb, p0, kc, j0, nc, 1, bp);
             for (size_t i = 0; i < m; i += MR) {
                 const size_t mr = m - i < MR ? m - i : MR;
@@ -162,7 +175,7 @@ static TARGET void gemm(bool transB, size_t m, size_t n, size_t k, float alpha, 
                 for (size_t jp = 0; jp < nc; jp += NR) {
                     const float *base = fromC ? ci + jp : bias ? bias + j0 + jp : NULL;
                     strip(mr, kc, a + i * lda + p0, lda, bp + jp * kc, kc2, kc2 ? a2 + i * lda2 : NULL, lda2, kc2 ? bp2 + jp * k2 : NULL,
-                          ci + jp, ldc, base, fromC, alphas, nc - jp);
+                          ci + jp, ldc, base, fromC, alphas, nc - jp, mul && last ? mul + i * ldm + j0 + jp : NULL, ldm);
                 }
             }
             if (k == 0) break;
@@ -221,18 +234,19 @@ static TARGET void gemm_narrow(bool transB, size_t m, size_t n, size_t k, float 
 TARGET void embedtune_sgemm(bool transB, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
                             const float *b, size_t ldb, bool accumulate, const float *bias, float *c, size_t ldc) {
     if (n <= 8 && k > 0 && k <= NARROW_MAX_DEPTH) return gemm_narrow(transB, m, n, k, alpha, a, lda, b, ldb, accumulate, bias, c, ldc);
-    gemm(transB, m, n, k, alpha, a, lda, b, ldb, false, 0, 0, NULL, 0, NULL, 0, accumulate, bias, c, ldc);
+    gemm(transB, m, n, k, alpha, a, lda, b, ldb, false, 0, 0, NULL, 0, NULL, 0, accumulate, bias, c, ldc, NULL, 0);
 }
 
 TARGET void embedtune_sgemm_sum(bool transB, size_t m, size_t n, size_t k, const float *a, size_t lda, const float *b,
                                 size_t ldb, bool transB2, size_t k2, float alpha2, const float *a2, size_t lda2,
-                                const float *b2, size_t ldb2, bool accumulate, const float *bias, float *c, size_t ldc) {
+                                const float *b2, size_t ldb2, bool accumulate, const float *bias, float *c, size_t ldc,
+                                const float *mul, size_t ldm) {
     if (k2 > K2MAX) {  // a rank above 256: the second product on its own
-        gemm(transB, m, n, k, 1, a, lda, b, ldb, false, 0, 0, NULL, 0, NULL, 0, accumulate, bias, c, ldc);
-        gemm(transB2, m, n, k2, alpha2, a2, lda2, b2, ldb2, false, 0, 0, NULL, 0, NULL, 0, true, NULL, c, ldc);
+        gemm(transB, m, n, k, 1, a, lda, b, ldb, false, 0, 0, NULL, 0, NULL, 0, accumulate, bias, c, ldc, NULL, 0);
+        gemm(transB2, m, n, k2, alpha2, a2, lda2, b2, ldb2, false, 0, 0, NULL, 0, NULL, 0, true, NULL, c, ldc, mul, ldm);
         return;
     }
-    gemm(transB, m, n, k, 1, a, lda, b, ldb, transB2, k2, alpha2, a2, lda2, b2, ldb2, accumulate, bias, c, ldc);
+    gemm(transB, m, n, k, 1, a, lda, b, ldb, transB2, k2, alpha2, a2, lda2, b2, ldb2, accumulate, bias, c, ldc, mul, ldm);
 }
 
 // tile (mr × 16, C rows) += Aᵀ·B over rows p of a chunk: A[p][0..<mr] broadcast, B[p][0..<16] loaded.
@@ -320,7 +334,8 @@ void embedtune_sgemm(bool transB, size_t m, size_t n, size_t k, float alpha, con
 }
 void embedtune_sgemm_sum(bool transB, size_t m, size_t n, size_t k, const float *a, size_t lda, const float *b,
                          size_t ldb, bool transB2, size_t k2, float alpha2, const float *a2, size_t lda2,
-                         const float *b2, size_t ldb2, bool accumulate, const float *bias, float *c, size_t ldc) {
+                         const float *b2, size_t ldb2, bool accumulate, const float *bias, float *c, size_t ldc,
+                         const float *mul, size_t ldm) {
     abort();
 }
 void embedtune_sgemm_tn(size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda, const float *b,

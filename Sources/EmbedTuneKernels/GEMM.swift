@@ -158,22 +158,25 @@ public func linearForwardPlusLowRank(
     ComputeTeam.current.parallelFor(n, grain: 16) { rows in
         let r0 = rows.lowerBound
         embedtune_sgemm_sum(true, rows.count, oc, c, inp + r0 * c, c, weight, c, true, rank, scale, u + r0 * rank, rank,
-                            up, rank, false, bias, out + r0 * oc, oc)
+                            up, rank, false, bias, out + r0 * oc, oc, nil, 0)
     }
 }
 
 /// Backward of a linear layer's input plus a low-rank term in one GEMM (own kernels only):
 /// dinp (+)= dout · W + du · down. dout (N, OC), weight (OC, C), du (N, R), down (R, C) — LoRA's A
-/// after the scale went into du —, dinp (N, C), written once.
+/// after the scale went into du —, dinp (N, C), written once. With `slope` (N, C), the kept
+/// derivative of the activation that produced this linear's input, dinp = (dout · W + du · down) ⊙
+/// slope: the gradient comes out already through the activation, in the same store.
 public func linearBackwardInputPlusLowRank(
     dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, weight: UnsafePointer<Float>, n: Int, c: Int, oc: Int,
-    accumulate: Bool, du: UnsafePointer<Float>, down: UnsafePointer<Float>, rank: Int
+    accumulate: Bool, du: UnsafePointer<Float>, down: UnsafePointer<Float>, rank: Int, slope: UnsafePointer<Float>? = nil
 ) {
     precondition(GEMMKernel.current == .avx2, "linearBackwardInputPlusLowRank needs the own kernels")
+    precondition(slope == nil || !accumulate, "a slope multiplies the whole input gradient: no accumulation")
     ComputeTeam.current.parallelFor(n, grain: 16) { rows in
         let r0 = rows.lowerBound
         embedtune_sgemm_sum(false, rows.count, c, oc, dout + r0 * oc, oc, weight, c, false, rank, 1, du + r0 * rank, rank,
-                            down, c, accumulate, nil, dinp + r0 * c, c)
+                            down, c, accumulate, nil, dinp + r0 * c, c, slope.map { $0 + r0 * c }, c)
     }
 }
 

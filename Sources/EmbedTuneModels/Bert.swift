@@ -211,7 +211,7 @@ public final class BertModel: Backbone, TrainableBackbone {
             }
             let scratch = a.take(n * c), attentionScratch = a.take(train ? attentionScratchCount(maxLength: batch.maxLength) : 0)
             let dropped = a.take(dropping ? n * max(c, inter) : 0)
-            let grads = a.take(train ? n * (5 * c + 2 * inter + rank) : 0)
+            let grads = a.take(train ? n * (5 * c + inter + rank) : 0)
             return (layers, scratch, attentionScratch, dropped, grads)
         }
         let (acts, scratch, attentionScratch, dropped, gradScratch) = plan
@@ -285,7 +285,7 @@ public final class BertModel: Backbone, TrainableBackbone {
         var g = s.grads
         func take(_ count: Int) -> UnsafeMutablePointer<Float> { defer { g += count }; return g }
         let dx = take(n * c), dy = take(n * c), dq = take(n * c), dk = take(n * c), dv = take(n * c)
-        let dh = take(n * inter), dact = take(n * inter), du = take(n * rank)
+        let dh = take(n * inter), du = take(n * rank)
         dx.update(from: dHidden, count: n * c)
         var context = s.lora
         let (hiddenP, attentionP) = backboneDropout(s.lora)
@@ -295,10 +295,10 @@ public final class BertModel: Backbone, TrainableBackbone {
                 let layer = layers[li], t = s.layers[li]
                 let slots = Self.moduleNames.map { context.adapter.slot("encoder.layer.\(li).\($0)") }
                 func linearBack(_ m: Int, dinp: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>,
-                                weight: Tensor, inF: Int, outF: Int, accumulate: Bool) {
+                                weight: Tensor, inF: Int, outF: Int, accumulate: Bool, slope: UnsafePointer<Float>? = nil) {
                     adaptedLinearBackward(dinp: dinp, dout: dout, inp: inp, weight: weight.pointer, n: n, inFeatures: inF,
                                           outFeatures: outF, accumulate: accumulate, slot: slots[m], context: context,
-                                          u: t.loraU[m], du: du, dropped: s.dropped)
+                                          u: t.loraU[m], du: du, dropped: s.dropped, slope: slope)
                 }
                 // MLP block: dx = dL/dxOut → dy = dL/dy2, then dy += the MLP's input gradient: dy = dL/dx1.
                 layernormBackward(dinp: dy, dout: dx, inp: t.y2, weight: layer.outputNormWeight.pointer, mean: t.mean2,
@@ -310,8 +310,9 @@ public final class BertModel: Backbone, TrainableBackbone {
                     dropoutRows(out: dq, inp: dy, n: n, c: c, p: hiddenP, tokenSeeds: seeds.baseAddress!, site: Self.hiddenSite(li, 1))
                     dDense = UnsafePointer(dq)
                 }
-                linearBack(5, dinp: dact, dout: dDense, inp: t.act, weight: layer.output, inF: inter, outF: c, accumulate: false)
-                multiplySlope(dinp: dh, dout: dact, slope: t.hPre, count: n * inter)  // hPre holds f'(x) in training
+                // dh = dL/dhPre: through the activation's slope (hPre holds f'(x) in training).
+                linearBack(5, dinp: dh, dout: dDense, inp: t.act, weight: layer.output, inF: inter, outF: c, accumulate: false,
+                           slope: t.hPre)
                 linearBack(4, dinp: dy, dout: dh, inp: t.x1, weight: layer.intermediate, inF: c, outF: inter, accumulate: true)
                 // Attention block: dy = dL/dx1 → dx = dL/dy1, the residual's share of dL/dxIn; the
                 // projections' input gradients accumulate onto it.

@@ -210,22 +210,30 @@ public func adaptedLinearForward(
 
 /// Backward of `adaptedLinearForward`: dinp (+)= dout·W plus the LoRA path, whose weight
 /// gradients accumulate into the adapter. With dinp nil (the first block, whose input comes from
-/// frozen embeddings) only the adapter's gradients are computed.
+/// frozen embeddings) only the adapter's gradients are computed. With `slope` (N, in: the kept
+/// derivative of the activation whose output this linear read; not with `accumulate`) dinp is the
+/// gradient through that activation, dinp = (dout·W + LoRA's term) ⊙ slope.
 public func adaptedLinearBackward(
     dinp: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
     n: Int, inFeatures: Int, outFeatures: Int, accumulate: Bool, slot: LoRASlot?, context: LoRAContext,
-    u: UnsafePointer<Float>, du: UnsafeMutablePointer<Float>, dropped: UnsafeMutablePointer<Float>
+    u: UnsafePointer<Float>, du: UnsafeMutablePointer<Float>, dropped: UnsafeMutablePointer<Float>,
+    slope: UnsafePointer<Float>? = nil
 ) {
     if let dinp, let slot, GEMMKernel.fusesLowRank(depth: outFeatures), context.dropout == 0 {
-        // The adapter's gradients and du first, then dout·W + du·A in one GEMM. (With dropout du·A
-        // goes through the mask, so it stays a separate product.)
+        // The adapter's gradients and du first, then dout·W + du·A in one GEMM, through the slope
+        // in its store. (With dropout du·A goes through the mask, so it stays a separate product.)
         loraBackward(dx: nil, dout: dout, x: inp, u: u, n: n, slot: slot, context: context, du: du, dropped: dropped)
         linearBackwardInputPlusLowRank(dinp: dinp, dout: dout, weight: weight, n: n, c: inFeatures, oc: outFeatures,
-                                       accumulate: accumulate, du: du, down: context.adapter.a(slot), rank: slot.rank)
+                                       accumulate: accumulate, du: du, down: context.adapter.a(slot), rank: slot.rank,
+                                       slope: slope)
         return
     }
     if let dinp { linearBackwardInput(dinp: dinp, dout: dout, weight: weight, n: n, c: inFeatures, oc: outFeatures, accumulate: accumulate) }
     if let slot { loraBackward(dx: dinp, dout: dout, x: inp, u: u, n: n, slot: slot, context: context, du: du, dropped: dropped) }
+    if let dinp, let slope {
+        precondition(!accumulate, "a slope multiplies the whole input gradient: no accumulation")
+        multiplySlope(dinp: dinp, dout: dinp, slope: slope, count: n * inFeatures)
+    }
 }
 
 /// Linears that read the same input and write side by side into one (N, ΣOC) buffer, as q/k/v or

@@ -82,6 +82,14 @@ struct OwnGEMMTests {
                 sgemm(m: n, n: c, k: oc, a: dout, lda: oc, b: weight, ldb: c, beta: accumulate ? 1 : 0, c: &plain, ldc: c, kernel: .openblas)
                 sgemm(m: n, n: c, k: rank, a: du, lda: rank, b: down, ldb: c, beta: 1, c: &plain, ldc: c, kernel: .openblas)
                 #expect(maxAbsDifference(fused, plain) <= 1e-5 * Float(oc), "input gradient \(n)×\(c)×\(oc) r \(rank) accumulate \(accumulate)")
+                guard !accumulate else { continue }
+                // Through an activation's slope in the same store: the plain result times the slope.
+                let slope = Self.random(n * c, &rng)
+                var through = start
+                linearBackwardInputPlusLowRank(dinp: &through, dout: dout, weight: weight, n: n, c: c, oc: oc, accumulate: false,
+                                               du: du, down: down, rank: rank, slope: slope)
+                #expect(maxAbsDifference(through, zip(plain, slope).map { $0 * $1 }) <= 1e-5 * Float(oc),
+                        "input gradient through a slope \(n)×\(c)×\(oc) r \(rank)")
             }
         }
     }

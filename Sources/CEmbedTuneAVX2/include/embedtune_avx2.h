@@ -15,12 +15,15 @@ void embedtune_sgemm(bool transB, size_t m, size_t n, size_t k, float alpha, con
                      const float *b, size_t ldb, bool accumulate, const float *bias, float *c, size_t ldc);
 
 /// Two products into the same tiles, C written once:
-/// C = A · op(B) + α₂ · A₂ · op(B₂) + base (base as in embedtune_sgemm). A₂ is (m, k₂), op(B₂)
-/// (k₂, n). For a LoRA-adapted linear: the frozen weight's product plus s · u · Bᵀ (forward), or
-/// dy · W plus du · A (input gradient), with no pass over C for the adapter.
+/// C = (A · op(B) + α₂ · A₂ · op(B₂) + base) ⊙ M (base as in embedtune_sgemm; M, (m, n) with row
+/// stride ldm, only when `mul` is not NULL). A₂ is (m, k₂), op(B₂) (k₂, n). For a LoRA-adapted
+/// linear: the frozen weight's product plus s · u · Bᵀ (forward), or dy · W plus du · A (input
+/// gradient), with no pass over C for the adapter; M is an activation's kept slope, so the input
+/// gradient comes out already through the activation.
 void embedtune_sgemm_sum(bool transB, size_t m, size_t n, size_t k, const float *a, size_t lda, const float *b,
                          size_t ldb, bool transB2, size_t k2, float alpha2, const float *a2, size_t lda2,
-                         const float *b2, size_t ldb2, bool accumulate, const float *bias, float *c, size_t ldc);
+                         const float *b2, size_t ldb2, bool accumulate, const float *bias, float *c, size_t ldc,
+                         const float *mul, size_t ldm);
 
 /// C += α · Aᵀ · B over a long k, A (k, m) with row stride lda, B (k, n) with row stride ldb:
 /// C (m, n) with row stride ldc, or when transposeC, C holds the result transposed ((n, m), row
