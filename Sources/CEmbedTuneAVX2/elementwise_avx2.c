@@ -105,6 +105,44 @@ TARGET void embedtune_add_layernorm_rows(float *out, float *mean, float *rstd, f
     }
 }
 
+TARGET void embedtune_layernorm_backward_rows(float *dinp, const float *dout, const float *inp, const float *weight,
+                                              const float *mean, const float *rstd, size_t rows, size_t c, bool accumulate) {
+    const size_t whole = c / 8 * 8;
+    for (size_t i = 0; i < rows; i++) {
+        const float *x = inp + i * c, *g = dout + i * c;
+        float *dx = dinp + i * c;
+        const float mu = mean[i], r = rstd[i];
+        const __m256 muv = v(mu), rv = v(r);
+        // Σ g·w and Σ g·w·x̂ over the row, x̂ = (x − μ)·r.
+        __m256 sumG = _mm256_setzero_ps(), sumGX = _mm256_setzero_ps();
+        for (size_t j = 0; j < whole; j += 8) {
+            const __m256 gw = _mm256_mul_ps(_mm256_loadu_ps(g + j), _mm256_loadu_ps(weight + j));
+            sumG = _mm256_add_ps(sumG, gw);
+            sumGX = _mm256_fmadd_ps(gw, _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + j), muv), rv), sumGX);
+        }
+        float tg = hsum(sumG), tgx = hsum(sumGX);
+        for (size_t j = whole; j < c; j++) {
+            const float gw = g[j] * weight[j];
+            tg += gw, tgx += gw * (x[j] - mu) * r;
+        }
+        const float mG = tg / (float)c, mGX = tgx / (float)c;
+        // dx (+)= r · (g·w − mean(g·w) − x̂ · mean(g·w·x̂))
+        const __m256 mGv = v(mG), mGXv = v(mGX);
+        size_t j = 0;
+        for (; j < whole; j += 8) {
+            const __m256 xhat = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + j), muv), rv);
+            const __m256 gw = _mm256_mul_ps(_mm256_loadu_ps(g + j), _mm256_loadu_ps(weight + j));
+            __m256 d = _mm256_mul_ps(rv, _mm256_fnmadd_ps(xhat, mGXv, _mm256_sub_ps(gw, mGv)));
+            if (accumulate) d = _mm256_add_ps(_mm256_loadu_ps(dx + j), d);
+            _mm256_storeu_ps(dx + j, d);
+        }
+        for (; j < c; j++) {
+            const float d = r * (g[j] * weight[j] - mG - (x[j] - mu) * r * mGX);
+            dx[j] = accumulate ? dx[j] + d : d;
+        }
+    }
+}
+
 TARGET void embedtune_softmax_rows(float *p, size_t rows, size_t len, bool causal) {
     for (size_t i = 0; i < rows; i++) {
         float *row = p + i * len;
@@ -189,5 +227,7 @@ void embedtune_dropout_row(float *out, const float *inp, size_t count, uint32_t 
 void embedtune_softmax_backward_rows(float *ds, const float *p, size_t rows, size_t len, float scale) { abort(); }
 void embedtune_add_layernorm_rows(float *out, float *mean, float *rstd, float *x, const float *residual,
                                   const float *weight, const float *bias, size_t rows, size_t c, float eps) { abort(); }
+void embedtune_layernorm_backward_rows(float *dinp, const float *dout, const float *inp, const float *weight,
+                                       const float *mean, const float *rstd, size_t rows, size_t c, bool accumulate) { abort(); }
 
 #endif

@@ -46,6 +46,11 @@ public func layernormBackward(
     accumulate: Bool = true
 ) {
     ComputeTeam.current.parallelFor(n, grain: rowGrain(c)) { rows in
+        if GEMMKernel.current == .avx2 {  // the same arithmetic in C with FMA (Swift's SIMD8 has none here)
+            let r0 = rows.lowerBound
+            return embedtune_layernorm_backward_rows(dinp + r0 * c, dout + r0 * c, inp + r0 * c, weight, mean + r0, rstd + r0,
+                                                     rows.count, c, accumulate)
+        }
         for row in rows {
             let x = inp + row * c, g = dout + row * c, dx = dinp + row * c, mu = mean[row], r = rstd[row]
             var sumG = Float8(), sumGX = Float8()

@@ -79,6 +79,11 @@ void embedtune_swiglu_backward(float *dgate, float *dup, const float *dout, cons
 void embedtune_add_layernorm_rows(float *out, float *mean, float *rstd, float *x, const float *residual,
                                   const float *weight, const float *bias, size_t rows, size_t c, float eps);
 
+/// LayerNorm backward over rows of c: dinp (+)= r · (g·w − mean(g·w) − x̂ · mean(g·w·x̂)), x̂ = (x − μ)·r,
+/// g = dout, with each row's mean μ and rstd r from the forward.
+void embedtune_layernorm_backward_rows(float *dinp, const float *dout, const float *inp, const float *weight,
+                                       const float *mean, const float *rstd, size_t rows, size_t c, bool accumulate);
+
 /// Softmax of each of `rows` rows of `len` floats, in place. Causal: row i keeps its first i + 1
 /// entries, the rest become 0; else every entry counts.
 void embedtune_softmax_rows(float *p, size_t rows, size_t len, bool causal);
