@@ -71,11 +71,12 @@ public final class ComputeTeam: @unchecked Sendable {
         for index in 1..<target { startWorker(index) }
     }
 
-    /// Runs `body(worker)` once on each of the `size` threads (worker 0 is the caller) and returns
-    /// when all have finished.
+    /// Runs `body(worker)` once for each worker index 0..<size, each on its own thread (worker 0 is
+    /// the caller), and returns when all have finished. A nested or concurrent caller, finding the
+    /// team busy, runs every index itself, one after the other.
     public func run(_ body: (Int) -> Void) {
         guard size > 1, busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
-            body(0)
+            for worker in 0..<size { body(worker) }
             return
         }
         withoutActuallyEscaping(body) { escapable in

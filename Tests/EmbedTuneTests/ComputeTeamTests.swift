@@ -50,6 +50,14 @@ struct ComputeTeamTests {
                 var items = [Int](repeating: 0, count: count)
                 items.withUnsafeMutableBufferPointer { h in team.parallelItems(count) { i, _ in h[i] += 1 } }
                 #expect(items.allSatisfy { $0 == 1 }, "size \(size), count \(count)")
+                // A loop nested in another finds the team busy and runs inline: still every index once.
+                var nested = [Int](repeating: 0, count: 2 * count)
+                nested.withUnsafeMutableBufferPointer { h in
+                    team.parallelFor(2, grain: 1) { outer in
+                        for o in outer { team.parallelFor(count, grain: 16) { range in for i in range { h[o * count + i] += 1 } } }
+                    }
+                }
+                #expect(nested.allSatisfy { $0 == 1 }, "nested, size \(size), count \(count)")
             }
         }
     }
