@@ -105,6 +105,54 @@ TARGET void embedtune_add_layernorm_rows(float *out, float *mean, float *rstd, f
     }
 }
 
+TARGET void embedtune_rmsnorm_rows(float *out, float *rstd, const float *x, const float *weight, size_t rows, size_t c,
+                                   float eps) {
+    const size_t whole = c / 8 * 8;
+    for (size_t i = 0; i < rows; i++) {
+        const float *row = x + i * c;
+        float *o = out + i * c;
+        __m256 acc = _mm256_setzero_ps();
+        for (size_t j = 0; j < whole; j += 8) {
+            const __m256 xv = _mm256_loadu_ps(row + j);
+            acc = _mm256_fmadd_ps(xv, xv, acc);
+        }
+        float squares = hsum(acc);
+        for (size_t j = whole; j < c; j++) squares += row[j] * row[j];
+        const float r = 1.0f / sqrtf(squares / (float)c + eps);
+        if (rstd) rstd[i] = r;
+        const __m256 rv = v(r);
+        size_t j = 0;  // out may alias x: each value is read before it is written
+        for (; j < whole; j += 8)
+            _mm256_storeu_ps(o + j, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(row + j), rv), _mm256_loadu_ps(weight + j)));
+        for (; j < c; j++) o[j] = row[j] * r * weight[j];
+    }
+}
+
+TARGET void embedtune_rmsnorm_backward_rows(float *dinp, const float *dout, const float *x, const float *weight,
+                                            const float *rstd, size_t rows, size_t c) {
+    const size_t whole = c / 8 * 8;
+    for (size_t i = 0; i < rows; i++) {
+        const float *xr = x + i * c, *g = dout + i * c;
+        float *dx = dinp + i * c;
+        const float r = rstd[i];
+        // m = r · mean(w·g·x); dx += r · (w·g − x · r · m)
+        __m256 acc = _mm256_setzero_ps();
+        for (size_t j = 0; j < whole; j += 8)
+            acc = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(weight + j), _mm256_loadu_ps(g + j)), _mm256_loadu_ps(xr + j), acc);
+        float total = hsum(acc);
+        for (size_t j = whole; j < c; j++) total += weight[j] * g[j] * xr[j];
+        const float m = total * r / (float)c;
+        const __m256 rv = v(r), rm = v(r * m);
+        size_t j = 0;
+        for (; j < whole; j += 8) {
+            const __m256 wg = _mm256_mul_ps(_mm256_loadu_ps(weight + j), _mm256_loadu_ps(g + j));
+            const __m256 d = _mm256_mul_ps(rv, _mm256_fnmadd_ps(_mm256_loadu_ps(xr + j), rm, wg));
+            _mm256_storeu_ps(dx + j, _mm256_add_ps(_mm256_loadu_ps(dx + j), d));
+        }
+        for (; j < c; j++) dx[j] += r * (weight[j] * g[j] - xr[j] * r * m);
+    }
+}
+
 TARGET void embedtune_layernorm_backward_rows(float *dinp, const float *dout, const float *inp, const float *weight,
                                               const float *mean, const float *rstd, size_t rows, size_t c, bool accumulate) {
     const size_t whole = c / 8 * 8;
@@ -229,5 +277,9 @@ void embedtune_add_layernorm_rows(float *out, float *mean, float *rstd, float *x
                                   const float *weight, const float *bias, size_t rows, size_t c, float eps) { abort(); }
 void embedtune_layernorm_backward_rows(float *dinp, const float *dout, const float *inp, const float *weight,
                                        const float *mean, const float *rstd, size_t rows, size_t c, bool accumulate) { abort(); }
+void embedtune_rmsnorm_rows(float *out, float *rstd, const float *x, const float *weight, size_t rows, size_t c,
+                            float eps) { abort(); }
+void embedtune_rmsnorm_backward_rows(float *dinp, const float *dout, const float *x, const float *weight,
+                                     const float *rstd, size_t rows, size_t c) { abort(); }
 
 #endif

@@ -22,6 +22,10 @@ public func rmsnormBackward(
     weight: UnsafePointer<Float>, rstd: UnsafePointer<Float>, n: Int, c: Int
 ) {
     ComputeTeam.current.parallelFor(n, grain: rowGrain(c)) { rows in
+        if GEMMKernel.current == .avx2 {  // the same arithmetic in C with FMA
+            let r0 = rows.lowerBound
+            return embedtune_rmsnorm_backward_rows(dinp + r0 * c, dout + r0 * c, inp + r0 * c, weight, rstd + r0, rows.count, c)
+        }
         for row in rows {
             let x = inp + row * c, g = dout + row * c, dx = dinp + row * c, r = rstd[row]
             var acc = Float8()

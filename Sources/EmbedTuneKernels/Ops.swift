@@ -15,6 +15,10 @@ public func rmsnormForward(
     inp: UnsafePointer<Float>, weight: UnsafePointer<Float>, n: Int, c: Int, eps: Float
 ) {
     ComputeTeam.current.parallelFor(n, grain: rowGrain(c)) { rows in
+        if GEMMKernel.current == .avx2 {  // the same arithmetic in C with FMA
+            let r0 = rows.lowerBound
+            return embedtune_rmsnorm_rows(out + r0 * c, rstd.map { $0 + r0 }, inp + r0 * c, weight, rows.count, c, eps)
+        }
         for row in rows {
             let x = inp + row * c, o = out + row * c
             let r = 1 / (dot8(x, x, c) / Float(c) + eps).squareRoot()

@@ -226,6 +226,33 @@ struct OwnGEMMTests {
         }
     }
 
+    @Test("RMSNorm and its backward match double precision, tails included")
+    func rmsnormMatchesDouble() {
+        var rng = SeededGenerator(seed: 31)
+        for c in [5, 8, 19, 128, 1024] {
+            let rows = 7
+            let x = Self.random(rows * c, &rng).map { $0 * 3 }, weight = Self.random(c, &rng), g = Self.random(rows * c, &rng)
+            let start = Self.random(rows * c, &rng)
+            var out = [Float](repeating: 0, count: rows * c), rstd = [Float](repeating: 0, count: rows), dx = start
+            rmsnormForward(out: &out, rstd: &rstd, inp: x, weight: weight, n: rows, c: c, eps: 1e-6)
+            rmsnormBackward(dinp: &dx, dout: g, inp: x, weight: weight, rstd: rstd, n: rows, c: c)
+            var worst = 0.0
+            for i in 0..<rows {
+                let row = (0..<c).map { Double(x[i * c + $0]) }, gr = (0..<c).map { Double(g[i * c + $0]) }
+                let r = 1 / (row.map { $0 * $0 }.reduce(0, +) / Double(c) + 1e-6).squareRoot()
+                worst = max(worst, abs(Double(rstd[i]) - r) / r)
+                // y_j = x_j·r·w_j, so dL/dx_k = r·w_k·g_k − x_k·r³·Σ_j w_j·g_j·x_j / c
+                let m = (0..<c).reduce(0.0) { $0 + Double(weight[$1]) * gr[$1] * row[$1] } / Double(c)
+                for j in 0..<c {
+                    worst = max(worst, abs(Double(out[i * c + j]) - row[j] * r * Double(weight[j])))
+                    let grad = r * Double(weight[j]) * gr[j] - row[j] * r * r * r * m
+                    worst = max(worst, abs(Double(dx[i * c + j]) - (Double(start[i * c + j]) + grad)))
+                }
+            }
+            #expect(worst < 3e-6, "c \(c): max |Δ| \(worst) on \(GEMMKernel.current)")
+        }
+    }
+
     @Test("row-wise SwiGLU and its gradients match double precision, tails included")
     func swigluMatchesDouble() {
         var rng = SeededGenerator(seed: 13)

@@ -84,6 +84,15 @@ void embedtune_add_layernorm_rows(float *out, float *mean, float *rstd, float *x
 void embedtune_layernorm_backward_rows(float *dinp, const float *dout, const float *inp, const float *weight,
                                        const float *mean, const float *rstd, size_t rows, size_t c, bool accumulate);
 
+/// RMSNorm over rows of c: out = x · r · w, r = 1 / √(mean(x²) + eps) kept in rstd (may be NULL).
+/// out may alias x.
+void embedtune_rmsnorm_rows(float *out, float *rstd, const float *x, const float *weight, size_t rows, size_t c,
+                            float eps);
+
+/// Its backward, accumulating: dinp += r · (w·g − x · r · m), m = r · mean(w·g·x), g = dout.
+void embedtune_rmsnorm_backward_rows(float *dinp, const float *dout, const float *x, const float *weight,
+                                     const float *rstd, size_t rows, size_t c);
+
 /// Softmax of each of `rows` rows of `len` floats, in place. Causal: row i keeps its first i + 1
 /// entries, the rest become 0; else every entry counts.
 void embedtune_softmax_rows(float *p, size_t rows, size_t len, bool causal);
