@@ -19,7 +19,9 @@ public final class FloatBuffer: @unchecked Sendable {
             // them and the attention gathers hop a row (1.5–4 KB) at a time, so with 4 KB pages
             // nearly every few rows cost a TLB miss.
             raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: FloatBuffer.hugePageBytes)
+            #if os(Linux)
             _ = madvise(raw, bytes, MADV_HUGEPAGE)
+            #endif
         } else {
             raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
         }
