@@ -219,6 +219,7 @@ public func adaptedLinearBackward(
     u: UnsafePointer<Float>, du: UnsafeMutablePointer<Float>, dropped: UnsafeMutablePointer<Float>,
     slope: UnsafePointer<Float>? = nil
 ) {
+    precondition(slope == nil || !accumulate, "a slope multiplies the whole input gradient: no accumulation")
     if let dinp, let slot, GEMMKernel.fusesLowRank(depth: outFeatures), context.dropout == 0 {
         // The adapter's gradients and du first, then dout·W + du·A in one GEMM, through the slope
         // in its store. (With dropout du·A goes through the mask, so it stays a separate product.)
@@ -230,10 +231,7 @@ public func adaptedLinearBackward(
     }
     if let dinp { linearBackwardInput(dinp: dinp, dout: dout, weight: weight, n: n, c: inFeatures, oc: outFeatures, accumulate: accumulate) }
     if let slot { loraBackward(dx: dinp, dout: dout, x: inp, u: u, n: n, slot: slot, context: context, du: du, dropped: dropped) }
-    if let dinp, let slope {
-        precondition(!accumulate, "a slope multiplies the whole input gradient: no accumulation")
-        multiplySlope(dinp: dinp, dout: dinp, slope: slope, count: n * inFeatures)
-    }
+    if let dinp, let slope { multiplySlope(dinp: dinp, dout: dinp, slope: slope, count: n * inFeatures) }
 }
 
 /// Linears that read the same input and write side by side into one (N, ΣOC) buffer, as q/k/v or

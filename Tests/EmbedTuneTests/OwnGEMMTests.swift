@@ -191,7 +191,8 @@ struct OwnGEMMTests {
                 }
                 probBase += heads * t * t
             }
-            #expect(worst < 3e-6, "\(label): max |Δ| \(worst) on \(GEMMKernel.current)")
+            // Dropout's 1/(1 − p) scales the output's rounding; without it the earlier bound holds.
+            #expect(worst < (dropping ? 3e-6 : 2e-6), "\(label): max |Δ| \(worst) on \(GEMMKernel.current)")
         }
     }
 
