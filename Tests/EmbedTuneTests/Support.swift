@@ -24,12 +24,27 @@ enum Paths {
         return repository.appendingPathComponent(".build/release/embedtune")
     }
 
+    /// A fresh scratch directory under the test process's own root, which goes away when the
+    /// process exits (`EMBEDTUNE_KEEP_TEST_FILES=1` keeps it to look at after a failure).
     static func temporaryDirectory() throws -> URL {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("embedtune-tests-\(UUID().uuidString)")
+        let url = scratchRoot.appendingPathComponent(UUID().uuidString)
         try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
         return url
     }
+
+    private static let scratchRoot: URL = {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("embedtune-tests-\(getpid())")
+        try? FileManager.default.removeItem(at: root)  // a dead process's, if the pid came round again
+        scratchRootToRemove = root.path
+        if ProcessInfo.processInfo.environment["EMBEDTUNE_KEEP_TEST_FILES"] != "1" {
+            atexit { if let path = scratchRootToRemove { try? FileManager.default.removeItem(atPath: path) } }
+        }
+        return root
+    }()
 }
+
+/// Read by the `atexit` hook above, which cannot capture.
+private var scratchRootToRemove: String?
 
 struct CommandResult {
     let status: Int32
