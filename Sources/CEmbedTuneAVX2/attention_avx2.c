@@ -65,13 +65,19 @@ INLINE void gather_rows(float *dst, const float *src, size_t ld, size_t t, size_
 }
 
 // Kᵀ-style panels: panel j holds rows 16j ..< 16j + 16 of src (t, d) as d rows of 16, zero past t.
+// Eight rows by eight columns at a time, transposed in registers: element by element, with
+// stores 64 bytes apart, this pack was ~3% of either fused kernel's samples.
 INLINE void pack_transposed(float *dst, const float *src, size_t ld, size_t t, size_t d, size_t width) {
-    for (size_t j0 = 0; j0 < width; j0 += NR) {
-        float *panel = dst + j0 * d;
-        for (size_t jj = 0; jj < NR; jj++) {
+    for (size_t j0 = 0; j0 < width; j0 += 8) {
+        float *panel = dst + j0 / NR * NR * d + j0 % NR;
+        for (size_t jj = 0; jj < 8; jj++)
             if (j0 + jj + AHEAD < t) prefetch_row(src + (j0 + jj + AHEAD) * ld, d);
-            const float *row = j0 + jj < t ? src + (j0 + jj) * ld : NULL;
-            for (size_t p = 0; p < d; p++) panel[p * NR + jj] = row ? row[p] : 0;
+        for (size_t p = 0; p < d; p += 8) {
+            __m256 r[8];
+            for (size_t jj = 0; jj < 8; jj++)
+                r[jj] = j0 + jj < t ? _mm256_loadu_ps(src + (j0 + jj) * ld + p) : _mm256_setzero_ps();
+            transpose8(r);
+            for (size_t i = 0; i < 8; i++) _mm256_storeu_ps(panel + (p + i) * NR, r[i]);
         }
     }
 }
