@@ -248,18 +248,44 @@ INLINE __m256i fmix32(__m256i h) {
     return _mm256_xor_si256(h, _mm256_srli_epi32(h, 16));
 }
 
-TARGET void embedtune_dropout_row(float *out, const float *inp, size_t count, uint32_t threshold, float scale, uint64_t base) {
-    const __m256i lo = _mm256_set1_epi32((int)(uint32_t)base), hi = _mm256_set1_epi32((int)(uint32_t)(base >> 32));
+// One row's dropout mask, eight elements at a time: all ones where element j is dropped.
+typedef struct {
+    __m256i lo, hi, sign, limit, golden, step;
+} RowMask;
+
+INLINE RowMask row_mask(uint32_t threshold, uint64_t base) {
     // h < threshold unsigned, as a signed compare with both sides' sign bits flipped.
-    const __m256i sign = _mm256_set1_epi32((int)0x80000000), limit = _mm256_set1_epi32((int)(threshold ^ 0x80000000u));
-    const __m256i golden = _mm256_set1_epi32((int)0x9E3779B1), step = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const RowMask m = {_mm256_set1_epi32((int)(uint32_t)base), _mm256_set1_epi32((int)(uint32_t)(base >> 32)),
+                       _mm256_set1_epi32((int)0x80000000), _mm256_set1_epi32((int)(threshold ^ 0x80000000u)),
+                       _mm256_set1_epi32((int)0x9E3779B1), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)};
+    return m;
+}
+
+INLINE __m256 dropped_at(const RowMask *m, size_t j) {
+    const __m256i index = _mm256_add_epi32(m->step, _mm256_set1_epi32((int)(uint32_t)j));
+    const __m256i h = fmix32(_mm256_xor_si256(fmix32(_mm256_add_epi32(m->lo, _mm256_mullo_epi32(index, m->golden))), m->hi));
+    return _mm256_castsi256_ps(_mm256_cmpgt_epi32(m->limit, _mm256_xor_si256(h, m->sign)));
+}
+
+TARGET void embedtune_dropout_row(float *out, const float *inp, size_t count, uint32_t threshold, float scale, uint64_t base) {
+    const RowMask m = row_mask(threshold, base);
     const __m256 s = v(scale);
     for (size_t j = 0; j < count; j += 8) {
         const Lanes l = lanes_left(count - j);
-        const __m256i index = _mm256_add_epi32(step, _mm256_set1_epi32((int)(uint32_t)j));
-        const __m256i h = fmix32(_mm256_xor_si256(fmix32(_mm256_add_epi32(lo, _mm256_mullo_epi32(index, golden))), hi));
-        const __m256i dropped = _mm256_cmpgt_epi32(limit, _mm256_xor_si256(h, sign));
-        save(out + j, _mm256_andnot_ps(_mm256_castsi256_ps(dropped), _mm256_mul_ps(load(inp + j, l), s)), l);
+        save(out + j, _mm256_andnot_ps(dropped_at(&m, j), _mm256_mul_ps(load(inp + j, l), s)), l);
+    }
+}
+
+TARGET void embedtune_lowrank_dropout_add_row(float *dx, const float *du, size_t rank, const float *a, size_t cols,
+                                              uint32_t threshold, float scale, uint64_t base) {
+    const RowMask m = row_mask(threshold, base);
+    const __m256 s = v(scale);
+    for (size_t j = 0; j < cols; j += 8) {
+        const Lanes l = lanes_left(cols - j);
+        // Σ_r du[r]·A[r][j..], r in order from zero: the rank-deep GEMM's sums, bit for bit.
+        __m256 acc = _mm256_setzero_ps();
+        for (size_t r = 0; r < rank; r++) acc = _mm256_fmadd_ps(_mm256_broadcast_ss(du + r), load(a + r * cols + j, l), acc);
+        save(dx + j, _mm256_add_ps(load(dx + j, l), _mm256_andnot_ps(dropped_at(&m, j), _mm256_mul_ps(acc, s))), l);
     }
 }
 
@@ -272,6 +298,8 @@ void embedtune_gelu(float *out, const float *x, size_t count) { abort(); }
 void embedtune_gelu_slope(float *out, float *x, size_t count) { abort(); }
 void embedtune_softmax_rows(float *p, size_t rows, size_t len, bool causal) { abort(); }
 void embedtune_dropout_row(float *out, const float *inp, size_t count, uint32_t threshold, float scale, uint64_t base) { abort(); }
+void embedtune_lowrank_dropout_add_row(float *dx, const float *du, size_t rank, const float *a, size_t cols,
+                                       uint32_t threshold, float scale, uint64_t base) { abort(); }
 void embedtune_softmax_backward_rows(float *ds, const float *p, size_t rows, size_t len, float scale) { abort(); }
 void embedtune_add_layernorm_rows(float *out, float *mean, float *rstd, float *x, const float *residual,
                                   const float *weight, const float *bias, size_t rows, size_t c, float eps) { abort(); }

@@ -66,6 +66,29 @@ public func dropoutRows(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Flo
     }
 }
 
+/// dx += dropout(du · A): a LoRA input gradient through its dropout mask (the masks of `dropoutRows`
+/// with the same seeds and site). du is (N, r), A (r, C), dx (N, C). On AVX2 CPUs each row's du·A
+/// is summed, masked and added in registers; otherwise du·A goes through `scratch` (N, C), masked
+/// and added in three passes — the fused row was written to remove those passes' memory traffic.
+public func addLowRankThroughDropout(dx: UnsafeMutablePointer<Float>, du: UnsafePointer<Float>, rank: Int,
+                                     a: UnsafePointer<Float>, n: Int, c: Int, p: Float,
+                                     tokenSeeds: UnsafePointer<UInt64>, site: UInt64,
+                                     scratch: UnsafeMutablePointer<Float>) {
+    guard GEMMKernel.current == .avx2 else {
+        sgemm(m: n, n: c, k: rank, a: du, lda: rank, b: a, ldb: c, c: scratch, ldc: c)
+        dropoutRows(out: scratch, inp: scratch, n: n, c: c, p: p, tokenSeeds: tokenSeeds, site: site)
+        addInPlace(dx, scratch, count: n * c)
+        return
+    }
+    let limit = dropoutLimit(p), scale = 1 / (1 - p)
+    ComputeTeam.current.parallelFor(n, grain: 16) { tokens in
+        for t in tokens {
+            embedtune_lowrank_dropout_add_row(dx + t * c, du + t * rank, rank, a, c, limit, scale,
+                                              dropoutBase(tokenSeed: tokenSeeds[t], site: site))
+        }
+    }
+}
+
 /// Dropout on attention probabilities: row i of head h in a sequence is masked with the base of
 /// the row's query token and site + h.
 public struct AttentionDropout {

@@ -165,13 +165,9 @@ public func loraBackward(dx: UnsafeMutablePointer<Float>?, dout: UnsafePointer<F
           c: adapter.gradA(s), ldc: s.inFeatures)
     guard let dx else { return }
     if dropping {
-        // d(dropped) = du·A, then through the same mask: d x = mask ⊙ d(dropped) / keep.
-        sgemm(m: n, n: s.inFeatures, k: s.rank, a: du, lda: s.rank, b: adapter.a(s), ldb: s.inFeatures, c: dropped,
-              ldc: s.inFeatures)
-        // The same mask and 1/keep scale, applied to the gradient.
-        dropoutRows(out: dropped, inp: dropped, n: n, c: s.inFeatures, p: context.dropout,
-                       tokenSeeds: context.tokenSeeds!, site: s.site)
-        addInPlace(dx, dropped, count: n * s.inFeatures)
+        // d(dropped) = du·A, through the same mask: dx += mask ⊙ du·A / keep.
+        addLowRankThroughDropout(dx: dx, du: du, rank: s.rank, a: adapter.a(s), n: n, c: s.inFeatures, p: context.dropout,
+                                 tokenSeeds: context.tokenSeeds!, site: s.site, scratch: dropped)
     } else {
         sgemm(m: n, n: s.inFeatures, k: s.rank, a: du, lda: s.rank, b: adapter.a(s), ldb: s.inFeatures, beta: 1, c: dx,
               ldc: s.inFeatures)

@@ -132,4 +132,38 @@ struct DropoutMaskTests {
             }
         }
     }
+
+    @Test("a low-rank input gradient through dropout equals du·A masked and added, bit for bit on AVX2",
+          arguments: [(5, 1, 1), (37, 8, 384), (19, 8, 1536), (11, 4, 13), (3, 16, 100)])
+    func lowRankThroughDropout(n: Int, rank: Int, c: Int) {
+        let p: Float = 0.25, site: UInt64 = 9
+        let du = (0..<(n * rank)).map { Float(($0 * 37) % 23) * 0.07 - 0.8 }
+        let a = (0..<(rank * c)).map { Float(($0 * 53) % 29) * 0.05 - 0.7 }
+        let seeds: [UInt64] = (0..<n).map { mix64(UInt64($0) &+ 5) }
+        let start = (0..<(n * c)).map { Float($0 % 17) * 0.1 }
+        var fused = start, scratch = [Float](repeating: 0, count: n * c)
+        addLowRankThroughDropout(dx: &fused, du: du, rank: rank, a: a, n: n, c: c, p: p, tokenSeeds: seeds, site: site,
+                                 scratch: &scratch)
+        // The three passes: du·A with the kernel in use, the same masks, the add.
+        var product = [Float](repeating: 0, count: n * c), expected = start
+        sgemm(m: n, n: c, k: rank, a: du, lda: rank, b: a, ldb: c, c: &product, ldc: c)
+        dropoutRows(out: &product, inp: product, n: n, c: c, p: p, tokenSeeds: seeds, site: site)
+        for i in expected.indices { expected[i] += product[i] }
+        if GEMMKernel.current == .avx2 {
+            #expect(fused.map(\.bitPattern) == expected.map(\.bitPattern))
+        }
+        // And against double precision with the masks read off the Swift kernel.
+        var mask = [Float](repeating: 1, count: n * c)
+        dropoutRows(out: &mask, inp: mask, n: n, c: c, p: p, tokenSeeds: seeds, site: site)
+        var worst = 0.0
+        for t in 0..<n {
+            for j in 0..<c {
+                var sum = 0.0
+                for r in 0..<rank { sum += Double(du[t * rank + r]) * Double(a[r * c + j]) }
+                let want = Double(start[t * c + j]) + sum * Double(mask[t * c + j])
+                worst = max(worst, abs(Double(fused[t * c + j]) - want))
+            }
+        }
+        #expect(worst < 1e-5, "max |error| \(worst)")
+    }
 }

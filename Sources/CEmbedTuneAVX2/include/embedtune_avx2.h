@@ -104,3 +104,9 @@ void embedtune_softmax_backward_rows(float *ds, const float *p, size_t rows, siz
 /// fmix32(fmix32(lo(base) + j·0x9E3779B1) ^ hi(base)) < threshold, else inp[j]·scale. out may
 /// alias inp.
 void embedtune_dropout_row(float *out, const float *inp, size_t count, uint32_t threshold, float scale, uint64_t base);
+
+/// One row of a LoRA input gradient through its dropout mask, without materialising du·A:
+/// dx += dropout(du · A), the mask of `embedtune_dropout_row` with the same base. du is the row's
+/// (rank) bottleneck gradient, A (rank, cols) with contiguous rows.
+void embedtune_lowrank_dropout_add_row(float *dx, const float *du, size_t rank, const float *a, size_t cols,
+                                       uint32_t threshold, float scale, uint64_t base);
