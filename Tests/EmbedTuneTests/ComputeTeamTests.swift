@@ -152,7 +152,7 @@ struct DropoutMaskTests {
         if GEMMKernel.current == .avx2 {
             #expect(fused.map(\.bitPattern) == expected.map(\.bitPattern))
         }
-        // And against double precision with the masks read off the Swift kernel.
+        // And against double precision, with the masks read off `dropoutRows` applied to ones.
         var mask = [Float](repeating: 1, count: n * c)
         dropoutRows(out: &mask, inp: mask, n: n, c: c, p: p, tokenSeeds: seeds, site: site)
         var worst = 0.0
