@@ -18,9 +18,12 @@ public enum TrainingEvent {
 public struct StepLog: Codable {
     public var step: Int, epoch: Double, loss: Double, lr: Float, tau: Float
     public var gradNorm: Float, msPerStep: Double, tokensPerSecond: Double, examples: Int
+    /// Share of the step rank 0 spent inside MPI calls, waiting for the other ranks included
+    /// (nil on one process).
+    public var mpiFraction: Double?
     enum CodingKeys: String, CodingKey {
         case step, epoch, loss, lr, tau, examples
-        case gradNorm = "grad_norm", msPerStep = "ms_per_step", tokensPerSecond = "tokens_per_s"
+        case gradNorm = "grad_norm", msPerStep = "ms_per_step", tokensPerSecond = "tokens_per_s", mpiFraction = "mpi_fraction"
     }
 }
 
@@ -168,6 +171,27 @@ public final class Trainer {
         return out
     }
 
+    /// Positions in global micro-batch `micro` (triples `global`) that this rank embeds: with the
+    /// gather on and `balance_ranks`, dealt out by estimated cost (`RankBalance`); otherwise the
+    /// rank's contiguous slice.
+    func rankRows(_ global: [Int], epoch: Int) -> [Int] {
+        let size = communicator.size, rank = communicator.rank, per = global.count / size
+        guard size > 1, options.balanceRanks, options.gatherAcrossRanks else { return Array((rank * per)..<((rank + 1) * per)) }
+        let costs = global.map { index in rowTexts(train[index], index: index, epoch: epoch).reduce(0) { $0 + costModel.cost($1) } }
+        return RankBalance.slices(costs: costs, ranks: size)[rank]
+    }
+
+    /// Measured on the first 64 training rows, the same on every rank.
+    lazy var costModel: TokenCostModel = {
+        let sample = train.prefix(64).flatMap { [queryPrefix + $0.query, documentPrefix + $0.positive] }
+        let linears = model.linearLayers
+        // Blocks: the distinct layer numbers in the linears' module paths ("encoder.layer.3.…", "layers.27.…").
+        let layers = Set(linears.compactMap { $0.module.split(separator: ".").first { $0.allSatisfy(\.isNumber) } }).count
+        return TokenCostModel(sample: sample, tokenizer: embedder.tokenizer, maxLength: options.maxLength,
+                              linearParameters: linears.reduce(0) { $0 + $1.inFeatures * $1.outFeatures }, layers: layers,
+                              hiddenSize: model.hiddenSize)
+    }()
+
     // MARK: one contrastive micro-batch
 
     struct LocalTexts {
@@ -178,16 +202,22 @@ public final class Trainer {
         var tokens: Int { ids.reduce(0) { $0 + $1.count } }
     }
 
-    /// This rank's texts of a micro-batch: per triple, query, positive, then negatives.
-    func localTexts(_ triples: [Triplet], indices: [Int], micro: Int, epoch: Int, firstGlobalRow: Int) -> LocalTexts {
+    /// A triple's texts as embedded: prompted query, positive, then its fixed negatives.
+    func rowTexts(_ t: Triplet, index: Int, epoch: Int) -> [String] {
+        let q = t.instruction.map(Embedder.instructionPrefix) ?? queryPrefix
+        return [q + t.query, documentPrefix + t.positive] + fixedNegatives(t, index: index, epoch: epoch).map { documentPrefix + $0 }
+    }
+
+    /// This rank's texts of a micro-batch: per triple, query, positive, then negatives. `globalRows`
+    /// are the triples' positions in the global micro-batch, which seed their dropout masks: a row
+    /// gets the same masks whichever rank embeds it.
+    func localTexts(_ triples: [Triplet], indices: [Int], micro: Int, epoch: Int, globalRows: [Int]) -> LocalTexts {
         var texts = [String](), seeds = [UInt64](), keys = [UInt64](), queries = [String]()
         let perRow = 2 + negatives
         for (r, t) in triples.enumerated() {
-            let q = t.instruction.map(Embedder.instructionPrefix) ?? queryPrefix
-            let row = [q + t.query, documentPrefix + t.positive] + fixedNegatives(t, index: indices[r], epoch: epoch).map { documentPrefix + $0 }
-            for (j, text) in row.enumerated() {
+            for (j, text) in rowTexts(t, index: indices[r], epoch: epoch).enumerated() {
                 texts.append(text)
-                seeds.append(mix64(options.seed ^ mix64(UInt64(micro) &* 0x1000_0000 &+ UInt64((firstGlobalRow + r) * perRow + j))))
+                seeds.append(mix64(options.seed ^ mix64(UInt64(micro) &* 0x1000_0000 &+ UInt64(globalRows[r] * perRow + j))))
                 keys.append(fnv1a(text))
             }
             queries.append(t.query)

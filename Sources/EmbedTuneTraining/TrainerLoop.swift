@@ -9,8 +9,7 @@ extension Trainer {
     /// all-reduced). Returns this rank's share of the loss, dL/dlogτ and tokens.
     public func accumulateGradients(step: Int) throws -> (loss: Double, dLogTau: Double, tokens: Int, tau: Float, examples: Int) {
         adapter.zeroGrads()
-        let accum = options.gradientAccumulationSteps, size = communicator.size, rank = communicator.rank
-        let rowsPerRank = globalBatch / size
+        let accum = options.gradientAccumulationSteps, size = communicator.size
         let gather = options.gatherAcrossRanks
         // Without gathering, each rank's loss is local; the objective is their mean.
         let scale = 1 / Float(accum) / Float(gather ? 1 : size)
@@ -19,9 +18,9 @@ extension Trainer {
         for a in 0..<accum {
             let micro = step * accum + a
             let epoch = micro / microBatchesPerEpoch
-            let indices = Array(microBatch(micro)[(rank * rowsPerRank)..<((rank + 1) * rowsPerRank)])
-            let texts = localTexts(indices.map { train[$0] }, indices: indices, micro: micro, epoch: epoch,
-                                   firstGlobalRow: rank * rowsPerRank)
+            let global = microBatch(micro), positions = rankRows(global, epoch: epoch)
+            let indices = positions.map { global[$0] }
+            let texts = localTexts(indices.map { train[$0] }, indices: indices, micro: micro, epoch: epoch, globalRows: positions)
             tokens += texts.tokens
             let chunk = options.gradCacheMiniBatch > 0 ? options.gradCacheMiniBatch : texts.ids.count
             if chunk >= texts.ids.count {
@@ -104,7 +103,7 @@ extension Trainer {
         }
         while step < totalSteps {
             if let stopAfter, step >= stopAfter { break }
-            let t0 = DispatchTime.now().uptimeNanoseconds
+            let t0 = DispatchTime.now().uptimeNanoseconds, mpi0 = communicator.traffic.seconds
             var (loss, dLogTau, tokens, tau, examples) = try accumulateGradients(step: step)
             // One all-reduce per optimiser step: the flat LoRA gradient with three scalars behind it.
             let count = adapter.grads.count
@@ -138,7 +137,8 @@ extension Trainer {
             let ms = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
             let entry = StepLog(step: step, epoch: Double(step * options.gradientAccumulationSteps) / Double(microBatchesPerEpoch),
                                 loss: loss, lr: lr, tau: tau, gradNorm: norm, msPerStep: ms,
-                                tokensPerSecond: Double(tokens) / (ms / 1000), examples: examples)
+                                tokensPerSecond: Double(tokens) / (ms / 1000), examples: examples,
+                                mpiFraction: communicator.size > 1 ? (communicator.traffic.seconds - mpi0) * 1000 / ms : nil)
             try log?.write(entry)
             events(.step(entry))
             if options.evalSteps > 0 && step % options.evalSteps == 0 && !holdout.isEmpty {
@@ -170,7 +170,8 @@ extension Trainer {
         let chunkSize = max(2, globalBatch)
         for start in stride(from: 0, to: rows.count, by: chunkSize) {
             let chunk = Array(rows[start..<min(start + chunkSize, rows.count)])
-            let texts = localTexts(chunk, indices: Array(start..<(start + chunk.count)), micro: -1 & Int.max, epoch: 0, firstGlobalRow: 0)
+            let texts = localTexts(chunk, indices: Array(start..<(start + chunk.count)), micro: -1 & Int.max, epoch: 0,
+                                   globalRows: Array(0..<chunk.count))
             // Each rank embeds its share of the texts; the gather gives every rank all of them.
             let total = texts.ids.count, c = model.hiddenSize
             let step = max(1, options.gradCacheMiniBatch > 0 ? options.gradCacheMiniBatch : 64)

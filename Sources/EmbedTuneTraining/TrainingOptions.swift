@@ -56,6 +56,9 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
     public var documentPrompt: String?
     /// Gather embeddings across ranks so every query sees every rank's documents.
     public var gatherAcrossRanks = true
+    /// With the gather on, deal each global micro-batch's rows out to the ranks by estimated
+    /// tokens, so no rank waits for a longer share (`RankBalance`); off: contiguous slices.
+    public var balanceRanks = true
     /// Other domains' adapters to fuse with this run's adapter on rank 0 at the end (merge --search),
     /// and one dev set (BEIR directory) per domain: this run's first, then one per partner.
     public var fusionAdapters: [String] = []
@@ -88,7 +91,7 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
         case temperatureEnd = "temperature_end", temperatureMin = "temperature_min", temperatureMax = "temperature_max"
         case adaptiveBase = "adaptive_base", adaptiveStep = "adaptive_step", adaptiveFloor = "adaptive_floor"
         case adaptiveTerms = "adaptive_terms", gradCacheMiniBatch = "gradcache_mini_batch", skipBadRows = "skip_bad_rows"
-        case queryPrompt = "query_prompt", documentPrompt = "document_prompt", gatherAcrossRanks = "gather_across_ranks"
+        case queryPrompt = "query_prompt", documentPrompt = "document_prompt", gatherAcrossRanks = "gather_across_ranks", balanceRanks = "balance_ranks"
         case fusionAdapters = "fusion_adapters", fusionDev = "fusion_dev"
         case preserveData = "preserve_data", preserveWeight = "preserve_weight", preserveBatch = "preserve_batch", backboneDropout = "backbone_dropout"
     }

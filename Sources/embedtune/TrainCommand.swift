@@ -56,6 +56,8 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .customLong("include_dd")) var includeDD: Bool?
     @Option(name: .customLong("gradcache_mini_batch"), help: "GradCache chunk in texts (0 = off).") var gradCacheMiniBatch: Int?
     @Option(name: .customLong("gather_across_ranks")) var gatherAcrossRanks: Bool?
+    @Option(name: .customLong("balance_ranks"), help: "Deal each global batch's rows to the ranks by estimated tokens (default true; needs the gather).")
+    var balanceRanks: Bool?
     @Option(name: .customLong("query_prompt"), help: "Prefix for queries (default: the model's \"query\" prompt).") var queryPrompt: String?
     @Option(name: .customLong("document_prompt"), help: "Prefix for documents (default: the model's \"document\" prompt).")
     var documentPrompt: String?
@@ -96,7 +98,8 @@ struct TrainCommand: ParsableCommand {
                 case .started(let s): print("\(bar)train: \(s) (BLAS \(BLASRuntime.coreName) × \(BLASRuntime.threads))")
                 case .step(let s):
                     print(String(format: "%@step %d/%d  loss %.4f  lr %.2e  tau %.4f  |g| %.3f  %.0f ms/step  %.0f tok/s",
-                                 bar, s.step, trainer.totalSteps, s.loss, s.lr, s.tau, s.gradNorm, s.msPerStep, s.tokensPerSecond))
+                                 bar, s.step, trainer.totalSteps, s.loss, s.lr, s.tau, s.gradNorm, s.msPerStep, s.tokensPerSecond)
+                          + (s.mpiFraction.map { String(format: "  MPI %.1f%%", $0 * 100) } ?? ""))
                 case .eval(let e):
                     print(String(format: "%@eval step %d  held-out loss %.4f  margin %.4f  NDCG@10 %.4f  Recall@5 %.4f  MRR@10 %.4f (%d queries, %d documents)",
                                  bar, e.step, e.loss, e.margin, e.ndcg10, e.recall5, e.mrr10, e.rows, e.documents))
@@ -178,7 +181,7 @@ struct TrainCommand: ParsableCommand {
         set(temperatureEnd, \.temperatureEnd); set(useBatch, \.infonce.useBatch); set(maskFakeNegative, \.infonce.maskFakeNegative)
         set(fakeNegativeMargin, \.infonce.fakeNegativeMargin); set(includeQQ, \.infonce.includeQQ)
         set(includeDD, \.infonce.includeDD); set(gradCacheMiniBatch, \.gradCacheMiniBatch)
-        set(gatherAcrossRanks, \.gatherAcrossRanks)
+        set(gatherAcrossRanks, \.gatherAcrossRanks); set(balanceRanks, \.balanceRanks)
         if let preserveData { o.preserveData = preserveData }
         set(preserveWeight, \.preserveWeight); set(preserveBatch, \.preserveBatch)
         if backboneDropout { o.backboneDropout = true }

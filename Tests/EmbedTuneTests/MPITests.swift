@@ -58,6 +58,14 @@ struct MPITests {
         #expect(four.status == 0, "\(four.stderr)")
         #expect(try adapterDistance(tmp.appendingPathComponent("r1"), tmp.appendingPathComponent("r2")) <= 1e-5)
         #expect(try adapterDistance(tmp.appendingPathComponent("r1"), tmp.appendingPathComponent("r4")) <= 1e-5)
+        // Rows dealt to ranks by length (the default) or in contiguous slices: the same adapter.
+        let slices = try runMPI(2, args(data, tmp.appendingPathComponent("r2s"), extra) + ["--balance_ranks", "false"])
+        #expect(slices.status == 0, "\(slices.stderr)")
+        #expect(try adapterDistance(tmp.appendingPathComponent("r1"), tmp.appendingPathComponent("r2s")) <= 1e-5)
+        // Each step logs its share of time in MPI.
+        let log = try String(contentsOf: tmp.appendingPathComponent("r2/train_log.jsonl"), encoding: .utf8)
+        let fractions = log.split(separator: "\n").compactMap { try? JSONValue.parse(Data($0.utf8), file: "train_log.jsonl")["mpi_fraction"]?.double }
+        #expect(fractions.count == 6 && fractions.allSatisfy { $0 >= 0 && $0 <= 1 })
         // Only rank 0 speaks; held-out evaluation (sharded across ranks) prints the same numbers.
         let evalLines = { (s: String) in s.split(separator: "\n").filter { $0.contains("eval step") }.map { $0.split(separator: "]").last! } }
         #expect(evalLines(two.stdout).map { $0.trimmingCharacters(in: .whitespaces) } == evalLines(one.stdout).map { $0.trimmingCharacters(in: .whitespaces) })
