@@ -43,6 +43,9 @@ struct TrainBench: ParsableCommand {
     @Option(name: .customLong("lora-dropout")) var loraDropout = 0.0
     @Flag(name: .customLong("backbone-dropout"), help: "Also the backbone's own dropout (BERT hidden/attention), as PyTorch's train mode.")
     var backboneDropout = false
+    @Option(help: "Train on this triplets file (any format train reads) instead of the synthetic rows.") var dataset: String?
+    @Option(name: .customLong("balance-ranks"), help: "Comma-separated: true (triples dealt to ranks by length), false (contiguous slices), or both.")
+    var balanceRanks = "true"
     @Option(help: "Write results as JSON here.") var json: String?
     @Option(name: .customLong("write-data"), help: "Only write the synthetic JSONL the bench trains on here (--rows rows) and exit.")
     var writeData: String?
@@ -62,13 +65,18 @@ struct TrainBench: ParsableCommand {
             let cores = ProcessInfo.processInfo.activeProcessorCount
             let peakBefore = gemmPeakGFLOPs(threads: cores)
             var rows: [[String: Any]] = []
-            let configs = ranks.split(separator: ",").compactMap { Int($0) }.flatMap { r in
-                gradcache.split(separator: ",").compactMap { Int($0) }.map { (r, $0) }
+            let balances = try balanceRanks.split(separator: ",").map { b -> Bool in
+                guard let value = Bool(String(b)) else { throw CLIError("--balance-ranks: \"\(b)\" is not true or false") }
+                return value
             }
-            for (worldSize, mini) in configs {
+            let configs = ranks.split(separator: ",").compactMap { Int($0) }.flatMap { r in
+                gradcache.split(separator: ",").compactMap { Int($0) }.flatMap { g in balances.map { (r, g, $0) } }
+            }
+            for (worldSize, mini, balance) in configs {
                 let worker = ["bench", "train", "--model", model, "--batch-size", "\(batchSize)", "--negatives", "\(negatives)",
                               "--max-length", "\(maxLength)", "--steps", "\(steps)", "--lora-dropout", "\(loraDropout)",
-                              "--worker", "\(mini)"] + (backboneDropout ? ["--backbone-dropout"] : [])
+                              "--balance-ranks", "\(balance)", "--worker", "\(mini)"] + (backboneDropout ? ["--backbone-dropout"] : [])
+                    + (dataset.map { ["--dataset", URL(fileURLWithPath: $0).path] } ?? [])
                 let output = try runBenchWorker(worldSize: worldSize, arguments: worker, what: "gradcache \(mini)")
                 guard let line = output.split(separator: "\n").last,
                       let row = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
@@ -88,7 +96,7 @@ struct TrainBench: ParsableCommand {
                 r["gemm_peak_gflops"] = peak
                 return r
             }
-            try report("bench train", rows, columns: ["model", "ranks", "batch", "negatives", "gradcache", "threads", "s_per_step",
+            try report("bench train", rows, columns: ["model", "ranks", "batch", "negatives", "gradcache", "balance_ranks", "threads", "s_per_step",
                                                       "examples_per_s", "tokens_per_s", "peak_rss_mb", "gflops", "mfu", "mpi_fraction",
                                                       "mpi_bytes_per_step"], jsonPath: json)
         }
@@ -102,13 +110,14 @@ struct TrainBench: ParsableCommand {
         defer { try? FileManager.default.removeItem(at: tmp) }
         let communicator = try makeCommunicator()
         let world = communicator.size
-        if communicator.isRoot {
+        if communicator.isRoot && dataset == nil {
             try SyntheticData.write(rows: batchSize * world * (steps + 2), negatives: negatives, to: tmp.appendingPathComponent("d.jsonl"))
         }
         try communicator.barrier()
         var o = TrainingOptions()
         o.model = model
-        o.dataset = tmp.appendingPathComponent("d.jsonl").path
+        o.dataset = dataset ?? tmp.appendingPathComponent("d.jsonl").path
+        o.balanceRanks = balanceRanks == "true"
         o.outputDir = tmp.appendingPathComponent("out").path
         o.perDeviceTrainBatchSize = batchSize
         o.maxSteps = steps + 2
@@ -133,7 +142,7 @@ struct TrainBench: ParsableCommand {
         let row: [String: Any] = [
             "model": URL(fileURLWithPath: model).lastPathComponent, "ranks": world, "batch": batchSize * world, "negatives": negatives,
             "mpi_fraction": total > 0 ? traffic.seconds / total : 0, "mpi_bytes_per_step": Double(traffic.bytes) / Double(max(times.count, 1)),
-            "gradcache": gradCache, "threads": BLASRuntime.threads, "s_per_step": s,
+            "gradcache": gradCache, "balance_ranks": o.balanceRanks, "threads": BLASRuntime.threads, "s_per_step": s,
             "examples_per_s": Double(batchSize * world) / s, "tokens_per_s": median(tokens),
             "peak_rss_mb": Double(usage.ru_maxrss) / 1024,
             "linear_params": Double(trainer.model.linearLayers.reduce(0) { $0 + $1.inFeatures * $1.outFeatures }),
