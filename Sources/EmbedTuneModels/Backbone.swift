@@ -74,6 +74,10 @@ public protocol TrainableBackbone: AnyObject {
 
 extension TrainableBackbone {
     public var unusedAdapterModules: Set<String> { [] }
+
+    /// Σ in·out over the linear layers: their weights' share of the parameters, and half of the
+    /// FLOPs per token of a forward pass.
+    public var linearParameterCount: Int { linearLayers.reduce(0) { $0 + $1.inFeatures * $1.outFeatures } }
 }
 
 extension TrainableBackbone {

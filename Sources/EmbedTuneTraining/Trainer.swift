@@ -171,9 +171,9 @@ public final class Trainer {
         return out
     }
 
-    /// Positions in global micro-batch `micro` (triples `global`) that this rank embeds: with the
-    /// gather on and `balance_ranks`, dealt out by estimated cost (`RankBalance`); otherwise the
-    /// rank's contiguous slice.
+    /// Positions in a global micro-batch (its triples' indices `global`) that this rank embeds:
+    /// with the gather on and `balance_ranks`, dealt out by estimated cost (`RankBalance`);
+    /// otherwise the rank's contiguous slice.
     func rankRows(_ global: [Int], epoch: Int) -> [Int] {
         let size = communicator.size, rank = communicator.rank, per = global.count / size
         guard size > 1, options.balanceRanks, options.gatherAcrossRanks else { return Array((rank * per)..<((rank + 1) * per)) }
@@ -188,7 +188,7 @@ public final class Trainer {
         // Blocks: the distinct layer numbers in the linears' module paths ("encoder.layer.3.…", "layers.27.…").
         let layers = Set(linears.compactMap { $0.module.split(separator: ".").first { $0.allSatisfy(\.isNumber) } }).count
         return TokenCostModel(sample: sample, tokenizer: embedder.tokenizer, maxLength: options.maxLength,
-                              linearParameters: linears.reduce(0) { $0 + $1.inFeatures * $1.outFeatures }, layers: layers,
+                              linearParameters: model.linearParameterCount, layers: layers,
                               hiddenSize: model.hiddenSize)
     }()
 

@@ -145,7 +145,7 @@ struct TrainBench: ParsableCommand {
             "gradcache": gradCache, "balance_ranks": o.balanceRanks, "threads": BLASRuntime.threads, "s_per_step": s,
             "examples_per_s": Double(batchSize * world) / s, "tokens_per_s": median(tokens),
             "peak_rss_mb": Double(usage.ru_maxrss) / 1024,
-            "linear_params": Double(trainer.model.linearLayers.reduce(0) { $0 + $1.inFeatures * $1.outFeatures }),
+            "linear_params": Double(trainer.model.linearParameterCount),
         ]
         if communicator.isRoot {
             print(String(decoding: try JSONSerialization.data(withJSONObject: row, options: [.sortedKeys]), as: UTF8.self))
