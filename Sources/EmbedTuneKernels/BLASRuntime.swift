@@ -31,6 +31,12 @@ public enum BLASRuntime {
         ComputeTeam.shared.resize(n)
     }
 
+    /// OpenBLAS set to one thread, once, before the first product: the team splits products
+    /// itself, and a split is exact only on single-threaded calls (`GEMMKernel.splitInvariantRows`).
+    /// (A program that never calls `setThreads`, such as the tests, would otherwise run OpenBLAS's
+    /// own threads inside each of the team's.)
+    static let oneThreadPerCall: Void = openblas_set_num_threads(1)
+
     /// The widest SIMD class of an OpenBLAS core name (names from OpenBLAS's dynamic.c).
     public static func simdClass(ofCore name: String) -> SIMDClass {
         switch name.lowercased() {

@@ -42,6 +42,41 @@ public enum GEMMKernel: String, Sendable, CaseIterable {
     /// 1024–3072-deep products); narrow outputs (a LoRA rank) stay with the own kernel.
     static let ownMaxDepth = 512
 
+    /// Rows per chunk when a product is split over threads, chosen so that no split changes a
+    /// value. OpenBLAS computes a row of C differently when it falls into a partial block of its
+    /// micro-kernel (Zen's sgemm: 24 rows), so a product split at multiples of that block equals
+    /// one call bit for bit, and split elsewhere it does not; the own kernels give the same row
+    /// wherever a split falls. Found once by splitting a small product at multiples of candidate
+    /// sizes and comparing with one call. `nil` when no candidate keeps every value: products are
+    /// then split evenly at multiples of 16 (deterministic for one thread count, as before).
+    public static let splitInvariantRows: Int? = {
+        let m = 205, n = 24, k = 520
+        var state: UInt32 = 12345
+        func next() -> Float { state = state &* 1_664_525 &+ 1_013_904_223; return Float(state >> 8) / Float(1 << 24) - 0.5 }
+        let a = (0..<(m * k)).map { _ in next() }, b = (0..<(n * k)).map { _ in next() }
+        var whole = [Float](repeating: 0, count: m * n), split = whole
+        // C's rows `rows` of op(A)·op(B); A is (m, k), or (k, m) read transposed.
+        func product(_ transA: Bool, _ transB: Bool, rows: Range<Int>, into c: inout [Float]) {
+            a.withUnsafeBufferPointer { a in b.withUnsafeBufferPointer { b in c.withUnsafeMutableBufferPointer { c in
+                blasSGEMM(transA, transB, rows.count, n, k, 1, a.baseAddress! + (transA ? rows.lowerBound : rows.lowerBound * k),
+                          transA ? m : k, b.baseAddress!, transB ? k : n, 0, c.baseAddress! + rows.lowerBound * n, n)
+            } } }
+        }
+        return [8, 16, 24, 32, 48, 64, 96].first { grain in
+            [(false, false), (false, true), (true, false)].allSatisfy { transA, transB in
+                product(transA, transB, rows: 0..<m, into: &whole)
+                return [grain, 3 * grain, (m / grain - 1) * grain].filter { $0 > 0 && $0 < m }.allSatisfy { cut in
+                    product(transA, transB, rows: 0..<cut, into: &split)
+                    product(transA, transB, rows: cut..<m, into: &split)
+                    return split == whole
+                }
+            }
+        }
+    }()
+
+    /// Rows per chunk of a product's row split over threads (see `splitInvariantRows`).
+    static var rowGrain: Int { splitInvariantRows ?? 16 }
+
     /// Whether this choice runs a product of depth k into n columns on the own kernel.
     @inline(__always)
     func takes(depth k: Int, columns n: Int) -> Bool { self == .avx2 && (k <= Self.ownMaxDepth || n < 64) }
@@ -55,8 +90,9 @@ public enum GEMMKernel: String, Sendable, CaseIterable {
 /// op(A) is (m, k), op(B) is (k, n), C is (m, n); lda/ldb/ldc are row strides.
 ///
 /// Large products are split over the compute team into row blocks of C (or column blocks when C
-/// has few rows), each a single-threaded OpenBLAS call: the blocks write disjoint parts of C, so
-/// the result equals one call's bit for bit within each block's kernel path.
+/// has few rows), each a single-threaded call: the blocks write disjoint parts of C, and row
+/// blocks start at multiples of `GEMMKernel.rowGrain`, so the result equals one call's bit for
+/// bit, whatever the number of threads.
 public func sgemm(
     transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
     alpha: Float = 1, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
@@ -66,7 +102,7 @@ public func sgemm(
     let team = ComputeTeam.current
     if team.size > 1, m * n * k >= 1 << 20 {
         if m >= 64 {
-            team.parallelFor(m, grain: 16) { rows in
+            team.parallelFor(m, grain: GEMMKernel.rowGrain) { rows in
                 blockSGEMM(kernel, transA, transB, rows.count, n, k, alpha, a + (transA ? rows.lowerBound : rows.lowerBound * lda), lda,
                            b, ldb, beta, c + rows.lowerBound * ldc, ldc)
             }
@@ -115,6 +151,7 @@ func blasSGEMM(
     _ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float, _ a: UnsafePointer<Float>, _ lda: Int,
     _ b: UnsafePointer<Float>, _ ldb: Int, _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int
 ) {
+    BLASRuntime.oneThreadPerCall
     cblas_sgemm(
         CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
         Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
@@ -135,7 +172,7 @@ public func linearForward(
         sgemm(transB: true, m: n, n: oc, k: c, a: inp, lda: c, b: weight, ldb: c, c: out, ldc: ld)
         return
     }
-    ComputeTeam.current.parallelFor(n, grain: 16) { rows in
+    ComputeTeam.current.parallelFor(n, grain: GEMMKernel.rowGrain) { rows in
         let inp = inp + rows.lowerBound * c, out = out + rows.lowerBound * ld
         if GEMMKernel.current.takes(depth: c, columns: oc) {
             // The kernel starts its tiles from the bias: no separate pass over `out`.

@@ -103,9 +103,10 @@ public final class ActivationArena: @unchecked Sendable {
         _ = body(self)
         let needed = cursor
         measuring = false
-        // Grow with headroom: batches differ in length, and every regrowth faults in (and the kernel
-        // zeroes) fresh pages for the whole arena. Pages never touched cost no memory.
-        if needed > buffer.count { buffer = FloatBuffer(count: max(needed, buffer.count + buffer.count / 4), zeroed: false) }
+        // Grow with headroom, the first time too: batches differ in length, and every regrowth
+        // faults in (and the kernel zeroes) fresh pages for the whole arena — for a 1.7 GB MiniLM
+        // training arena, 0.15–0.5 s here. Pages never touched cost no memory.
+        if needed > buffer.count { buffer = FloatBuffer(count: max(needed, buffer.count) + max(needed, buffer.count) / 4, zeroed: false) }
         cursor = 0
         return body(self)
     }

@@ -46,6 +46,8 @@ struct InfoCommand: ParsableCommand {
                 ("blas_core", BLASRuntime.coreName),
                 ("kernels", GEMMKernel.summary),
                 ("blas_threads", "\(BLASRuntime.threads)"),
+                ("thread_split", GEMMKernel.splitInvariantRows.map { "products split at multiples of \($0) rows: results independent of the thread count" }
+                    ?? "no exact row split found for this OpenBLAS: results may differ in the last bits between thread counts"),
                 ("blas_config", BLASRuntime.config),
                 ("cpu", "\(cpu.vendor), \(cpu.simdClass) (best OpenBLAS core: \(cpu.bestCore))"),
                 ("mpi", MPICommunicator.libraryVersion),
