@@ -35,7 +35,9 @@ public enum BLASRuntime {
     /// itself, and a split is exact only on single-threaded calls (`GEMMKernel.splitInvariantRows`).
     /// (A program that never calls `setThreads`, such as the tests, would otherwise run OpenBLAS's
     /// own threads inside each of the team's.)
-    static let oneThreadPerCall: Void = openblas_set_num_threads(1)
+    private static let oneThreadPerCall: Void = openblas_set_num_threads(1)
+    @inline(__always)
+    static func useOneThreadPerCall() { _ = oneThreadPerCall }
 
     /// The widest SIMD class of an OpenBLAS core name (names from OpenBLAS's dynamic.c).
     public static func simdClass(ofCore name: String) -> SIMDClass {

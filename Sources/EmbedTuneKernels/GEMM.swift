@@ -49,28 +49,35 @@ public enum GEMMKernel: String, Sendable, CaseIterable {
     /// wherever a split falls. Found once by splitting a small product at multiples of candidate
     /// sizes and comparing with one call. `nil` when no candidate keeps every value: products are
     /// then split evenly at multiples of 16 (deterministic for one thread count, as before).
+    /// Three shapes: a narrow one, one whose pieces fall below the size where some OpenBLAS
+    /// builds switch to a direct (unpacked) kernel while the whole does not, and one as wide and
+    /// deep as several of OpenBLAS's blocks (≈ 25 ms in all on Zen, once per process).
     public static let splitInvariantRows: Int? = {
-        let m = 205, n = 24, k = 520
         var state: UInt32 = 12345
         func next() -> Float { state = state &* 1_664_525 &+ 1_013_904_223; return Float(state >> 8) / Float(1 << 24) - 0.5 }
-        let a = (0..<(m * k)).map { _ in next() }, b = (0..<(n * k)).map { _ in next() }
-        var whole = [Float](repeating: 0, count: m * n), split = whole
-        // C's rows `rows` of op(A)·op(B); A is (m, k), or (k, m) read transposed.
-        func product(_ transA: Bool, _ transB: Bool, rows: Range<Int>, into c: inout [Float]) {
-            a.withUnsafeBufferPointer { a in b.withUnsafeBufferPointer { b in c.withUnsafeMutableBufferPointer { c in
-                blasSGEMM(transA, transB, rows.count, n, k, 1, a.baseAddress! + (transA ? rows.lowerBound : rows.lowerBound * k),
-                          transA ? m : k, b.baseAddress!, transB ? k : n, 0, c.baseAddress! + rows.lowerBound * n, n)
-            } } }
-        }
-        return [8, 16, 24, 32, 48, 64, 96].first { grain in
-            [(false, false), (false, true), (true, false)].allSatisfy { transA, transB in
+        // Whether every split of op(A)·op(B) (m × n, depth k) at the cuts equals one call.
+        func exact(m: Int, n: Int, k: Int, cuts: [Int]) -> Bool {
+            let a = (0..<(m * k)).map { _ in next() }, b = (0..<(n * k)).map { _ in next() }
+            var whole = [Float](repeating: 0, count: m * n), split = whole
+            // C's rows `rows`; A is (m, k), or (k, m) read transposed.
+            func product(_ transA: Bool, _ transB: Bool, rows: Range<Int>, into c: inout [Float]) {
+                a.withUnsafeBufferPointer { a in b.withUnsafeBufferPointer { b in c.withUnsafeMutableBufferPointer { c in
+                    blasSGEMM(transA, transB, rows.count, n, k, 1, a.baseAddress! + (transA ? rows.lowerBound : rows.lowerBound * k),
+                              transA ? m : k, b.baseAddress!, transB ? k : n, 0, c.baseAddress! + rows.lowerBound * n, n)
+                } } }
+            }
+            return [(false, false), (false, true), (true, false)].allSatisfy { transA, transB in
                 product(transA, transB, rows: 0..<m, into: &whole)
-                return [grain, 3 * grain, (m / grain - 1) * grain].filter { $0 > 0 && $0 < m }.allSatisfy { cut in
+                return cuts.filter { $0 > 0 && $0 < m }.allSatisfy { cut in
                     product(transA, transB, rows: 0..<cut, into: &split)
                     product(transA, transB, rows: cut..<m, into: &split)
                     return split == whole
                 }
             }
+        }
+        return [8, 16, 24, 32, 48, 64, 96].first { g in
+            exact(m: 205, n: 24, k: 520, cuts: [g, 3 * g, (205 / g - 1) * g])
+                && exact(m: 96, n: 320, k: 320, cuts: [g, 96 - g]) && exact(m: 300, n: 520, k: 600, cuts: [g, 5 * g, (300 / g - 1) * g])
         }
     }()
 
@@ -90,33 +97,61 @@ public enum GEMMKernel: String, Sendable, CaseIterable {
 /// op(A) is (m, k), op(B) is (k, n), C is (m, n); lda/ldb/ldc are row strides.
 ///
 /// Large products are split over the compute team into row blocks of C (or column blocks when C
-/// has few rows), each a single-threaded call: the blocks write disjoint parts of C, and row
-/// blocks start at multiples of `GEMMKernel.rowGrain`, so the result equals one call's bit for
-/// bit, whatever the number of threads.
+/// has few rows), each a single-threaded call: the blocks write disjoint parts of C, row blocks
+/// start at multiples of `GEMMKernel.rowGrain`, and every block takes the path the whole product
+/// would (`GEMMRoute`), so the result equals one call's bit for bit, whatever the number of
+/// threads. Column blocks are whole 16-wide panels, and only on the own kernels: a column split of
+/// OpenBLAS's products is not known to be exact, so those few-row products run on one thread.
 public func sgemm(
     transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
     alpha: Float = 1, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
     beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int, kernel: GEMMKernel = .current
 ) {
     if m == 0 || n == 0 { return }
+    let route = GEMMRoute(kernel, transA, transB, m, n, k, beta)
     let team = ComputeTeam.current
     if team.size > 1, m * n * k >= 1 << 20 {
         if m >= 64 {
             team.parallelFor(m, grain: GEMMKernel.rowGrain) { rows in
-                blockSGEMM(kernel, transA, transB, rows.count, n, k, alpha, a + (transA ? rows.lowerBound : rows.lowerBound * lda), lda,
+                blockSGEMM(route, transA, transB, rows.count, n, k, alpha, a + (transA ? rows.lowerBound : rows.lowerBound * lda), lda,
                            b, ldb, beta, c + rows.lowerBound * ldc, ldc)
             }
             return
         }
-        if n >= 64 {
-            team.parallelFor(n, grain: 16) { cols in
-                blockSGEMM(kernel, transA, transB, m, cols.count, k, alpha, a, lda, b + (transB ? cols.lowerBound * ldb : cols.lowerBound),
-                           ldb, beta, c + cols.lowerBound, ldc)
+        if n >= 64, route != .openblas {
+            // Whole panels; the last block takes the remainder, so no block is narrow enough for
+            // the own kernel's 8-wide path.
+            let panels = n / 16
+            team.parallelFor(panels) { range in
+                let lower = range.lowerBound * 16, upper = range.upperBound == panels ? n : range.upperBound * 16
+                blockSGEMM(route, transA, transB, m, upper - lower, k, alpha, a, lda, b + (transB ? lower * ldb : lower),
+                           ldb, beta, c + lower, ldc)
             }
             return
         }
     }
-    blockSGEMM(kernel, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+    blockSGEMM(route, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+/// The path of one product, chosen once from the whole product's shape and taken by every block
+/// of a split: a block's own shape could choose another path, whose rounding differs.
+enum GEMMRoute: Equatable {
+    /// `cblas_sgemm`.
+    case openblas
+    /// `embedtune_sgemm`: C = α·A·op(B) (+ C), A read in place.
+    case own
+    /// `embedtune_sgemm_tn`: C (+)= α·Aᵀ·B over the token dimension; a narrow C (an adapter's dB:
+    /// out × rank) computed transposed, so the kernel's 16-wide tiles run along its long side.
+    case ownTransposedA(transposeC: Bool)
+
+    @inline(__always)
+    init(_ kernel: GEMMKernel, _ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, _ beta: Float) {
+        if kernel == .avx2, beta == 0 || beta == 1 {
+            if !transA, kernel.takes(depth: k, columns: n) { self = .own; return }
+            if transA, !transB { self = .ownTransposedA(transposeC: n < 16 && m > n); return }
+        }
+        self = .openblas
+    }
 }
 
 /// One thread's GEMM on the chosen kernel, or OpenBLAS where the own kernels do not apply.
@@ -126,24 +161,28 @@ func blockSGEMM(
     _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int, _ beta: Float,
     _ c: UnsafeMutablePointer<Float>, _ ldc: Int
 ) {
-    if kernel == .avx2 {
-        if !transA, beta == 0 || beta == 1, kernel.takes(depth: k, columns: n) {
-            embedtune_sgemm(transB, m, n, k, alpha, a, lda, b, ldb, beta == 1, nil, c, ldc)
-            return
+    blockSGEMM(GEMMRoute(kernel, transA, transB, m, n, k, beta), transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+@inline(__always)
+func blockSGEMM(
+    _ route: GEMMRoute, _ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,
+    _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int, _ beta: Float,
+    _ c: UnsafeMutablePointer<Float>, _ ldc: Int
+) {
+    switch route {
+    case .own:
+        embedtune_sgemm(transB, m, n, k, alpha, a, lda, b, ldb, beta == 1, nil, c, ldc)
+    case .ownTransposedA(let transposeC):
+        if beta == 0 { for row in 0..<m { (c + row * ldc).update(repeating: 0, count: n) } }
+        if transposeC {
+            embedtune_sgemm_tn(n, m, k, alpha, b, ldb, a, lda, c, ldc, true)
+        } else {
+            embedtune_sgemm_tn(m, n, k, alpha, a, lda, b, ldb, c, ldc, false)
         }
-        if transA, !transB, beta == 0 || beta == 1 {
-            // C (+)= α·Aᵀ·B. A narrow C (an adapter's dB: out × rank) is computed transposed, so
-            // the kernel's 16-wide tiles run along its long side.
-            if beta == 0 { for row in 0..<m { (c + row * ldc).update(repeating: 0, count: n) } }
-            if n < 16, m > n {
-                embedtune_sgemm_tn(n, m, k, alpha, b, ldb, a, lda, c, ldc, true)
-            } else {
-                embedtune_sgemm_tn(m, n, k, alpha, a, lda, b, ldb, c, ldc, false)
-            }
-            return
-        }
+    case .openblas:
+        blasSGEMM(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
     }
-    blasSGEMM(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
 
 @inline(__always)
@@ -151,7 +190,7 @@ func blasSGEMM(
     _ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float, _ a: UnsafePointer<Float>, _ lda: Int,
     _ b: UnsafePointer<Float>, _ ldb: Int, _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int
 ) {
-    BLASRuntime.oneThreadPerCall
+    BLASRuntime.useOneThreadPerCall()
     cblas_sgemm(
         CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
         Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))

@@ -66,7 +66,7 @@ public protocol TrainableBackbone: AnyObject {
     /// Linear layers a PEFT adapter may carry that do not affect embeddings (BERT's pooler):
     /// accepted when loading, then ignored.
     var unusedAdapterModules: Set<String> { get }
-    /// Floats held by the activation arena (grows to the largest pass seen).
+    /// Floats of activations the largest pass so far needed (the arena holds a quarter more).
     var activationCapacity: Int { get }
     /// Every weight, named by checkpoint path without the task-model prefix.
     var arena: ParameterArena { get }

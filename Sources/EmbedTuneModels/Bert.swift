@@ -175,7 +175,7 @@ public final class BertModel: Backbone, TrainableBackbone {
                         lora: LoRAContext)?
 
     public func forward(_ sequences: [[Int32]]) throws -> Tensor { try forward(sequences, lora: nil, keepActivations: false) }
-    public var activationCapacity: Int { activations.capacity }
+    public var activationCapacity: Int { activations.peak }
 
     public func forward(_ sequences: [[Int32]], lora: LoRAContext?, keepActivations train: Bool) throws -> Tensor {
         try checkInputs(sequences)

@@ -385,7 +385,7 @@ public final class QwenModel: Backbone, TrainableBackbone {
     }
 
     private var arenaStorage: FloatBuffer { arenaActivations.storage }
-    public var activationCapacity: Int { arenaActivations.capacity }
+    public var activationCapacity: Int { arenaActivations.peak }
 
     /// Backward from dL/d(final hidden states) (N, C) of the last `forward(keepActivations: true)`;
     /// accumulates LoRA gradients into the adapter's gradient buffer. Under last-token pooling only

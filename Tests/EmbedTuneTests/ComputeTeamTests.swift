@@ -67,8 +67,12 @@ struct ComputeTeamTests {
         #expect(GEMMKernel.splitInvariantRows != nil, "this OpenBLAS keeps no row split exact")
         var rng = SeededGenerator(seed: 11)
         for kernel in GEMMKernel.allCases where kernel == .openblas || GEMMKernel.current == .avx2 {
+            // Row splits (OpenBLAS and own), a few-row product split by columns (whose blocks alone
+            // would have chosen the own kernel: the path is chosen for the whole product), and
+            // an adapter's dA (columns) and dB (rows, computed transposed).
             for (m, n, k, transA, transB) in [(611, 80, 1100, false, true), (611, 80, 1100, false, false), (300, 130, 384, false, true),
-                                              (300, 70, 900, true, false)] {
+                                              (300, 70, 900, true, false), (32, 100, 1024, false, false), (8, 300, 700, true, false),
+                                              (300, 8, 700, true, false)] {
                 let a = (0..<(m * k)).map { _ in Float.random(in: -1...1, using: &rng) }
                 let b = (0..<(n * k)).map { _ in Float.random(in: -1...1, using: &rng) }
                 func product(threads: Int) -> [Float] {
