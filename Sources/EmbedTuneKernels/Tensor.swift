@@ -119,8 +119,7 @@ public final class ActivationArena: @unchecked Sendable {
         return p
     }
 
-    /// Floats allocated (with headroom) and floats the largest layout needed.
-    public var capacity: Int { buffer.count }
+    /// Floats the largest layout needed (the buffer holds a quarter more).
     public private(set) var peak = 0
     public var storage: FloatBuffer { buffer }
 }

@@ -138,15 +138,15 @@ struct TrainBench: ParsableCommand {
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
         let s = median(times)
-        let total = times.reduce(0, +)
+        let total = times.reduce(0, +), mpiFraction = total > 0 ? traffic.seconds / total : 0
         // Every rank's share of its steps inside MPI (waiting included): the rank far below the
         // others is the slow one they wait for.
         var fractions = [Float](repeating: 0, count: world)
-        fractions[communicator.rank] = Float(total > 0 ? traffic.seconds / total : 0)
+        fractions[communicator.rank] = Float(mpiFraction)
         try fractions.withUnsafeMutableBufferPointer { try communicator.allReduceSum($0.baseAddress!, count: world) }
         let row: [String: Any] = [
             "model": URL(fileURLWithPath: model).lastPathComponent, "ranks": world, "batch": batchSize * world, "negatives": negatives,
-            "mpi_fraction": total > 0 ? traffic.seconds / total : 0, "mpi_fraction_ranks": fractions.map(Double.init),
+            "mpi_fraction": mpiFraction, "mpi_fraction_ranks": fractions.map(Double.init),
             "mpi_bytes_per_step": Double(traffic.bytes) / Double(max(times.count, 1)),
             "gradcache": gradCache, "balance_ranks": o.balanceRanks, "threads": BLASRuntime.threads, "s_per_step": s,
             "examples_per_s": Double(batchSize * world) / s, "tokens_per_s": median(tokens),
