@@ -223,18 +223,43 @@ public func linearForward(
     }
 }
 
+/// out = scale · u · upᵀ (+ bias), written over `out` (N, OC; rows `ldOut` apart): an adapted
+/// linear's low-rank term laid down first, so that its frozen product then accumulates onto it
+/// (β = 1). OpenBLAS makes no zeroing pass over `out` for β = 1, and the adapter needs no second
+/// read-modify-write pass: `out` is read once and written twice instead of read twice and written
+/// three times. u (N, R), up (OC, R) — LoRA's B.
+public func lowRankForward(
+    out: UnsafeMutablePointer<Float>, ldOut: Int, u: UnsafePointer<Float>, up: UnsafePointer<Float>, n: Int, oc: Int,
+    rank: Int, scale: Float, bias: UnsafePointer<Float>?
+) {
+    guard let bias else {
+        sgemm(transB: true, m: n, n: oc, k: rank, alpha: scale, a: u, lda: rank, b: up, ldb: rank, c: out, ldc: ldOut)
+        return
+    }
+    ComputeTeam.current.parallelFor(n, grain: GEMMKernel.rowGrain) { rows in
+        let u = u + rows.lowerBound * rank, out = out + rows.lowerBound * ldOut
+        if GEMMKernel.current.takes(depth: rank, columns: oc) {
+            embedtune_sgemm(true, rows.count, oc, rank, scale, u, rank, up, rank, false, bias, out, ldOut)
+            return
+        }
+        for row in 0..<rows.count { (out + row * ldOut).update(from: bias, count: oc) }
+        blasSGEMM(false, true, rows.count, oc, rank, scale, u, rank, up, rank, 1, out, ldOut)
+    }
+}
+
 /// A linear layer plus a low-rank term in one GEMM (own kernels only, `GEMMKernel.fusesLowRank`);
 /// out = inp · Wᵀ (+ bias) + scale · u · upᵀ. inp (N, C), weight (OC, C), u (N, R), up (OC, R) —
-/// LoRA's B —, out (N, OC). `out` is written once.
+/// LoRA's B —, out (N, OC) with rows `ldOut` apart (default OC). `out` is written once.
 public func linearForwardPlusLowRank(
-    out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+    out: UnsafeMutablePointer<Float>, ldOut: Int? = nil, inp: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
     n: Int, c: Int, oc: Int, u: UnsafePointer<Float>, up: UnsafePointer<Float>, rank: Int, scale: Float
 ) {
     precondition(GEMMKernel.current == .avx2, "linearForwardPlusLowRank needs the own kernels")
+    let ld = ldOut ?? oc
     ComputeTeam.current.parallelFor(n, grain: 16) { rows in
         let r0 = rows.lowerBound
         embedtune_sgemm_sum(true, rows.count, oc, c, inp + r0 * c, c, weight, c, true, rank, scale, u + r0 * rank, rank,
-                            up, rank, false, bias, out + r0 * oc, oc, nil, 0)
+                            up, rank, false, bias, out + r0 * ld, ld, nil, 0)
     }
 }
 

@@ -132,21 +132,24 @@ func loraDown(x: UnsafePointer<Float>, n: Int, slot s: LoRASlot, context: LoRACo
           ldb: s.inFeatures, c: u, ldc: s.rank)
 }
 
-/// out += scale · (dropout(x) · Aᵀ) · Bᵀ; keeps u = dropout(x)·Aᵀ (N, r) for backward.
-/// x is (N, in), out is (N, out) with rows `ldOut` apart (default out); `dropped` is (N, in)
-/// scratch used when dropout is on.
-public func loraForward(out: UnsafeMutablePointer<Float>, ldOut: Int? = nil, x: UnsafePointer<Float>, n: Int, slot s: LoRASlot,
-                        context: LoRAContext, u: UnsafeMutablePointer<Float>, dropped: UnsafeMutablePointer<Float>) {
+/// out = scale · (dropout(x) · Aᵀ) · Bᵀ (+ bias), written over `out`: the adapter's term, onto which
+/// the frozen product then accumulates (`lowRankForward`). Keeps u = dropout(x)·Aᵀ (N, r) for
+/// backward. x is (N, in), out is (N, out) with rows `ldOut` apart; `dropped` is (N, in) scratch
+/// used when dropout is on.
+func loraForward(out: UnsafeMutablePointer<Float>, ldOut: Int, bias: UnsafePointer<Float>?, x: UnsafePointer<Float>, n: Int,
+                 slot s: LoRASlot, context: LoRAContext, u: UnsafeMutablePointer<Float>, dropped: UnsafeMutablePointer<Float>) {
     let adapter = context.adapter
     loraDown(x: x, n: n, slot: s, context: context, u: u, dropped: dropped)
-    sgemm(transB: true, m: n, n: s.outFeatures, k: s.rank, alpha: adapter.scale, a: u, lda: s.rank, b: adapter.b(s),
-          ldb: s.rank, beta: 1, c: out, ldc: ldOut ?? s.outFeatures)
+    lowRankForward(out: out, ldOut: ldOut, u: u, up: adapter.b(s), n: n, oc: s.outFeatures, rank: s.rank, scale: adapter.scale,
+                   bias: bias)
 }
 
-/// LoRA backward: dB += s·doutᵀ·u, du = s·dout·B, dA += duᵀ·dropout(x), dx += dropout'(du·A).
-/// dout is (N, out) with rows `ldDout` apart (default out), x and dx are (N, in), u and du (N, r);
-/// `dropped` (N, in) scratch. With dx nil (nothing below needs it) the input gradient is skipped.
-public func loraBackward(dx: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>, ldDout: Int? = nil, x: UnsafePointer<Float>,
+/// LoRA backward: dB += s·doutᵀ·u, du = s·dout·B, dA += duᵀ·dropout(x), dx += dropout'(du·A)
+/// (dx = du·A with `accumulateDx` false, without dropout). dout is (N, out) with rows `ldDout`
+/// apart (default out), x and dx are (N, in), u and du (N, r); `dropped` (N, in) scratch. With dx
+/// nil (nothing below needs it) the input gradient is skipped.
+public func loraBackward(dx: UnsafeMutablePointer<Float>?, accumulateDx: Bool = true, dout: UnsafePointer<Float>,
+                         ldDout: Int? = nil, x: UnsafePointer<Float>,
                          u: UnsafePointer<Float>, n: Int, slot s: LoRASlot, context: LoRAContext,
                          du: UnsafeMutablePointer<Float>, dropped: UnsafeMutablePointer<Float>) {
     let adapter = context.adapter, scale = adapter.scale, ld = ldDout ?? s.outFeatures
@@ -164,13 +167,14 @@ public func loraBackward(dx: UnsafeMutablePointer<Float>?, dout: UnsafePointer<F
     sgemm(transA: true, m: s.rank, n: s.inFeatures, k: n, a: du, lda: s.rank, b: input, ldb: s.inFeatures, beta: 1,
           c: adapter.gradA(s), ldc: s.inFeatures)
     guard let dx else { return }
+    precondition(accumulateDx || !dropping, "the adapter's input term through dropout is added, not written")
     if dropping {
         // d(dropped) = du·A, through the same mask: dx += mask ⊙ du·A / keep.
         addLowRankThroughDropout(dx: dx, du: du, rank: s.rank, a: adapter.a(s), n: n, c: s.inFeatures, p: context.dropout,
                                  tokenSeeds: context.tokenSeeds!, site: s.site, scratch: dropped)
     } else {
-        sgemm(m: n, n: s.inFeatures, k: s.rank, a: du, lda: s.rank, b: adapter.a(s), ldb: s.inFeatures, beta: 1, c: dx,
-              ldc: s.inFeatures)
+        sgemm(m: n, n: s.inFeatures, k: s.rank, a: du, lda: s.rank, b: adapter.a(s), ldb: s.inFeatures,
+              beta: accumulateDx ? 1 : 0, c: dx, ldc: s.inFeatures)
     }
 }
 
@@ -187,21 +191,30 @@ extension LoRAContext {
 }
 
 /// A frozen linear layer plus, when `slot` is adapted, its LoRA path: out = inp·Wᵀ (+ b) + s·(drop(inp)·Aᵀ)·Bᵀ.
-/// inp is (N, in), out is (N, out); u (N, r) keeps the bottleneck for backward.
+/// inp is (N, in), out is (N, out) with rows `ldOut` apart (default out); u (N, r) keeps the
+/// bottleneck for backward.
 public func adaptedLinearForward(
-    out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
-    n: Int, inFeatures: Int, outFeatures: Int, slot: LoRASlot?, context: LoRAContext?,
+    out: UnsafeMutablePointer<Float>, ldOut: Int? = nil, inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+    bias: UnsafePointer<Float>?, n: Int, inFeatures: Int, outFeatures: Int, slot: LoRASlot?, context: LoRAContext?,
     u: UnsafeMutablePointer<Float>, dropped: UnsafeMutablePointer<Float>
 ) {
-    if let slot, let context, GEMMKernel.fusesLowRank(depth: inFeatures) {
-        // u first, then the frozen product and s·u·Bᵀ in one GEMM: `out` is written once.
-        loraDown(x: inp, n: n, slot: slot, context: context, u: u, dropped: dropped)
-        linearForwardPlusLowRank(out: out, inp: inp, weight: weight, bias: bias, n: n, c: inFeatures, oc: outFeatures, u: u,
-                                 up: context.adapter.b(slot), rank: slot.rank, scale: context.adapter.scale)
+    let ld = ldOut ?? outFeatures
+    guard let slot, let context else {
+        linearForward(out: out, inp: inp, weight: weight, bias: bias, n: n, c: inFeatures, oc: outFeatures, ldOut: ld)
         return
     }
-    linearForward(out: out, inp: inp, weight: weight, bias: bias, n: n, c: inFeatures, oc: outFeatures)
-    if let slot, let context { loraForward(out: out, x: inp, n: n, slot: slot, context: context, u: u, dropped: dropped) }
+    if GEMMKernel.fusesLowRank(depth: inFeatures) {
+        // u first, then the frozen product and s·u·Bᵀ in one GEMM: `out` is written once.
+        loraDown(x: inp, n: n, slot: slot, context: context, u: u, dropped: dropped)
+        linearForwardPlusLowRank(out: out, ldOut: ld, inp: inp, weight: weight, bias: bias, n: n, c: inFeatures,
+                                 oc: outFeatures, u: u, up: context.adapter.b(slot), rank: slot.rank,
+                                 scale: context.adapter.scale)
+        return
+    }
+    // The adapter's term (and bias) first, then the frozen product accumulated onto it.
+    loraForward(out: out, ldOut: ld, bias: bias, x: inp, n: n, slot: slot, context: context, u: u, dropped: dropped)
+    sgemm(transB: true, m: n, n: outFeatures, k: inFeatures, a: inp, lda: inFeatures, b: weight, ldb: inFeatures, beta: 1,
+          c: out, ldc: ld)
 }
 
 /// Backward of `adaptedLinearForward`: dinp (+)= dout·W plus the LoRA path, whose weight
@@ -225,8 +238,17 @@ public func adaptedLinearBackward(
                                        slope: slope)
         return
     }
-    if let dinp { linearBackwardInput(dinp: dinp, dout: dout, weight: weight, n: n, c: inFeatures, oc: outFeatures, accumulate: accumulate) }
-    if let slot { loraBackward(dx: dinp, dout: dout, x: inp, u: u, n: n, slot: slot, context: context, du: du, dropped: dropped) }
+    if let dinp, let slot, context.dropout == 0 {
+        // The adapter's gradients and its term du·A first, written over dinp (or added), then the
+        // frozen product accumulated onto it: no zeroing pass inside OpenBLAS, no second pass for
+        // the adapter. (Through dropout du·A is added by its own kernel, so the order stays.)
+        loraBackward(dx: dinp, accumulateDx: accumulate, dout: dout, x: inp, u: u, n: n, slot: slot, context: context, du: du,
+                     dropped: dropped)
+        linearBackwardInput(dinp: dinp, dout: dout, weight: weight, n: n, c: inFeatures, oc: outFeatures, accumulate: true)
+    } else {
+        if let dinp { linearBackwardInput(dinp: dinp, dout: dout, weight: weight, n: n, c: inFeatures, oc: outFeatures, accumulate: accumulate) }
+        if let slot { loraBackward(dx: dinp, dout: dout, x: inp, u: u, n: n, slot: slot, context: context, du: du, dropped: dropped) }
+    }
     if let dinp, let slope { multiplySlope(dinp: dinp, dout: dinp, slope: slope, count: n * inFeatures) }
 }
 
@@ -264,41 +286,55 @@ public func adaptedGroupForward(
     out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, group g: LinearGroup, n: Int, slots: [LoRASlot?],
     context: LoRAContext?, u: [UnsafeMutablePointer<Float>], dropped: UnsafeMutablePointer<Float>
 ) {
-    if g.contiguous {
+    let adapted = context != nil && slots.contains { $0 != nil }
+    if g.contiguous, !adapted {
         linearForward(out: out, inp: inp, weight: g.weights[0], bias: g.biases[0], n: n, c: g.inFeatures, oc: g.total)
-    } else {
-        for i in g.weights.indices {
-            linearForward(out: out + g.offsets[i], inp: inp, weight: g.weights[i], bias: g.biases[i], n: n, c: g.inFeatures,
-                          oc: g.outFeatures[i], ldOut: g.total)
-        }
+        return
     }
-    guard let context else { return }
-    for (i, slot) in slots.enumerated() {
-        if let slot { loraForward(out: out + g.offsets[i], ldOut: g.total, x: inp, n: n, slot: slot, context: context, u: u[i], dropped: dropped) }
+    if g.contiguous, let context, slots.allSatisfy({ $0 != nil }) {
+        // Every member's adapter term (and bias) first, then one frozen product over ΣOC onto them.
+        for (i, slot) in slots.enumerated() {
+            loraForward(out: out + g.offsets[i], ldOut: g.total, bias: g.biases[i], x: inp, n: n, slot: slot!, context: context,
+                        u: u[i], dropped: dropped)
+        }
+        sgemm(transB: true, m: n, n: g.total, k: g.inFeatures, a: inp, lda: g.inFeatures, b: g.weights[0], ldb: g.inFeatures,
+              beta: 1, c: out, ldc: g.total)
+        return
+    }
+    for i in g.weights.indices {
+        adaptedLinearForward(out: out + g.offsets[i], ldOut: g.total, inp: inp, weight: g.weights[i], bias: g.biases[i], n: n,
+                             inFeatures: g.inFeatures, outFeatures: g.outFeatures[i], slot: slots[i], context: context,
+                             u: u[i], dropped: dropped)
     }
 }
 
 /// Backward of `adaptedGroupForward`: dinp (+)= dout (N, ΣOC) · [W₁; W₂; …] plus every LoRA path.
-/// With dinp nil only the adapter's gradients are computed.
+/// With dinp nil only the adapter's gradients are computed. Without dropout the adapters' input
+/// terms are written first and the frozen product accumulates onto them, as in
+/// `adaptedLinearBackward`.
 public func adaptedGroupBackward(
     dinp: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>, group g: LinearGroup, n: Int,
     accumulate: Bool, slots: [LoRASlot?], context: LoRAContext, u: [UnsafePointer<Float>], du: UnsafeMutablePointer<Float>,
     dropped: UnsafeMutablePointer<Float>
 ) {
+    let adaptersFirst = dinp != nil && context.dropout == 0
+    var written = accumulate  // whether dinp already holds a term to add to
+    func adapterBackward(_ i: Int, _ slot: LoRASlot) {
+        loraBackward(dx: dinp, accumulateDx: written, dout: dout + g.offsets[i], ldDout: g.total, x: inp, u: u[i], n: n,
+                     slot: slot, context: context, du: du, dropped: dropped)
+        if dinp != nil { written = true }
+    }
+    if adaptersFirst { for (i, slot) in slots.enumerated() { if let slot { adapterBackward(i, slot) } } }
     if let dinp {
         if g.contiguous {
-            linearBackwardInput(dinp: dinp, dout: dout, weight: g.weights[0], n: n, c: g.inFeatures, oc: g.total, accumulate: accumulate)
+            linearBackwardInput(dinp: dinp, dout: dout, weight: g.weights[0], n: n, c: g.inFeatures, oc: g.total, accumulate: written)
         } else {
             for i in g.weights.indices {
                 sgemm(m: n, n: g.inFeatures, k: g.outFeatures[i], a: dout + g.offsets[i], lda: g.total, b: g.weights[i],
-                      ldb: g.inFeatures, beta: accumulate || i > 0 ? 1 : 0, c: dinp, ldc: g.inFeatures)
+                      ldb: g.inFeatures, beta: written || i > 0 ? 1 : 0, c: dinp, ldc: g.inFeatures)
             }
         }
+        written = true
     }
-    for (i, slot) in slots.enumerated() {
-        if let slot {
-            loraBackward(dx: dinp, dout: dout + g.offsets[i], ldDout: g.total, x: inp, u: u[i], n: n, slot: slot, context: context,
-                         du: du, dropped: dropped)
-        }
-    }
+    if !adaptersFirst { for (i, slot) in slots.enumerated() { if let slot { adapterBackward(i, slot) } } }
 }

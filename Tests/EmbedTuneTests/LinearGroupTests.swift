@@ -55,6 +55,85 @@ struct LinearGroupTests {
         #expect(a.grads.contains { $0 != 0 })
     }
 
+    /// Shallow products fold the adapter into the frozen weight's GEMM; deep ones (past
+    /// `ownMaxDepth`, OpenBLAS's) write the adapter's term first and accumulate the frozen product
+    /// onto it. Either way, with every member adapted or only some, the group must compute the
+    /// plain formulas.
+    @Test("a group's outputs, input gradient and adapter gradients match the formulas, shallow and deep, all or some members adapted",
+          arguments: [(24, ["a", "b"]), (24, ["b"]), (520, ["a", "b"]), (520, ["b"])])
+    func matchesFormulas(depth inF: Int, targets: [String]) throws {
+        let n = 29, outs = [16, 24], rank = 4, total = outs.reduce(0, +)
+        var rng = SeededGenerator(seed: UInt64(inF + targets.count))
+        func random(_ count: Int) -> [Float] { (0..<count).map { _ in Float.random(in: -1...1, using: &rng) } }
+        let weights = FloatBuffer(random(total * inF)), biases = FloatBuffer(random(total))
+        let x = random(n * inF), dOut = random(n * total), dxStart = random(n * inF)
+        let offsets = [0, outs[0]]
+        let group = LinearGroup(weights: offsets.map { UnsafePointer(weights.pointer + $0 * inF) },
+                                biases: offsets.map { UnsafePointer(biases.pointer + $0) }, outFeatures: outs, inFeatures: inF)
+        let adapter = try LoRAAdapter(config: LoRAConfig(r: rank, alpha: 8, targetModules: targets),
+                                      linears: zip(["a", "b"], outs).map { ($0, inF, $1) })
+        for i in 0..<adapter.params.count { adapter.params.pointer[i] = Float.random(in: -0.3...0.3, using: &rng) }
+        let slots = ["a", "b"].map { adapter.slot($0) }, s = Double(adapter.scale)
+        let w = weights.array, b = biases.array
+
+        // The formulas in Double: out = x·Wᵀ + b + s·(x·Aᵀ)·Bᵀ; dx = dOut·W + Σ s·(dOut·B)·A;
+        // dB = s·dOutᵀ·u, dA = duᵀ·x with u = x·Aᵀ and du = s·dOut·B.
+        var out = [Double](repeating: 0, count: n * total), dx = [Double](repeating: 0, count: n * inF)
+        var grads = [Double](repeating: 0, count: adapter.params.count)
+        for t in 0..<n {
+            for j in 0..<total {
+                var acc = Double(b[j])
+                for k in 0..<inF { acc += Double(x[t * inF + k]) * Double(w[j * inF + k]) }
+                out[t * total + j] = acc
+                for k in 0..<inF { dx[t * inF + k] += Double(dOut[t * total + j]) * Double(w[j * inF + k]) }
+            }
+        }
+        for (mi, slot) in slots.enumerated() {
+            guard let slot else { continue }
+            let a = adapter.a(slot), bb = adapter.b(slot), o = offsets[mi]
+            for t in 0..<n {
+                let u = (0..<rank).map { r in (0..<inF).reduce(0.0) { $0 + Double(x[t * inF + $1]) * Double(a[r * inF + $1]) } }
+                let du = (0..<rank).map { r in s * (0..<outs[mi]).reduce(0.0) { $0 + Double(dOut[t * total + o + $1]) * Double(bb[$1 * rank + r]) } }
+                for j in 0..<outs[mi] {
+                    for r in 0..<rank {
+                        out[t * total + o + j] += s * u[r] * Double(bb[j * rank + r])
+                        grads[slot.bOffset + j * rank + r] += s * Double(dOut[t * total + o + j]) * u[r]
+                    }
+                }
+                for r in 0..<rank {
+                    for k in 0..<inF {
+                        dx[t * inF + k] += du[r] * Double(a[r * inF + k])
+                        grads[slot.aOffset + r * inF + k] += du[r] * Double(x[t * inF + k])
+                    }
+                }
+            }
+        }
+
+        for accumulate in [false, true] {
+            let got = FloatBuffer(count: n * total), gotDx = FloatBuffer(accumulate ? dxStart : random(n * inF))
+            let u = outs.map { _ in FloatBuffer(count: n * rank) }, du = FloatBuffer(count: n * rank)
+            let dropped = FloatBuffer(count: n * inF), context = LoRAContext(adapter: adapter, training: true)
+            adapter.zeroGrads()
+            withExtendedLifetime((weights, biases)) {
+                x.withUnsafeBufferPointer { xp in
+                    adaptedGroupForward(out: got.pointer, inp: xp.baseAddress!, group: group, n: n, slots: slots, context: context,
+                                        u: u.map(\.pointer), dropped: dropped.pointer)
+                    dOut.withUnsafeBufferPointer { d in
+                        adaptedGroupBackward(dinp: gotDx.pointer, dout: d.baseAddress!, inp: xp.baseAddress!, group: group, n: n,
+                                             accumulate: accumulate, slots: slots, context: context,
+                                             u: u.map { UnsafePointer($0.pointer) }, du: du.pointer, dropped: dropped.pointer)
+                    }
+                }
+            }
+            let wantDx = accumulate ? zip(dx, dxStart).map { Float($0 + Double($1)) } : dx.map { Float($0) }
+            // Sums of up to 520 products of values ≤ 1: float rounding stays well below 1e-4 of their scale.
+            let tolerance = Float(inF).squareRoot() * 1e-5
+            #expect(maxAbsDifference(got.array, out.map { Float($0) }) <= tolerance)
+            #expect(maxAbsDifference(gotDx.array, wantDx) <= tolerance, "accumulate \(accumulate)")
+            #expect(maxAbsDifference(adapter.grads.array, grads.map { Float($0) }) <= tolerance)
+        }
+    }
+
     @Test("row-wise SwiGLU over a [gate | up] buffer equals the flat kernels")
     func stridedSwiGLU() {
         let rows = 5, cols = 13
