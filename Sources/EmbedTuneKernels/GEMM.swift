@@ -226,8 +226,9 @@ public func linearForward(
 /// out = scale · u · upᵀ (+ bias), written over `out` (N, OC; rows `ldOut` apart): an adapted
 /// linear's low-rank term laid down first, so that its frozen product then accumulates onto it
 /// (β = 1). OpenBLAS makes no zeroing pass over `out` for β = 1, and the adapter needs no second
-/// read-modify-write pass: `out` is read once and written twice instead of read twice and written
-/// three times. u (N, R), up (OC, R) — LoRA's B.
+/// read-modify-write pass. With the own kernels (AVX2) this product writes `out` from the bias in
+/// one pass; on the OpenBLAS-only choice it is OpenBLAS's zeroing or a bias copy instead, the same
+/// passes as the other order. u (N, R), up (OC, R) — LoRA's B.
 public func lowRankForward(
     out: UnsafeMutablePointer<Float>, ldOut: Int, u: UnsafePointer<Float>, up: UnsafePointer<Float>, n: Int, oc: Int,
     rank: Int, scale: Float, bias: UnsafePointer<Float>?

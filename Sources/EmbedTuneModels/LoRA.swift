@@ -291,11 +291,16 @@ public func adaptedGroupForward(
         linearForward(out: out, inp: inp, weight: g.weights[0], bias: g.biases[0], n: n, c: g.inFeatures, oc: g.total)
         return
     }
-    if g.contiguous, let context, slots.allSatisfy({ $0 != nil }) {
-        // Every member's adapter term (and bias) first, then one frozen product over ΣOC onto them.
+    if g.contiguous, let context {
+        // Every member's start first — its adapter's term and bias, or the bias (or zeros) alone —,
+        // then one frozen product over ΣOC accumulated onto them.
         for (i, slot) in slots.enumerated() {
-            loraForward(out: out + g.offsets[i], ldOut: g.total, bias: g.biases[i], x: inp, n: n, slot: slot!, context: context,
-                        u: u[i], dropped: dropped)
+            if let slot {
+                loraForward(out: out + g.offsets[i], ldOut: g.total, bias: g.biases[i], x: inp, n: n, slot: slot, context: context,
+                            u: u[i], dropped: dropped)
+            } else {
+                fillColumns(out + g.offsets[i], ldOut: g.total, n: n, count: g.outFeatures[i], with: g.biases[i])
+            }
         }
         sgemm(transB: true, m: n, n: g.total, k: g.inFeatures, a: inp, lda: g.inFeatures, b: g.weights[0], ldb: g.inFeatures,
               beta: 1, c: out, ldc: g.total)
@@ -305,6 +310,15 @@ public func adaptedGroupForward(
         adaptedLinearForward(out: out + g.offsets[i], ldOut: g.total, inp: inp, weight: g.weights[i], bias: g.biases[i], n: n,
                              inFeatures: g.inFeatures, outFeatures: g.outFeatures[i], slot: slots[i], context: context,
                              u: u[i], dropped: dropped)
+    }
+}
+
+/// The first `count` columns of n rows `ldOut` apart set to `bias`, or to zero.
+private func fillColumns(_ out: UnsafeMutablePointer<Float>, ldOut: Int, n: Int, count: Int, with bias: UnsafePointer<Float>?) {
+    ComputeTeam.current.parallelFor(n, grain: 64) { rows in
+        for row in rows {
+            if let bias { (out + row * ldOut).update(from: bias, count: count) } else { (out + row * ldOut).update(repeating: 0, count: count) }
+        }
     }
 }
 
