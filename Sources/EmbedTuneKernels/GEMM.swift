@@ -12,8 +12,9 @@ import Foundation
 /// packing, and fold s·u·Bᵀ (forward) and du·A (input gradient) into the frozen weight's product,
 /// so C is written once (`linearForwardPlusLowRank`, `linearBackwardInputPlusLowRank`). On the
 /// frozen weights' large products alone it is level with OpenBLAS's Zen kernel up to 512 deep and
-/// 3–5% behind it deeper, where OpenBLAS keeps them (`ownMaxDepth`). Attention's per-head products
-/// and the GELU / SwiGLU activations run here too.
+/// 3–5% behind it deeper, where OpenBLAS keeps them (`ownMaxDepth`); there the own kernel writes
+/// the adapter's term first and OpenBLAS accumulates onto it (`lowRankForward`). Attention's
+/// per-head products and the GELU / SwiGLU activations run here too.
 ///
 /// Chosen when the CPU runs AVX2 and FMA but not AVX-512 (OpenBLAS's AVX-512 kernels are twice
 /// as wide); `EMBEDTUNE_GEMM=openblas|avx2` overrides the choice.
