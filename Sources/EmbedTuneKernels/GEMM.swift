@@ -13,7 +13,7 @@ import Foundation
 /// so C is written once (`linearForwardPlusLowRank`, `linearBackwardInputPlusLowRank`). On the
 /// frozen weights' large products alone it is level with OpenBLAS's Zen kernel up to 512 deep and
 /// 3–5% behind it deeper, where OpenBLAS keeps them (`ownMaxDepth`); there the own kernel writes
-/// the adapter's term first and OpenBLAS accumulates onto it (`lowRankForward`). Attention's
+/// the adapter's term first and OpenBLAS accumulates onto it (`loraForward`). Attention's
 /// per-head products and the GELU / SwiGLU activations run here too.
 ///
 /// Chosen when the CPU runs AVX2 and FMA but not AVX-512 (OpenBLAS's AVX-512 kernels are twice
@@ -197,55 +197,32 @@ func blasSGEMM(
         Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
 }
 
-/// Linear layer forward: out = inp · Wᵀ (+ bias).
+/// Linear layer forward: out = α · inp · Wᵀ (+ bias).
 /// inp is (N, C), weight is (OC, C) as PyTorch stores it, bias is (OC), out is (N, OC) with rows
-/// `ldOut` apart (default OC; wider when several linears write side by side).
+/// `ldOut` apart (default OC; wider when several linears write side by side). With α it also
+/// writes an adapter's scaled term s·u·Bᵀ (C = the rank), which a frozen product then
+/// accumulates onto.
 /// The own kernel starts from the bias; on OpenBLAS the bias is written first and the GEMM
 /// accumulates onto it (β = 1): one pass over `out` fewer than a separate bias add, and no
 /// zeroing pass inside OpenBLAS.
 public func linearForward(
     out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-    bias: UnsafePointer<Float>?, n: Int, c: Int, oc: Int, ldOut: Int? = nil
+    bias: UnsafePointer<Float>?, n: Int, c: Int, oc: Int, ldOut: Int? = nil, alpha: Float = 1
 ) {
     let ld = ldOut ?? oc
     guard let bias else {
-        sgemm(transB: true, m: n, n: oc, k: c, a: inp, lda: c, b: weight, ldb: c, c: out, ldc: ld)
+        sgemm(transB: true, m: n, n: oc, k: c, alpha: alpha, a: inp, lda: c, b: weight, ldb: c, c: out, ldc: ld)
         return
     }
     ComputeTeam.current.parallelFor(n, grain: GEMMKernel.rowGrain) { rows in
         let inp = inp + rows.lowerBound * c, out = out + rows.lowerBound * ld
         if GEMMKernel.current.takes(depth: c, columns: oc) {
             // The kernel starts its tiles from the bias: no separate pass over `out`.
-            embedtune_sgemm(true, rows.count, oc, c, 1, inp, c, weight, c, false, bias, out, ld)
+            embedtune_sgemm(true, rows.count, oc, c, alpha, inp, c, weight, c, false, bias, out, ld)
             return
         }
         for row in 0..<rows.count { (out + row * ld).update(from: bias, count: oc) }
-        blasSGEMM(false, true, rows.count, oc, c, 1, inp, c, weight, c, 1, out, ld)
-    }
-}
-
-/// out = scale · u · upᵀ (+ bias), written over `out` (N, OC; rows `ldOut` apart): an adapted
-/// linear's low-rank term laid down first, so that its frozen product then accumulates onto it
-/// (β = 1). OpenBLAS makes no zeroing pass over `out` for β = 1, and the adapter needs no second
-/// read-modify-write pass. With the own kernels (AVX2) this product writes `out` from the bias in
-/// one pass; on the OpenBLAS-only choice it is OpenBLAS's zeroing or a bias copy instead, the same
-/// passes as the other order. u (N, R), up (OC, R) — LoRA's B.
-public func lowRankForward(
-    out: UnsafeMutablePointer<Float>, ldOut: Int, u: UnsafePointer<Float>, up: UnsafePointer<Float>, n: Int, oc: Int,
-    rank: Int, scale: Float, bias: UnsafePointer<Float>?
-) {
-    guard let bias else {
-        sgemm(transB: true, m: n, n: oc, k: rank, alpha: scale, a: u, lda: rank, b: up, ldb: rank, c: out, ldc: ldOut)
-        return
-    }
-    ComputeTeam.current.parallelFor(n, grain: GEMMKernel.rowGrain) { rows in
-        let u = u + rows.lowerBound * rank, out = out + rows.lowerBound * ldOut
-        if GEMMKernel.current.takes(depth: rank, columns: oc) {
-            embedtune_sgemm(true, rows.count, oc, rank, scale, u, rank, up, rank, false, bias, out, ldOut)
-            return
-        }
-        for row in 0..<rows.count { (out + row * ldOut).update(from: bias, count: oc) }
-        blasSGEMM(false, true, rows.count, oc, rank, scale, u, rank, up, rank, 1, out, ldOut)
+        blasSGEMM(false, true, rows.count, oc, c, alpha, inp, c, weight, c, 1, out, ld)
     }
 }
 

@@ -133,15 +133,17 @@ func loraDown(x: UnsafePointer<Float>, n: Int, slot s: LoRASlot, context: LoRACo
 }
 
 /// out = scale · (dropout(x) · Aᵀ) · Bᵀ (+ bias), written over `out`: the adapter's term, onto which
-/// the frozen product then accumulates (`lowRankForward`). Keeps u = dropout(x)·Aᵀ (N, r) for
-/// backward. x is (N, in), out is (N, out) with rows `ldOut` apart; `dropped` is (N, in) scratch
-/// used when dropout is on.
+/// the frozen product then accumulates (β = 1), so OpenBLAS makes no zeroing pass over `out` and
+/// the adapter no read-modify-write pass. (With the own kernels this product writes `out` from the
+/// bias in one pass; on the OpenBLAS-only choice it is OpenBLAS's zeroing or a bias copy instead,
+/// the same passes as the other order.) Keeps u = dropout(x)·Aᵀ (N, r) for backward. x is (N, in),
+/// out is (N, out) with rows `ldOut` apart; `dropped` is (N, in) scratch used when dropout is on.
 func loraForward(out: UnsafeMutablePointer<Float>, ldOut: Int, bias: UnsafePointer<Float>?, x: UnsafePointer<Float>, n: Int,
                  slot s: LoRASlot, context: LoRAContext, u: UnsafeMutablePointer<Float>, dropped: UnsafeMutablePointer<Float>) {
     let adapter = context.adapter
     loraDown(x: x, n: n, slot: s, context: context, u: u, dropped: dropped)
-    lowRankForward(out: out, ldOut: ldOut, u: u, up: adapter.b(s), n: n, oc: s.outFeatures, rank: s.rank, scale: adapter.scale,
-                   bias: bias)
+    linearForward(out: out, inp: u, weight: adapter.b(s), bias: bias, n: n, c: s.rank, oc: s.outFeatures, ldOut: ldOut,
+                  alpha: adapter.scale)
 }
 
 /// LoRA backward: dB += s·doutᵀ·u, du = s·dout·B, dA += duᵀ·dropout(x), dx += dropout'(du·A)
