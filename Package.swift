@@ -1,20 +1,22 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// Targets depend one way: C libraries → kernels → formats/tokenizers → models → training →
-// distributed → CLI. Numeric targets are compiled with -Ounchecked in release builds: the hot
-// loops index raw pointers whose bounds are checked once, at the layer boundary.
-let fast: [SwiftSetting] = [
+// Targets depend one way, each only on targets listed before it:
+//   Kernels → Formats → Tokenizers → Models → Data → Retrieval → Training → embedtune (CLI)
+// with Distributed (the MPI communicator) a leaf that Retrieval, Training and the CLI use.
+// Only the kernels are compiled with -Ounchecked: their hot loops index raw pointers whose
+// bounds are checked once, at the layer boundary. Every target that parses files keeps its checks.
+let kernels: [SwiftSetting] = [
     .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
     .swiftLanguageMode(.v5),
 ]
-let plain: [SwiftSetting] = [.swiftLanguageMode(.v5)]
+let checked: [SwiftSetting] = [.swiftLanguageMode(.v5)]
 
 let package = Package(
     name: "EmbedTune",
     products: [
         .executable(name: "embedtune", targets: ["embedtune"]),
-        .library(name: "EmbedTune", targets: ["EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneTraining", "EmbedTuneData"]),
+        .library(name: "EmbedTune", targets: ["EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneData", "EmbedTuneRetrieval", "EmbedTuneTraining"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -28,32 +30,39 @@ let package = Package(
         // Our AVX2/FMA kernels (GEMMs for linear layers and LoRA, GELU, SwiGLU); their functions carry
         // target attributes and are chosen at run time, the rest stays baseline x86-64.
         .target(name: "CEmbedTuneAVX2", cSettings: [.unsafeFlags(["-O3"], .when(configuration: .release))]),
-        .target(name: "EmbedTuneKernels", dependencies: ["CBLAS", "CEmbedTuneAVX2"], swiftSettings: fast),
-        .target(name: "EmbedTuneFormats", dependencies: ["EmbedTuneKernels", "CZstd", "CSQLite"], swiftSettings: fast),
-        .target(name: "EmbedTuneTokenizers", dependencies: ["EmbedTuneFormats"], swiftSettings: fast),
+        .target(name: "EmbedTuneKernels", dependencies: ["CBLAS", "CEmbedTuneAVX2"], swiftSettings: kernels),
+        .target(name: "EmbedTuneFormats", dependencies: ["EmbedTuneKernels", "CZstd"], swiftSettings: checked),
+        .target(name: "EmbedTuneTokenizers", dependencies: ["EmbedTuneFormats"], swiftSettings: checked),
         .target(
             name: "EmbedTuneModels",
             dependencies: ["EmbedTuneKernels", "EmbedTuneFormats", "EmbedTuneTokenizers"],
-            swiftSettings: fast),
-        .target(name: "EmbedTuneDistributed", dependencies: ["CMPI"], swiftSettings: plain),
-        .target(
-            name: "EmbedTuneTraining",
-            dependencies: ["EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneFormats", "CZstd"],
-            swiftSettings: fast),
+            swiftSettings: checked),
         .target(
             name: "EmbedTuneData",
-            dependencies: ["EmbedTuneTraining", "EmbedTuneTokenizers", "EmbedTuneModels", "EmbedTuneKernels", "EmbedTuneFormats", "CSQLite"],
-            swiftSettings: plain),
+            dependencies: ["EmbedTuneModels", "EmbedTuneTokenizers", "EmbedTuneFormats", "EmbedTuneKernels", "CSQLite"],
+            swiftSettings: checked),
+        .target(name: "EmbedTuneDistributed", dependencies: ["CMPI"], swiftSettings: checked),
+        .target(
+            name: "EmbedTuneRetrieval",
+            dependencies: ["EmbedTuneData", "EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneFormats", "EmbedTuneKernels"],
+            swiftSettings: checked),
+        .target(
+            name: "EmbedTuneTraining",
+            dependencies: [
+                "EmbedTuneRetrieval", "EmbedTuneData", "EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneTokenizers",
+                "EmbedTuneFormats", "EmbedTuneKernels", "CZstd",
+            ],
+            swiftSettings: checked),
         .executableTarget(
             name: "embedtune",
             dependencies: [
-                "EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneTraining", "EmbedTuneData",
+                "EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneData", "EmbedTuneRetrieval", "EmbedTuneTraining",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
-            swiftSettings: plain),
+            swiftSettings: checked),
         .testTarget(
             name: "EmbedTuneTests",
-            dependencies: ["EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneTraining", "EmbedTuneData"],
-            swiftSettings: plain),
+            dependencies: ["EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneData", "EmbedTuneRetrieval", "EmbedTuneTraining"],
+            swiftSettings: checked),
     ]
 )

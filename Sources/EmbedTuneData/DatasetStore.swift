@@ -1,7 +1,6 @@
 import EmbedTuneFormats
-import EmbedTuneKernels
 import EmbedTuneModels
-import EmbedTuneTraining
+import EmbedTuneKernels
 import Foundation
 
 /// Retrieval and training data in one SQLite file: datasets of queries, a corpus, relevance
@@ -36,10 +35,10 @@ public final class DatasetStore {
             return
         }
         guard application == Self.applicationID else {
-            throw DatasetError(origin: path, problem: "is an SQLite database but not an EmbedTune dataset store (application_id \(application), user_version \(version))")
+            throw FormatError(file: path, "is an SQLite database but not an EmbedTune dataset store (application_id \(application), user_version \(version))")
         }
         guard version == Self.schemaVersion else {
-            throw DatasetError(origin: path, problem: "store schema version \(version) is not supported (this embedtune reads version \(Self.schemaVersion))")
+            throw FormatError(file: path, "store schema version \(version) is not supported (this embedtune reads version \(Self.schemaVersion))")
         }
         try db.execute("PRAGMA foreign_keys=ON")
     }
@@ -87,7 +86,7 @@ public final class DatasetStore {
         try s.bind([.text(name)])
         if try s.step() { return s.int(0) }
         let known = try datasetNames()
-        throw DatasetError(origin: path, problem: "unknown dataset \"\(name)\" ("
+        throw FormatError(file: path, "unknown dataset \"\(name)\" ("
             + (known.isEmpty ? "the store has no datasets; use `embedtune data import`" : "known: \(known.joined(separator: ", "))") + ")")
     }
 
@@ -114,7 +113,7 @@ public final class DatasetStore {
         guard let split else { return }
         let named = try splitNames(id)
         guard named.contains(split) else {
-            throw DatasetError(origin: path, problem: "dataset \"\(dataset)\" has no split \"\(split)\" ("
+            throw FormatError(file: path, "dataset \"\(dataset)\" has no split \"\(split)\" ("
                 + (named.isEmpty ? "it is unsplit; use `embedtune data split`" : "splits: \(named.joined(separator: ", "))") + ")")
         }
     }
@@ -168,7 +167,7 @@ public final class DatasetStore {
             if let q = queryIndex[$0.string(0)], let d = docIndex[$0.string(1)] { set.relevant[q].insert(d) }
         }
         if set.queries.isEmpty {
-            throw DatasetError(origin: path, problem: "dataset \"\(dataset)\" has no queries with relevant documents"
+            throw FormatError(file: path, "dataset \"\(dataset)\" has no queries with relevant documents"
                 + (split.map { " in split \"\($0)\"" } ?? ""))
         }
         return set
@@ -259,17 +258,17 @@ public final class DatasetStore {
             candidates.append((g.next(), text, $0.string(0)))
         }
         let n = candidates.count
-        guard n >= 2 else { throw DatasetError(origin: path, problem: "dataset \"\(dataset)\" has \(n) queries with qrels; a split needs at least 2") }
+        guard n >= 2 else { throw FormatError(file: path, "dataset \"\(dataset)\" has \(n) queries with qrels; a split needs at least 2") }
         let test: Int
-        guard testSize.isFinite, testSize > 0 else { throw DatasetError(origin: path, field: "test_size", problem: "\(testSize) is outside (0, 1)") }
+        guard testSize.isFinite, testSize > 0 else { throw FormatError(file: path, item: "test_size", "\(testSize) is outside (0, 1)") }
         if testSize < 1 {
             test = min(n - 1, max(1, Int((testSize * Double(n)).rounded())))
         } else {
             guard testSize == testSize.rounded() else {
-                throw DatasetError(origin: path, field: "test_size", problem: "\(testSize) is outside (0, 1) and not a whole count")
+                throw FormatError(file: path, item: "test_size", "\(testSize) is outside (0, 1) and not a whole count")
             }
             guard testSize < Double(n) else {
-                throw DatasetError(origin: path, field: "test_size", problem: "a count of \(Int(testSize)) test queries leaves no training queries (the dataset has \(n) with qrels)")
+                throw FormatError(file: path, item: "test_size", "a count of \(Int(testSize)) test queries leaves no training queries (the dataset has \(n) with qrels)")
             }
             test = Int(testSize)
         }
@@ -306,14 +305,14 @@ public final class DatasetStore {
     public func triplets(dataset: String, split: String) throws -> [Triplet] {
         let id = try datasetID(dataset)
         var out = [Triplet]()
-        var problem: DatasetError?
+        var problem: FormatError?
         try db.prepare("SELECT row, query, positive, negatives, instruction FROM triplets WHERE dataset_id = ? AND split = ? ORDER BY row")
             .forEach(.int(id), .text(split)) { s in
                 let origin = "\(path):\(dataset)/\(split):\(s.int(0) + 1)"
                 let list = (try? JSONValue.parse(Data(s.string(3).utf8), file: origin))?.array
                 let negatives = list?.compactMap(\.string) ?? []
                 guard let list, negatives.count == list.count else {
-                    if problem == nil { problem = DatasetError(origin: origin, field: "negatives", problem: "is not a JSON array of strings") }
+                    if problem == nil { problem = FormatError(file: origin, item: "negatives", "is not a JSON array of strings") }
                     return
                 }
                 out.append(Triplet(query: s.string(1), positive: s.string(2), negatives: negatives, instruction: s.text(4), origin: origin))

@@ -1,24 +1,5 @@
 import Foundation
 
-/// A dataset-store problem, one line: where (a file:line, or the store's path), which field if
-/// any, and what is wrong — the way the CLI prints it.
-public struct DatasetError: Error, CustomStringConvertible, Equatable {
-    public let origin: String
-    public let field: String?
-    public let problem: String
-
-    public init(origin: String, field: String? = nil, problem: String) {
-        self.origin = origin
-        self.field = field
-        self.problem = problem
-    }
-
-    public var description: String {
-        if let field { return "\(origin): \(field): \(problem)" }
-        return "\(origin): \(problem)"
-    }
-}
-
 /// The layout of an import's input.
 public enum ImportFormat: String, CaseIterable, Sendable {
     /// Question–answer rows (JSONL, CSV or TSV); the field names are in `ImportInputs`.

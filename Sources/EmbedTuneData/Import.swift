@@ -1,5 +1,4 @@
 import EmbedTuneFormats
-import EmbedTuneTraining
 import Foundation
 
 extension DatasetStore {
@@ -9,42 +8,36 @@ extension DatasetStore {
     /// and drops its queries, corpus, qrels, negatives and triplets before re-inserting.
     public func importDataset(name: String, format: ImportFormat, inputs: ImportInputs, replace: Bool) throws -> ImportReport {
         guard !name.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
-            throw DatasetError(origin: path, field: "dataset", problem: "the dataset name is empty")
+            throw FormatError(file: path, item: "dataset", "the dataset name is empty")
         }
         let source = "\(format.rawValue):" + ([inputs.input, inputs.corpus, inputs.queries, inputs.qrels].compactMap { $0 }.joined(separator: ","))
-        do {
-            return try db.transaction {
-                var existing: Int64?
-                try db.prepare("SELECT id FROM datasets WHERE name = ?").forEach(.text(name)) { existing = $0.int(0) }
-                let id: Int64
-                if let existing {
-                    guard replace else {
-                        throw DatasetError(origin: path, problem: "dataset \"\(name)\" already exists (use --replace to replace it)")
-                    }
-                    for table in ["triplets", "negatives", "qrels", "queries", "documents"] {
-                        try db.prepare("DELETE FROM \(table) WHERE dataset_id = ?").run(.int(existing))
-                    }
-                    try db.prepare("UPDATE datasets SET source = ?, created = ? WHERE id = ?").run(.text(source), .text(Self.now()), .int(existing))
-                    id = existing
-                } else {
-                    try db.prepare("INSERT INTO datasets(name, source, created) VALUES (?, ?, ?)").run(.text(name), .text(source), .text(Self.now()))
-                    id = db.lastInsertRowID
+        return try db.transaction {
+            var existing: Int64?
+            try db.prepare("SELECT id FROM datasets WHERE name = ?").forEach(.text(name)) { existing = $0.int(0) }
+            let id: Int64
+            if let existing {
+                guard replace else {
+                    throw FormatError(file: path, "dataset \"\(name)\" already exists (use --replace to replace it)")
                 }
-                let importer = try Importer(db: db, datasetID: id)
-                importer.report.dataset = name
-                importer.report.replaced = existing != nil
-                switch format {
-                case .beir: try importer.importBEIR(inputs)
-                case .pairs, .msSwift, .sentenceTransformers:
-                    guard let input = inputs.input else { throw DatasetError(origin: path, problem: "the \(format.rawValue) format needs an input file") }
-                    try importer.importRows(input, format: format, inputs: inputs)
+                for table in ["triplets", "negatives", "qrels", "queries", "documents"] {
+                    try db.prepare("DELETE FROM \(table) WHERE dataset_id = ?").run(.int(existing))
                 }
-                return importer.report
+                try db.prepare("UPDATE datasets SET source = ?, created = ? WHERE id = ?").run(.text(source), .text(Self.now()), .int(existing))
+                id = existing
+            } else {
+                try db.prepare("INSERT INTO datasets(name, source, created) VALUES (?, ?, ?)").run(.text(name), .text(source), .text(Self.now()))
+                id = db.lastInsertRowID
             }
-        } catch let p as DataProblem {
-            throw DatasetError(origin: p.origin, problem: p.problem)
-        } catch let f as FormatError {
-            throw DatasetError(origin: f.file, field: f.item, problem: f.problem)
+            let importer = try Importer(db: db, datasetID: id)
+            importer.report.dataset = name
+            importer.report.replaced = existing != nil
+            switch format {
+            case .beir: try importer.importBEIR(inputs)
+            case .pairs, .msSwift, .sentenceTransformers:
+                guard let input = inputs.input else { throw FormatError(file: path, "the \(format.rawValue) format needs an input file") }
+                try importer.importRows(input, format: format, inputs: inputs)
+            }
+            return importer.report
         }
     }
 }
@@ -136,11 +129,11 @@ final class Importer {
     func add(_ row: Row, idField: String?) throws {
         report.rowsRead += 1
         if let k = row.negatives.firstIndex(where: row.positives.contains) {
-            throw DatasetError(origin: row.origin, field: "negative \(k + 1)", problem: "is identical to a positive")
+            throw FormatError(file: row.origin, item: "negative \(k + 1)", "is identical to a positive")
         }
         let existing = queryByText[row.query]
         if existing == nil, let given = row.queryID, queryIDs.contains(given) {
-            throw DatasetError(origin: row.origin, field: idField, problem: "id \"\(given)\" already names a different question")
+            throw FormatError(file: row.origin, item: idField, "id \"\(given)\" already names a different question")
         }
         if let q = existing, row.positives.allSatisfy({ documentByText[$0].map { judged.contains(Pair(query: q, doc: $0)) } ?? false }) {
             report.skipped += 1
@@ -171,17 +164,17 @@ final class Importer {
 
     /// A required text field: present, a string, not blank; returned trimmed.
     static func text(_ o: [String: JSONValue], _ key: String, _ origin: String) throws -> String {
-        guard let v = o[key], !v.isNull else { throw DatasetError(origin: origin, field: key, problem: "missing field") }
-        guard let s = v.string else { throw DatasetError(origin: origin, field: key, problem: "is not a string") }
+        guard let v = o[key], !v.isNull else { throw FormatError(file: origin, item: key, "missing field") }
+        guard let s = v.string else { throw FormatError(file: origin, item: key, "is not a string") }
         let t = trimmed(s)
-        guard !t.isEmpty else { throw DatasetError(origin: origin, field: key, problem: "is empty") }
+        guard !t.isEmpty else { throw FormatError(file: origin, item: key, "is empty") }
         return t
     }
 
     /// An optional text: nil when absent, null or blank.
     static func optionalText(_ o: [String: JSONValue], _ key: String, _ origin: String) throws -> String? {
         guard let v = o[key], !v.isNull else { return nil }
-        guard let s = v.string else { throw DatasetError(origin: origin, field: key, problem: "is not a string") }
+        guard let s = v.string else { throw FormatError(file: origin, item: key, "is not a string") }
         let t = trimmed(s)
         return t.isEmpty ? nil : t
     }
@@ -191,8 +184,8 @@ final class Importer {
     static func table(_ path: String) throws -> (rows: [TableRows.Row], columns: [String]) {
         let url = URL(fileURLWithPath: path)
         let data: Data
-        do { data = try Data(contentsOf: url) } catch { throw DatasetError(origin: path, problem: "cannot read: \(error.localizedDescription)") }
-        guard let text = String(data: data, encoding: .utf8) else { throw DatasetError(origin: path, problem: "is not valid UTF-8") }
+        do { data = try Data(contentsOf: url) } catch { throw FormatError(file: path, "cannot read: \(error.localizedDescription)") }
+        guard let text = String(data: data, encoding: .utf8) else { throw FormatError(file: path, "is not valid UTF-8") }
         let ext = url.pathExtension.lowercased()
         // TableRows splits JSONL on the Character "\n", which a CRLF pair ("\r\n", one
         // Character) is not; normalise first so Windows-written files read line by line.
@@ -212,14 +205,14 @@ final class Importer {
                 rest = end < rest.endIndex ? rest[rest.index(after: end)...] : rest[rest.endIndex...]
             }
         }
-        if rows.isEmpty { throw DatasetError(origin: path, problem: "no rows") }
+        if rows.isEmpty { throw FormatError(file: path, "no rows") }
         return (rows, columns)
     }
 
     /// Parses a row's fields, naming JSONL's likely mistake (a CSV/TSV file named .jsonl).
     static func fields(_ row: TableRows.Row) throws -> [String: JSONValue] {
-        do { return try row.fields() } catch let p as DataProblem where p.problem == "malformed JSON" {
-            throw DatasetError(origin: p.origin, problem: "malformed JSON (expected one JSON object per line; CSV/TSV files need a .csv/.tsv name)")
+        do { return try row.fields() } catch let p as FormatError where p.problem == "malformed JSON" {
+            throw FormatError(file: p.file, "malformed JSON (expected one JSON object per line; CSV/TSV files need a .csv/.tsv name)")
         }
     }
 
@@ -261,7 +254,7 @@ final class Importer {
             func pick(_ given: String?, _ candidates: [String], _ what: String, _ flag: String) throws -> String {
                 if let given { return given }
                 guard let found = candidates.first(where: { first[$0] != nil }) else {
-                    throw DatasetError(origin: rows[0].origin, problem: "cannot tell the \(what) field (have \(have.joined(separator: ", ")); expected one of \(candidates.joined(separator: ", "))); use \(flag)")
+                    throw FormatError(file: rows[0].origin, "cannot tell the \(what) field (have \(have.joined(separator: ", ")); expected one of \(candidates.joined(separator: ", "))); use \(flag)")
                 }
                 return found
             }
@@ -271,9 +264,9 @@ final class Importer {
                 let o = try Self.fields(row)
                 var id: String?
                 if let field = inputs.idField {
-                    guard let v = o[field], !v.isNull else { throw DatasetError(origin: row.origin, field: field, problem: "missing field") }
+                    guard let v = o[field], !v.isNull else { throw FormatError(file: row.origin, item: field, "missing field") }
                     guard let s = v.string.map(Self.trimmed) ?? v.int.map(String.init), !s.isEmpty else {
-                        throw DatasetError(origin: row.origin, field: field, problem: "is not a non-empty string or integer")
+                        throw FormatError(file: row.origin, item: field, "is not a non-empty string or integer")
                     }
                     id = s
                 }
@@ -286,7 +279,7 @@ final class Importer {
             let first = try Self.fields(rows[0])
             let cols = columns.isEmpty ? first.keys.sorted() : columns
             if let labeled = cols.first(where: { ["label", "score"].contains($0) }) {
-                throw DatasetError(origin: rows[0].origin, field: labeled, problem: "labeled pairs are not supported (expected anchor, positive, negative… columns)")
+                throw FormatError(file: rows[0].origin, item: labeled, "labeled pairs are not supported (expected anchor, positive, negative… columns)")
             }
             let queryColumn: String, positiveColumn: String, negativeColumns: [String]
             if let named = ["anchor", "query"].first(where: cols.contains), cols.contains("positive") {
@@ -295,7 +288,7 @@ final class Importer {
                 negativeColumns = cols.filter { $0.hasPrefix("negative") }
             } else {
                 guard cols.count >= 2 else {
-                    throw DatasetError(origin: rows[0].origin, problem: "expected at least two columns (query, positive), found \(cols.count)")
+                    throw FormatError(file: rows[0].origin, "expected at least two columns (query, positive), found \(cols.count)")
                 }
                 queryColumn = cols[0]
                 positiveColumn = cols[1]
@@ -310,7 +303,7 @@ final class Importer {
         case .beir:
             break
         }
-        if report.queries == 0 { throw DatasetError(origin: path, problem: "no queries") }
+        if report.queries == 0 { throw FormatError(file: path, "no queries") }
     }
 
     /// An ms-swift row, as the trainer reads it: {query, response, rejected_response} or
@@ -321,57 +314,57 @@ final class Importer {
         func content(_ conversation: [JSONValue], roles: Set<String>, field: String) throws -> String? {
             var found: String?
             for (i, m) in conversation.enumerated() {
-                guard let role = m["role"]?.string else { throw DatasetError(origin: origin, field: "\(field)[\(i)].role", problem: "missing or not a string") }
+                guard let role = m["role"]?.string else { throw FormatError(file: origin, item: "\(field)[\(i)].role", "missing or not a string") }
                 if roles.contains(role) {
-                    guard let c = m["content"]?.string else { throw DatasetError(origin: origin, field: "\(field)[\(i)].content", problem: "missing or not a string") }
+                    guard let c = m["content"]?.string else { throw FormatError(file: origin, item: "\(field)[\(i)].content", "missing or not a string") }
                     found = c
                 }
             }
             guard let found else { return nil }
             let t = trimmed(found)
-            guard !t.isEmpty else { throw DatasetError(origin: origin, field: "\(field).content", problem: "is empty") }
+            guard !t.isEmpty else { throw FormatError(file: origin, item: "\(field).content", "is empty") }
             return t
         }
         /// A list of conversations, or one conversation (positive_messages is sometimes flat).
         func conversations(_ key: String) throws -> [[JSONValue]] {
             guard let v = o[key], !v.isNull else { return [] }
-            guard let list = v.array else { throw DatasetError(origin: origin, field: key, problem: "is not a list") }
+            guard let list = v.array else { throw FormatError(file: origin, item: key, "is not a list") }
             if list.allSatisfy({ $0.array != nil }) { return list.compactMap(\.array) }
             if list.allSatisfy({ $0.object != nil }) { return [list] }
-            throw DatasetError(origin: origin, field: key, problem: "is not a list of messages or of conversations")
+            throw FormatError(file: origin, item: key, "is not a list of messages or of conversations")
         }
         func rejected() throws -> [String] {
             guard let v = o["rejected_response"], !v.isNull else { return [] }
             if let list = v.array {
                 return try list.indices.map { i in
-                    guard let s = list[i].string else { throw DatasetError(origin: origin, field: "rejected_response[\(i)]", problem: "is not a string") }
+                    guard let s = list[i].string else { throw FormatError(file: origin, item: "rejected_response[\(i)]", "is not a string") }
                     let t = trimmed(s)
-                    guard !t.isEmpty else { throw DatasetError(origin: origin, field: "rejected_response[\(i)]", problem: "is empty") }
+                    guard !t.isEmpty else { throw FormatError(file: origin, item: "rejected_response[\(i)]", "is empty") }
                     return t
                 }
             }
             return [try text(o, "rejected_response", origin)]
         }
         if let m = o["messages"], !m.isNull {
-            guard let messages = m.array else { throw DatasetError(origin: origin, field: "messages", problem: "is not a list") }
+            guard let messages = m.array else { throw FormatError(file: origin, item: "messages", "is not a list") }
             guard let query = try content(messages, roles: ["user"], field: "messages") else {
-                throw DatasetError(origin: origin, field: "messages", problem: "has no user message")
+                throw FormatError(file: origin, item: "messages", "has no user message")
             }
             var positives = try conversations("positive_messages").enumerated().map { i, c in
                 guard let t = try content(c, roles: ["user", "assistant"], field: "positive_messages[\(i)]") else {
-                    throw DatasetError(origin: origin, field: "positive_messages[\(i)]", problem: "has no user or assistant message")
+                    throw FormatError(file: origin, item: "positive_messages[\(i)]", "has no user or assistant message")
                 }
                 return t
             }
             if positives.isEmpty {
                 guard let answer = try content(messages, roles: ["assistant"], field: "messages") else {
-                    throw DatasetError(origin: origin, field: "positive_messages", problem: "missing field (and messages has no assistant turn)")
+                    throw FormatError(file: origin, item: "positive_messages", "missing field (and messages has no assistant turn)")
                 }
                 positives = [answer]
             }
             var negatives = try conversations("negative_messages").enumerated().map { i, c in
                 guard let t = try content(c, roles: ["user", "assistant"], field: "negative_messages[\(i)]") else {
-                    throw DatasetError(origin: origin, field: "negative_messages[\(i)]", problem: "has no user or assistant message")
+                    throw FormatError(file: origin, item: "negative_messages[\(i)]", "has no user or assistant message")
                 }
                 return t
             }
@@ -388,7 +381,7 @@ final class Importer {
             while o["negative_\(k)"] != nil { if let n = try optionalText(o, "negative_\(k)", origin) { negatives.append(n) }; k += 1 }
             return Row(origin: origin, query: try text(o, "anchor", origin), positives: [try text(o, "positive", origin)], negatives: negatives)
         }
-        throw DatasetError(origin: origin, problem: "no known fields (expected query/response, messages, or anchor/positive; have \(o.keys.sorted().joined(separator: ", ")))")
+        throw FormatError(file: origin, "no known fields (expected query/response, messages, or anchor/positive; have \(o.keys.sorted().joined(separator: ", ")))")
     }
 
     // MARK: BEIR
@@ -400,7 +393,7 @@ final class Importer {
     static func lines(_ path: String) throws -> [(Int, Substring)] {
         let text: String
         do { text = try String(contentsOf: URL(fileURLWithPath: path), encoding: .utf8) }
-        catch { throw DatasetError(origin: path, problem: "cannot read: \(error.localizedDescription)") }
+        catch { throw FormatError(file: path, "cannot read: \(error.localizedDescription)") }
         // Split on the byte: a CRLF pair is one Character, so a Character split would miss it.
         return text.utf8.split(separator: 0x0A, omittingEmptySubsequences: false).enumerated()
             .map { ($0.offset + 1, Substring($0.element.last == 0x0D ? $0.element.dropLast() : $0.element)) }
@@ -413,12 +406,12 @@ final class Importer {
             let origin = "\(path):\(n)"
             let v: JSONValue
             do { v = try JSONValue.parse(Data(line.utf8), file: origin) }
-            catch let e as FormatError { throw DatasetError(origin: origin, problem: "malformed JSON (\(e.problem))") }
-            guard let o = v.object else { throw DatasetError(origin: origin, problem: "line is not a JSON object") }
+            catch let e as FormatError { throw FormatError(file: origin, "malformed JSON (\(e.problem))") }
+            guard let o = v.object else { throw FormatError(file: origin, "line is not a JSON object") }
             guard let id = o["_id"]?.string ?? o["_id"]?.int.map(String.init), !id.isEmpty else {
-                throw DatasetError(origin: origin, field: "_id", problem: "missing, or not a string or integer")
+                throw FormatError(file: origin, item: "_id", "missing, or not a string or integer")
             }
-            guard let text = o["text"]?.string else { throw DatasetError(origin: origin, field: "text", problem: "missing or not a string") }
+            guard let text = o["text"]?.string else { throw FormatError(file: origin, item: "text", "missing or not a string") }
             let title = trimmed(o["title"]?.string ?? "")
             return (origin, id, trimmed(title.isEmpty ? text : title + " " + text))
         }
@@ -429,17 +422,17 @@ final class Importer {
         guard let corpusPath = inputs.corpus ?? dir?.appendingPathComponent("corpus.jsonl").path,
               let queriesPath = inputs.queries ?? dir?.appendingPathComponent("queries.jsonl").path,
               let qrelsPath = inputs.qrels ?? dir?.appendingPathComponent("qrels").path else {
-            throw DatasetError(origin: "beir", problem: "needs an input directory, or corpus, queries and qrels paths")
+            throw FormatError(file: "beir", "needs an input directory, or corpus, queries and qrels paths")
         }
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: qrelsPath, isDirectory: &isDir) else {
-            throw DatasetError(origin: qrelsPath, problem: "missing (expected a qrels .tsv file or a qrels/ directory of them)")
+            throw FormatError(file: qrelsPath, "missing (expected a qrels .tsv file or a qrels/ directory of them)")
         }
         var qrelsFiles = [qrelsPath]
         if isDir.boolValue {
             let names = (try? FileManager.default.contentsOfDirectory(atPath: qrelsPath)) ?? []
             qrelsFiles = names.filter { $0.lowercased().hasSuffix(".tsv") }.sorted().map { qrelsPath + "/" + $0 }
-            if qrelsFiles.isEmpty { throw DatasetError(origin: qrelsPath, problem: "no .tsv qrels files in the directory") }
+            if qrelsFiles.isEmpty { throw FormatError(file: qrelsPath, "no .tsv qrels files in the directory") }
         }
 
         // Corpus: ids kept; a text seen before makes its id an alias of the first.
@@ -447,21 +440,21 @@ final class Importer {
         for r in try Self.records(corpusPath) {
             report.rowsRead += 1
             guard documentAlias[r.id] == nil, !emptyDocuments.contains(r.id) else {
-                throw DatasetError(origin: r.origin, field: "_id", problem: "duplicate id \"\(r.id)\"")
+                throw FormatError(file: r.origin, item: "_id", "duplicate id \"\(r.id)\"")
             }
             if r.text.isEmpty { emptyDocuments.insert(r.id); report.skipped += 1; continue }
             let d = try document(r.text, id: r.id)
             if d.merged { report.duplicatesMerged += 1 }
             documentAlias[r.id] = d.id
         }
-        if report.documents == 0 { throw DatasetError(origin: corpusPath, problem: "the corpus is empty") }
+        if report.documents == 0 { throw FormatError(file: corpusPath, "the corpus is empty") }
 
         var queryAlias = [String: String](), emptyQueries = Set<String>()
         var newQueries = [(id: String, text: String)](), textToQuery = [String: String]()
         for r in try Self.records(queriesPath) {
             report.rowsRead += 1
             guard queryAlias[r.id] == nil, !emptyQueries.contains(r.id) else {
-                throw DatasetError(origin: r.origin, field: "_id", problem: "duplicate id \"\(r.id)\"")
+                throw FormatError(file: r.origin, item: "_id", "duplicate id \"\(r.id)\"")
             }
             if r.text.isEmpty { emptyQueries.insert(r.id); report.skipped += 1; continue }
             if let first = textToQuery[r.text] { queryAlias[r.id] = first; report.duplicatesMerged += 1; continue }
@@ -469,7 +462,7 @@ final class Importer {
             queryAlias[r.id] = r.id
             newQueries.append((r.id, r.text))
         }
-        if newQueries.isEmpty { throw DatasetError(origin: queriesPath, problem: "no queries") }
+        if newQueries.isEmpty { throw FormatError(file: queriesPath, "no queries") }
 
         var judgements = [(query: String, doc: String, score: Double)](), split = [String: String]()
         for file in qrelsFiles {
@@ -481,20 +474,20 @@ final class Importer {
                 if k == 0, ["query-id", "query_id", "qid", "query"].contains(f[0].lowercased()) { continue }
                 report.rowsRead += 1
                 guard f.count == 3 else {
-                    throw DatasetError(origin: origin, problem: "expected 3 tab-separated columns (query-id, corpus-id, score), found \(f.count)")
+                    throw FormatError(file: origin, "expected 3 tab-separated columns (query-id, corpus-id, score), found \(f.count)")
                 }
                 guard let score = Double(f[2]), score.isFinite else {
-                    throw DatasetError(origin: origin, field: "score", problem: "\"\(f[2])\" is not a number")
+                    throw FormatError(file: origin, item: "score", "\"\(f[2])\" is not a number")
                 }
                 if emptyQueries.contains(f[0]) || emptyDocuments.contains(f[1]) { report.skipped += 1; continue }
-                guard let q = queryAlias[f[0]] else { throw DatasetError(origin: origin, field: "query-id", problem: "unknown query id \"\(f[0])\" (not in \(queriesPath))") }
-                guard let d = documentAlias[f[1]] else { throw DatasetError(origin: origin, field: "corpus-id", problem: "unknown corpus id \"\(f[1])\" (not in \(corpusPath))") }
+                guard let q = queryAlias[f[0]] else { throw FormatError(file: origin, item: "query-id", "unknown query id \"\(f[0])\" (not in \(queriesPath))") }
+                guard let d = documentAlias[f[1]] else { throw FormatError(file: origin, item: "corpus-id", "unknown corpus id \"\(f[1])\" (not in \(corpusPath))") }
                 judgements.append((q, d, score))
                 if let rank, rank > (split[q].flatMap { Self.splitRank[$0] } ?? 0) { split[q] = stem }
             }
         }
         for q in newQueries { try insertQuery(q.text, id: q.id, split: split[q.id]) }
         for j in judgements { try qrel(j.query, j.doc, score: j.score) }
-        if report.qrels == 0 { throw DatasetError(origin: qrelsFiles[0], problem: "no qrels") }
+        if report.qrels == 0 { throw FormatError(file: qrelsFiles[0], "no qrels") }
     }
 }

@@ -1,4 +1,5 @@
 import CSQLite
+import EmbedTuneFormats
 import Foundation
 
 /// A value bound to a statement parameter.
@@ -26,7 +27,7 @@ final class SQLiteDatabase {
         guard rc == SQLITE_OK, let h else {
             let message = h.map { String(cString: sqlite3_errmsg($0)) } ?? String(cString: sqlite3_errstr(rc))
             if let h { sqlite3_close_v2(h) }
-            throw DatasetError(origin: path, problem: "cannot open: \(message)")
+            throw FormatError(file: path, "cannot open: \(message)")
         }
         handle = h
         sqlite3_busy_timeout(handle, 10_000)
@@ -36,12 +37,12 @@ final class SQLiteDatabase {
 
     var lastMessage: String { String(cString: sqlite3_errmsg(handle)) }
 
-    func failure(_ what: String) -> DatasetError {
+    func failure(_ what: String) -> FormatError {
         let code = sqlite3_extended_errcode(handle)
         if code & 0xFF == SQLITE_NOTADB {
-            return DatasetError(origin: path, problem: "is not an EmbedTune dataset store (not an SQLite database)")
+            return FormatError(file: path, "is not an EmbedTune dataset store (not an SQLite database)")
         }
-        return DatasetError(origin: path, problem: "SQLite: \(lastMessage) (\(what))")
+        return FormatError(file: path, "SQLite: \(lastMessage) (\(what))")
     }
 
     /// Runs one or more statements that return no rows the caller needs.
@@ -51,7 +52,7 @@ final class SQLiteDatabase {
             let text = message.map { String(cString: $0) } ?? lastMessage
             sqlite3_free(message)
             if sqlite3_extended_errcode(handle) & 0xFF == SQLITE_NOTADB { throw failure(sql) }
-            throw DatasetError(origin: path, problem: "SQLite: \(text) (\(sql.prefix(60)))")
+            throw FormatError(file: path, "SQLite: \(text) (\(sql.prefix(60)))")
         }
     }
 
@@ -160,4 +161,8 @@ final class Statement {
     }
 
     func string(_ column: Int32) -> String { text(column) ?? "" }
+}
+
+public enum SQLiteInfo {
+    public static var version: String { String(cString: sqlite3_libversion()) }
 }

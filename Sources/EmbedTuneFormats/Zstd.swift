@@ -1,4 +1,3 @@
-import CSQLite
 import CZstd
 import Foundation
 
@@ -30,8 +29,4 @@ public enum Zstd {
         if ZSTD_isError(n) != 0 { throw FormatError(file: file, "corrupt zstd data: \(String(cString: ZSTD_getErrorName(n)))") }
         return out
     }
-}
-
-public enum SQLiteInfo {
-    public static var version: String { String(cString: sqlite3_libversion()) }
 }

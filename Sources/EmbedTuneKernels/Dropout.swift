@@ -4,15 +4,6 @@ import CEmbedTuneAVX2
 // forward pass, its backward and a GradCache recomputation all draw the same mask without storing
 // it, on any rank and in any batch.
 
-/// SplitMix64's finaliser: a 64-bit mix for seeds and row bases.
-@inline(__always)
-public func mix64(_ x: UInt64) -> UInt64 {
-    var z = x &+ 0x9E37_79B9_7F4A_7C15
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
-}
-
 /// murmur3's 32-bit finaliser, eight lanes at a time.
 @inlinable @inline(__always)
 public func fmix32(_ x: SIMD8<UInt32>) -> SIMD8<UInt32> {

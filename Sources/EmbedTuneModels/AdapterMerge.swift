@@ -266,14 +266,14 @@ public enum AdapterMerge {
         let stream = dareStream(seed: seed, adapter: adapter, module: module)
         let threshold = density * Double(1 << 24)
         for e in t.indices {
-            let u = splitMix64Hash(stream ^ UInt64(e)) >> 40
+            let u = mix64(stream ^ UInt64(e)) >> 40
             t[e] = Double(u) < threshold ? t[e] / density : 0
         }
     }
 
     /// The DARE stream of (seed, adapter index in the merge, module index in the sorted union).
     public static func dareStream(seed: UInt64, adapter: Int, module: Int) -> UInt64 {
-        splitMix64Hash(splitMix64Hash(splitMix64Hash(seed) ^ UInt64(adapter)) ^ UInt64(module))
+        mix64(mix64(mix64(seed) ^ UInt64(adapter)) ^ UInt64(module))
     }
 
     /// TIES sign election on the (unweighted, pruned) task tensors, then the disjoint mean of the
@@ -304,14 +304,6 @@ public enum AdapterMerge {
         let energy = s.reduce(0) { $0 + $1 * $1 }, discarded = s[r...].reduce(0) { $0 + $1 * $1 }
         return (a, b, delta, discarded, energy)
     }
-}
-
-/// splitmix64's output function: a good 64-bit mix of a counter.
-@inline(__always) public func splitMix64Hash(_ x: UInt64) -> UInt64 {
-    var z = x &+ 0x9E37_79B9_7F4A_7C15
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
 }
 
 extension LoRAAdapter {

@@ -1,4 +1,7 @@
+import EmbedTuneData
+import EmbedTuneRetrieval
 import EmbedTuneFormats
+import EmbedTuneKernels
 import EmbedTuneModels
 import Foundation
 

@@ -1,3 +1,5 @@
+import EmbedTuneData
+import EmbedTuneRetrieval
 import EmbedTuneFormats
 import EmbedTuneModels
 import Foundation

@@ -1,3 +1,5 @@
+import EmbedTuneData
+import EmbedTuneRetrieval
 import EmbedTuneDistributed
 import EmbedTuneFormats
 import EmbedTuneKernels
@@ -53,7 +55,7 @@ public final class Trainer {
     public let optimizer: AdamW
     public private(set) var train: [Triplet] = []
     public private(set) var holdout: [Triplet] = []
-    public private(set) var skipped: [DataProblem] = []
+    public private(set) var skipped: [FormatError] = []
     public internal(set) var step = 0
     var logTau: Float
     let tauOptimizer = AdamW(count: 1)
@@ -75,7 +77,7 @@ public final class Trainer {
         let dir = try ModelDirectory(URL(fileURLWithPath: options.model))
         embedder = try Embedder(directory: dir)
         guard let trainable = embedder.backbone as? Backbone & TrainableBackbone else {
-            throw DataProblem(origin: options.model, problem: "this architecture cannot be trained")
+            throw FormatError(file: options.model, "this architecture cannot be trained")
         }
         model = trainable
         let targets = options.targetModules.isEmpty ? trainable.defaultTargetModules : options.targetModules
@@ -109,20 +111,20 @@ public final class Trainer {
             }
             anchors = texts.enumerated().filter { $0.offset % communicator.size == communicator.rank }.map(\.element)
             if anchors.isEmpty {
-                throw DataProblem(origin: path, problem: "\(texts.count) texts to preserve, fewer than the \(communicator.size) ranks")
+                throw FormatError(file: path, "\(texts.count) texts to preserve, fewer than the \(communicator.size) ranks")
             }
         } else {
             anchors = []
         }
         negatives = options.hardNegatives >= 0 ? options.hardNegatives : (train.map(\.negatives.count).max() ?? 0)
         if negatives > 0, let bare = train.first(where: { $0.negatives.isEmpty }) {
-            throw DataProblem(origin: bare.origin, problem: "row has no hard negatives but every row needs \(negatives) (set --hard_negatives 0 to train with in-batch negatives only)")
+            throw FormatError(file: bare.origin, "row has no hard negatives but every row needs \(negatives) (set --hard_negatives 0 to train with in-batch negatives only)")
         }
         if globalBatch % communicator.size != 0 {
-            throw DataProblem(origin: "options", problem: "global batch \(globalBatch) is not divisible by \(communicator.size) ranks")
+            throw FormatError(file: "options", "global batch \(globalBatch) is not divisible by \(communicator.size) ranks")
         }
         if train.count < globalBatch {
-            throw DataProblem(origin: options.dataset, problem: "\(train.count) training rows, fewer than one global batch of \(globalBatch)")
+            throw FormatError(file: options.dataset, "\(train.count) training rows, fewer than one global batch of \(globalBatch)")
         }
     }
 
@@ -251,7 +253,7 @@ public final class Trainer {
         Array(dNormalized).withUnsafeBufferPointer { g in
             l2NormalizeBackward(dx: &dPooled, dy: g.baseAddress!, x: pooled, n: ids.count, c: c)
         }
-        guard embedder.directory.pooling != .max else { throw DataProblem(origin: "model", problem: "max pooling cannot be trained") }
+        guard embedder.directory.pooling != .max else { throw FormatError(file: "model", "max pooling cannot be trained") }
         // (N, C) is tens of MB: reused across steps rather than mapped and zero-faulted each time.
         dHidden.removeAll(keepingCapacity: true)
         dHidden.append(contentsOf: repeatElement(0, count: batch.tokens * c))
@@ -341,29 +343,4 @@ public final class Trainer {
         }
         return (result, dLocal, tau.reduce(0, +) / Float(max(tau.count, 1)))
     }
-}
-
-/// SplitMix64: a tiny seeded generator whose whole state is one counter (checkpointable).
-public struct SplitMix64: RandomNumberGenerator {
-    public var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
-/// 64-bit FNV-1a of a string's UTF-8 (text identity for duplicate masking and splits).
-public func fnv1a(_ s: String) -> UInt64 { fnv1a(bytes: s.utf8) }
-
-/// 64-bit FNV-1a of raw bytes (checkpoint checksums).
-public func fnv1a(_ data: Data) -> UInt64 { fnv1a(bytes: data) }
-
-func fnv1a<Bytes: Sequence>(bytes: Bytes) -> UInt64 where Bytes.Element == UInt8 {
-    var h: UInt64 = 0xcbf2_9ce4_8422_2325
-    for b in bytes { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
-    return h
 }

@@ -1,3 +1,5 @@
+import EmbedTuneData
+import EmbedTuneRetrieval
 import EmbedTuneDistributed
 import EmbedTuneFormats
 import EmbedTuneKernels

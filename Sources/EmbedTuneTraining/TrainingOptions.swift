@@ -1,3 +1,4 @@
+import EmbedTuneFormats
 import Foundation
 
 /// Every knob of a training run, named like ms-swift's / HF Trainer's flags (snake_case in TOML
@@ -107,7 +108,7 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
 
     /// Cross-field checks, each naming the option.
     public func validate() throws {
-        func fail(_ s: String) -> DataProblem { DataProblem(origin: "options", problem: s) }
+        func fail(_ s: String) -> FormatError { FormatError(file: "options", s) }
         if model.isEmpty { throw fail("--model is required") }
         if dataset.isEmpty { throw fail("--dataset is required") }
         if loraR <= 0 { throw fail("--lora_r must be positive") }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import EmbedTuneDistributed
 import EmbedTuneKernels
+import EmbedTuneRetrieval
 import EmbedTuneTraining
 import Foundation
 

@@ -2,6 +2,7 @@ import ArgumentParser
 import EmbedTuneData
 import EmbedTuneFormats
 import EmbedTuneModels
+import EmbedTuneRetrieval
 import EmbedTuneTraining
 import Foundation
 

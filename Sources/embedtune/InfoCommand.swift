@@ -1,4 +1,5 @@
 import ArgumentParser
+import EmbedTuneData
 import EmbedTuneDistributed
 import EmbedTuneFormats
 import EmbedTuneKernels

@@ -3,6 +3,7 @@ import EmbedTuneData
 import EmbedTuneDistributed
 import EmbedTuneFormats
 import EmbedTuneModels
+import EmbedTuneRetrieval
 import EmbedTuneTraining
 import Foundation
 

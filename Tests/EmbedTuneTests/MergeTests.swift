@@ -60,12 +60,12 @@ struct MergeTests {
     func dareStreams() throws {
         let json = try JSONValue.load(Self.root.appendingPathComponent("rng_vectors.json"))
         for v in json["splitmix64"]!.array! {
-            #expect(splitMix64Hash(UInt64(v["x"]!.string!)!) == UInt64(v["out"]!.string!)!)
+            #expect(mix64(UInt64(v["x"]!.string!)!) == UInt64(v["out"]!.string!)!)
         }
         for s in json["streams"]!.array! {
             let h = AdapterMerge.dareStream(seed: UInt64(s["seed"]!.int!), adapter: s["i"]!.int!, module: s["m"]!.int!)
             #expect(h == UInt64(s["h"]!.string!)!)
-            let u = (0..<8).map { Int(splitMix64Hash(h ^ UInt64($0)) >> 40) }
+            let u = (0..<8).map { Int(mix64(h ^ UInt64($0)) >> 40) }
             #expect(u == s["u_first8"]!.array!.map { $0.int! })
         }
     }

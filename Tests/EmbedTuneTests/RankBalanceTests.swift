@@ -1,5 +1,6 @@
 import Testing
 
+import EmbedTuneKernels
 import EmbedTuneTraining
 
 @Suite("Rows dealt to ranks by cost")

@@ -1,4 +1,6 @@
 import EmbedTuneFormats
+import EmbedTuneData
+import EmbedTuneRetrieval
 import EmbedTuneTraining
 import Foundation
 import Testing

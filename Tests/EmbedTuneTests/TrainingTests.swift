@@ -1,6 +1,7 @@
 import EmbedTuneFormats
 import EmbedTuneKernels
 import EmbedTuneModels
+import EmbedTuneData
 import EmbedTuneTraining
 import Foundation
 import Testing

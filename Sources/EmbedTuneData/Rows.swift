@@ -20,45 +20,39 @@ public struct Triplet: Equatable, Sendable {
     }
 }
 
-public struct DataProblem: Error, CustomStringConvertible {
-    public let origin: String
-    public let problem: String
-    public var description: String { "\(origin): \(problem)" }
-}
-
 /// Reads training triples from JSONL (ms-swift {query, response, rejected_response}, ms-swift
 /// messages / positive_messages / negative_messages, or sentence-transformers columns
 /// anchor / positive / negative | negative_1…n), or CSV / TSV with those column names.
 /// Bad rows are errors naming file:line, or — with `skipBadRows` — counted and skipped.
 public enum TripletReader {
-    public static func read(_ path: String, skipBadRows: Bool = false) throws -> (triplets: [Triplet], skipped: [DataProblem]) {
+    public static func read(_ path: String, skipBadRows: Bool = false) throws -> (triplets: [Triplet], skipped: [FormatError]) {
         let url = URL(fileURLWithPath: path)
         let data: Data
-        do { data = try Data(contentsOf: url) } catch { throw DataProblem(origin: path, problem: "cannot read: \(error.localizedDescription)") }
-        guard let text = String(data: data, encoding: .utf8) else { throw DataProblem(origin: path, problem: "is not valid UTF-8") }
+        do { data = try Data(contentsOf: url) } catch { throw FormatError(file: path, "cannot read: \(error.localizedDescription)") }
+        guard let text = String(data: data, encoding: .utf8) else { throw FormatError(file: path, "is not valid UTF-8") }
         let rows = try TableRows.read(text, path: path, format: url.pathExtension.lowercased())
-        var out = [Triplet](), skipped = [DataProblem]()
+        var out = [Triplet](), skipped = [FormatError]()
         for row in rows {
             do { out.append(try triplet(try row.fields(), origin: row.origin)) }
-            catch let problem as DataProblem {
+            catch let problem as FormatError {
                 if skipBadRows { skipped.append(problem) } else { throw problem }
             }
         }
-        if out.isEmpty { throw DataProblem(origin: path, problem: "no usable rows (\(skipped.count) skipped)") }
+        if out.isEmpty { throw FormatError(file: path, "no usable rows (\(skipped.count) skipped)") }
         return (out, skipped)
     }
 
     static func triplet(_ o: [String: JSONValue], origin: String) throws -> Triplet {
         func text(_ key: String, _ v: JSONValue?) throws -> String {
-            guard let v else { throw DataProblem(origin: origin, problem: "missing field \"\(key)\"") }
-            guard let s = v.string else { throw DataProblem(origin: origin, problem: "field \"\(key)\" is not a string") }
+            guard let v else { throw FormatError(file: origin, "missing field \"\(key)\"") }
+            guard let s = v.string else { throw FormatError(file: origin, "field \"\(key)\" is not a string") }
             guard !s.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
-                throw DataProblem(origin: origin, problem: "field \"\(key)\" is empty")
+                throw FormatError(file: origin, "field \"\(key)\" is empty")
             }
             return s
         }
         func messagesText(_ key: String) throws -> (user: String, system: String?) {
-            guard var list = o[key]?.array else { throw DataProblem(origin: origin, problem: "missing field \"\(key)\"") }
+            guard var list = o[key]?.array else { throw FormatError(file: origin, "missing field \"\(key)\"") }
             // positive_messages is a list of conversations; the first one is the positive.
             if let first = list.first?.array { list = first }
             var user: String?, system: String?
@@ -74,7 +68,7 @@ public enum TripletReader {
             let p = try messagesText("positive_messages")
             var negatives = [String]()
             for (i, n) in (o["negative_messages"]?.array ?? []).enumerated() {
-                guard let group = n.array else { throw DataProblem(origin: origin, problem: "negative_messages[\(i)] is not a list of messages") }
+                guard let group = n.array else { throw FormatError(file: origin, "negative_messages[\(i)] is not a list of messages") }
                 let content = group.last?["content"]?.string
                 negatives.append(try text("negative_messages[\(i)].content", content.map(JSONValue.string)))
             }
@@ -96,10 +90,10 @@ public enum TripletReader {
             t = Triplet(query: try text("anchor", o["anchor"]), positive: try text("positive", o["positive"]), negatives: negatives,
                         origin: origin)
         } else {
-            throw DataProblem(origin: origin, problem: "no known fields (expected query/response, messages, or anchor/positive)")
+            throw FormatError(file: origin, "no known fields (expected query/response, messages, or anchor/positive)")
         }
         if let same = t.negatives.firstIndex(of: t.positive) {
-            throw DataProblem(origin: origin, problem: "negative \(same + 1) is identical to the positive")
+            throw FormatError(file: origin, "negative \(same + 1) is identical to the positive")
         }
         return t
     }
@@ -121,25 +115,25 @@ public enum TableRows {
                 rows.append((origin, {
                     let v: JSONValue
                     do { v = try JSONValue.parse(Data(line.utf8), file: origin) }
-                    catch { throw DataProblem(origin: origin, problem: "malformed JSON") }
-                    guard let o = v.object else { throw DataProblem(origin: origin, problem: "line is not a JSON object") }
+                    catch { throw FormatError(file: origin, "malformed JSON") }
+                    guard let o = v.object else { throw FormatError(file: origin, "line is not a JSON object") }
                     return o
                 }))
             }
         case "csv", "tsv":
             let table = try DelimitedText.parse(text, separator: format == "tsv" ? "\t" : ",", file: path)
-            guard let header = table.first else { throw DataProblem(origin: path, problem: "empty file") }
+            guard let header = table.first else { throw FormatError(file: path, "empty file") }
             for (i, record) in table.dropFirst().enumerated() where !(record.count == 1 && record[0].isEmpty) {
                 let origin = "\(path):\(i + 2)"
                 rows.append((origin, {
                     guard record.count == header.count else {
-                        throw DataProblem(origin: origin, problem: "\(record.count) fields, header has \(header.count)")
+                        throw FormatError(file: origin, "\(record.count) fields, header has \(header.count)")
                     }
                     return Dictionary(zip(header, record.map { JSONValue.string($0) }), uniquingKeysWith: { a, _ in a })
                 }))
             }
         default:
-            throw DataProblem(origin: path, problem: "unknown data format \".\(format)\" (use .jsonl, .csv or .tsv)")
+            throw FormatError(file: path, "unknown data format \".\(format)\" (use .jsonl, .csv or .tsv)")
         }
         return rows
     }
@@ -171,7 +165,7 @@ public enum DelimitedText {
             default: field.append(ch); atFieldStart = false
             }
         }
-        if inQuotes { throw DataProblem(origin: "\(file):\(line)", problem: "unterminated quoted field") }
+        if inQuotes { throw FormatError(file: "\(file):\(line)", "unterminated quoted field") }
         if !field.isEmpty || !row.isEmpty { row.append(field); rows.append(row) }
         return rows
     }

@@ -1,3 +1,5 @@
+import EmbedTuneData
+import EmbedTuneModels
 import EmbedTuneFormats
 import EmbedTuneKernels
 import Foundation
@@ -70,8 +72,8 @@ public enum Miner {
     public static func mine(anchors: [String], positives: [String], extraCorpus: [String]?, dim: Int,
                             embedQueries: ([String]) throws -> [Float], embedDocuments: ([String]) throws -> [Float],
                             options o: MiningOptions) throws -> (rows: [[(String, JSONValue)]], summary: MiningSummary) {
-        guard anchors.count == positives.count, !anchors.isEmpty else { throw DataProblem(origin: "mine", problem: "no (anchor, positive) pairs") }
-        guard o.numNegatives >= 1 else { throw DataProblem(origin: "--num_negatives", problem: "must be at least 1, got \(o.numNegatives)") }
+        guard anchors.count == positives.count, !anchors.isEmpty else { throw FormatError(file: "mine", "no (anchor, positive) pairs") }
+        guard o.numNegatives >= 1 else { throw FormatError(file: "--num_negatives", "must be at least 1, got \(o.numNegatives)") }
         var format = o.outputFormat
         if o.includePositives { format = format == .msSwift ? .msSwift : .nTuple }
         // Unique queries in first-appearance order; their positives, deduplicated.
@@ -90,12 +92,12 @@ public enum Miner {
         let maxPositives = rowsPerAnchor.values.max() ?? 1
         let filtersSet = o.absoluteMargin != nil || o.relativeMargin != nil || o.maxScore != nil
         let rangeMax = o.rangeMax ?? (o.rangeMin + o.numNegatives * (filtersSet ? 10 : 1) + maxPositives)
-        guard o.rangeMin >= 0 else { throw DataProblem(origin: "--range_min", problem: "must be non-negative, got \(o.rangeMin)") }
+        guard o.rangeMin >= 0 else { throw FormatError(file: "--range_min", "must be non-negative, got \(o.rangeMin)") }
         guard o.rangeMin < rangeMax else {
-            throw DataProblem(origin: "--range_min", problem: "must be smaller than range_max (got range_min=\(o.rangeMin), range_max=\(rangeMax))")
+            throw FormatError(file: "--range_min", "must be smaller than range_max (got range_min=\(o.rangeMin), range_max=\(rangeMax))")
         }
         guard o.numNegatives <= rangeMax - o.rangeMin else {
-            throw DataProblem(origin: "--num_negatives", problem: "cannot mine \(o.numNegatives) negatives: only \(rangeMax - o.rangeMin) candidates remain between range_min=\(o.rangeMin) and range_max=\(rangeMax)")
+            throw FormatError(file: "--num_negatives", "cannot mine \(o.numNegatives) negatives: only \(rangeMax - o.rangeMin) candidates remain between range_min=\(o.rangeMin) and range_max=\(rangeMax)")
         }
 
         var q = try embedQueries(queries), c = try embedDocuments(corpus)
