@@ -182,15 +182,9 @@ final class Importer {
     /// The rows of a JSONL / CSV / TSV file and its columns in file order (the CSV header, or
     /// the keys of the first JSON line: a parsed object forgets its key order).
     static func table(_ path: String) throws -> (rows: [TableRows.Row], columns: [String]) {
-        let url = URL(fileURLWithPath: path)
-        let data: Data
-        do { data = try Data(contentsOf: url) } catch { throw FormatError(file: path, "cannot read: \(error.localizedDescription)") }
-        guard let text = String(data: data, encoding: .utf8) else { throw FormatError(file: path, "is not valid UTF-8") }
-        let ext = url.pathExtension.lowercased()
-        // TableRows splits JSONL on the Character "\n", which a CRLF pair ("\r\n", one
-        // Character) is not; normalise first so Windows-written files read line by line.
-        let crlf = ext != "csv" && ext != "tsv" && text.utf8.contains(0x0D)
-        let rows = try TableRows.read(crlf ? text.replacingOccurrences(of: "\r\n", with: "\n") : text, path: path, format: ext)
+        let text = try TextFile.read(path)
+        let ext = URL(fileURLWithPath: path).pathExtension.lowercased()
+        let rows = try TableRows.read(text, path: path, format: ext)
         var columns = [String]()
         if ext == "csv" || ext == "tsv" {
             let header = text.prefix { $0 != "\n" && $0 != "\r\n" }
@@ -390,33 +384,6 @@ final class Importer {
     /// held-out one (test, then dev/validation, then train). Other names leave queries unsplit.
     static let splitRank = ["train": 1, "dev": 2, "validation": 2, "test": 3]
 
-    static func lines(_ path: String) throws -> [(Int, Substring)] {
-        let text: String
-        do { text = try String(contentsOf: URL(fileURLWithPath: path), encoding: .utf8) }
-        catch { throw FormatError(file: path, "cannot read: \(error.localizedDescription)") }
-        // Split on the byte: a CRLF pair is one Character, so a Character split would miss it.
-        return text.utf8.split(separator: 0x0A, omittingEmptySubsequences: false).enumerated()
-            .map { ($0.offset + 1, Substring($0.element.last == 0x0D ? $0.element.dropLast() : $0.element)) }
-            .filter { !$0.1.allSatisfy(\.isWhitespace) }
-    }
-
-    /// BEIR records ({_id, title?, text}), title and text joined as RetrievalSet.loadBEIR does.
-    static func records(_ path: String) throws -> [(origin: String, id: String, text: String)] {
-        try lines(path).map { n, line in
-            let origin = "\(path):\(n)"
-            let v: JSONValue
-            do { v = try JSONValue.parse(Data(line.utf8), file: origin) }
-            catch let e as FormatError { throw FormatError(file: origin, "malformed JSON (\(e.problem))") }
-            guard let o = v.object else { throw FormatError(file: origin, "line is not a JSON object") }
-            guard let id = o["_id"]?.string ?? o["_id"]?.int.map(String.init), !id.isEmpty else {
-                throw FormatError(file: origin, item: "_id", "missing, or not a string or integer")
-            }
-            guard let text = o["text"]?.string else { throw FormatError(file: origin, item: "text", "missing or not a string") }
-            let title = trimmed(o["title"]?.string ?? "")
-            return (origin, id, trimmed(title.isEmpty ? text : title + " " + text))
-        }
-    }
-
     func importBEIR(_ inputs: ImportInputs) throws {
         let dir = inputs.input.map { URL(fileURLWithPath: $0) }
         guard let corpusPath = inputs.corpus ?? dir?.appendingPathComponent("corpus.jsonl").path,
@@ -437,13 +404,14 @@ final class Importer {
 
         // Corpus: ids kept; a text seen before makes its id an alias of the first.
         var documentAlias = [String: String](), emptyDocuments = Set<String>()
-        for r in try Self.records(corpusPath) {
+        for r in try BEIRFiles.records(corpusPath) {
+            let text = Self.trimmed(r.text)
             report.rowsRead += 1
             guard documentAlias[r.id] == nil, !emptyDocuments.contains(r.id) else {
                 throw FormatError(file: r.origin, item: "_id", "duplicate id \"\(r.id)\"")
             }
-            if r.text.isEmpty { emptyDocuments.insert(r.id); report.skipped += 1; continue }
-            let d = try document(r.text, id: r.id)
+            if text.isEmpty { emptyDocuments.insert(r.id); report.skipped += 1; continue }
+            let d = try document(text, id: r.id)
             if d.merged { report.duplicatesMerged += 1 }
             documentAlias[r.id] = d.id
         }
@@ -451,16 +419,17 @@ final class Importer {
 
         var queryAlias = [String: String](), emptyQueries = Set<String>()
         var newQueries = [(id: String, text: String)](), textToQuery = [String: String]()
-        for r in try Self.records(queriesPath) {
+        for r in try BEIRFiles.records(queriesPath) {
+            let text = Self.trimmed(r.text)
             report.rowsRead += 1
             guard queryAlias[r.id] == nil, !emptyQueries.contains(r.id) else {
                 throw FormatError(file: r.origin, item: "_id", "duplicate id \"\(r.id)\"")
             }
-            if r.text.isEmpty { emptyQueries.insert(r.id); report.skipped += 1; continue }
-            if let first = textToQuery[r.text] { queryAlias[r.id] = first; report.duplicatesMerged += 1; continue }
-            textToQuery[r.text] = r.id
+            if text.isEmpty { emptyQueries.insert(r.id); report.skipped += 1; continue }
+            if let first = textToQuery[text] { queryAlias[r.id] = first; report.duplicatesMerged += 1; continue }
+            textToQuery[text] = r.id
             queryAlias[r.id] = r.id
-            newQueries.append((r.id, r.text))
+            newQueries.append((r.id, text))
         }
         if newQueries.isEmpty { throw FormatError(file: queriesPath, "no queries") }
 
@@ -468,21 +437,16 @@ final class Importer {
         for file in qrelsFiles {
             let stem = URL(fileURLWithPath: file).deletingPathExtension().lastPathComponent.lowercased()
             let rank = Self.splitRank[stem]
-            for (k, (n, line)) in try Self.lines(file).enumerated() {
-                let origin = "\(file):\(n)"
-                let f = line.split(separator: "\t", omittingEmptySubsequences: false).map { Self.trimmed(String($0)) }
-                if k == 0, ["query-id", "query_id", "qid", "query"].contains(f[0].lowercased()) { continue }
+            for j in try BEIRFiles.qrels(file) {
                 report.rowsRead += 1
-                guard f.count == 3 else {
-                    throw FormatError(file: origin, "expected 3 tab-separated columns (query-id, corpus-id, score), found \(f.count)")
+                if emptyQueries.contains(j.queryID) || emptyDocuments.contains(j.documentID) { report.skipped += 1; continue }
+                guard let q = queryAlias[j.queryID] else {
+                    throw FormatError(file: j.origin, item: "query-id", "unknown query id \"\(j.queryID)\" (not in \(queriesPath))")
                 }
-                guard let score = Double(f[2]), score.isFinite else {
-                    throw FormatError(file: origin, item: "score", "\"\(f[2])\" is not a number")
+                guard let d = documentAlias[j.documentID] else {
+                    throw FormatError(file: j.origin, item: "corpus-id", "unknown corpus id \"\(j.documentID)\" (not in \(corpusPath))")
                 }
-                if emptyQueries.contains(f[0]) || emptyDocuments.contains(f[1]) { report.skipped += 1; continue }
-                guard let q = queryAlias[f[0]] else { throw FormatError(file: origin, item: "query-id", "unknown query id \"\(f[0])\" (not in \(queriesPath))") }
-                guard let d = documentAlias[f[1]] else { throw FormatError(file: origin, item: "corpus-id", "unknown corpus id \"\(f[1])\" (not in \(corpusPath))") }
-                judgements.append((q, d, score))
+                judgements.append((q, d, j.score))
                 if let rank, rank > (split[q].flatMap { Self.splitRank[$0] } ?? 0) { split[q] = stem }
             }
         }

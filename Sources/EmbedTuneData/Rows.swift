@@ -26,11 +26,7 @@ public struct Triplet: Equatable, Sendable {
 /// Bad rows are errors naming file:line, or — with `skipBadRows` — counted and skipped.
 public enum TripletReader {
     public static func read(_ path: String, skipBadRows: Bool = false) throws -> (triplets: [Triplet], skipped: [FormatError]) {
-        let url = URL(fileURLWithPath: path)
-        let data: Data
-        do { data = try Data(contentsOf: url) } catch { throw FormatError(file: path, "cannot read: \(error.localizedDescription)") }
-        guard let text = String(data: data, encoding: .utf8) else { throw FormatError(file: path, "is not valid UTF-8") }
-        let rows = try TableRows.read(text, path: path, format: url.pathExtension.lowercased())
+        let rows = try TableRows.read(try TextFile.read(path), path: path, format: URL(fileURLWithPath: path).pathExtension.lowercased())
         var out = [Triplet](), skipped = [FormatError]()
         for row in rows {
             do { out.append(try triplet(try row.fields(), origin: row.origin)) }
@@ -109,9 +105,8 @@ public enum TableRows {
         var rows = [Row]()
         switch format {
         case "jsonl", "ndjson":
-            for (i, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated()
-            where !line.allSatisfy(\.isWhitespace) {
-                let origin = "\(path):\(i + 1)"
+            for (number, line) in TextFile.lines(text) where !line.allSatisfy(\.isWhitespace) {
+                let origin = "\(path):\(number)"
                 rows.append((origin, {
                     let v: JSONValue
                     do { v = try JSONValue.parse(Data(line.utf8), file: origin) }

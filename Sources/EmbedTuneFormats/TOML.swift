@@ -6,10 +6,9 @@ import Foundation
 public enum TOML {
     public static func parse(_ text: String, file: String) throws -> JSONValue {
         var root = [String: JSONValue](), table: String?
-        for (n, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let origin = "\(file):\(n + 1)"
-            var line = Substring(rawLine)
-            if line.hasSuffix("\r") { line = line.dropLast() }
+        let body = text.hasPrefix("\u{FEFF}") ? String(text.dropFirst()) : text
+        for (n, line) in TextFile.lines(body) {
+            let origin = "\(file):\(n)"
             var p = TOMLScanner(Array(line.unicodeScalars), origin: origin)
             p.skipSpace()
             if p.atEnd || p.peek == "#" { continue }

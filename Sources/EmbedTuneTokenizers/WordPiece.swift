@@ -26,16 +26,9 @@ public final class WordPiece: TokenizerModel, @unchecked Sendable {
 
     /// vocab.txt: one token per line, id = line number.
     public static func vocabulary(fromVocabTxt url: URL) throws -> [String: Int32] {
-        let text: String
-        do { text = try String(contentsOf: url, encoding: .utf8) }
-        catch { throw TokenizerError(url: url, "cannot read: \(error.localizedDescription)") }
+        let text = try TextFile.read(url.path)
         var vocab = [String: Int32]()
-        var lines = text.split(separator: "\n", omittingEmptySubsequences: false)
-        if lines.last?.isEmpty == true { lines.removeLast() }
-        for (i, line) in lines.enumerated() {
-            let token = line.hasSuffix("\r") ? String(line.dropLast()) : String(line)
-            if vocab[token] == nil { vocab[token] = Int32(i) }
-        }
+        for (number, line) in TextFile.lines(text) where vocab[String(line)] == nil { vocab[String(line)] = Int32(number - 1) }
         return vocab
     }
 

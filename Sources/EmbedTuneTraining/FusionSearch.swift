@@ -31,11 +31,6 @@ public struct FusionSearch {
         case meanNDCG = "mean_ndcg", minGainKept = "min_gain_kept"
     }
 
-    public struct Problem: Error, CustomStringConvertible {
-        public let description: String
-        init(_ d: String) { description = d }
-    }
-
     public let settings: Settings
     public let base: ModelDirectory
     public let adapters: [StandaloneAdapter]
@@ -53,28 +48,26 @@ public struct FusionSearch {
 
     public func run() throws -> MergeSpec {
         guard settings.dev.count == adapters.count else {
-            throw Problem("fusion search needs one dev set per adapter (\(adapters.count) adapters, \(settings.dev.count) dev sets)")
+            throw FormatError(file: "fusion search", "needs one dev set per adapter (\(adapters.count) adapters, \(settings.dev.count) dev sets)")
         }
         let methods = settings.methods, scales = settings.scales
         let domains = try settings.dev.map(loadDomain)
         let embedder = try backbone.map { Embedder(directory: base, tokenizer: try base.loadTokenizer(), backbone: $0) } ?? Embedder(directory: base)
-        guard let model = embedder.backbone as? TrainableBackbone else { throw Problem("\(base.modelType) models cannot carry LoRA adapters") }
-        var embedOptions = Embedder.Options()
-        embedOptions.batchSize = settings.batchSize
-        embedOptions.maxLength = settings.maxLength
+        guard let model = embedder.backbone as? TrainableBackbone else {
+            throw FormatError(file: base.url.path, "\(base.modelType) models cannot carry LoRA adapters")
+        }
+        let evaluators = domains.map { domain in
+            var e = EmbeddingEvaluator(set: domain.set)
+            e.metrics.scores = [.cosine]
+            e.batchSize = settings.batchSize
+            e.maxLength = settings.maxLength
+            return e
+        }
 
         /// NDCG@10 per domain with `deltas` folded into the base.
         func score(_ deltas: [MergedDelta]) throws -> [Double] {
             try model.withFolded(deltas.map { ($0.module, $0.values) }) {
-                try domains.map { d in
-                    embedOptions.prefix = base.queryPrompt
-                    let (dim, q) = try embedder.embed(d.set.queries, options: embedOptions)
-                    embedOptions.prefix = base.documentPrompt
-                    let (_, c) = try embedder.embed(d.set.corpus, options: embedOptions)
-                    var evaluator = RetrievalEvaluator()
-                    evaluator.scores = [.cosine]
-                    return evaluator.evaluate(queries: q, corpus: c, dim: dim, relevant: d.set.relevant)["cosine_ndcg@10"] ?? .nan
-                }
+                try evaluators.map { try $0.evaluate(embedder)["cosine_ndcg@10"] ?? .nan }
             }
         }
         let baseline = try score([])
@@ -142,29 +135,11 @@ public struct FusionSearch {
 
     func mean(_ xs: [Double]) -> Double { xs.reduce(0, +) / Double(max(xs.count, 1)) }
 
-    /// A BEIR directory, limited to the first --max_dev_queries judged queries.
+    /// A dev set: a BEIR directory's dev (or test, validation) split, limited to the first
+    /// `maxQueries` judged queries and, with `maxDocuments`, to that many documents.
     func loadDomain(_ path: String) throws -> Domain {
-        let dir = URL(fileURLWithPath: path)
-        let qrels = ["dev", "test", "validation"].map { dir.appendingPathComponent("qrels/\($0).tsv") }
-            .first { FileManager.default.fileExists(atPath: $0.path) }
-        guard let qrels else { throw Problem("\(path): no qrels/dev.tsv or qrels/test.tsv (a --dev set is a BEIR directory)") }
-        var set = try RetrievalSet.loadBEIR(corpus: dir.appendingPathComponent("corpus.jsonl").path,
-                                            queries: dir.appendingPathComponent("queries.jsonl").path, qrels: qrels.path)
-        let judged = set.relevant.indices.filter { !set.relevant[$0].isEmpty }.prefix(settings.maxQueries)
-        set.queryIDs = judged.map { set.queryIDs[$0] }
-        set.queries = judged.map { set.queries[$0] }
-        set.relevant = judged.map { set.relevant[$0] }
-        if settings.maxDocuments > 0 && set.corpus.count > settings.maxDocuments {
-            // Keep every judged document, fill up with the others in corpus order, renumber.
-            let judgedDocs = Set(set.relevant.flatMap { $0 })
-            var keep = judgedDocs.sorted()
-            for d in set.corpus.indices where keep.count < settings.maxDocuments && !judgedDocs.contains(d) { keep.append(d) }
-            keep.sort()
-            let newIndex = Dictionary(uniqueKeysWithValues: keep.enumerated().map { ($1, $0) })
-            set.corpus = keep.map { set.corpus[$0] }
-            set.corpusIDs = keep.map { set.corpusIDs[$0] }
-            set.relevant = set.relevant.map { Set($0.compactMap { newIndex[$0] }) }
-        }
-        return Domain(name: dir.lastPathComponent, set: set)
+        let set = try RetrievalSet.loadBEIRDirectory(path, splits: ["dev", "test", "validation"])
+            .limited(queries: settings.maxQueries, documents: settings.maxDocuments)
+        return Domain(name: URL(fileURLWithPath: path).lastPathComponent, set: set)
     }
 }

@@ -52,7 +52,11 @@ struct EvalCommand: ParsableCommand {
             let set = try store.map { try $0.retrievalSet(dataset: dataset!, split: split == "all" ? nil : split) }
                 ?? RetrievalSet.loadBEIR(corpus: corpus!, queries: queries!, qrels: qrels!)
             let queries = self.queries ?? "\(dataset ?? "") (\(split))", corpus = self.corpus ?? "\(dataset ?? "") corpus"
-            let evaluator = RetrievalEvaluator()
+            var evaluator = EmbeddingEvaluator(set: set)
+            evaluator.batchSize = batchSize
+            evaluator.maxLength = maxLength
+            evaluator.queryPrompt = queryPrompt
+            evaluator.documentPrompt = documentPrompt
             var rows: [(name: String, metrics: [String: Double])] = []
             if let queryEmbeddings, let corpusEmbeddings {
                 let q = try NPY.read(URL(fileURLWithPath: queryEmbeddings)), c = try NPY.read(URL(fileURLWithPath: corpusEmbeddings))
@@ -63,23 +67,16 @@ struct EvalCommand: ParsableCommand {
                     throw CLIError("\(corpusEmbeddings): \(c.rows) rows, but \(corpus) has \(set.corpus.count) documents")
                 }
                 guard q.columns == c.columns else { throw CLIError("query and corpus embeddings differ in width (\(q.columns) vs \(c.columns))") }
-                rows.append(("embeddings", evaluator.evaluate(queries: q.values, corpus: c.values, dim: q.columns, relevant: set.relevant, corpusIDs: set.corpusIDs)))
+                rows.append(("embeddings", evaluator.score(queries: q.values, corpus: c.values, dim: q.columns)))
             }
             for (mi, path) in model.enumerated() {
                 let embedder = try Embedder(directory: ModelDirectory(URL(fileURLWithPath: path)))
                 let variants: [String?] = mi == 0 ? [nil] + adapter.map { Optional($0) } : [nil]
                 for variant in variants {
                     try embedder.setAdapter(variant.map { URL(fileURLWithPath: $0) })
-                    var options = Embedder.Options()
-                    options.batchSize = batchSize
-                    options.maxLength = maxLength
-                    options.prefix = queryPrompt ?? embedder.directory.queryPrompt
-                    let (dim, q) = try embedder.embed(set.queries, options: options)
-                    options.prefix = documentPrompt ?? embedder.directory.documentPrompt
-                    let (_, c) = try embedder.embed(set.corpus, options: options)
                     let base = URL(fileURLWithPath: path).lastPathComponent
                     let name = variant.map { "\(base) + \(URL(fileURLWithPath: $0).lastPathComponent)" } ?? base
-                    rows.append((name, evaluator.evaluate(queries: q, corpus: c, dim: dim, relevant: set.relevant, corpusIDs: set.corpusIDs)))
+                    rows.append((name, try evaluator.evaluate(embedder)))
                     try store?.recordRun(dataset: dataset!, kind: "eval", split: split, model: path, adapter: variant, metrics: rows.last!.metrics)
                 }
             }

@@ -5,14 +5,7 @@ import Foundation
 /// text in `field`). Blank JSONL lines are skipped; every other problem names file and line.
 func readTexts(_ path: String, field: String = "text") throws -> [String] {
     let url = URL(fileURLWithPath: path)
-    let data: Data
-    do { data = try Data(contentsOf: url) }
-    catch { throw FormatError(url: url, "cannot read: \(error.localizedDescription)") }
-    guard let text = String(data: data, encoding: .utf8) else { throw FormatError(url: url, "is not valid UTF-8") }
-    var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map { line -> Substring in
-        line.hasSuffix("\r") ? line.dropLast() : line
-    }
-    if lines.last?.isEmpty == true { lines.removeLast() }
+    let lines = TextFile.lines(try TextFile.read(path)).map(\.text)
     switch url.pathExtension.lowercased() {
     case "txt", "text", "":
         return lines.map(String.init)
