@@ -18,65 +18,24 @@ public struct LoRAFactors: Sendable {
     }
 }
 
-/// A PEFT LoRA adapter read on its own, without the model it was trained for.
-public struct StandaloneAdapter: Sendable {
-    public let url: URL
-    public let config: LoRAConfig
-    public let baseModel: String?
-    /// Keyed by module path with the task-model prefix removed ("layers.0.self_attn.q_proj").
-    public let modules: [String: LoRAFactors]
-    public var scale: Double { Double(config.scale) }
-    /// Every module has this rank: per-module ranks (rank_pattern) are refused on load.
-    public var rank: Int { config.r }
-    public var name: String { url.lastPathComponent }
+extension LoRAAdapter {
+    /// The adapter's directory name, or "adapter" for one built in memory.
+    public var name: String { source?.lastPathComponent ?? "adapter" }
+    /// The adapter's directory, for messages.
+    var origin: String { source?.path ?? "adapter" }
 
-    public static func load(_ directory: URL) throws -> StandaloneAdapter {
-        let config = try PEFTAdapter.loadConfig(directory)
-        let base = (try? JSONValue.load(directory.appendingPathComponent("adapter_config.json")))?["base_model_name_or_path"]?.string
-        let weightsURL = directory.appendingPathComponent("adapter_model.safetensors")
-        guard FileManager.default.fileExists(atPath: weightsURL.path) else { throw FormatError(url: weightsURL, "missing") }
-        let file = try SafetensorsFile(url: weightsURL)
-        var pairs = [String: (a: SafetensorsFile.Entry?, b: SafetensorsFile.Entry?)]()
-        for name in file.names {
-            guard name.hasPrefix(PEFTAdapter.keyPrefix), name.hasSuffix(".weight"),
-                  let range = name.range(of: ".lora_", options: .backwards) else {
-                throw FormatError(url: weightsURL, item: "tensor \"\(name)\"", "is not a LoRA tensor (base_model.model.<module>.lora_A/B.weight)")
-            }
-            let module = canonicalModule(String(name[name.index(name.startIndex, offsetBy: PEFTAdapter.keyPrefix.count)..<range.lowerBound]))
-            let which = name[range.upperBound...].dropLast(".weight".count)
-            let entry = try file.entry(name)
-            switch which {
-            case "A": pairs[module, default: (nil, nil)].a = entry
-            case "B": pairs[module, default: (nil, nil)].b = entry
-            default: throw FormatError(url: weightsURL, item: "tensor \"\(name)\"", "is neither lora_A nor lora_B")
-            }
-        }
-        guard !pairs.isEmpty else { throw FormatError(url: weightsURL, "holds no LoRA tensors") }
-        var modules = [String: LoRAFactors]()
-        for (module, pair) in pairs {
-            guard let a = pair.a, let b = pair.b else { throw FormatError(url: weightsURL, item: "module \"\(module)\"", "has lora_A or lora_B but not both") }
-            guard a.shape.count == 2, b.shape.count == 2, a.shape[0] == b.shape[1], a.shape[0] == config.r else {
-                throw FormatError(url: weightsURL, item: "module \"\(module)\"", "lora_A \(a.shape) and lora_B \(b.shape) do not form a rank-\(config.r) pair (r in adapter_config.json)")
-            }
-            var fa = [Float](repeating: 0, count: a.shape[0] * a.shape[1]), fb = [Float](repeating: 0, count: b.shape[0] * b.shape[1])
-            try fa.withUnsafeMutableBufferPointer { try file.read(a, into: $0.baseAddress!) }
-            try fb.withUnsafeMutableBufferPointer { try file.read(b, into: $0.baseAddress!) }
-            modules[module] = LoRAFactors(module: module, rank: a.shape[0], inFeatures: a.shape[1], outFeatures: b.shape[0], a: fa, b: fb)
-        }
-        return StandaloneAdapter(url: directory, config: config, baseModel: base, modules: modules)
-    }
-
-    /// Adapters saved from a task model (AutoModelForXxx) carry "model." / "bert." / "roberta."
-    /// before the backbone's own path; fusion and folding work on the backbone path.
-    static func canonicalModule(_ path: String) -> String {
-        for prefix in ["model.", "bert.", "roberta."] where path.hasPrefix(prefix) { return String(path.dropFirst(prefix.count)) }
-        return path
+    /// One module's A and B as arrays, or nil when the adapter does not touch it.
+    public func factors(_ module: String) -> LoRAFactors? {
+        guard let s = slot(module) else { return nil }
+        return LoRAFactors(module: module, rank: s.rank, inFeatures: s.inFeatures, outFeatures: s.outFeatures,
+                           a: Array(UnsafeBufferPointer(start: a(s), count: s.rank * s.inFeatures)),
+                           b: Array(UnsafeBufferPointer(start: b(s), count: s.outFeatures * s.rank)))
     }
 
     /// ΔW = scale · B · A for `module` (out×in, row-major), or nil when the adapter does not touch it.
     public func delta(_ module: String) -> [Double]? {
-        guard let f = modules[module] else { return nil }
-        let a = f.a.map(Double.init), b = f.b.map { Double($0) * scale }
+        guard let f = factors(module) else { return nil }
+        let a = f.a.map(Double.init), b = f.b.map { Double($0) * Double(scale) }
         var d = [Double](repeating: 0, count: f.outFeatures * f.inFeatures)
         dgemm(f.outFeatures, f.inFeatures, f.rank, b, a, &d)
         return d
@@ -120,7 +79,7 @@ public struct MergedDelta: Sendable {
 
 public enum AdapterMerge {
     /// Everything that can be wrong with a merge request, checked before any work or any file.
-    public static func validate(_ adapters: [StandaloneAdapter], _ spec: MergeSpec) throws {
+    public static func validate(_ adapters: [LoRAAdapter], _ spec: MergeSpec) throws {
         guard !adapters.isEmpty else { throw MergeError("no adapters to merge") }
         if let w = spec.weights {
             guard w.count == adapters.count else {
@@ -135,52 +94,54 @@ public enum AdapterMerge {
         if let r = spec.rank, r < 1 { throw MergeError("--rank must be positive, got \(r)") }
         let bases = Set(adapters.compactMap(\.baseModel).map { URL(fileURLWithPath: $0).lastPathComponent })
         if bases.count > 1 {
-            throw MergeError("the adapters were trained on different base models (\(bases.sorted().joined(separator: ", "))): \(adapters.map { "\($0.url.path) → \($0.baseModel ?? "?")" }.joined(separator: "; "))")
+            throw MergeError("the adapters were trained on different base models (\(bases.sorted().joined(separator: ", "))): \(adapters.map { "\($0.origin) → \($0.baseModel ?? "?")" }.joined(separator: "; "))")
         }
         var shapes = [String: (out: Int, in: Int, from: String)]()
         for adapter in adapters {
-            for (module, f) in adapter.modules.sorted(by: { $0.key < $1.key }) {
+            for f in adapter.slots.sorted(by: { $0.module < $1.module }) {
+                let module = f.module
                 if let s = shapes[module], s.out != f.outFeatures || s.in != f.inFeatures {
-                    throw MergeError("module \(module) is \(s.out)×\(s.in) in \(s.from) but \(f.outFeatures)×\(f.inFeatures) in \(adapter.url.path): the adapters belong to different base models")
+                    throw MergeError("module \(module) is \(s.out)×\(s.in) in \(s.from) but \(f.outFeatures)×\(f.inFeatures) in \(adapter.origin): the adapters belong to different base models")
                 }
-                shapes[module] = (f.outFeatures, f.inFeatures, adapter.url.path)
+                shapes[module] = (f.outFeatures, f.inFeatures, adapter.origin)
             }
         }
     }
 
     /// Every adapter module must be a linear of `model` with the same shape (BERT's pooler, which
     /// PEFT adapters may carry, is accepted and ignored).
-    public static func checkCompatible(_ adapters: [StandaloneAdapter], with model: TrainableBackbone, modelPath: String) throws {
+    public static func checkCompatible(_ adapters: [LoRAAdapter], with model: TrainableBackbone, modelPath: String) throws {
         let linears = Dictionary(uniqueKeysWithValues: model.linearLayers.map { ($0.module, ($0.outFeatures, $0.inFeatures)) })
         for a in adapters {
-            for (module, f) in a.modules.sorted(by: { $0.key < $1.key }) where !model.unusedAdapterModules.contains(module) {
+            for f in a.slots.sorted(by: { $0.module < $1.module }) where !model.unusedAdapterModules.contains(f.module) {
+                let module = f.module
                 guard let shape = linears[module] else {
-                    throw MergeError("\(a.url.path): module \(module) is not a linear layer of \(modelPath) (is the adapter for another base model?)")
+                    throw MergeError("\(a.origin): module \(module) is not a linear layer of \(modelPath) (is the adapter for another base model?)")
                 }
                 guard shape == (f.outFeatures, f.inFeatures) else {
-                    throw MergeError("\(a.url.path): module \(module) is \(f.outFeatures)×\(f.inFeatures), the base's is \(shape.0)×\(shape.1)")
+                    throw MergeError("\(a.origin): module \(module) is \(f.outFeatures)×\(f.inFeatures), the base's is \(shape.0)×\(shape.1)")
                 }
             }
         }
     }
 
     /// The union of the adapters' modules, byte-ordered (the order the DARE streams are numbered in).
-    public static func modules(_ adapters: [StandaloneAdapter]) -> [String] {
-        Array(Set(adapters.flatMap(\.modules.keys))).sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
+    public static func modules(_ adapters: [LoRAAdapter]) -> [String] {
+        Array(Set(adapters.flatMap { $0.slots.map(\.module) })).sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
     }
 
-    static func weights(_ adapters: [StandaloneAdapter], _ spec: MergeSpec) -> [Double] {
+    static func weights(_ adapters: [LoRAAdapter], _ spec: MergeSpec) -> [Double] {
         let w = spec.weights ?? Array(repeating: 1, count: adapters.count)
         if spec.method == .linear { let sum = w.reduce(0, +); return w.map { $0 / sum } }
         return w
     }
 
     /// Dense merged ΔW for every module in the union.
-    public static func deltas(_ adapters: [StandaloneAdapter], _ spec: MergeSpec) throws -> [MergedDelta] {
+    public static func deltas(_ adapters: [LoRAAdapter], _ spec: MergeSpec) throws -> [MergedDelta] {
         try validate(adapters, spec)
         let w = weights(adapters, spec)
         return try modules(adapters).enumerated().map { m, module in
-            let shape = adapters.lazy.compactMap { $0.modules[module] }.first!
+            let shape = adapters.lazy.compactMap { $0.slot(module) }.first!
             let n = shape.outFeatures * shape.inFeatures
             var tasks = adapters.map { $0.delta(module) ?? [Double](repeating: 0, count: n) }
             var merged = [Double](repeating: 0, count: n)
@@ -198,7 +159,7 @@ public enum AdapterMerge {
                 if spec.method == .dareLinear { weightedSum(tasks, w, into: &merged) } else { signElectedMerge(tasks, w, spec.majoritySign, into: &merged) }
             }
             if spec.method == .svd {
-                let r = spec.rank ?? adapters.filter { $0.modules[module] != nil }.map(\.rank).max()!
+                let r = spec.rank ?? adapters.filter { $0.slot(module) != nil }.map(\.config.r).max()!
                 merged = try truncate(merged, rows: shape.outFeatures, columns: shape.inFeatures, rank: r).delta
             }
             return MergedDelta(module: module, outFeatures: shape.outFeatures, inFeatures: shape.inFeatures, values: merged)
@@ -210,30 +171,30 @@ public enum AdapterMerge {
     /// modules an adapter lacks padded with zeros. svd is exact by definition; the full-rank methods
     /// (ties, dare_*, magnitude_prune) are truncated by SVD and `relativeError` says how much was
     /// lost (‖ΔW − ΔW_r‖_F / ‖ΔW‖_F over all modules); fold them into the base to keep them exact.
-    public static func factors(_ adapters: [StandaloneAdapter], _ spec: MergeSpec)
+    public static func factors(_ adapters: [LoRAAdapter], _ spec: MergeSpec)
         throws -> (modules: [LoRAFactors], rank: Int, relativeError: Double) {
         try validate(adapters, spec)
         let names = modules(adapters)
         if spec.method.isLowRankExact {
             let w = weights(adapters, spec)
-            let rank = adapters.reduce(0) { $0 + $1.rank }
+            let rank = adapters.reduce(0) { $0 + $1.config.r }
             let out: [LoRAFactors] = names.map { module in
-                let shape = adapters.lazy.compactMap { $0.modules[module] }.first!
+                let shape = adapters.lazy.compactMap { $0.slot(module) }.first!
                 var a = [Float](repeating: 0, count: rank * shape.inFeatures), b = [Float](repeating: 0, count: shape.outFeatures * rank)
                 var row = 0
                 for (i, adapter) in adapters.enumerated() {
-                    if let f = adapter.modules[module] {
-                        let c = Float(w[i] * adapter.scale)
+                    if let f = adapter.factors(module) {
+                        let c = Float(w[i] * Double(adapter.scale))
                         for j in 0..<(f.rank * f.inFeatures) { a[row * shape.inFeatures + j] = c * f.a[j] }
                         for o in 0..<f.outFeatures { for j in 0..<f.rank { b[o * rank + row + j] = f.b[o * f.rank + j] } }
                     }
-                    row += adapter.rank
+                    row += adapter.config.r
                 }
                 return LoRAFactors(module: module, rank: rank, inFeatures: shape.inFeatures, outFeatures: shape.outFeatures, a: a, b: b)
             }
             return (out, rank, 0)
         }
-        let rank = spec.rank ?? (spec.method == .svd ? adapters.map(\.rank).max()! : adapters.reduce(0) { $0 + $1.rank })
+        let rank = spec.rank ?? (spec.method == .svd ? adapters.map(\.config.r).max()! : adapters.reduce(0) { $0 + $1.config.r })
         var dense = spec
         if spec.method == .svd { dense.method = .taskArithmetic }
         var lost = 0.0, total = 0.0

@@ -46,6 +46,9 @@ public final class LoRAAdapter {
     public let params: FloatBuffer
     public let grads: FloatBuffer
     private let byModule: [String: Int]
+    /// The PEFT directory the adapter was read from, and the base model its config names.
+    public internal(set) var source: URL?
+    public internal(set) var baseModel: String?
 
     public var scale: Float { config.scale }
     public var parameterCount: Int { params.count }

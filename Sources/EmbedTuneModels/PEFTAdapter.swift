@@ -55,56 +55,91 @@ public enum PEFTAdapter {
                           useRSLoRA: json["use_rslora"]?.bool ?? false)
     }
 
-    /// Loads an adapter for `model`. Every LoRA tensor in the file must belong to a linear of the
-    /// model and every targeted linear must have both of its tensors: an adapter that matches
-    /// nothing is an error, never a silent no-op.
-    public static func load(_ directory: URL, for model: TrainableBackbone) throws -> LoRAAdapter {
+    /// Reads a PEFT adapter directory on its own, without the model it was trained for: one
+    /// slot per module the file holds (in module order), module paths without a task-model
+    /// prefix ("model." / "bert." / "roberta."), every tensor checked against the config's rank.
+    public static func load(_ directory: URL) throws -> LoRAAdapter {
         let config = try loadConfig(directory)
+        let baseModel = (try? JSONValue.load(directory.appendingPathComponent("adapter_config.json")))?["base_model_name_or_path"]?.string
         let weightsURL = directory.appendingPathComponent("adapter_model.safetensors")
         guard FileManager.default.fileExists(atPath: weightsURL.path) else { throw FormatError(url: weightsURL, "missing") }
         let file = try SafetensorsFile(url: weightsURL)
-        // Map file keys to module paths: strip base_model.model., and a task-model prefix ("model.").
-        var byModule = [String: (a: String?, b: String?)]()
-        let modules = Set(model.linearLayers.map(\.module))
-        var unknown = [String]()
+        var pairs = [String: (a: SafetensorsFile.Entry?, b: SafetensorsFile.Entry?)]()
         for name in file.names {
-            guard name.hasPrefix(keyPrefix), name.hasSuffix(".weight"),
-                  let range = name.range(of: ".lora_", options: .backwards) else { unknown.append(name); continue }
-            var module = String(name[name.index(name.startIndex, offsetBy: keyPrefix.count)..<range.lowerBound])
-            let which = name[range.upperBound...].dropLast(".weight".count)
-            if !modules.contains(module) {
-                for prefix in ["model.", "bert.", "roberta."] where module.hasPrefix(prefix) && modules.contains(String(module.dropFirst(prefix.count))) {
-                    module = String(module.dropFirst(prefix.count))
-                }
+            guard name.hasPrefix(keyPrefix), name.hasSuffix(".weight"), let range = name.range(of: ".lora_", options: .backwards) else {
+                throw FormatError(url: weightsURL, item: "tensor \"\(name)\"", "is not a LoRA tensor (base_model.model.<module>.lora_A/B.weight)")
             }
-            if model.unusedAdapterModules.contains(module) { continue }
-            guard modules.contains(module), which == "A" || which == "B" else { unknown.append(name); continue }
-            if which == "A" { byModule[module, default: (nil, nil)].a = name } else { byModule[module, default: (nil, nil)].b = name }
+            let module = canonicalModule(String(name[name.index(name.startIndex, offsetBy: keyPrefix.count)..<range.lowerBound]))
+            switch name[range.upperBound...].dropLast(".weight".count) {
+            case "A": pairs[module, default: (nil, nil)].a = try file.entry(name)
+            case "B": pairs[module, default: (nil, nil)].b = try file.entry(name)
+            default: throw FormatError(url: weightsURL, item: "tensor \"\(name)\"", "is neither lora_A nor lora_B")
+            }
         }
-        if !unknown.isEmpty {
-            throw FormatError(url: weightsURL, item: "tensor \"\(unknown[0])\"",
-                              "matches no linear layer of this model (\(unknown.count) such tensor(s); is the adapter for another base model?)")
+        guard !pairs.isEmpty else { throw FormatError(url: weightsURL, "holds no LoRA tensors") }
+        var linears = [(module: String, inFeatures: Int, outFeatures: Int)](), entries = [(a: SafetensorsFile.Entry, b: SafetensorsFile.Entry)]()
+        for module in pairs.keys.sorted() {
+            guard let a = pairs[module]!.a, let b = pairs[module]!.b else {
+                throw FormatError(url: weightsURL, item: "module \"\(module)\"", "has lora_A or lora_B but not both")
+            }
+            guard a.shape.count == 2, b.shape.count == 2, a.shape[0] == b.shape[1], a.shape[0] == config.r else {
+                throw FormatError(url: weightsURL, item: "module \"\(module)\"",
+                                  "lora_A \(a.shape) and lora_B \(b.shape) do not form a rank-\(config.r) pair (r in adapter_config.json)")
+            }
+            linears.append((module, a.shape[1], b.shape[0]))
+            entries.append((a, b))
         }
-        if byModule.isEmpty { throw FormatError(url: weightsURL, "holds no LoRA tensors") }
-        // Build the adapter over exactly the modules the file covers.
-        let linears = model.linearLayers.filter { byModule[$0.module] != nil }
         var cfg = config
         cfg.targetModules = linears.map(\.module)
         let adapter = try LoRAAdapter(config: cfg, linears: linears)
-        for s in adapter.slots {
-            guard let pair = byModule[s.module], let aName = pair.a, let bName = pair.b else {
-                throw FormatError(url: weightsURL, item: "module \"\(s.module)\"", "has lora_A or lora_B but not both")
-            }
-            let a = try file.entry(aName), b = try file.entry(bName)
-            guard a.shape == [s.rank, s.inFeatures] else {
-                throw FormatError(url: weightsURL, item: "tensor \"\(aName)\"", "shape \(a.shape), expected [\(s.rank), \(s.inFeatures)]")
-            }
-            guard b.shape == [s.outFeatures, s.rank] else {
-                throw FormatError(url: weightsURL, item: "tensor \"\(bName)\"", "shape \(b.shape), expected [\(s.outFeatures), \(s.rank)]")
-            }
-            try file.read(a, into: adapter.a(s))
-            try file.read(b, into: adapter.b(s))
+        for (s, e) in zip(adapter.slots, entries) {
+            try file.read(e.a, into: adapter.a(s))
+            try file.read(e.b, into: adapter.b(s))
         }
+        adapter.source = directory
+        adapter.baseModel = baseModel
+        return adapter
+    }
+
+    /// Adapters saved from a task model (AutoModelForXxx) carry "model." / "bert." / "roberta."
+    /// before the backbone's own path; adapters here use the backbone path.
+    static func canonicalModule(_ path: String) -> String {
+        for prefix in ["model.", "bert.", "roberta."] where path.hasPrefix(prefix) { return String(path.dropFirst(prefix.count)) }
+        return path
+    }
+
+    /// Loads an adapter for `model`: every module of the file must be a linear of the model with
+    /// the same shape (modules the model drops, such as a pruned final block's, are skipped): an
+    /// adapter that matches nothing is an error, never a silent no-op.
+    public static func load(_ directory: URL, for model: TrainableBackbone) throws -> LoRAAdapter {
+        let stored = try load(directory)
+        let weightsURL = directory.appendingPathComponent("adapter_model.safetensors")
+        let shapes = Dictionary(model.linearLayers.map { ($0.module, ($0.inFeatures, $0.outFeatures)) }, uniquingKeysWith: { a, _ in a })
+        let unknown = stored.slots.filter { shapes[$0.module] == nil && !model.unusedAdapterModules.contains($0.module) }
+        if let first = unknown.first {
+            throw FormatError(url: weightsURL, item: "tensor \"\(key(first.module, "A"))\"",
+                              "matches no linear layer of this model (\(unknown.count * 2) such tensor(s); is the adapter for another base model?)")
+        }
+        for s in stored.slots {
+            guard let (inFeatures, outFeatures) = shapes[s.module] else { continue }
+            guard s.inFeatures == inFeatures, s.outFeatures == outFeatures else {
+                throw FormatError(url: weightsURL, item: "module \"\(s.module)\"",
+                                  "lora_A [\(s.rank), \(s.inFeatures)] and lora_B [\(s.outFeatures), \(s.rank)], expected [\(s.rank), \(inFeatures)] and [\(outFeatures), \(s.rank)]")
+            }
+        }
+        // The model's linears the file covers, in the model's order.
+        let linears = model.linearLayers.filter { stored.slot($0.module) != nil }
+        if linears.isEmpty { throw FormatError(url: weightsURL, "holds no LoRA tensors for this model's linear layers") }
+        var config = stored.config
+        config.targetModules = linears.map(\.module)
+        let adapter = try LoRAAdapter(config: config, linears: linears)
+        for s in adapter.slots {
+            let from = stored.slot(s.module)!
+            adapter.a(s).update(from: stored.a(from), count: s.rank * s.inFeatures)
+            adapter.b(s).update(from: stored.b(from), count: s.outFeatures * s.rank)
+        }
+        adapter.source = stored.source
+        adapter.baseModel = stored.baseModel
         return adapter
     }
 }

@@ -33,14 +33,14 @@ public struct FusionSearch {
 
     public let settings: Settings
     public let base: ModelDirectory
-    public let adapters: [StandaloneAdapter]
+    public let adapters: [LoRAAdapter]
     public let start: MergeSpec
     public var log: (String) -> Void = { print($0); fflush(stdout) }
 
     /// The base's backbone, when the caller has loaded it already (else it is loaded here).
     public let backbone: Backbone?
 
-    public init(settings: Settings, base: ModelDirectory, adapters: [StandaloneAdapter], start: MergeSpec, backbone: Backbone? = nil) {
+    public init(settings: Settings, base: ModelDirectory, adapters: [LoRAAdapter], start: MergeSpec, backbone: Backbone? = nil) {
         self.settings = settings; self.base = base; self.adapters = adapters; self.start = start; self.backbone = backbone
     }
 

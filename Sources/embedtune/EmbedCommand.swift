@@ -82,7 +82,7 @@ struct EmbedCommand: ParsableCommand {
             throw CLIError("the router was built on a \(router.dim)-dimensional model, \(modelOptions.model) is \(embedder.backbone.hiddenSize)-dimensional")
         }
         guard let trainable = embedder.backbone as? TrainableBackbone else { throw CLIError("this model cannot carry adapters") }
-        let standalone = try paths.map { try StandaloneAdapter.load(URL(fileURLWithPath: $0)) }
+        let standalone = try paths.map { try PEFTAdapter.load(URL(fileURLWithPath: $0)) }
         try AdapterMerge.validate(standalone, MergeSpec(method: .taskArithmetic))
         try AdapterMerge.checkCompatible(standalone, with: trainable, modelPath: modelOptions.model)
         var routing = options

@@ -48,7 +48,7 @@ struct MergeCommand: ParsableCommand {
             if FileManager.default.fileExists(atPath: outputURL.path) && !force {
                 throw CLIError("\(output) exists (use --force to replace it)")
             }
-            let loaded = try paths.map { try StandaloneAdapter.load(URL(fileURLWithPath: $0)) }
+            let loaded = try paths.map { try PEFTAdapter.load(URL(fileURLWithPath: $0)) }
             try AdapterMerge.validate(loaded, spec)
             let baseDir = try ModelDirectory(URL(fileURLWithPath: base))
             let backbone = try loadBackbone(baseDir)

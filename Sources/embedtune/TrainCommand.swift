@@ -124,7 +124,7 @@ struct TrainCommand: ParsableCommand {
     func fuse(_ options: TrainingOptions) throws {
         let out = URL(fileURLWithPath: options.outputDir)
         let paths = [options.outputDir] + options.fusionAdapters
-        let adapters = try paths.map { try StandaloneAdapter.load(URL(fileURLWithPath: $0)) }
+        let adapters = try paths.map { try PEFTAdapter.load(URL(fileURLWithPath: $0)) }
         var spec = MergeSpec(method: .taskArithmetic)
         try AdapterMerge.validate(adapters, spec)
         var settings = FusionSearch.Settings()

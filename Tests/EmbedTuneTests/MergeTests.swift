@@ -14,7 +14,7 @@ struct MergeTests {
     struct Case {
         let name: String
         let spec: MergeSpec
-        let adapters: [StandaloneAdapter]
+        let adapters: [LoRAAdapter]
     }
 
     static func cases() throws -> [Case] {
@@ -26,7 +26,7 @@ struct MergeTests {
             if let s = c["seed"]?.int { spec.seed = UInt64(s) }
             if let r = c["svd_rank"]?.int { spec.rank = r }
             let adapters = try (c["adapters"]?.array ?? []).map {
-                try StandaloneAdapter.load(root.appendingPathComponent("adapters/\($0.string!)"))
+                try PEFTAdapter.load(root.appendingPathComponent("adapters/\($0.string!)"))
             }
             return Case(name: c["name"]!.string!, spec: spec, adapters: adapters)
         }
@@ -91,7 +91,7 @@ struct MergeTests {
             let want = try Self.expected(c.name)
             let merged = try AdapterMerge.factors(c.adapters, c.spec)
             if c.spec.method.isLowRankExact {
-                #expect(merged.rank == c.adapters.reduce(0) { $0 + $1.modules.values.first!.rank })
+                #expect(merged.rank == c.adapters.reduce(0) { $0 + $1.slots.first!.rank })
             } else {
                 #expect(merged.rank == c.spec.rank)
             }
@@ -115,7 +115,7 @@ struct MergeTests {
         try embedder.setAdapter(a2)
         let onTheFly = try embedder.embed(texts, options: options).values
         embedder.adapter = nil
-        let single = try AdapterMerge.deltas([StandaloneAdapter.load(a2)], MergeSpec(method: .taskArithmetic))
+        let single = try AdapterMerge.deltas([PEFTAdapter.load(a2)], MergeSpec(method: .taskArithmetic))
         let folded = try model.withFolded(single.map { ($0.module, $0.values) }) { try embedder.embed(texts, options: options).values }
         #expect(maxAbsDifference(folded, onTheFly) <= 1e-5)
         #expect(maxAbsDifference(folded, base) > 1e-3, "the adapter changes the embeddings")
@@ -148,7 +148,7 @@ struct MergeTests {
         let embedder = try Embedder(directory: ModelDirectory(Self.qwen))
         var spec = MergeSpec(method: .ties, weights: [1, 0.7, 0.4])
         spec.density = 0.5
-        let deltas = try AdapterMerge.deltas(["a0", "a1", "a2"].map { try StandaloneAdapter.load(Self.root.appendingPathComponent("adapters/\($0)")) }, spec)
+        let deltas = try AdapterMerge.deltas(["a0", "a1", "a2"].map { try PEFTAdapter.load(Self.root.appendingPathComponent("adapters/\($0)")) }, spec)
         let inMemory = try (embedder.backbone as! TrainableBackbone).withFolded(deltas.map { ($0.module, $0.values) }) {
             try embedder.embed(texts, options: .init()).values
         }
