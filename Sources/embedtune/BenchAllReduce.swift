@@ -14,7 +14,7 @@ struct AllReduceBench: ParsableCommand {
     var sizes = "663555,1048576,16777216"
     @Option var repeats = 20
     @Option(help: "Write results as JSON here.") var json: String?
-    @Flag(name: .customLong("worker"), help: "Internal: measure in this MPI job and print JSON lines on rank 0.") var worker = false
+    @Option(help: .boolean("Internal: measure in this MPI job and print JSON lines on rank 0.")) var worker = false
 
     func run() throws {
         try runReportingErrors {
