@@ -216,38 +216,29 @@ protocol TrainingOptionValue: Equatable {
     var json: JSONValue { get }
 }
 
-extension Int: TrainingOptionValue {
-    static var typeName: String { "integer" }
-    init?(json: JSONValue) { guard let i = json.int else { return nil }; self = i }
-    init?(argument: String) { self.init(argument) }
-    var json: JSONValue { .int(self) }
-}
-
-extension UInt64: TrainingOptionValue {
-    static var typeName: String { "integer ≥ 0" }
+extension TrainingOptionValue where Self: FixedWidthInteger {
+    static var typeName: String { isSigned ? "integer" : "integer ≥ 0" }
+    /// Also a decimal string: how `json` writes a value beyond Int (a seed above Int.max).
     init?(json: JSONValue) {
-        guard let i = json.int, i >= 0 else { return nil }
-        self = UInt64(i)
+        guard let i = json.int.flatMap(Self.init(exactly:)) ?? json.string.flatMap({ Self($0) }) else { return nil }
+        self = i
     }
-    init?(argument: String) { self.init(argument) }
-    /// Seeds above Int.max are written as decimal strings, which `init(argument:)` reads back.
+    init?(argument: String) { self.init(argument, radix: 10) }
     var json: JSONValue { Int(exactly: self).map(JSONValue.int) ?? .string(String(self)) }
 }
 
-extension Double: TrainingOptionValue {
+extension TrainingOptionValue where Self: BinaryFloatingPoint & LosslessStringConvertible {
     static var typeName: String { "number" }
-    init?(json: JSONValue) { guard let d = json.double else { return nil }; self = d }
+    init?(json: JSONValue) { guard let d = json.double else { return nil }; self.init(d) }
     init?(argument: String) { self.init(argument) }
-    var json: JSONValue { .double(self) }
-}
-
-extension Float: TrainingOptionValue {
-    static var typeName: String { "number" }
-    init?(json: JSONValue) { guard let d = json.double else { return nil }; self = Float(d) }
-    init?(argument: String) { self.init(argument) }
-    /// The shortest decimal that reads back as this Float (1e-4, not 9.99999974e-05).
+    /// The shortest decimal that reads back as this value (1e-4, not 9.99999974e-05 for a Float).
     var json: JSONValue { .double(Double("\(self)") ?? Double(self)) }
 }
+
+extension Int: TrainingOptionValue {}
+extension UInt64: TrainingOptionValue {}
+extension Double: TrainingOptionValue {}
+extension Float: TrainingOptionValue {}
 
 extension Bool: TrainingOptionValue {
     static var typeName: String { "true|false" }
@@ -299,19 +290,10 @@ extension JSONValue {
         case .int(let i): return "\(i)"
         case .double(let d): return d == d.rounded() && abs(d) < 1e15 ? String(format: "%.1f", d) : "\(d)"
         case .string(let s):
-            var out = "\""
-            for u in s.unicodeScalars {
-                switch u {
-                case "\"": out += "\\\""
-                case "\\": out += "\\\\"
-                case "\n": out += "\\n"
-                case "\t": out += "\\t"
-                case "\r": out += "\\r"
-                case _ where u.value < 0x20 || u.value == 0x7f: out += String(format: "\\u%04X", u.value)
-                default: out.unicodeScalars.append(u)
-                }
-            }
-            return out + "\""
+            let escapes: [Unicode.Scalar: String] = ["\"": "\\\"", "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"]
+            return "\"" + s.unicodeScalars.map { u in
+                escapes[u] ?? (u.value < 0x20 || u.value == 0x7f ? String(format: "\\u%04X", u.value) : String(u))
+            }.joined() + "\""
         case .array(let items): return "[" + items.map(\.tomlText).joined(separator: ", ") + "]"
         case .object(let o): return "{" + o.sorted { $0.key < $1.key }.map { "\($0.key) = \($0.value.tomlText)" }.joined(separator: ", ") + "}"
         }
