@@ -165,10 +165,10 @@ struct TrainBench: ParsableCommand {
 struct MineBench: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "mine", abstract: "Exact top-k search over a synthetic corpus (memory-bounded).")
 
-    @Option var queries = 10_000
-    @Option var documents = 100_000
-    @Option var dim = 384
-    @Option var k = 60
+    @Option(help: "Query vectors.") var queries = 10_000
+    @Option(help: "Corpus vectors.") var documents = 100_000
+    @Option(help: "Vector dimension.") var dim = 384
+    @Option(help: "Nearest documents kept per query.") var k = 60
     @Option(help: "Write results as JSON here.") var json: String?
 
     func run() throws {

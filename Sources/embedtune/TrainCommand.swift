@@ -14,7 +14,7 @@ struct TrainCommand: ParsableCommand {
         commandName: "train", abstract: "LoRA contrastive training (InfoNCE), single process or data-parallel under mpirun.",
         discussion: trainingOptionsHelp())
 
-    @Option(name: .spelled("config"), help: "TOML config whose keys are the training options below; flags override it.")
+    @Option(name: .spelled("config"), help: "TOML config whose keys are the training options above; flags override it.")
     var config: String?
     @Option(name: .spelled("resume"), help: "latest, or a checkpoint directory.") var resume: String?
     @Option(name: .spelled("stop_after"), help: "Stop after this step without writing the final adapter (testing).")
@@ -22,7 +22,8 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .spelled("print_config"), help: .boolean("Print the resolved training options as a TOML config and exit."))
     var printConfig = false
     @Option(name: .spelled("verbose"), help: .boolean("Print from every rank.")) var verbose = false
-    @Argument(parsing: .allUnrecognized, help: .hidden) var trainingArguments: [String] = []
+    @Argument(parsing: .allUnrecognized, help: ArgumentHelp("The training options above, as --key value.", valueName: "training_option"))
+    var trainingArguments: [String] = []
 
     func run() throws {
         let options: TrainingOptions
