@@ -77,9 +77,9 @@ demo-zh: deps models converted
 bench: deps models build
 	@mkdir -p out/bench
 	$(BIN) bench gemm --verify --json out/bench/gemm.json
-	$(BIN) bench embed --model Tests/Fixtures/tiny-qwen3 --batch-size 64 --max-length 128 --json out/bench/embed-tiny-qwen3.json
-	$(BIN) bench embed --model $(MINILM) --batch-size 64 --max-length 128 --json out/bench/embed-minilm.json
-	$(BIN) bench train --model $(MINILM) --batch-size 16 --negatives 3 --gradcache 0,8 --ranks 1,2 --json out/bench/train-minilm.json
+	$(BIN) bench embed --model Tests/Fixtures/tiny-qwen3 --batch_size 64 --max_length 128 --json out/bench/embed-tiny-qwen3.json
+	$(BIN) bench embed --model $(MINILM) --batch_size 64 --max_length 128 --json out/bench/embed-minilm.json
+	$(BIN) bench train --model $(MINILM) --per_device_train_batch_size 16 --num_negatives 3 --gradcache_mini_batch 0,8 --ranks 1,2 --json out/bench/train-minilm.json
 	$(BIN) bench mine --queries 10000 --documents 100000 --json out/bench/mine.json
 	$(BIN) bench allreduce --ranks 2 --json out/bench/allreduce.json
 

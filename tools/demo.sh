@@ -41,22 +41,22 @@ if [ "$DEMO" = en ]; then
 fi
 
 step "import $SOURCE into the dataset store $DB, split 20% of the questions off for testing"
-$BIN data import --db "$DB" --dataset $NAME --format pairs --input "$SOURCE" --replace
-$BIN data split --db "$DB" --dataset $NAME --test-size 0.2 --seed 42
-$BIN data stats --db "$DB" --dataset $NAME --model $MODEL
+$BIN data import --db "$DB" --db_dataset $NAME --format pairs --input "$SOURCE" --replace
+$BIN data split --db "$DB" --db_dataset $NAME --test_size 0.2 --seed 42
+$BIN data stats --db "$DB" --db_dataset $NAME --model $MODEL
 
 step "mine 3 hard negatives per training question with the base model (2 ranks)"
-"${MPI[@]}" $BIN mine --db "$DB" --dataset $NAME --model $MODEL --output_format ms-swift \
+"${MPI[@]}" $BIN mine --db "$DB" --db_dataset $NAME --model $MODEL --output_format ms-swift \
     --num_negatives 3 --range_max 20 --quiet
 
 step "LoRA training on 2 MPI ranks ($CONFIG)"
 rm -rf "$ADAPTER"
-"${MPI[@]}" $BIN train --config "$CONFIG" --db "$DB" --dataset $NAME --threads 1 \
+"${MPI[@]}" $BIN train --config "$CONFIG" --db "$DB" --db_dataset $NAME --threads 1 \
   | grep -E "train:|eval step|adapter:|step [0-9]*0/" || true
 test -f "$ADAPTER/adapter_model.safetensors"
 
 step "retrieval on the held-out questions (whole corpus), base vs tuned"
-$BIN eval --db "$DB" --dataset $NAME --split test --model $MODEL --adapter "$ADAPTER" \
+$BIN eval --db "$DB" --db_dataset $NAME --db_split test --model $MODEL --adapter "$ADAPTER" \
     --output "$OUT/metrics.json" --markdown "$OUT/metrics.md" --chart "$OUT/chart.svg"
 
 step "export: the tuned model merged into a Hugging Face + sentence-transformers directory"

@@ -28,17 +28,17 @@ ADAPTERS=$OUT/adapters-preserve
 DOMAINS=(faq-en agri-zh faq-sv)
 for d in "${DOMAINS[@]}"; do
   echo "== $d"
-  $BIN data import --db "$DB" --dataset "$d" --format pairs --input "${SOURCE[$d]}" --replace
-  $BIN data split --db "$DB" --dataset "$d" --test-size 0.2 --seed 42
-  $BIN data export --db "$DB" --dataset "$d" --split test --format beir --output "$OUT/dev/$d"
-  $BIN data export --db "$DB" --dataset "$d" --split train --format pairs --output "$OUT/$d-train-pairs.jsonl"
+  $BIN data import --db "$DB" --db_dataset "$d" --format pairs --input "${SOURCE[$d]}" --replace
+  $BIN data split --db "$DB" --db_dataset "$d" --test_size 0.2 --seed 42
+  $BIN data export --db "$DB" --db_dataset "$d" --db_split test --format beir --output "$OUT/dev/$d"
+  $BIN data export --db "$DB" --db_dataset "$d" --db_split train --format pairs --output "$OUT/$d-train-pairs.jsonl"
 done
 for d in "${DOMAINS[@]}"; do
   if [ ! -f "$ADAPTERS/$d/adapter_model.safetensors" ]; then
     echo "== train $d (preserving the other domains' training pairs, weight $PRESERVE_WEIGHT)"
     for o in "${DOMAINS[@]}"; do [ "$o" = "$d" ] || cat "$OUT/$o-train-pairs.jsonl"; done > "$OUT/$d-preserve.jsonl"
-    "${MPI[@]}" $BIN mine --db "$DB" --dataset "$d" --model $E5 --output_format ms-swift --num_negatives 3 --range_max 20 --quiet
-    "${MPI[@]}" $BIN train --config configs/e5-agri-zh.toml --db "$DB" --dataset "$d" --output_dir "$ADAPTERS/$d" --threads 1 ${TRAIN_FLAGS[$d]} \
+    "${MPI[@]}" $BIN mine --db "$DB" --db_dataset "$d" --model $E5 --output_format ms-swift --num_negatives 3 --range_max 20 --quiet
+    "${MPI[@]}" $BIN train --config configs/e5-agri-zh.toml --db "$DB" --db_dataset "$d" --output_dir "$ADAPTERS/$d" --threads 1 ${TRAIN_FLAGS[$d]} \
       --preserve_data "$OUT/$d-preserve.jsonl" --preserve_weight "$PRESERVE_WEIGHT" | grep -E "train:|eval step|adapter:" || true
   fi
 done

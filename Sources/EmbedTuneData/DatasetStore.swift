@@ -301,6 +301,18 @@ public final class DatasetStore {
         }
     }
 
+    /// What a training run on `split` reads: its mined triplets, or, when none are mined, its
+    /// (question, answer) pairs without negatives.
+    public func trainingRows(dataset: String, split: String) throws -> [Triplet] {
+        let mined = try triplets(dataset: dataset, split: split)
+        if !mined.isEmpty { return mined }
+        let pairs = try pairs(dataset: dataset, split: split)
+        guard !pairs.isEmpty else {
+            throw FormatError(file: path, "dataset \"\(dataset)\" has no \(split) pairs (run `embedtune data split` first?)")
+        }
+        return pairs.map { Triplet(query: $0.query, positive: $0.positive, negatives: [], origin: "\(path):\(dataset):\($0.queryID)") }
+    }
+
     /// The stored triplets of `split`, in row order; origins read "store:dataset/split:row".
     public func triplets(dataset: String, split: String) throws -> [Triplet] {
         let id = try datasetID(dataset)

@@ -252,8 +252,8 @@ final class Importer {
                 }
                 return found
             }
-            let q = try pick(inputs.queryField, ["question", "q", "query"], "question", "--query-field")
-            let a = try pick(inputs.answerField, ["answer", "a", "response"], "answer", "--answer-field")
+            let q = try pick(inputs.queryField, ["question", "q", "query"], "question", "--query_field")
+            let a = try pick(inputs.answerField, ["answer", "a", "response"], "answer", "--answer_field")
             for row in rows {
                 let o = try Self.fields(row)
                 var id: String?

@@ -92,7 +92,14 @@ public final class Trainer {
         queryPrefix = options.queryPrompt ?? dir.queryPrompt
         documentPrefix = options.documentPrompt ?? dir.documentPrompt
 
-        let (all, skipped) = try rows.map { ($0, []) } ?? TripletReader.read(options.dataset, skipBadRows: options.skipBadRows)
+        let (all, skipped): ([Triplet], [FormatError])
+        if let rows {
+            (all, skipped) = (rows, [])
+        } else if let db = options.db, let name = options.dbDataset {
+            (all, skipped) = (try DatasetStore(path: db).trainingRows(dataset: name, split: options.dbSplit), [])
+        } else {
+            (all, skipped) = try TripletReader.read(options.dataset, skipBadRows: options.skipBadRows)
+        }
         self.skipped = skipped
         // Hold out a deterministic share of distinct queries.
         if options.splitDatasetRatio > 0 {
@@ -118,14 +125,20 @@ public final class Trainer {
         }
         negatives = options.hardNegatives >= 0 ? options.hardNegatives : (train.map(\.negatives.count).max() ?? 0)
         if negatives > 0, let bare = train.first(where: { $0.negatives.isEmpty }) {
-            throw FormatError(file: bare.origin, "row has no hard negatives but every row needs \(negatives) (set --hard_negatives 0 to train with in-batch negatives only)")
+            throw FormatError(file: bare.origin, "row has no hard negatives but every row needs \(negatives) (set --num_negatives 0 to train with in-batch negatives only)")
         }
         if globalBatch % communicator.size != 0 {
             throw FormatError(file: "options", "global batch \(globalBatch) is not divisible by \(communicator.size) ranks")
         }
         if train.count < globalBatch {
-            throw FormatError(file: options.dataset, "\(train.count) training rows, fewer than one global batch of \(globalBatch)")
+            throw FormatError(file: dataSource, "\(train.count) training rows, fewer than one global batch of \(globalBatch)")
         }
+    }
+
+    /// Where the rows come from, for messages: the file, or the store's dataset and split.
+    var dataSource: String {
+        if let db = options.db, let name = options.dbDataset { return "\(db):\(name)/\(options.dbSplit)" }
+        return options.dataset
     }
 
     public var globalBatch: Int {

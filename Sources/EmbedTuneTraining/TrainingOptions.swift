@@ -1,18 +1,37 @@
 import EmbedTuneFormats
 import Foundation
 
-/// Every knob of a training run, named like ms-swift's / HF Trainer's flags (snake_case in TOML
-/// and on the command line).
-public struct TrainingOptions: Codable, Equatable, Sendable {
+/// Every setting of a training run. Each one is declared once in `TrainingOption.sections`
+/// (its TOML key, which is also its command-line flag, help and check); the property here holds
+/// its type and default.
+public struct TrainingOptions: Equatable, Sendable {
     public var model = ""
-    public var dataset = ""
-    public var outputDir = "output"
+    public var trainType = "lora"
+    public var lossType = "infonce"
     public var loraR = 8
     public var loraAlpha = 32.0
     public var loraDropout = 0.0
     /// Empty = every linear layer of the model.
     public var targetModules: [String] = []
     public var useRslora = false
+    /// Train with the backbone's own dropout too (BERT hidden/attention dropout, as PyTorch's train mode).
+    public var backboneDropout = false
+
+    /// A triples file; or, with `db`, empty and the rows come from the store.
+    public var dataset = ""
+    public var db: String?
+    public var dbDataset: String?
+    public var dbSplit = "train"
+    public var splitDatasetRatio: Float = 0
+    public var maxLength = 256
+    /// Fixed hard-negative count per row (pad by resampling, truncate); -1 = the dataset's maximum.
+    public var hardNegatives = -1
+    public var skipBadRows = false
+    /// Query/document prefixes; nil = the model's config_sentence_transformers.json prompts.
+    public var queryPrompt: String?
+    public var documentPrompt: String?
+
+    public var outputDir = "output"
     public var learningRate: Float = 1e-4
     public var numTrainEpochs = 1
     /// > 0 overrides num_train_epochs.
@@ -32,12 +51,9 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
     public var evalSteps = 0
     public var saveSteps = 0
     public var saveTotalLimit = 2
-    public var splitDatasetRatio: Float = 0
     public var dataloaderDropLast = true
     public var seed: UInt64 = 42
-    public var maxLength = 256
-    /// Fixed hard-negative count per row (pad by resampling, truncate); -1 = the dataset's maximum.
-    public var hardNegatives = -1
+
     public var infonce = InfoNCEOptions()
     /// fixed | scheduled | learnable | adaptive
     public var temperatureMode = "fixed"
@@ -49,17 +65,17 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
     public var adaptiveStep: Float = 0.01
     public var adaptiveFloor: Float = 0.03
     public var adaptiveTerms = ["种植", "养殖", "病虫害", "育种"]
+
     /// GradCache mini-batch in texts; 0 = one pass with activations for the whole local batch.
     public var gradCacheMiniBatch = 0
-    public var skipBadRows = false
-    /// Query/document prefixes; nil = the model's config_sentence_transformers.json prompts.
-    public var queryPrompt: String?
-    public var documentPrompt: String?
     /// Gather embeddings across ranks so every query sees every rank's documents.
     public var gatherAcrossRanks = true
     /// With the gather on, deal each global micro-batch's rows out to the ranks by estimated
     /// tokens, so no rank waits for a longer share (`RankBalance`); off: contiguous slices.
     public var balanceRanks = true
+    /// Compute threads per process; 0 = the launcher's choice (cores ÷ local ranks).
+    public var threads = 0
+
     /// Other domains' adapters to fuse with this run's adapter on rank 0 at the end (merge --search),
     /// and one dev set (BEIR directory) per domain: this run's first, then one per partner.
     public var fusionAdapters: [String] = []
@@ -71,31 +87,8 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
     public var preserveData: String?
     public var preserveWeight: Float = 1
     public var preserveBatch = 16
-    /// Train with the backbone's own dropout too (BERT hidden/attention dropout, as PyTorch's train mode).
-    public var backboneDropout = false
-    public var threads = 0
 
     public init() {}
-
-    enum CodingKeys: String, CodingKey {
-        case model, dataset, seed, infonce, temperature, threads
-        case outputDir = "output_dir", loraR = "lora_r", loraAlpha = "lora_alpha", loraDropout = "lora_dropout"
-        case targetModules = "target_modules", useRslora = "use_rslora", learningRate = "learning_rate"
-        case numTrainEpochs = "num_train_epochs", maxSteps = "max_steps"
-        case perDeviceTrainBatchSize = "per_device_train_batch_size", globalBatchSize = "global_batch_size"
-        case gradientAccumulationSteps = "gradient_accumulation_steps", warmupRatio = "warmup_ratio"
-        case warmupSteps = "warmup_steps", lrSchedulerType = "lr_scheduler_type", weightDecay = "weight_decay"
-        case maxGradNorm = "max_grad_norm", adamBeta1 = "adam_beta1", adamBeta2 = "adam_beta2", adamEpsilon = "adam_epsilon"
-        case evalSteps = "eval_steps", saveSteps = "save_steps", saveTotalLimit = "save_total_limit"
-        case splitDatasetRatio = "split_dataset_ratio", dataloaderDropLast = "dataloader_drop_last"
-        case maxLength = "max_length", hardNegatives = "hard_negatives", temperatureMode = "temperature_mode"
-        case temperatureEnd = "temperature_end", temperatureMin = "temperature_min", temperatureMax = "temperature_max"
-        case adaptiveBase = "adaptive_base", adaptiveStep = "adaptive_step", adaptiveFloor = "adaptive_floor"
-        case adaptiveTerms = "adaptive_terms", gradCacheMiniBatch = "gradcache_mini_batch", skipBadRows = "skip_bad_rows"
-        case queryPrompt = "query_prompt", documentPrompt = "document_prompt", gatherAcrossRanks = "gather_across_ranks", balanceRanks = "balance_ranks"
-        case fusionAdapters = "fusion_adapters", fusionDev = "fusion_dev"
-        case preserveData = "preserve_data", preserveWeight = "preserve_weight", preserveBatch = "preserve_batch", backboneDropout = "backbone_dropout"
-    }
 
     public var temperatureSchedule: TemperatureMode {
         switch temperatureMode {
@@ -106,28 +99,113 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
         }
     }
 
-    /// Cross-field checks, each naming the option.
+    /// Every option's own check, then the checks across options; each error names the option.
     public func validate() throws {
         func fail(_ s: String) -> FormatError { FormatError(file: "options", s) }
+        for option in TrainingOption.all {
+            if let problem = option.problem(self) { throw fail("--\(option.key) \(problem)") }
+        }
         if model.isEmpty { throw fail("--model is required") }
-        if dataset.isEmpty { throw fail("--dataset is required") }
-        if loraR <= 0 { throw fail("--lora_r must be positive") }
-        if !(0..<1).contains(loraDropout) { throw fail("--lora_dropout must be in [0, 1)") }
-        if perDeviceTrainBatchSize <= 0 { throw fail("--per_device_train_batch_size must be positive") }
-        if gradientAccumulationSteps <= 0 { throw fail("--gradient_accumulation_steps must be positive") }
-        if !["fixed", "scheduled", "learnable", "adaptive"].contains(temperatureMode) {
-            throw fail("--temperature_mode must be fixed, scheduled, learnable or adaptive (got \(temperatureMode))")
+        if db == nil && dataset.isEmpty { throw fail("give --dataset FILE, or --db STORE with --db_dataset NAME") }
+        if db != nil && !dataset.isEmpty {
+            throw fail("give --dataset FILE or --db STORE with --db_dataset NAME, not both (--dataset is always a file)")
         }
-        if temperature <= 0 { throw fail("--temperature must be positive") }
-        if LearningRateSchedule.Decay(rawValue: lrSchedulerType) == nil {
-            throw fail("--lr_scheduler_type must be cosine, linear or constant (got \(lrSchedulerType))")
-        }
+        if db != nil && dbDataset == nil { throw fail("--db needs --db_dataset (the dataset's name in the store)") }
+        if db == nil && dbDataset != nil { throw fail("--db_dataset needs --db (the store)") }
         if !fusionAdapters.isEmpty && fusionDev.count != fusionAdapters.count + 1 {
             throw fail("--fusion_dev needs \(fusionAdapters.count + 1) dev sets (this run's domain first, then one per --fusion_adapters entry), got \(fusionDev.count)")
         }
-        if preserveData != nil && !(preserveWeight >= 0) { throw fail("--preserve_weight must be ≥ 0 (got \(preserveWeight))") }
-        if preserveData != nil && preserveBatch <= 0 { throw fail("--preserve_batch must be positive (got \(preserveBatch))") }
-        if !(0..<1).contains(splitDatasetRatio) { throw fail("--split_dataset_ratio must be in [0, 1)") }
-        if maxLength < 4 { throw fail("--max_length must be at least 4") }
     }
+}
+
+extension TrainingOption {
+    /// The options by topic, in the order `embedtune train --help` lists them.
+    public static let sections: [(title: String, options: [TrainingOption])] = [
+        ("Model and adapter", [
+            option("model", \.model, "Model directory or .gguf to adapt."),
+            option("train_type", \.trainType, "Training type; lora is the one there is.", check: oneOf(["lora"])),
+            option("loss_type", \.lossType, "Loss; infonce is the one there is.", check: oneOf(["infonce"])),
+            option("lora_r", \.loraR, "LoRA rank.", check: positive),
+            option("lora_alpha", \.loraAlpha, "LoRA scaling numerator (scale α/r, or α/√r with use_rslora).", check: positive),
+            option("lora_dropout", \.loraDropout, "Dropout on the LoRA input, in [0, 1).", check: fraction),
+            option("target_modules", \.targetModules, "Module names (or dotted suffixes) to adapt; empty = every linear layer."),
+            option("use_rslora", \.useRslora, "Scale by α/√r instead of α/r."),
+            option("backbone_dropout", \.backboneDropout, "Also train with the backbone's own dropout (BERT hidden and attention dropout)."),
+        ]),
+        ("Data", [
+            option("dataset", \.dataset, "Triples file: JSONL (ms-swift or sentence-transformers columns), CSV or TSV."),
+            option("db", \.db, "Dataset store (SQLite) to train from instead of --dataset."),
+            option("db_dataset", \.dbDataset, "With --db: the dataset's name in the store."),
+            option("db_split", \.dbSplit, "With --db: the split to train on (its mined triples, else its pairs)."),
+            option("split_dataset_ratio", \.splitDatasetRatio, "Share of the queries held out for evaluation, in [0, 1).", check: fraction),
+            option("max_length", \.maxLength, "Maximum tokens per text, special tokens included.", check: atLeast(4)),
+            option("num_negatives", \.hardNegatives, "Hard negatives per row (truncate, or pad by resampling); -1 = the dataset's maximum.",
+                   aliases: ["hard_negatives"], check: atLeast(-1)),
+            option("skip_bad_rows", \.skipBadRows, "Skip and count malformed rows instead of stopping."),
+            option("query_prompt", \.queryPrompt, "Prefix for queries (default: the model's \"query\" prompt)."),
+            option("document_prompt", \.documentPrompt, "Prefix for documents (default: the model's \"document\" prompt)."),
+        ]),
+        ("Optimisation", [
+            option("output_dir", \.outputDir, "Directory for checkpoints, logs and the adapter."),
+            option("learning_rate", \.learningRate, "Peak learning rate.", check: positive),
+            option("num_train_epochs", \.numTrainEpochs, "Passes over the training rows.", check: positive),
+            option("max_steps", \.maxSteps, "Optimiser steps; > 0 overrides num_train_epochs."),
+            option("per_device_train_batch_size", \.perDeviceTrainBatchSize, "Triples per rank per micro-step.", check: positive),
+            option("global_batch_size", \.globalBatchSize, "Triples per micro-step over all ranks; 0 = per_device_train_batch_size × ranks.",
+                   check: atLeast(0)),
+            option("gradient_accumulation_steps", \.gradientAccumulationSteps, "Micro-steps per optimiser step.", check: positive),
+            option("warmup_ratio", \.warmupRatio, "Share of the steps spent warming up, in [0, 1).", check: fraction),
+            option("warmup_steps", \.warmupSteps, "Warm-up steps; > 0 overrides warmup_ratio.", check: atLeast(0)),
+            option("lr_scheduler_type", \.lrSchedulerType, "Decay after warm-up: cosine | linear | constant.",
+                   check: oneOf(["cosine", "linear", "constant"])),
+            option("weight_decay", \.weightDecay, "AdamW decoupled weight decay.", check: atLeast(0)),
+            option("max_grad_norm", \.maxGradNorm, "Clip the global gradient norm to this; 0 = no clipping.", check: atLeast(0)),
+            option("adam_beta1", \.adamBeta1, "AdamW β1.", check: fraction),
+            option("adam_beta2", \.adamBeta2, "AdamW β2.", check: fraction),
+            option("adam_epsilon", \.adamEpsilon, "AdamW ε.", check: positive),
+            option("eval_steps", \.evalSteps, "Evaluate the held-out split before training, every N steps and at the end; 0 = never.",
+                   check: atLeast(0)),
+            option("save_steps", \.saveSteps, "Write a checkpoint every N steps; 0 = none.", check: atLeast(0)),
+            option("save_total_limit", \.saveTotalLimit, "Checkpoints kept (the newest); 0 = all."),
+            option("dataloader_drop_last", \.dataloaderDropLast, "Drop the last incomplete batch of an epoch."),
+            option("seed", \.seed, "Seed of the adapter initialisation, data order, dropout and held-out split."),
+        ]),
+        ("InfoNCE loss (also accepted under an [infonce] table)", [
+            option("use_batch", \.infonce.useBatch, "Every other row's positive and negatives are candidates too.", table: "infonce"),
+            option("mask_fake_negative", \.infonce.maskFakeNegative,
+                   "Mask candidates scoring above the positive + fake_negative_margin.", table: "infonce"),
+            option("fake_negative_margin", \.infonce.fakeNegativeMargin, "Cosine margin of mask_fake_negative.", table: "infonce"),
+            option("include_qq", \.infonce.includeQQ, "Add query–query similarities to the denominator.", table: "infonce"),
+            option("include_dd", \.infonce.includeDD, "Add positive–document similarities to the denominator.", table: "infonce"),
+            option("mask_duplicates", \.infonce.maskDuplicates, "Mask candidates whose text equals the row's positive.", table: "infonce"),
+        ]),
+        ("Temperature", [
+            option("temperature_mode", \.temperatureMode, "fixed | scheduled | learnable | adaptive",
+                   check: oneOf(["fixed", "scheduled", "learnable", "adaptive"])),
+            option("temperature", \.temperature, "τ (fixed), its start (scheduled) or initial value (learnable).", check: positive),
+            option("temperature_end", \.temperatureEnd, "scheduled: τ at the end (cosine from temperature).", check: positive),
+            option("temperature_min", \.temperatureMin, "learnable: lower clamp of τ.", check: positive),
+            option("temperature_max", \.temperatureMax, "learnable: upper clamp of τ.", check: positive),
+            option("adaptive_base", \.adaptiveBase, "adaptive: τ of a query without domain terms.", check: positive),
+            option("adaptive_step", \.adaptiveStep, "adaptive: τ taken off per domain term in the query."),
+            option("adaptive_floor", \.adaptiveFloor, "adaptive: lowest τ.", check: positive),
+            option("adaptive_terms", \.adaptiveTerms, "adaptive: the domain terms counted in each query."),
+        ]),
+        ("Memory and ranks", [
+            option("gradcache_mini_batch", \.gradCacheMiniBatch, "GradCache chunk in texts; 0 = off.", check: atLeast(0)),
+            option("gather_across_ranks", \.gatherAcrossRanks, "Gather embeddings so every query sees every rank's documents."),
+            option("balance_ranks", \.balanceRanks, "Deal each global batch's rows to the ranks by estimated tokens (needs the gather)."),
+            option("threads", \.threads, "Compute threads per process; 0 = cores ÷ local ranks.", check: atLeast(0)),
+        ]),
+        ("Fusion", [
+            option("fusion_adapters", \.fusionAdapters,
+                   "Other domains' adapters: rank 0 fuses them with this run's adapter at the end (merge --search)."),
+            option("fusion_dev", \.fusionDev, "Dev sets (BEIR directories): this run's domain first, then one per fusion adapter."),
+            option("preserve_data", \.preserveData,
+                   "Other domains' pairs/triplets file: keep their query and positive embeddings near the base model's."),
+            option("preserve_weight", \.preserveWeight, "Weight of the mean squared embedding drift on preserve_data texts.",
+                   check: atLeast(0)),
+            option("preserve_batch", \.preserveBatch, "preserve_data texts per rank per step.", check: positive),
+        ]),
+    ]
 }

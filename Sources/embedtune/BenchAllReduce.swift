@@ -12,9 +12,9 @@ struct AllReduceBench: ParsableCommand {
     @Option(help: "Comma-separated world sizes (each run under mpirun).") var ranks = "2"
     @Option(help: "Comma-separated buffer sizes in floats (default: the e5-small/MiniLM LoRA gradient, 1M, 16M).")
     var sizes = "663555,1048576,16777216"
-    @Option var repeats = 20
+    @Option(help: "Timed all-reduces per size, after three warm-up ones.") var repeats = 20
     @Option(help: "Write results as JSON here.") var json: String?
-    @Flag(name: .customLong("worker"), help: "Internal: measure in this MPI job and print JSON lines on rank 0.") var worker = false
+    @Option(help: .boolean("Internal: measure in this MPI job and print JSON lines on rank 0.")) var worker = false
 
     func run() throws {
         try runReportingErrors {

@@ -97,13 +97,13 @@ func report(_ title: String, _ rows: [[String: Any]], columns: [String], jsonPat
 struct GEMMBench: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "gemm", abstract: "sgemm GFLOP/s at M×N×K.")
 
-    @Option var m = 2048
-    @Option var n = 1024
-    @Option var k = 1024
+    @Option(help: "Rows of A and C.") var m = 2048
+    @Option(help: "Columns of B and C.") var n = 1024
+    @Option(help: "Columns of A, rows of B.") var k = 1024
     @Option(help: "Comma-separated thread counts.") var threads = "1,\(ProcessInfo.processInfo.activeProcessorCount)"
-    @Option var repeats = 10
+    @Option(help: "Timed calls per thread count, after one warm-up call.") var repeats = 10
     @Option(help: "Write results as JSON here.") var json: String?
-    @Flag(help: "First check sgemm (plain and transposed) against a naive reference; exit 1 on mismatch.")
+    @Option(help: .boolean("First check sgemm (plain and transposed) against a naive reference; exit 1 on mismatch."))
     var verify = false
 
     func run() throws {
@@ -147,8 +147,8 @@ struct EmbedBench: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "embed", abstract: "Embedding throughput on synthetic texts.")
 
     @Option(help: "Model directory.") var model: String
-    @Option(name: .customLong("batch-size")) var batchSize = 64
-    @Option(name: .customLong("max-length")) var maxLength = 128
+    @Option(name: .spelled("batch_size"), help: "Texts per forward pass.") var batchSize = 64
+    @Option(name: .spelled("max_length"), help: "Tokens per text (the synthetic texts fill it).") var maxLength = 128
     @Option(help: "Batches to time after one warm-up batch.") var repeats = 5
     @Option(help: "Write results as JSON here.") var json: String?
 

@@ -33,26 +33,26 @@ struct TrainBench: ParsableCommand {
         commandName: "train", abstract: "Training throughput and peak RSS; each configuration runs in its own process.")
 
     @Option(help: "Model directory.") var model: String
-    @Option(name: .customLong("batch-size")) var batchSize = 16
-    @Option(help: "Hard negatives per row.") var negatives = 3
-    @Option(name: .customLong("max-length")) var maxLength = 128
-    @Option(name: .customLong("gradcache"), help: "Comma-separated GradCache mini-batches to compare (0 = plain).")
+    @Option(name: .spelled("per_device_train_batch_size", "batch_size"), help: "Triples per rank per step.") var batchSize = 16
+    @Option(name: .spelled("num_negatives", "negatives"), help: "Hard negatives per row.") var negatives = 3
+    @Option(name: .spelled("max_length"), help: "Tokens per text (the synthetic texts are longer).") var maxLength = 128
+    @Option(name: .spelled("gradcache_mini_batch", "gradcache"), help: "Comma-separated GradCache mini-batches to compare (0 = plain).")
     var gradcache = "0"
-    @Option(help: "Comma-separated world sizes; > 1 runs under mpirun (global batch = batch-size × ranks).")
+    @Option(help: "Comma-separated world sizes; > 1 runs under mpirun (global batch = per_device_train_batch_size × ranks).")
     var ranks = "1"
     @Option(help: "Timed steps after 2 warm-up steps.") var steps = 5
-    @Option(name: .customLong("lora-dropout")) var loraDropout = 0.0
-    @Flag(name: .customLong("backbone-dropout"), help: "Also the backbone's own dropout (BERT hidden/attention), as PyTorch's train mode.")
+    @Option(name: .spelled("lora_dropout"), help: "Dropout on the LoRA input.") var loraDropout = 0.0
+    @Option(name: .spelled("backbone_dropout"), help: .boolean("Also the backbone's own dropout (BERT hidden/attention), as PyTorch's train mode."))
     var backboneDropout = false
     @Option(help: "Train on this triplets file (any format train reads) instead of the synthetic rows.") var dataset: String?
-    @Option(name: .customLong("balance-ranks"), help: "Comma-separated: true (triples dealt to ranks by length), false (contiguous slices), or both.")
+    @Option(name: .spelled("balance_ranks"), help: "Comma-separated: true (triples dealt to ranks by length), false (contiguous slices), or both.")
     var balanceRanks = "true"
     @Option(help: "Write results as JSON here.") var json: String?
-    @Option(name: .customLong("write-data"), help: "Only write the synthetic JSONL the bench trains on here (--rows rows) and exit.")
+    @Option(name: .spelled("write_data"), help: "Only write the synthetic JSONL the bench trains on here (--rows rows) and exit.")
     var writeData: String?
-    @Option(name: .customLong("rows"), help: "Rows for --write-data (default: batch-size × (steps + 2), one rank's run).")
+    @Option(name: .spelled("rows"), help: "Rows for --write_data (default: per_device_train_batch_size × (steps + 2), one rank's run).")
     var dataRows: Int?
-    @Option(name: .customLong("worker"), help: "Internal: run one configuration and print a JSON line.") var worker: Int?
+    @Option(name: .spelled("worker"), help: "Internal: run one configuration and print a JSON line.") var worker: Int?
 
     func run() throws {
         try runReportingErrors {
@@ -67,16 +67,16 @@ struct TrainBench: ParsableCommand {
             let peakBefore = gemmPeakGFLOPs(threads: cores)
             var rows: [[String: Any]] = []
             let balances = try balanceRanks.split(separator: ",").map { b -> Bool in
-                guard let value = Bool(String(b)) else { throw CLIError("--balance-ranks: \"\(b)\" is not true or false") }
+                guard let value = Bool(String(b)) else { throw CLIError("--balance_ranks: \"\(b)\" is not true or false") }
                 return value
             }
             let configs = ranks.split(separator: ",").compactMap { Int($0) }.flatMap { r in
                 gradcache.split(separator: ",").compactMap { Int($0) }.flatMap { g in balances.map { (r, g, $0) } }
             }
             for (worldSize, mini, balance) in configs {
-                let worker = ["bench", "train", "--model", model, "--batch-size", "\(batchSize)", "--negatives", "\(negatives)",
-                              "--max-length", "\(maxLength)", "--steps", "\(steps)", "--lora-dropout", "\(loraDropout)",
-                              "--balance-ranks", "\(balance)", "--worker", "\(mini)"] + (backboneDropout ? ["--backbone-dropout"] : [])
+                let worker = ["bench", "train", "--model", model, "--per_device_train_batch_size", "\(batchSize)", "--num_negatives", "\(negatives)",
+                              "--max_length", "\(maxLength)", "--steps", "\(steps)", "--lora_dropout", "\(loraDropout)",
+                              "--balance_ranks", "\(balance)", "--backbone_dropout", "\(backboneDropout)", "--worker", "\(mini)"]
                     + (dataset.map { ["--dataset", URL(fileURLWithPath: $0).path] } ?? [])
                 let output = try runBenchWorker(worldSize: worldSize, arguments: worker, what: "gradcache \(mini)")
                 guard let line = output.split(separator: "\n").last,
@@ -166,10 +166,10 @@ struct TrainBench: ParsableCommand {
 struct MineBench: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "mine", abstract: "Exact top-k search over a synthetic corpus (memory-bounded).")
 
-    @Option var queries = 10_000
-    @Option var documents = 100_000
-    @Option var dim = 384
-    @Option var k = 60
+    @Option(help: "Query vectors.") var queries = 10_000
+    @Option(help: "Corpus vectors.") var documents = 100_000
+    @Option(help: "Vector dimension.") var dim = 384
+    @Option(help: "Nearest documents kept per query.") var k = 60
     @Option(help: "Write results as JSON here.") var json: String?
 
     func run() throws {

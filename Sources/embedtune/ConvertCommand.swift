@@ -22,7 +22,7 @@ struct ConvertE5S1Command: ParsableCommand {
 
     @Option(help: "The E5S1 file (e.g. e5-small-q4.bin).") var input: String
     @Option(help: "Output model directory.") var output: String
-    @Flag(help: "Replace OUTPUT if it exists.") var force = false
+    @Option(help: .boolean("Replace --output if it exists.")) var force = false
 
     func run() throws {
         try runReportingErrors {

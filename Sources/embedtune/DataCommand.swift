@@ -45,20 +45,20 @@ struct DataImportCommand: ParsableCommand {
         commandName: "import", abstract: "Import a dataset into the store (one transaction; texts deduplicated).")
 
     @Option(help: "The dataset store (an SQLite file, created if missing).") var db: String
-    @Option(help: "Dataset name in the store.") var dataset: String
+    @Option(name: .spelled("db_dataset"), help: "The dataset's name in the store.") var dbDataset: String
     @Option(help: "pairs | ms-swift | sentence-transformers | beir") var format: String
     @Option(help: "Input file (JSONL, CSV or TSV), or for beir a directory with corpus.jsonl, queries.jsonl, qrels/*.tsv.")
     var input: String?
-    @Option(name: .customLong("query-field"), help: "pairs: the question field (default: the first of question, q, query).")
+    @Option(name: .spelled("query_field"), help: "pairs: the question field (default: the first of question, q, query).")
     var queryField: String?
-    @Option(name: .customLong("answer-field"), help: "pairs: the answer field (default: the first of answer, a, response).")
+    @Option(name: .spelled("answer_field"), help: "pairs: the answer field (default: the first of answer, a, response).")
     var answerField: String?
-    @Option(name: .customLong("id-field"), help: "pairs: a field holding each question's id (default: ids q1, q2, …).")
+    @Option(name: .spelled("id_field"), help: "pairs: a field holding each question's id (default: ids q1, q2, …).")
     var idField: String?
     @Option(help: "beir: corpus.jsonl (overrides the directory's).") var corpus: String?
     @Option(help: "beir: queries.jsonl (overrides the directory's).") var queries: String?
     @Option(help: "beir: a qrels .tsv, or a directory of them; train/dev/test file names set the split.") var qrels: String?
-    @Flag(help: "Replace an existing dataset of that name (its run log is kept).") var replace = false
+    @Option(help: .boolean("Replace an existing dataset of that name (its run log is kept).")) var replace = false
 
     func validate() throws {
         guard let f = ImportFormat(rawValue: format) else {
@@ -73,7 +73,7 @@ struct DataImportCommand: ParsableCommand {
             if corpus != nil || queries != nil || qrels != nil { throw ValidationError("--corpus, --queries and --qrels apply to --format beir") }
         }
         if f != .pairs && (queryField != nil || answerField != nil || idField != nil) {
-            throw ValidationError("--query-field, --answer-field and --id-field apply to --format pairs")
+            throw ValidationError("--query_field, --answer_field and --id_field apply to --format pairs")
         }
     }
 
@@ -83,7 +83,7 @@ struct DataImportCommand: ParsableCommand {
             let store = try DatasetStore(path: db)
             let inputs = ImportInputs(input: input, corpus: corpus, queries: queries, qrels: qrels,
                                       queryField: queryField, answerField: answerField, idField: idField)
-            let report = try store.importDataset(name: dataset, format: ImportFormat(rawValue: format) ?? .pairs, inputs: inputs, replace: replace)
+            let report = try store.importDataset(name: dbDataset, format: ImportFormat(rawValue: format) ?? .pairs, inputs: inputs, replace: replace)
             print("\(report) in \(String(format: "%.2f", Date().timeIntervalSince(start))) s")
         }
     }
@@ -94,16 +94,16 @@ struct DataSplitCommand: ParsableCommand {
         commandName: "split", abstract: "Split a dataset's queries into train and test (deterministic, by query; the corpus is shared).")
 
     @Option(help: "The dataset store.") var db: String
-    @Option(help: "Dataset name.") var dataset: String
-    @Option(name: .customLong("test-size"), help: "Fraction of queries for test, in (0, 1); a whole number ≥ 1 is a count.")
+    @Option(name: .spelled("db_dataset"), help: "The dataset's name in the store.") var dbDataset: String
+    @Option(name: .spelled("test_size"), help: "Fraction of queries for test, in (0, 1); a whole number ≥ 1 is a count.")
     var testSize = 0.2
     @Option(help: "Seed of the query order.") var seed: UInt64 = 42
 
     func run() throws {
         try runReportingErrors {
             let store = try openExistingStore(db)
-            let (train, test) = try store.split(dataset: dataset, testSize: testSize, seed: seed)
-            print("\(dataset): \(train) train, \(test) test queries (test size \(testSize), seed \(seed))")
+            let (train, test) = try store.split(dataset: dbDataset, testSize: testSize, seed: seed)
+            print("\(dbDataset): \(train) train, \(test) test queries (test size \(testSize), seed \(seed))")
         }
     }
 }
@@ -113,7 +113,7 @@ struct DataStatsCommand: ParsableCommand {
         commandName: "stats", abstract: "Counts and length percentiles of a dataset, per split.")
 
     @Option(help: "The dataset store.") var db: String
-    @Option(help: "Dataset name.") var dataset: String
+    @Option(name: .spelled("db_dataset"), help: "The dataset's name in the store.") var dbDataset: String
     @Option(help: "A model directory whose tokenizer measures lengths in tokens, special tokens included (default: characters).") var model: String?
     @Option(help: "Also write the statistics as JSON here.") var json: String?
 
@@ -125,7 +125,7 @@ struct DataStatsCommand: ParsableCommand {
                 let tokenizer = try ModelDirectory(URL(fileURLWithPath: model)).loadTokenizer()
                 measure = { tokenizer.encode($0).count }
             }
-            let stats = try store.stats(dataset: dataset, tokenizer: measure)
+            let stats = try store.stats(dataset: dbDataset, tokenizer: measure)
             print("\(stats.dataset)\(stats.source.map { " (\($0))" } ?? ""): \(stats.corpusSize) documents in the corpus; lengths in \(stats.unit)")
             var counts = [["split", "queries", "judged", "docs", "qrels", "rel/q mean", "rel/q max", "negatives", "triplets"]]
             for s in stats.splits {
@@ -155,8 +155,8 @@ struct DataExportCommand: ParsableCommand {
         commandName: "export", abstract: "Write a dataset split as training pairs, ms-swift rows, triplets or a BEIR directory.")
 
     @Option(help: "The dataset store.") var db: String
-    @Option(help: "Dataset name.") var dataset: String
-    @Option(help: "train | test | all (or another split the dataset has).") var split = "all"
+    @Option(name: .spelled("db_dataset"), help: "The dataset's name in the store.") var dbDataset: String
+    @Option(name: .spelled("db_split", "split"), help: "train | test | all (or another split the dataset has).") var dbSplit = "all"
     @Option(help: "pairs | ms-swift | beir | triplets") var format: String
     @Option(help: "Output file (JSONL), or for beir a directory.") var output: String
 
@@ -169,7 +169,7 @@ struct DataExportCommand: ParsableCommand {
     func run() throws {
         try runReportingErrors {
             let store = try openExistingStore(db)
-            let splitFilter: String? = split == "all" ? nil : split
+            let splitFilter: String? = dbSplit == "all" ? nil : dbSplit
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.withoutEscapingSlashes]
             func json(_ v: some Encodable) throws -> String { String(decoding: try encoder.encode(v), as: UTF8.self) }
@@ -178,18 +178,18 @@ struct DataExportCommand: ParsableCommand {
             }
             func write(_ text: String, rows: Int, what: String) throws {
                 try writeAtomically(Data(text.utf8), to: URL(fileURLWithPath: output))
-                print("wrote \(rows) \(what) of \(dataset) (\(split)) to \(output)")
+                print("wrote \(rows) \(what) of \(dbDataset) (\(dbSplit)) to \(output)")
             }
             switch format {
             case "pairs":
-                let pairs = try store.pairs(dataset: dataset, split: splitFilter)
-                guard !pairs.isEmpty else { throw CLIError("\(dataset) (\(split)) has no relevant pairs") }
+                let pairs = try store.pairs(dataset: dbDataset, split: splitFilter)
+                guard !pairs.isEmpty else { throw CLIError("\(dbDataset) (\(dbSplit)) has no relevant pairs") }
                 var text = ""
                 for p in pairs { text += try object([("query", try json(p.query)), ("response", try json(p.positive))]) }
                 try write(text, rows: pairs.count, what: "pairs")
             case "ms-swift":
                 var text = "", rows = 0
-                let stored = try store.triplets(dataset: dataset, split: split)
+                let stored = try store.triplets(dataset: dbDataset, split: dbSplit)
                 if !stored.isEmpty {
                     for t in stored {
                         text += try object([("query", try json(t.query)), ("response", try json(t.positive)),
@@ -197,9 +197,9 @@ struct DataExportCommand: ParsableCommand {
                     }
                     rows = stored.count
                 } else {
-                    let pairs = try store.pairs(dataset: dataset, split: splitFilter)
-                    guard !pairs.isEmpty else { throw CLIError("\(dataset) (\(split)) has no relevant pairs") }
-                    let negatives = try store.sourceNegatives(dataset: dataset)
+                    let pairs = try store.pairs(dataset: dbDataset, split: splitFilter)
+                    guard !pairs.isEmpty else { throw CLIError("\(dbDataset) (\(dbSplit)) has no relevant pairs") }
+                    let negatives = try store.sourceNegatives(dataset: dbDataset)
                     for p in pairs {
                         var fields = [("query", try json(p.query)), ("response", try json(p.positive))]
                         if let n = negatives[p.queryID], !n.isEmpty { fields.append(("rejected_response", try json(n))) }
@@ -209,10 +209,10 @@ struct DataExportCommand: ParsableCommand {
                 }
                 try write(text, rows: rows, what: stored.isEmpty ? "ms-swift rows (source negatives)" : "ms-swift rows (stored triplets)")
             case "triplets":
-                let stored = try store.triplets(dataset: dataset, split: split)
+                let stored = try store.triplets(dataset: dbDataset, split: dbSplit)
                 guard !stored.isEmpty else {
-                    let have = try store.tripletSplits(dataset: dataset).keys.sorted()
-                    throw CLIError("\(dataset) has no stored triplets for split \"\(split)\" (" + (have.isEmpty ? "none stored" : "stored: \(have.joined(separator: ", "))") + ")")
+                    let have = try store.tripletSplits(dataset: dbDataset).keys.sorted()
+                    throw CLIError("\(dbDataset) has no stored triplets for split \"\(dbSplit)\" (" + (have.isEmpty ? "none stored" : "stored: \(have.joined(separator: ", "))") + ")")
                 }
                 var text = ""
                 for t in stored {
@@ -236,21 +236,21 @@ struct DataExportCommand: ParsableCommand {
         let qrelsDir = dir.appendingPathComponent("qrels")
         do { try FileManager.default.createDirectory(at: qrelsDir, withIntermediateDirectories: true) }
         catch { throw CLIError("\(qrelsDir.path): cannot create: \(error.localizedDescription)") }
-        let corpus = try store.corpus(dataset: dataset)
+        let corpus = try store.corpus(dataset: dbDataset)
         var text = ""
         for d in corpus { text += try object([("_id", try json(d.id)), ("text", try json(d.text))]) }
         try writeAtomically(Data(text.utf8), to: dir.appendingPathComponent("corpus.jsonl"))
-        let queries = try store.queries(dataset: dataset, split: splitFilter)
+        let queries = try store.queries(dataset: dbDataset, split: splitFilter)
         text = ""
         for q in queries { text += try object([("_id", try json(q.id)), ("text", try json(q.text))]) }
         try writeAtomically(Data(text.utf8), to: dir.appendingPathComponent("queries.jsonl"))
         var files = [String: String]()
-        for r in try store.qrels(dataset: dataset, split: splitFilter) {
+        for r in try store.qrels(dataset: dbDataset, split: splitFilter) {
             let name = splitFilter ?? r.split ?? "unsplit"
             files[name, default: "query-id\tcorpus-id\tscore\n"] += "\(r.queryID)\t\(r.docID)\t\(Self.score(r.score))\n"
         }
         for (name, body) in files { try writeAtomically(Data(body.utf8), to: qrelsDir.appendingPathComponent("\(name).tsv")) }
-        print("wrote \(corpus.count) documents, \(queries.count) queries, qrels \(files.keys.sorted().joined(separator: ", ")) of \(dataset) (\(split)) to \(output)")
+        print("wrote \(corpus.count) documents, \(queries.count) queries, qrels \(files.keys.sorted().joined(separator: ", ")) of \(dbDataset) (\(dbSplit)) to \(output)")
     }
 
     /// Integral scores print as integers (BEIR's convention).

@@ -19,12 +19,12 @@ struct EmbedCommand: ParsableCommand {
     @Option(help: "Input: .txt (one text per line) or .jsonl (see --field).") var input: String
     @Option(help: "Output .npy file (float32, C order).") var output: String
     @Option(help: "JSONL field holding the text.") var field = "text"
-    @Option(name: .customLong("batch-size"), help: "Texts per forward pass.") var batchSize = 32
-    @Option(name: .customLong("max-length"), help: "Maximum tokens per text, special tokens included (default: the model's max_seq_length, else 512).")
+    @Option(name: .spelled("batch_size"), help: "Texts per forward pass.") var batchSize = 32
+    @Option(name: .spelled("max_length"), help: "Maximum tokens per text, special tokens included (default: the model's max_seq_length, else 512).")
     var maxLength: Int?
     @Option(help: "Query instruction: texts become \"Instruct: TEXT\\nQuery:<text>\" (Qwen3-Embedding style).")
     var instruction: String?
-    @Option(name: .customLong("prompt-name"), help: "A prompt from config_sentence_transformers.json, e.g. query.")
+    @Option(name: .spelled("prompt_name"), help: "A prompt from config_sentence_transformers.json, e.g. query.")
     var promptName: String?
     @Option(help: "Matryoshka: keep the first D dimensions, then renormalise.") var dim: Int?
     @Option(help: "A LoRA adapter directory in PEFT format (adapter_config.json + adapter_model.safetensors).")
@@ -32,16 +32,17 @@ struct EmbedCommand: ParsableCommand {
     @Option(help: "Comma-separated domain adapters to route between (with --route auto --router).") var adapters: String?
     @Option(help: "auto: pick each text's adapter with --router.") var route: String?
     @Option(help: "Router file from `embedtune route build` (its domains in --adapters order).") var router: String?
-    @Option(name: .customLong("route_threshold"), help: "Below this top probability a text mixes its top two adapters by router weight.")
+    @Option(name: .spelled("route_threshold"), help: "Below this top probability a text mixes its top two adapters by router weight.")
     var routeThreshold: Float = 0.5
-    @Flag(name: .customLong("no-route-mix"), help: "Always use the single most likely adapter.") var noRouteMix = false
-    @Option(name: .customLong("routes_output"), help: "Write each text's route (domains, weights, probabilities) as JSONL here.") var routesOutput: String?
-    @Flag(help: "No progress bar.") var quiet = false
+    @Option(name: .spelled("route_mix"), help: .boolean("Mix the top two adapters of a text below --route_threshold (false: always the most likely one)."))
+    var routeMix = true
+    @Option(name: .spelled("routes_output"), help: "Write each text's route (domains, weights, probabilities) as JSONL here.") var routesOutput: String?
+    @Option(help: .boolean("No progress bar.")) var quiet = false
 
     func validate() throws {
-        guard batchSize > 0 else { throw ValidationError("--batch-size must be positive") }
-        if let maxLength, maxLength < 2 { throw ValidationError("--max-length must be at least 2") }
-        if instruction != nil && promptName != nil { throw ValidationError("use --instruction or --prompt-name, not both") }
+        guard batchSize > 0 else { throw ValidationError("--batch_size must be positive") }
+        if let maxLength, maxLength < 2 { throw ValidationError("--max_length must be at least 2") }
+        if instruction != nil && promptName != nil { throw ValidationError("use --instruction or --prompt_name, not both") }
         guard output.hasSuffix(".npy") else { throw ValidationError("--output must end in .npy") }
         if let route, route != "auto" { throw ValidationError("--route: only auto is supported") }
         if route != nil && (adapters == nil || router == nil) { throw ValidationError("--route auto needs --adapters and --router") }
@@ -92,7 +93,7 @@ struct EmbedCommand: ParsableCommand {
         let base = try embedder.embed(texts, options: routing).values
         let dim = router.dim
         let probabilities = (0..<texts.count).map { router.probabilities(base[($0 * dim)..<(($0 + 1) * dim)]) }
-        let choices = probabilities.map { RouteChoice.from($0, threshold: routeThreshold, mix: !noRouteMix) }
+        let choices = probabilities.map { RouteChoice.from($0, threshold: routeThreshold, mix: routeMix) }
         var groups = [RouteChoice: [Int]]()
         for (i, c) in choices.enumerated() { groups[c, default: []].append(i) }
         var out = [Float](), width = 0

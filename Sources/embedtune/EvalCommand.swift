@@ -15,29 +15,29 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "corpus.jsonl ({_id, title, text}).") var corpus: String?
     @Option(help: "queries.jsonl ({_id, text}).") var queries: String?
     @Option(help: "qrels TSV (query-id, corpus-id, score).") var qrels: String?
-    @Option(help: "Dataset store (SQLite) instead of BEIR files: evaluates --dataset's --split and records the runs.") var db: String?
-    @Option(help: "Dataset name in the store.") var dataset: String?
-    @Option(help: "Split of the store dataset (test, train, all).") var split = "test"
+    @Option(help: "Dataset store (SQLite) instead of BEIR files: evaluates --db_dataset's --db_split and records the runs.") var db: String?
+    @Option(name: .spelled("db_dataset"), help: "With --db: the dataset's name in the store.") var dbDataset: String?
+    @Option(name: .spelled("db_split", "split"), help: "With --db: the split to evaluate (test, train, all).") var dbSplit = "test"
     @Option(parsing: .singleValue, help: "Model directory or .gguf (repeatable: one row each).") var model: [String] = []
     @Option(parsing: .singleValue, help: "PEFT adapter for the first model (repeatable: one row each).") var adapter: [String] = []
-    @Option(name: .customLong("query_embeddings"), help: "Precomputed query embeddings (.npy, rows in queries.jsonl order).")
+    @Option(name: .spelled("query_embeddings"), help: "Precomputed query embeddings (.npy, rows in queries.jsonl order).")
     var queryEmbeddings: String?
-    @Option(name: .customLong("corpus_embeddings"), help: "Precomputed corpus embeddings (.npy, rows in corpus.jsonl order).")
+    @Option(name: .spelled("corpus_embeddings"), help: "Precomputed corpus embeddings (.npy, rows in corpus.jsonl order).")
     var corpusEmbeddings: String?
-    @Option(name: .customLong("query_prompt"), help: "Query prefix (default: the model's \"query\" prompt).") var queryPrompt: String?
-    @Option(name: .customLong("document_prompt"), help: "Document prefix (default: the model's \"document\" prompt).") var documentPrompt: String?
-    @Option(name: .customLong("batch-size")) var batchSize = 32
-    @Option(name: .customLong("max-length")) var maxLength: Int?
+    @Option(name: .spelled("query_prompt"), help: "Query prefix (default: the model's \"query\" prompt).") var queryPrompt: String?
+    @Option(name: .spelled("document_prompt"), help: "Document prefix (default: the model's \"document\" prompt).") var documentPrompt: String?
+    @Option(name: .spelled("batch_size"), help: "Texts per forward pass.") var batchSize = 32
+    @Option(name: .spelled("max_length"), help: "Maximum tokens per text, special tokens included (default: the model's max_seq_length, else 512).") var maxLength: Int?
     @Option(help: "Write all metrics as JSON here.") var output: String?
     @Option(help: "Write the Markdown table here (it is printed too).") var markdown: String?
     @Option(help: "Write an SVG bar chart (NDCG@10, Recall@5, MRR@10 per model) here.") var chart: String?
 
     func validate() throws {
         if db != nil {
-            if dataset == nil { throw ValidationError("--db needs --dataset") }
-            if corpus != nil || queries != nil || qrels != nil { throw ValidationError("give --db/--dataset or --corpus/--queries/--qrels, not both") }
+            if dbDataset == nil { throw ValidationError("--db needs --db_dataset") }
+            if corpus != nil || queries != nil || qrels != nil { throw ValidationError("give --db/--db_dataset or --corpus/--queries/--qrels, not both") }
         } else if corpus == nil || queries == nil || qrels == nil {
-            throw ValidationError("give --corpus, --queries and --qrels (BEIR files), or --db and --dataset")
+            throw ValidationError("give --corpus, --queries and --qrels (BEIR files), or --db and --db_dataset")
         }
         if (queryEmbeddings == nil) != (corpusEmbeddings == nil) {
             throw ValidationError("--query_embeddings and --corpus_embeddings go together")
@@ -49,9 +49,9 @@ struct EvalCommand: ParsableCommand {
     func run() throws {
         try runReportingErrors {
             let store = try db.map { try DatasetStore(path: $0) }
-            let set = try store.map { try $0.retrievalSet(dataset: dataset!, split: split == "all" ? nil : split) }
+            let set = try store.map { try $0.retrievalSet(dataset: dbDataset!, split: dbSplit == "all" ? nil : dbSplit) }
                 ?? RetrievalSet.loadBEIR(corpus: corpus!, queries: queries!, qrels: qrels!)
-            let queries = self.queries ?? "\(dataset ?? "") (\(split))", corpus = self.corpus ?? "\(dataset ?? "") corpus"
+            let queries = self.queries ?? "\(dbDataset ?? "") (\(dbSplit))", corpus = self.corpus ?? "\(dbDataset ?? "") corpus"
             var evaluator = EmbeddingEvaluator(set: set)
             evaluator.batchSize = batchSize
             evaluator.maxLength = maxLength
@@ -77,7 +77,7 @@ struct EvalCommand: ParsableCommand {
                     let base = URL(fileURLWithPath: path).lastPathComponent
                     let name = variant.map { "\(base) + \(URL(fileURLWithPath: $0).lastPathComponent)" } ?? base
                     rows.append((name, try evaluator.evaluate(embedder)))
-                    try store?.recordRun(dataset: dataset!, kind: "eval", split: split, model: path, adapter: variant, metrics: rows.last!.metrics)
+                    try store?.recordRun(dataset: dbDataset!, kind: "eval", split: dbSplit, model: path, adapter: variant, metrics: rows.last!.metrics)
                 }
             }
             let evaluated = set.relevant.filter { !$0.isEmpty }.count

@@ -11,7 +11,7 @@ struct InfoCommand: ParsableCommand {
         commandName: "info", abstract: "Describe a model directory and the runtime (BLAS kernel, threads, MPI).")
 
     @Option(help: "Model directory or .gguf file to describe (optional).") var model: String?
-    @Flag(help: "Print JSON instead of text.") var json = false
+    @Option(help: .boolean("Print JSON instead of text.")) var json = false
 
     func run() throws {
         try runReportingErrors {

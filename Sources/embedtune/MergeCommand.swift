@@ -20,12 +20,13 @@ struct MergeCommand: ParsableCommand {
     @Option(help: "Comma-separated weights, one per adapter (default all 1; linear normalises them).") var weights: String?
     @Option(help: "linear | task_arithmetic | ties | dare_linear | dare_ties | magnitude_prune | svd | cat") var method = "task_arithmetic"
     @Option(help: "Share of each ΔW kept by ties / dare_* / magnitude_prune, in (0, 1].") var density = 0.5
-    @Option(name: .customLong("majority_sign"), help: "ties / dare_ties sign election: total | frequency") var majoritySign = "total"
+    @Option(name: .spelled("majority_sign"), help: "ties / dare_ties sign election: total | frequency") var majoritySign = "total"
     @Option(help: "DARE mask seed.") var seed: UInt64 = 0
     @Option(help: "Rank of the written adapter (svd: default the largest input rank; ties/dare/magnitude: the sum).") var rank: Int?
-    @Flag(help: "Write the base model with ΔW folded in (HF + sentence-transformers directory) instead of an adapter.") var fold = false
+    @Option(help: .boolean("Write the base model with ΔW folded in (HF + sentence-transformers directory) instead of an adapter."))
+    var fold = false
     @Option(help: "Output directory.") var output: String
-    @Flag(help: "Replace --output if it exists.") var force = false
+    @Option(help: .boolean("Replace --output if it exists.")) var force = false
     @OptionGroup var search: MergeSearchOptions
 
     func run() throws {

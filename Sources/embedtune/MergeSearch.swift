@@ -5,22 +5,23 @@ import EmbedTuneTraining
 import Foundation
 
 struct MergeSearchOptions: ParsableArguments {
-    @Flag(name: .customLong("search"), help: "Choose method and weights by mean NDCG@10 on --dev sets.") var enabled = false
-    @Option(name: .customLong("dev"), parsing: .singleValue,
+    @Option(name: .spelled("search"), help: .boolean("Choose method and weights by mean NDCG@10 on --dev sets.")) var enabled = false
+    @Option(name: .spelled("dev"), parsing: .singleValue,
             help: "Dev set of the i-th adapter's domain: a BEIR directory (corpus.jsonl, queries.jsonl, qrels/{dev,test}.tsv). Repeat per adapter.")
     var dev: [String] = []
-    @Option(name: .customLong("search_methods"), help: "Methods tried in the grid.") var methods = "task_arithmetic,ties,dare_ties,magnitude_prune"
-    @Option(name: .customLong("search_scales"), help: "Common weight scales tried in the grid.") var scales = "0.6,0.8,1.0,1.2"
-    @Option(name: .customLong("search_rounds"), help: "Coordinate-ascent rounds over single weights after the grid.") var rounds = 1
-    @Option(name: .customLong("max_dev_queries"), help: "Queries used per dev set (first N).") var maxQueries = 200
-    @Option(name: .customLong("max_dev_documents"), help: "Corpus documents per dev set: every judged one, then the first others up to N (0: all).")
+    @Option(name: .spelled("search_methods"), help: "Methods tried in the grid.") var methods = "task_arithmetic,ties,dare_ties,magnitude_prune"
+    @Option(name: .spelled("search_scales"), help: "Common weight scales tried in the grid.") var scales = "0.6,0.8,1.0,1.2"
+    @Option(name: .spelled("search_rounds"), help: "Coordinate-ascent rounds over single weights after the grid.") var rounds = 1
+    @Option(name: .spelled("max_dev_queries"), help: "Queries used per dev set (first N).") var maxQueries = 200
+    @Option(name: .spelled("max_dev_documents"), help: "Corpus documents per dev set: every judged one, then the first others up to N (0: all).")
     var maxDocuments = 0
-    @Option(name: .customLong("search_report"), help: "Write the per-domain Markdown table here.") var report: String?
-    @Option(name: .customLong("search_objective"),
+    @Option(name: .spelled("search_report"), help: "Write the per-domain Markdown table here.") var report: String?
+    @Option(name: .spelled("search_objective"),
             help: "mean_ndcg (mean NDCG@10 over the domains) or min_gain_kept (the smallest share of its own adapter's gain any domain keeps).")
     var objective = "mean_ndcg"
-    @Option(name: .customLong("batch-size")) var batchSize = 32
-    @Option(name: .customLong("max-length")) var maxLength: Int?
+    @Option(name: .spelled("batch_size"), help: "Texts per forward pass.") var batchSize = 32
+    @Option(name: .spelled("max_length"), help: "Maximum tokens per text, special tokens included (default: the model's max_seq_length, else 512).")
+    var maxLength: Int?
 }
 
 extension MergeSearchOptions {

@@ -17,36 +17,46 @@ struct MineCommand: ParsableCommand {
 
     @Option(help: "Model directory or .gguf used to embed.") var model: String
     @Option(help: "A PEFT adapter to apply while mining.") var adapter: String?
-    @Option(help: "Pairs: JSONL, CSV or TSV; with --db, a dataset name in the store.") var dataset: String
-    @Option(help: "Dataset store (SQLite): mine the pairs of --dataset's --db_split and store the rows as its triplets.") var db: String?
-    @Option(name: .customLong("db_split"), help: "Split of the store dataset to mine.") var dbSplit = "train"
-    @Option(name: .customLong("anchor_column"), help: "Default: the first of anchor, query, question, q, prompt.") var anchorColumn: String?
-    @Option(name: .customLong("positive_column"), help: "Default: the first of positive, response, answer, a.") var positiveColumn: String?
+    @Option(help: "Pairs file: JSONL, CSV or TSV.") var dataset: String?
+    @Option(help: "Dataset store (SQLite) instead of --dataset: mine the pairs of --db_dataset's --db_split and store the rows as its triplets.")
+    var db: String?
+    @Option(name: .spelled("db_dataset"), help: "With --db: the dataset's name in the store.") var dbDataset: String?
+    @Option(name: .spelled("db_split"), help: "With --db: the split to mine.") var dbSplit = "train"
+    @Option(name: .spelled("anchor_field", "anchor_column"), help: "Field of the anchor text (default: the first of anchor, query, question, q, prompt).")
+    var anchorField: String?
+    @Option(name: .spelled("positive_field", "positive_column"), help: "Field of the positive text (default: the first of positive, response, answer, a).")
+    var positiveField: String?
     @Option(help: "Extra documents (.txt, or .jsonl with a text field) mined alongside the positives.") var corpus: String?
     @Option(help: "Output JSONL (optional with --db).") var output: String?
-    @Option(name: .customLong("num_negatives")) var numNegatives = 3
-    @Option(name: .customLong("range_min")) var rangeMin = 0
-    @Option(name: .customLong("range_max")) var rangeMax: Int?
-    @Option(name: .customLong("max_score")) var maxScore: Float?
-    @Option(name: .customLong("min_score")) var minScore: Float?
-    @Option(name: .customLong("absolute_margin")) var absoluteMargin: Float?
-    @Option(name: .customLong("relative_margin")) var relativeMargin: Float?
-    @Option(name: .customLong("sampling_strategy"), help: "top | random") var samplingStrategy = "top"
-    @Flag(name: .customLong("include_positives")) var includePositives = false
-    @Option(name: .customLong("output_format"), help: "triplet | n-tuple | labeled-pair | labeled-list | ms-swift") var outputFormat = "triplet"
-    @Flag(name: .customLong("output_scores")) var outputScores = false
-    @Option(name: .customLong("query_prompt"), help: "Query prefix (default: the model's \"query\" prompt).") var queryPrompt: String?
-    @Option(name: .customLong("document_prompt"), help: "Document prefix (default: the model's \"document\" prompt).") var documentPrompt: String?
-    @Option(name: .customLong("batch_size")) var batchSize = 64
-    @Option(name: .customLong("max-length")) var maxLength: Int?
+    @Option(name: .spelled("num_negatives"), help: "Hard negatives per anchor.") var numNegatives = 3
+    @Option(name: .spelled("range_min"), help: "Skip this many of the most similar candidates.") var rangeMin = 0
+    @Option(name: .spelled("range_max"), help: "Consider only this many most similar candidates.") var rangeMax: Int?
+    @Option(name: .spelled("max_score"), help: "Drop candidates more similar than this.") var maxScore: Float?
+    @Option(name: .spelled("min_score"), help: "Drop candidates less similar than this.") var minScore: Float?
+    @Option(name: .spelled("absolute_margin"), help: "Keep a candidate only if it scores at least this much below the positive.")
+    var absoluteMargin: Float?
+    @Option(name: .spelled("relative_margin"), help: "Keep a candidate only if it scores at most (1 − this) × the positive's score.")
+    var relativeMargin: Float?
+    @Option(name: .spelled("sampling_strategy"), help: "top | random") var samplingStrategy = "top"
+    @Option(name: .spelled("include_positives"), help: .boolean("Keep the positive among the candidates (sentence-transformers' include_positives; n-tuple output)."))
+    var includePositives = false
+    @Option(name: .spelled("output_format"), help: "triplet | n-tuple | labeled-pair | labeled-list | ms-swift") var outputFormat = "triplet"
+    @Option(name: .spelled("output_scores"), help: .boolean("Write the similarity scores too.")) var outputScores = false
+    @Option(name: .spelled("query_prompt"), help: "Query prefix (default: the model's \"query\" prompt).") var queryPrompt: String?
+    @Option(name: .spelled("document_prompt"), help: "Document prefix (default: the model's \"document\" prompt).") var documentPrompt: String?
+    @Option(name: .spelled("batch_size"), help: "Texts per forward pass.") var batchSize = 64
+    @Option(name: .spelled("max_length"), help: "Maximum tokens per text, special tokens included (default: the model's max_seq_length, else 512).")
+    var maxLength: Int?
     @Option(help: "Seed for --sampling_strategy random.") var seed: UInt64 = 12
-    @Flag(help: "No progress bars.") var quiet = false
+    @Option(help: .boolean("No progress bars.")) var quiet = false
 
     func validate() throws {
         guard MiningOptions.Strategy(rawValue: samplingStrategy) != nil else { throw ValidationError("--sampling_strategy must be top or random") }
         guard MiningOptions.OutputFormat(rawValue: outputFormat) != nil else {
             throw ValidationError("--output_format must be one of \(MiningOptions.OutputFormat.allCases.map(\.rawValue).joined(separator: ", "))")
         }
+        if (dataset == nil) == (db == nil) { throw ValidationError("give --dataset FILE, or --db STORE with --db_dataset NAME") }
+        if (db == nil) != (dbDataset == nil) { throw ValidationError("--db and --db_dataset go together") }
         if db == nil && output == nil { throw ValidationError("give --output (or --db to store the mined rows)") }
         if db != nil && !["triplet", "n-tuple", "ms-swift"].contains(outputFormat) {
             throw ValidationError("--db stores triplet, n-tuple or ms-swift rows, not \(outputFormat)")
@@ -114,8 +124,8 @@ struct MineCommand: ParsableCommand {
         }
         if let db {
             let triplets = Self.triplets(rows)
-            try DatasetStore(path: db).saveTriplets(dataset: dataset, split: dbSplit, source: "mine \(model)\(adapter.map { " + " + $0 } ?? "")", triplets)
-            wrote.append("\(triplets.count) triplets into \(db) (\(dataset), \(dbSplit))")
+            try DatasetStore(path: db).saveTriplets(dataset: dbDataset!, split: dbSplit, source: "mine \(model)\(adapter.map { " + " + $0 } ?? "")", triplets)
+            wrote.append("\(triplets.count) triplets into \(db) (\(dbDataset!), \(dbSplit))")
         }
         let ranks = communicator.size > 1 ? " (\(communicator.size) ranks embedded shards)" : ""
         FileHandle.standardError.write(Data("\(summary)\nwrote \(wrote.joined(separator: " and "))\(ranks)\n".utf8))
@@ -143,22 +153,21 @@ struct MineCommand: ParsableCommand {
 
     /// (anchor column, positive column, anchors, positives) from JSONL / CSV / TSV.
     func readPairs() throws -> (String, String, [String], [String]) {
-        if let db {
-            let pairs = try DatasetStore(path: db).pairs(dataset: dataset, split: dbSplit)
-            guard !pairs.isEmpty else { throw CLIError("\(db): dataset \"\(dataset)\" has no \(dbSplit) pairs (run `embedtune data split` first?)") }
+        guard let dataset else {
+            let db = self.db!, name = dbDataset!
+            let pairs = try DatasetStore(path: db).pairs(dataset: name, split: dbSplit)
+            guard !pairs.isEmpty else { throw CLIError("\(db): dataset \"\(name)\" has no \(dbSplit) pairs (run `embedtune data split` first?)") }
             return ("query", "response", pairs.map(\.query), pairs.map(\.positive))
         }
         let url = URL(fileURLWithPath: dataset)
-        let text: String
-        do { text = try String(contentsOf: url, encoding: .utf8) } catch { throw FormatError(url: url, "cannot read: \(error.localizedDescription)") }
         let ext = url.pathExtension.lowercased()
-        let records = try TableRows.read(text, path: dataset, format: ["csv", "tsv"].contains(ext) ? ext : "jsonl")
+        let records = try TableRows.read(try TextFile.read(dataset), path: dataset, format: ["csv", "tsv"].contains(ext) ? ext : "jsonl")
             .map { (origin: $0.origin, fields: try $0.fields()) }
         guard let first = records.first?.fields else { throw FormatError(url: url, "no pairs") }
-        let anchor = anchorColumn ?? ["anchor", "query", "question", "q", "prompt"].first { first[$0] != nil }
-        let positive = positiveColumn ?? ["positive", "response", "answer", "a"].first { first[$0] != nil }
+        let anchor = anchorField ?? ["anchor", "query", "question", "q", "prompt"].first { first[$0] != nil }
+        let positive = positiveField ?? ["positive", "response", "answer", "a"].first { first[$0] != nil }
         guard let anchor, let positive else {
-            throw FormatError(url: url, "cannot tell the anchor and positive columns (have \(first.keys.sorted().joined(separator: ", "))); use --anchor_column / --positive_column")
+            throw FormatError(url: url, "cannot tell the anchor and positive columns (have \(first.keys.sorted().joined(separator: ", "))); use --anchor_field / --positive_field")
         }
         var anchors = [String](), positives = [String]()
         for r in records {

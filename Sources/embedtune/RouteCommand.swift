@@ -23,7 +23,7 @@ struct RouteBuild: ParsableCommand {
     @Option(help: "centroid | logistic") var kind = "centroid"
     @Option(help: "Softmax temperature over cosine scores.") var temperature: Float = 0.05
     @Option(help: "Router file to write (JSON).") var output: String
-    @Option(name: .customLong("batch-size")) var batchSize = 32
+    @Option(name: .spelled("batch_size"), help: "Texts per forward pass.") var batchSize = 32
 
     func run() throws {
         try runReportingErrors {

@@ -12,8 +12,9 @@ struct TokenizeCommand: ParsableCommand {
     @Option(help: "Input: .txt (one text per line) or .jsonl (see --field).") var input: String
     @Option(help: "JSONL field holding the text.") var field = "text"
     @Option(help: "Output file (default: standard output).") var output: String?
-    @Option(name: .customLong("max-length"), help: "Truncate to this many tokens, special tokens included.") var maxLength: Int?
-    @Flag(name: .customLong("no-special"), help: "Bare ids, without the special tokens the model adds.") var noSpecial = false
+    @Option(name: .spelled("max_length"), help: "Truncate to this many tokens, special tokens included.") var maxLength: Int?
+    @Option(name: .spelled("add_special_tokens"), help: .boolean("Add the special tokens the model adds (false: bare ids)."))
+    var addSpecialTokens = true
 
     func validate() throws {
         guard (model == nil) != (tokenizer == nil) else { throw ValidationError("give exactly one of --model or --tokenizer") }
@@ -24,7 +25,7 @@ struct TokenizeCommand: ParsableCommand {
             let tok: Tokenizer = try model.map { try ModelDirectory(URL(fileURLWithPath: $0)).loadTokenizer() }
                 ?? Tokenizer.load(file: URL(fileURLWithPath: tokenizer!))
             let texts = try readTexts(input, field: field)
-            let ids = tok.encodeBatch(texts, addSpecialTokens: !noSpecial, maxLength: maxLength)
+            let ids = tok.encodeBatch(texts, addSpecialTokens: addSpecialTokens, maxLength: maxLength)
             var out = ""
             for row in ids { out += "{\"ids\": [" + row.map(String.init).joined(separator: ", ") + "]}\n" }
             if let output {

@@ -4,4 +4,4 @@ import EmbedTuneKernels
 // the right OPENBLAS_CORETYPE (see BLASRuntime).
 BLASRuntime.selectCoreOrReexec()
 BLASRuntime.configureThreads()
-EmbedTuneCommand.main()
+EmbedTuneCommand.main(CommandLineSpelling.prepared(Array(CommandLine.arguments.dropFirst())))

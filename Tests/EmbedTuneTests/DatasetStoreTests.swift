@@ -304,20 +304,20 @@ struct DatasetStoreTests {
             #expect(r.status == 0, "\(args): \(r.stderr)")
             return r.stdout
         }
-        _ = try cli(["import", "--db", db, "--dataset", "beir", "--format", "beir", "--input", fixture("beir")])
-        _ = try cli(["export", "--db", db, "--dataset", "beir", "--format", "beir", "--output", dir.appendingPathComponent("out").path])
-        _ = try cli(["import", "--db", db, "--dataset", "beir2", "--format", "beir", "--input", dir.appendingPathComponent("out").path])
-        _ = try cli(["import", "--db", db, "--dataset", "ms", "--format", "ms-swift", "--input", fixture("ms_swift.jsonl")])
-        _ = try cli(["export", "--db", db, "--dataset", "ms", "--format", "ms-swift", "--output", dir.appendingPathComponent("ms.jsonl").path])
-        _ = try cli(["import", "--db", db, "--dataset", "ms2", "--format", "ms-swift", "--input", dir.appendingPathComponent("ms.jsonl").path])
-        _ = try cli(["export", "--db", db, "--dataset", "ms", "--format", "pairs", "--output", dir.appendingPathComponent("p.jsonl").path])
-        _ = try cli(["import", "--db", db, "--dataset", "p2", "--format", "pairs", "--input", dir.appendingPathComponent("p.jsonl").path])
+        _ = try cli(["import", "--db", db, "--db_dataset", "beir", "--format", "beir", "--input", fixture("beir")])
+        _ = try cli(["export", "--db", db, "--db_dataset", "beir", "--format", "beir", "--output", dir.appendingPathComponent("out").path])
+        _ = try cli(["import", "--db", db, "--db_dataset", "beir2", "--format", "beir", "--input", dir.appendingPathComponent("out").path])
+        _ = try cli(["import", "--db", db, "--db_dataset", "ms", "--format", "ms-swift", "--input", fixture("ms_swift.jsonl")])
+        _ = try cli(["export", "--db", db, "--db_dataset", "ms", "--format", "ms-swift", "--output", dir.appendingPathComponent("ms.jsonl").path])
+        _ = try cli(["import", "--db", db, "--db_dataset", "ms2", "--format", "ms-swift", "--input", dir.appendingPathComponent("ms.jsonl").path])
+        _ = try cli(["export", "--db", db, "--db_dataset", "ms", "--format", "pairs", "--output", dir.appendingPathComponent("p.jsonl").path])
+        _ = try cli(["import", "--db", db, "--db_dataset", "p2", "--format", "pairs", "--input", dir.appendingPathComponent("p.jsonl").path])
 
         let store = try DatasetStore(path: db)
         try store.saveTriplets(dataset: "ms", split: "train", source: "test",
                                [Triplet(query: "anchor one", positive: "positive one", negatives: ["neg a", "neg b"])])
-        _ = try cli(["export", "--db", db, "--dataset", "ms", "--split", "train", "--format", "triplets", "--output", dir.appendingPathComponent("t.jsonl").path])
-        _ = try cli(["import", "--db", db, "--dataset", "t2", "--format", "sentence-transformers", "--input", dir.appendingPathComponent("t.jsonl").path])
+        _ = try cli(["export", "--db", db, "--db_dataset", "ms", "--split", "train", "--format", "triplets", "--output", dir.appendingPathComponent("t.jsonl").path])
+        _ = try cli(["import", "--db", db, "--db_dataset", "t2", "--format", "sentence-transformers", "--input", dir.appendingPathComponent("t.jsonl").path])
 
         for (a, b) in [("beir", "beir2"), ("ms", "ms2"), ("ms", "p2")] {
             #expect(try store.pairs(dataset: a, split: nil).map { [$0.query, $0.positive] } == store.pairs(dataset: b, split: nil).map { [$0.query, $0.positive] })
@@ -334,13 +334,13 @@ struct DatasetStoreTests {
         #expect(try negativesByQuery("ms") == negativesByQuery("ms2"))
         #expect(try store.sourceNegatives(dataset: "t2").values.first == ["neg a", "neg b"])
 
-        let stats = try cli(["stats", "--db", db, "--dataset", "beir", "--json", dir.appendingPathComponent("stats.json").path])
+        let stats = try cli(["stats", "--db", db, "--db_dataset", "beir", "--json", dir.appendingPathComponent("stats.json").path])
         #expect(stats.contains("lengths (characters)"))
         let json = try JSONValue.load(dir.appendingPathComponent("stats.json"))
         #expect(json["corpusSize"]?.int == 4)
         let list = try cli(["list", "--db", db])
         #expect(list.contains("beir2") && list.contains("t2"))
-        let missing = try runCLI(["data", "stats", "--db", db, "--dataset", "nope"])
+        let missing = try runCLI(["data", "stats", "--db", db, "--db_dataset", "nope"])
         #expect(missing.status == 1 && missing.stderr.contains("unknown dataset \"nope\" (known: beir, beir2, ms, ms2, p2, t2)"))
     }
 }

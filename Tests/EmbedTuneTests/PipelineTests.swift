@@ -26,8 +26,8 @@ struct PipelineTests {
     func farmStore(in tmp: URL) throws -> String {
         let src = tmp.appendingPathComponent("pairs.jsonl"), db = tmp.appendingPathComponent("store.sqlite").path
         try pairs(src)
-        #expect(try runCLI(["data", "import", "--db", db, "--dataset", "farm", "--format", "pairs", "--input", src.path]).status == 0)
-        #expect(try runCLI(["data", "split", "--db", db, "--dataset", "farm", "--test-size", "0.25"]).status == 0)
+        #expect(try runCLI(["data", "import", "--db", db, "--db_dataset", "farm", "--format", "pairs", "--input", src.path]).status == 0)
+        #expect(try runCLI(["data", "split", "--db", db, "--db_dataset", "farm", "--test-size", "0.25"]).status == 0)
         return db
     }
 
@@ -36,7 +36,7 @@ struct PipelineTests {
         let tmp = try Paths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: tmp) }
         let db = try farmStore(in: tmp)
-        let mine = ["mine", "--db", db, "--dataset", "farm", "--model", model, "--num_negatives", "2", "--output_format", "ms-swift", "--quiet"]
+        let mine = ["mine", "--db", db, "--db_dataset", "farm", "--model", model, "--num_negatives", "2", "--output_format", "ms-swift", "--quiet"]
         let one = try runCLI(mine)
         #expect(one.status == 0, "\(one.stderr)")
         let single = try DatasetStore(path: db).triplets(dataset: "farm", split: "train")
@@ -48,16 +48,16 @@ struct PipelineTests {
         #expect(sharded.map(\.query) == single.map(\.query) && sharded.map(\.negatives) == single.map(\.negatives))
 
         let out = tmp.appendingPathComponent("adapter")
-        let train = try runCLI(["train", "--model", model, "--db", db, "--dataset", "farm", "--output_dir", out.path, "--max_steps", "2",
+        let train = try runCLI(["train", "--model", model, "--db", db, "--db_dataset", "farm", "--output_dir", out.path, "--max_steps", "2",
                                 "--per_device_train_batch_size", "4", "--lora_r", "4"])
         #expect(train.status == 0, "\(train.stderr)")
         #expect(train.stdout.contains("30 training"), "\(train.stdout)")
-        let eval = try runCLI(["eval", "--db", db, "--dataset", "farm", "--model", model, "--adapter", out.path])
+        let eval = try runCLI(["eval", "--db", db, "--db_dataset", "farm", "--model", model, "--adapter", out.path])
         #expect(eval.status == 0, "\(eval.stderr)")
         #expect(eval.stdout.contains("(10 queries, 40 documents)"), "\(eval.stdout)")
         let runs = try DatasetStore(path: db).runs(dataset: "farm")
         #expect(runs.count == 2 && runs[1].adapter == out.path && runs.allSatisfy { $0.split == "test" && $0.metrics["cosine_ndcg@10"] != nil })
-        let bad = try runCLI(["mine", "--db", db, "--dataset", "nope", "--model", model, "--quiet"])
+        let bad = try runCLI(["mine", "--db", db, "--db_dataset", "nope", "--model", model, "--quiet"])
         #expect(bad.status != 0 && bad.stderr.contains("nope"), "\(bad.stderr)")
     }
 
@@ -67,10 +67,10 @@ struct PipelineTests {
         defer { try? FileManager.default.removeItem(at: tmp) }
         let db = try farmStore(in: tmp)
         let dev = tmp.appendingPathComponent("dev")
-        #expect(try runCLI(["data", "export", "--db", db, "--dataset", "farm", "--split", "test", "--format", "beir", "--output", dev.path]).status == 0)
+        #expect(try runCLI(["data", "export", "--db", db, "--db_dataset", "farm", "--split", "test", "--format", "beir", "--output", dev.path]).status == 0)
         let out = tmp.appendingPathComponent("run")
         let partner = Paths.fixtures.appendingPathComponent("merge/adapters/a2").path
-        let r = try runMPI(2, ["train", "--model", model, "--db", db, "--dataset", "farm", "--output_dir", out.path, "--max_steps", "2",
+        let r = try runMPI(2, ["train", "--model", model, "--db", db, "--db_dataset", "farm", "--output_dir", out.path, "--max_steps", "2",
                                "--per_device_train_batch_size", "2", "--lora_r", "4", "--threads", "1",
                                "--fusion_adapters", partner, "--fusion_dev", "\(dev.path),\(dev.path)"])
         #expect(r.status == 0, "\(r.stderr)")

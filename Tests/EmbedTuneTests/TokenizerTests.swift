@@ -83,7 +83,7 @@ struct TokenizerTests {
         let r = try runCLI(["tokenize", "--tokenizer", Paths.qwenTiktoken.path, "--input", input.path])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.split(separator: "\n").first == #"{"ids": [9707, 11, 1879, 0, 151643]}"#)
-        let bare = try runCLI(["tokenize", "--tokenizer", Paths.qwenTiktoken.path, "--input", input.path, "--no-special"])
+        let bare = try runCLI(["tokenize", "--tokenizer", Paths.qwenTiktoken.path, "--input", input.path, "--add_special_tokens", "false"])
         #expect(bare.stdout.split(separator: "\n").first == #"{"ids": [9707, 11, 1879, 0]}"#)
         try "{\"text\": 3}\n".write(to: input, atomically: true, encoding: .utf8)
         let bad = try runCLI(["tokenize", "--tokenizer", Paths.qwenTiktoken.path, "--input", input.path])

@@ -111,8 +111,8 @@ def check_data(args, python: str) -> bool | None:
     rows = args.batch_size * args.ranks * (args.steps + 2)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "swift.jsonl")
-        p = subprocess.run([args.embedtune, "bench", "train", "--model", args.model, "--negatives", str(args.negatives),
-                            "--write-data", path, "--rows", str(rows)], capture_output=True, text=True)
+        p = subprocess.run([args.embedtune, "bench", "train", "--model", args.model, "--num_negatives", str(args.negatives),
+                            "--write_data", path, "--rows", str(rows)], capture_output=True, text=True)
         if p.returncode != 0 or not os.path.exists(path):
             print("compare: this embedtune has no `bench train --write-data`; texts not checked", file=sys.stderr)
             return None
@@ -128,7 +128,7 @@ def check_loss(args, python: str, lora_dropout: float) -> dict:
         run([python, PEER, "data", "--rows", str(args.batch_size), "--negatives", str(args.negatives), "--out", data])
         run([args.embedtune, "train", "--model", args.model, "--dataset", data, "--output_dir", os.path.join(tmp, "out"),
              "--max_steps", "1", "--per_device_train_batch_size", str(args.batch_size),
-             "--hard_negatives", str(args.negatives), "--max_length", str(args.max_length),
+             "--num_negatives", str(args.negatives), "--max_length", str(args.max_length),
              "--lora_dropout", str(lora_dropout), "--query_prompt", "", "--document_prompt", ""])
         with open(os.path.join(tmp, "out", "train_log.jsonl")) as f:
             ours = [json.loads(l) for l in f if l.strip() and '"loss"' in l][0]["loss"]
