@@ -14,7 +14,7 @@ let package = Package(
     name: "EmbedTune",
     products: [
         .executable(name: "embedtune", targets: ["embedtune"]),
-        .library(name: "EmbedTune", targets: ["EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneTraining", "EmbedTuneData"]),
+        .library(name: "EmbedTune", targets: ["EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneTraining", "EmbedTuneData", "EmbedTuneReport"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -44,16 +44,18 @@ let package = Package(
             name: "EmbedTuneData",
             dependencies: ["EmbedTuneTraining", "EmbedTuneTokenizers", "EmbedTuneModels", "EmbedTuneKernels", "EmbedTuneFormats", "CSQLite"],
             swiftSettings: plain),
+        // Run reports and charts (HTML, SVG): rendering only, over JSONValue.
+        .target(name: "EmbedTuneReport", dependencies: ["EmbedTuneFormats"], swiftSettings: plain),
         .executableTarget(
             name: "embedtune",
             dependencies: [
-                "EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneTraining", "EmbedTuneData",
+                "EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneTraining", "EmbedTuneData", "EmbedTuneReport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: plain),
         .testTarget(
             name: "EmbedTuneTests",
-            dependencies: ["EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneTraining", "EmbedTuneData"],
+            dependencies: ["EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneTraining", "EmbedTuneData", "EmbedTuneReport"],
             swiftSettings: plain),
     ]
 )
