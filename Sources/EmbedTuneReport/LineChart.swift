@@ -25,10 +25,13 @@ public struct LineChart {
         self.title = title; self.xLabel = xLabel; self.series = series
     }
 
-    static let margin = (left: 64.0, right: 16.0, top: 34.0, bottom: 44.0)
+    /// The legend gets its own row between the title and the plot, so it never hides a line.
+    var margin: (left: Double, right: Double, top: Double, bottom: Double) {
+        (left: 64, right: 16, top: series.count > 1 ? 52 : 34, bottom: 44)
+    }
 
     public func svg() -> String {
-        let m = Self.margin, plotW = width - m.left - m.right, plotH = height - m.top - m.bottom
+        let m = margin, plotW = width - m.left - m.right, plotH = height - m.top - m.bottom
         let all = series.flatMap(\.finitePoints)
         var svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart\" width=\"\(Int(width))\" height=\"\(Int(height))\" "
             + "viewBox=\"0 0 \(Int(width)) \(Int(height))\" font-family=\"sans-serif\" font-size=\"11\">\n"
@@ -67,11 +70,11 @@ public struct LineChart {
             }
         }
         if series.count > 1 {
-            var x = m.left + 8
+            var x = m.left
             for s in series {
-                svg += "<rect x=\"\(Markup.coordinate(x))\" y=\"\(m.top + 6)\" width=\"10\" height=\"10\" fill=\"\(s.colour)\"/>"
-                svg += "<text x=\"\(Markup.coordinate(x + 14))\" y=\"\(m.top + 15)\" fill=\"#222\">\(Markup.escape(s.name))</text>\n"
-                x += 24 + Double(s.name.count) * 6.5
+                svg += "<rect x=\"\(Markup.coordinate(x))\" y=\"30\" width=\"10\" height=\"10\" fill=\"\(s.colour)\"/>"
+                svg += "<text x=\"\(Markup.coordinate(x + 14))\" y=\"39\" fill=\"#222\">\(Markup.escape(s.name))</text>\n"
+                x += 28 + Double(s.name.count) * 7.2  // a generous average glyph width at 11 px
             }
         }
         return svg + "</svg>\n"

@@ -19,17 +19,11 @@ enum Markup {
         return out
     }
 
-    /// An axis label: three significant digits, no trailing noise ("0.05", "1e-04", "120").
+    /// An axis label: three significant digits, a short exponent ("0.05", "120", "1.5e-5").
     static func tick(_ value: Double) -> String {
-        if value == 0 { return "0" }
-        let magnitude = abs(value)
-        if magnitude >= 1e-3 && magnitude < 1e5 {
-            var s = String(format: "%.4f", value)
-            while s.hasSuffix("0") { s.removeLast() }
-            if s.hasSuffix(".") { s.removeLast() }
-            return s
-        }
-        return String(format: "%.0e", value)
+        let text = String(format: "%.3g", value)
+        guard let e = text.firstIndex(of: "e"), let exponent = Int(text[text.index(after: e)...]) else { return text }
+        return "\(text[..<e])e\(exponent)"
     }
 
     /// A coordinate with two decimals: enough for a screen, short in the file.
