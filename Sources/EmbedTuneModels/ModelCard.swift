@@ -117,17 +117,12 @@ public struct ModelCard: Sendable {
 
     /// A double-quoted string with backslash escapes: valid in TOML and in YAML alike.
     static func quoted(_ text: String) -> String {
+        let escapes: [Unicode.Scalar: String] = ["\"": "\\\"", "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"]
         var out = "\""
         for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\t": out += "\\t"
-            case "\r": out += "\\r"
-            default:
-                if scalar.value < 0x20 { out += String(format: "\\u%04X", scalar.value) } else { out.unicodeScalars.append(scalar) }
-            }
+            if let escaped = escapes[scalar] { out += escaped }
+            else if scalar.value < 0x20 { out += String(format: "\\u%04X", scalar.value) }
+            else { out.unicodeScalars.append(scalar) }
         }
         return out + "\""
     }

@@ -4,18 +4,10 @@ import Foundation
 enum Markup {
     /// Escapes the five characters that are markup in XML text and attribute values.
     static func escape(_ text: String) -> String {
+        let entities: [Character: String] = ["&": "&amp;", "<": "&lt;", ">": "&gt;", "\"": "&quot;", "'": "&#39;"]
         var out = ""
         out.reserveCapacity(text.count)
-        for c in text {
-            switch c {
-            case "&": out += "&amp;"
-            case "<": out += "&lt;"
-            case ">": out += "&gt;"
-            case "\"": out += "&quot;"
-            case "'": out += "&#39;"
-            default: out.append(c)
-            }
-        }
+        for c in text { out += entities[c] ?? String(c) }
         return out
     }
 

@@ -38,14 +38,12 @@ struct ModelCardTests {
     @Test("a training run writes a model card beside the final adapter, best/ and every checkpoint")
     func trainingRun() throws {
         let tmp = try Paths.temporaryDirectory()
-        let data = tmp.appendingPathComponent("d.jsonl")
+        let data = tmp.appendingPathComponent("d.jsonl"), out = tmp.appendingPathComponent("out")
         try tinyDataset(data)
-        let out = tmp.appendingPathComponent("out")
-        let r = try runCLI(["train", "--model", Paths.fixtures.appendingPathComponent("tiny-qwen3").path, "--dataset", data.path,
-                            "--output_dir", out.path, "--max_steps", "4", "--per_device_train_batch_size", "8", "--learning_rate", "1e-3",
-                            "--split_dataset_ratio", "0.25", "--eval_steps", "2", "--save_steps", "2", "--threads", "1"])
+        // 8 steps: checkpoints at 4 and 8 (save_steps 4), held-out evaluation every 2 steps.
+        let r = try runCLI(TrainCLITests().args(data, out, steps: 8) + ["--split_dataset_ratio", "0.25", "--eval_steps", "2"])
         #expect(r.status == 0, "\(r.stderr)")
-        for dir in ["", "best", "checkpoint-2", "checkpoint-4"] {
+        for dir in ["", "best", "checkpoint-4", "checkpoint-8"] {
             let card = try String(contentsOf: out.appendingPathComponent(dir).appendingPathComponent("README.md"), encoding: .utf8)
             #expect(card.hasPrefix("---\nbase_model: "), "\(dir)")
             #expect(card.contains("library_name: peft\n"), "\(dir)")
@@ -54,9 +52,9 @@ struct ModelCardTests {
         let final = try String(contentsOf: out.appendingPathComponent("README.md"), encoding: .utf8)
         #expect(final.contains("- training rows: ") && final.contains(" (split_dataset_ratio 0.25, by query)\n"))
         #expect(final.contains("| this adapter") && final.contains("## Command\n\n```sh\n"))
-        #expect(final.contains("lora_r = 8\n") && final.contains("[infonce]\n"))
-        let checkpoint = try String(contentsOf: out.appendingPathComponent("checkpoint-2/README.md"), encoding: .utf8)
-        #expect(checkpoint.contains("checkpoint at step 2 of 4"))
+        #expect(final.contains("lora_r = 4\n") && final.contains("[infonce]\n"))
+        let checkpoint = try String(contentsOf: out.appendingPathComponent("checkpoint-4/README.md"), encoding: .utf8)
+        #expect(checkpoint.contains("checkpoint at step 4 of 8"))
     }
 
     @Test("merge writes a model card with the method and weights, as a peft adapter or a folded sentence-transformers model")
