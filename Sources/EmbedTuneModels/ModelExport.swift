@@ -8,7 +8,8 @@ import Foundation
 /// config_sentence_transformers.json (with the query/document prompts).
 public enum ModelExport {
     /// Writes into a temporary sibling and renames it into place: `output` is either complete or absent.
-    public static func writeFolded(base: ModelDirectory, deltas: [MergedDelta], to output: URL, force: Bool) throws {
+    /// `card` replaces the base's README.md.
+    public static func writeFolded(base: ModelDirectory, deltas: [MergedDelta], to output: URL, force: Bool, card: ModelCard? = nil) throws {
         let fm = FileManager.default
         guard base.gguf == nil else {
             throw ModelInputError("--fold needs a safetensors base model directory; \(base.url.path) is a GGUF file")
@@ -48,6 +49,7 @@ public enum ModelExport {
                                         metadata: ["format": "pt"], to: staging.appendingPathComponent("model.safetensors"))
             try writeConfig(base, to: staging)
             try writeSentenceTransformersFiles(base, to: staging)
+            try card?.write(to: staging)
             if fm.fileExists(atPath: output.path) { try fm.removeItem(at: output) }
             try fm.moveItem(at: staging, to: output)
         } catch {

@@ -23,7 +23,7 @@ public enum Checkpoint {
 
     /// Rank 0 writes; every rank meets at the barriers. Returns the directory on rank 0.
     @discardableResult
-    public static func save(_ t: Trainer, step: Int, outputDir: URL) throws -> URL? {
+    public static func save(_ t: Trainer, step: Int, outputDir: URL, card: ModelCard? = nil) throws -> URL? {
         try t.communicator.barrier()
         var written: URL?
         if t.communicator.isRoot {
@@ -33,6 +33,7 @@ public enum Checkpoint {
             try? fm.removeItem(at: tmp)
             try fm.createDirectory(at: tmp, withIntermediateDirectories: true)
             try PEFTAdapter.save(t.adapter, to: tmp, baseModel: t.options.model)
+            try card?.write(to: tmp)
             let raw = encodeState(t, step: step)
             try writeAtomically(try Zstd.compress(raw), to: tmp.appendingPathComponent("state.bin.zst"))
             let state = State(step: step, checksum: String(format: "%016llx", fnv1a(raw)), options: t.options,

@@ -72,7 +72,10 @@ extension Trainer {
                 + (anchors.isEmpty ? "" : ", preserving \(anchors.count) texts per rank (weight \(options.preserveWeight), \(options.preserveBatch) per step)")))
         }
         for problem in skipped { events(.warning("skipped \(problem)")) }
-        let log = communicator.isRoot ? try JSONLLog(url: out.appendingPathComponent("train_log.jsonl"), append: resume != nil) : nil
+        let logURL = out.appendingPathComponent("train_log.jsonl")
+        // Every saved adapter's model card compares with these (the first is the base model).
+        var evaluations = resume == nil ? [] : Self.loggedEvaluations(in: logURL, upTo: step)
+        let log = communicator.isRoot ? try JSONLLog(url: logURL, append: resume != nil) : nil
         if communicator.isRoot && !holdout.isEmpty {
             // The held-out rows, so evaluation after training uses exactly the same questions.
             var lines = ""
@@ -88,12 +91,14 @@ extension Trainer {
         func evaluateAndTrack() throws {
             let e = try evaluate()
             try log?.write(e)
+            evaluations.append(e)
             events(.eval(e))
             if step > 0 && e.ndcg10 > best {
                 best = e.ndcg10
                 if communicator.isRoot {
                     let dir = out.appendingPathComponent("best")
                     try PEFTAdapter.save(adapter, to: dir, baseModel: options.model)
+                    try modelCard(for: .best, evaluations: evaluations).write(to: dir)
                     let encoder = JSONEncoder()
                     encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
                     try writeAtomically(try encoder.encode(e), to: dir.appendingPathComponent("eval.json"))
@@ -147,7 +152,8 @@ extension Trainer {
                 try evaluateAndTrack()
             }
             if options.saveSteps > 0 && step % options.saveSteps == 0 {
-                if let dir = try Checkpoint.save(self, step: step, outputDir: out) { events(.checkpoint(dir)) }
+                let card = modelCard(for: .checkpoint, evaluations: evaluations)
+                if let dir = try Checkpoint.save(self, step: step, outputDir: out, card: card) { events(.checkpoint(dir)) }
             }
         }
         if stopAfter == nil || step >= totalSteps {
@@ -156,6 +162,7 @@ extension Trainer {
             }
             if communicator.isRoot {
                 try PEFTAdapter.save(adapter, to: out, baseModel: options.model)
+                try modelCard(for: .final, evaluations: evaluations).write(to: out)
             }
             try communicator.barrier()
             events(.finished(out))

@@ -2,6 +2,7 @@ import ArgumentParser
 import EmbedTuneData
 import EmbedTuneFormats
 import EmbedTuneModels
+import EmbedTuneReport
 import EmbedTuneRetrieval
 import EmbedTuneTraining
 import Foundation
@@ -81,7 +82,8 @@ struct EvalCommand: ParsableCommand {
                 }
             }
             let evaluated = set.relevant.filter { !$0.isEmpty }.count
-            let table = markdownTable(rows, queries: evaluated, documents: set.corpus.count)
+            let results = RetrievalResults(queries: evaluated, documents: set.corpus.count, rows: rows.map { .init(name: $0.name, metrics: $0.metrics) })
+            let table = results.markdownTable()
             print(table)
             if let markdown { try table.write(toFile: markdown, atomically: true, encoding: .utf8) }
             if let output {
@@ -89,52 +91,7 @@ struct EvalCommand: ParsableCommand {
                                              "results": rows.map { ["name": $0.name, "metrics": $0.metrics] }]
                 try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]).write(to: URL(fileURLWithPath: output))
             }
-            if let chart { try barChart(rows).write(toFile: chart, atomically: true, encoding: .utf8) }
+            if let chart { try results.barChart().svg().write(toFile: chart, atomically: true, encoding: .utf8) }
         }
-    }
-
-    static let headline = [("NDCG@10", "cosine_ndcg@10"), ("Recall@5", "cosine_recall@5"), ("MRR@10", "cosine_mrr@10"),
-                           ("Accuracy@1", "cosine_accuracy@1"), ("MAP@100", "cosine_map@100")]
-
-    func markdownTable(_ rows: [(name: String, metrics: [String: Double])], queries: Int, documents: Int) -> String {
-        var s = "| model (\(queries) queries, \(documents) documents) | " + Self.headline.map(\.0).joined(separator: " | ") + " |\n"
-        s += "|---|" + Self.headline.map { _ in "---:" }.joined(separator: "|") + "|\n"
-        for r in rows {
-            s += "| \(r.name) | " + Self.headline.map { String(format: "%.4f", r.metrics[$0.1] ?? .nan) }.joined(separator: " | ") + " |\n"
-        }
-        return s
-    }
-
-    /// Grouped bars, metrics on the x axis and one colour per model, as the seed document's chart.
-    func barChart(_ rows: [(name: String, metrics: [String: Double])]) -> String {
-        let metrics = Array(Self.headline.prefix(3))
-        let width = 720.0, height = 420.0, left = 60.0, bottom = 60.0, top = 50.0
-        let plotW = width - left - 20, plotH = height - top - bottom
-        let colours = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948"]
-        let group = plotW / Double(metrics.count), bar = group * 0.8 / Double(max(rows.count, 1))
-        var svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(height))\" font-family=\"sans-serif\" font-size=\"12\">\n"
-        svg += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-        svg += "<text x=\"\(width / 2)\" y=\"24\" text-anchor=\"middle\" font-size=\"16\">Domain Search Performance Comparison</text>\n"
-        for tick in stride(from: 0.0, through: 1.0, by: 0.2) {
-            let y = top + plotH * (1 - tick)
-            svg += "<line x1=\"\(left)\" y1=\"\(y)\" x2=\"\(left + plotW)\" y2=\"\(y)\" stroke=\"#ddd\"/>"
-            svg += "<text x=\"\(left - 8)\" y=\"\(y + 4)\" text-anchor=\"end\">\(String(format: "%.1f", tick))</text>\n"
-        }
-        for (mi, m) in metrics.enumerated() {
-            let x0 = left + Double(mi) * group + group * 0.1
-            for (ri, r) in rows.enumerated() {
-                let v = max(0, min(1, r.metrics[m.1] ?? 0))
-                let x = x0 + Double(ri) * bar, h = plotH * v
-                svg += "<rect x=\"\(x)\" y=\"\(top + plotH - h)\" width=\"\(bar * 0.95)\" height=\"\(h)\" fill=\"\(colours[ri % colours.count])\"/>"
-                svg += "<text x=\"\(x + bar * 0.475)\" y=\"\(top + plotH - h - 4)\" text-anchor=\"middle\" font-size=\"10\">\(String(format: "%.3f", v))</text>\n"
-            }
-            svg += "<text x=\"\(left + Double(mi) * group + group / 2)\" y=\"\(top + plotH + 20)\" text-anchor=\"middle\">\(m.0)</text>\n"
-        }
-        for (ri, r) in rows.enumerated() {
-            let y = height - 18.0, x = left + Double(ri) * 150
-            svg += "<rect x=\"\(x)\" y=\"\(y - 10)\" width=\"12\" height=\"12\" fill=\"\(colours[ri % colours.count])\"/>"
-            svg += "<text x=\"\(x + 18)\" y=\"\(y)\">\(r.name.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;"))</text>\n"
-        }
-        return svg + "</svg>\n"
     }
 }

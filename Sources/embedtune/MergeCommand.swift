@@ -58,9 +58,11 @@ struct MergeCommand: ParsableCommand {
             if search.enabled {
                 spec = try FusionSearch(settings: search.settings(), base: baseDir, adapters: loaded, start: spec, backbone: backbone).run()
             }
+            let searchTable = search.enabled ? search.report.flatMap { try? String(contentsOfFile: $0, encoding: .utf8) } : nil
+            let card = ModelCard.merge(base: base, adapters: paths, spec: spec, folded: fold, searchTable: searchTable)
             if fold {
                 let deltas = try AdapterMerge.deltas(loaded, spec)
-                try ModelExport.writeFolded(base: baseDir, deltas: deltas, to: outputURL, force: force)
+                try ModelExport.writeFolded(base: baseDir, deltas: deltas, to: outputURL, force: force, card: card)
                 print("merge: \(spec.method.rawValue) of \(loaded.count) adapters folded into \(base) → \(output) (\(deltas.count) weights changed)")
             } else {
                 let merged = try AdapterMerge.factors(loaded, spec)
@@ -70,6 +72,7 @@ struct MergeCommand: ParsableCommand {
                     "embedtune_merge": ["method": spec.method.rawValue, "adapters": paths, "weights": spec.weights ?? [],
                                         "density": spec.density, "majority_sign": spec.majoritySign.rawValue, "seed": spec.seed],
                 ])
+                try card.write(to: outputURL)
                 var line = "merge: \(spec.method.rawValue) of \(loaded.count) adapters → \(output) (rank \(merged.rank), \(merged.modules.count) modules"
                 line += spec.method.isLowRankExact || spec.method == .svd ? ", exact)" : String(format: ", relative truncation error %.2e; use --fold to keep it exact)", merged.relativeError)
                 print(line)

@@ -90,7 +90,9 @@ struct TrainCommand: ParsableCommand {
         print("fusion: searching method and weights for \(paths.joined(separator: ", "))")
         spec = try FusionSearch(settings: settings, base: base, adapters: adapters, start: spec).run()
         let target = out.appendingPathComponent("fused-model")
-        try ModelExport.writeFolded(base: base, deltas: AdapterMerge.deltas(adapters, spec), to: target, force: true)
+        let card = ModelCard.merge(base: options.model, adapters: paths, spec: spec, folded: true,
+                                   searchTable: try? String(contentsOfFile: settings.report!, encoding: .utf8))
+        try ModelExport.writeFolded(base: base, deltas: AdapterMerge.deltas(adapters, spec), to: target, force: true, card: card)
         print("fusion: \(spec.method.rawValue) folded into \(target.path) (table in \(settings.report!))")
     }
 

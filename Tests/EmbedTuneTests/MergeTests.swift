@@ -140,7 +140,7 @@ struct MergeTests {
         let r = try runCLI(["merge", "--base", Self.qwen.path, "--adapters", adapters, "--method", "ties", "--density", "0.5",
                             "--weights", "1,0.7,0.4", "--fold", "--output", out.path])
         #expect(r.status == 0, "\(r.stderr)")
-        for file in ["config.json", "model.safetensors", "tokenizer.json", "modules.json", "1_Pooling/config.json", "config_sentence_transformers.json"] {
+        for file in ["config.json", "model.safetensors", "tokenizer.json", "modules.json", "1_Pooling/config.json", "config_sentence_transformers.json", "README.md"] {
             #expect(FileManager.default.fileExists(atPath: out.appendingPathComponent(file).path), "\(file)")
         }
         let texts = ["稻田养鱼的放养密度是多少？", "How long does a building permit take?"]

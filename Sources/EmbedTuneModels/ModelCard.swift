@@ -1,0 +1,158 @@
+import EmbedTuneFormats
+import Foundation
+
+/// The README.md that travels with every saved adapter and exported model, in the shape peft and
+/// sentence-transformers give theirs: YAML front matter a model hub indexes (base model, library,
+/// tags), then what a reader needs to trust or reproduce the weights — the base, the data and its
+/// sizes, the command line, every option, the metrics before and after, the versions.
+public struct ModelCard: Sendable {
+    public enum Library: String, Sendable {
+        case peft
+        case sentenceTransformers = "sentence-transformers"
+    }
+
+    /// A Markdown table: a header row and rows of the same width.
+    public struct Table: Sendable, Equatable {
+        public var header: [String]
+        public var rows: [[String]]
+        public init(header: [String], rows: [[String]]) { self.header = header; self.rows = rows }
+    }
+
+    public var title: String
+    public var library: Library
+    public var baseModel: String
+    /// Tags beyond the ones every EmbedTune card carries.
+    public var extraTags: [String] = []
+    /// One paragraph under the title: what these weights are.
+    public var summary: String
+    /// Data set name, row counts, held-out share, as label–value pairs.
+    public var data: [(String, String)] = []
+    public var commandLine: String?
+    /// The options of the run as a JSON object; rendered as a TOML block that `train --config` reads
+    /// back (nested objects become `[table]`s).
+    public var options: JSONValue?
+    public var metrics: Table?
+    /// Lines under the metrics table saying what its rows are.
+    public var metricsNote: String?
+    /// Further sections, each a heading and its Markdown body (a fusion table, a merge recipe).
+    public var sections: [(heading: String, body: String)] = []
+    public var frameworkVersions: [(String, String)] = ModelCard.defaultFrameworkVersions
+
+    public init(title: String, library: Library, baseModel: String, summary: String) {
+        self.title = title; self.library = library; self.baseModel = baseModel; self.summary = summary
+    }
+
+    public static let standardTags = ["embedtune", "lora", "sentence-similarity", "feature-extraction", "sentence-transformers"]
+
+    public var tags: [String] {
+        var seen = Set<String>()
+        return (Self.standardTags + extraTags).filter { seen.insert($0).inserted }
+    }
+
+    public func markdown() -> String {
+        var s = "---\n"
+        s += "base_model: \(yamlString(baseModel))\n"
+        s += "library_name: \(library.rawValue)\n"
+        s += "pipeline_tag: sentence-similarity\n"
+        s += "tags:\n" + tags.map { "- \(yamlString($0))\n" }.joined()
+        s += "---\n\n# \(title)\n\n\(summary)\n\n"
+        s += "## Base model\n\n`\(baseModel)`\n\n"
+        if !data.isEmpty {
+            s += "## Training data\n\n" + data.map { "- \($0.0): \($0.1)\n" }.joined() + "\n"
+        }
+        if let commandLine { s += "## Command\n\n```sh\n\(commandLine)\n```\n\n" }
+        if let options { s += "## Options\n\n```toml\n\(Self.toml(options))```\n\n" }
+        if let metrics {
+            s += "## Metrics\n\n" + metrics.markdown() + "\n"
+            if let metricsNote { s += metricsNote + "\n\n" }
+        }
+        for section in sections { s += "## \(section.heading)\n\n\(section.body.trimmingCharacters(in: .newlines))\n\n" }
+        if !frameworkVersions.isEmpty {
+            s += "## Framework versions\n\n" + frameworkVersions.map { "- \($0.0): \($0.1)\n" }.joined()
+        }
+        return s
+    }
+
+    /// Writes `directory`/README.md atomically, like the adapter and model files beside it.
+    public func write(to directory: URL) throws {
+        try writeAtomically(Data(markdown().utf8), to: directory.appendingPathComponent("README.md"))
+    }
+
+    /// The command line of this process, each argument shell-quoted where it needs it.
+    public static var currentCommandLine: String {
+        CommandLine.arguments.map(shellQuoted).joined(separator: " ")
+    }
+
+    public static var defaultFrameworkVersions: [(String, String)] {
+        [("EmbedTune", BuildInfo.commit.map { "commit \($0)" } ?? "unknown commit"),
+         ("OS", ProcessInfo.processInfo.operatingSystemVersionString)]
+    }
+
+    /// Scalars and arrays first, then one `[table]` per nested object, keys sorted: the subset of
+    /// TOML that `TOML.parse` reads.
+    static func toml(_ options: JSONValue) -> String {
+        let entries = (options.object ?? [:]).sorted { $0.key < $1.key }
+        var s = "", tables = ""
+        for (key, value) in entries {
+            if let inner = value.object {
+                tables += "\n[\(key)]\n" + inner.sorted { $0.key < $1.key }.map { "\($0.key) = \(tomlValue($0.value))\n" }.joined()
+            } else if !value.isNull {
+                s += "\(key) = \(tomlValue(value))\n"
+            }
+        }
+        return s + tables
+    }
+
+    static func tomlValue(_ value: JSONValue) -> String {
+        switch value {
+        case .null: return "\"\""
+        case .bool(let b): return b ? "true" : "false"
+        case .int(let i): return "\(i)"
+        case .double(let d): return d == d.rounded() && abs(d) < 1e15 ? String(format: "%.1f", d) : "\(d)"
+        case .string(let text): return quoted(text)
+        case .array(let items): return "[" + items.map(tomlValue).joined(separator: ", ") + "]"
+        case .object: return "{}"
+        }
+    }
+
+    /// A double-quoted string with backslash escapes: valid in TOML and in YAML alike.
+    static func quoted(_ text: String) -> String {
+        let escapes: [Unicode.Scalar: String] = ["\"": "\\\"", "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"]
+        var out = "\""
+        for scalar in text.unicodeScalars {
+            if let escaped = escapes[scalar] { out += escaped }
+            else if scalar.value < 0x20 { out += String(format: "\\u%04X", scalar.value) }
+            else { out.unicodeScalars.append(scalar) }
+        }
+        return out + "\""
+    }
+
+    /// Plain YAML scalars stay bare; anything YAML could read as another type or syntax is quoted.
+    func yamlString(_ text: String) -> String {
+        let plain = !text.isEmpty && text.unicodeScalars.allSatisfy {
+            CharacterSet.alphanumerics.contains($0) || "-_./".unicodeScalars.contains($0)
+        } && !["true", "false", "null", "yes", "no", "~"].contains(text.lowercased()) && Double(text) == nil
+        return plain ? text : Self.quoted(text)
+    }
+
+    static func shellQuoted(_ argument: String) -> String {
+        let safe = !argument.isEmpty && argument.unicodeScalars.allSatisfy {
+            CharacterSet.alphanumerics.contains($0) || "-_./=,:@+%".unicodeScalars.contains($0)
+        }
+        return safe ? argument : "'" + argument.replacingOccurrences(of: "'", with: "'\\''") + "'"
+    }
+}
+
+extension ModelCard.Table {
+    /// GitHub-flavoured Markdown; cells' pipes and newlines are escaped so a cell never breaks a row.
+    /// Columns after the first are right-aligned (they hold numbers).
+    public func markdown() -> String {
+        func row(_ cells: [String]) -> String {
+            "| " + cells.map { $0.replacingOccurrences(of: "|", with: "\\|").replacingOccurrences(of: "\n", with: " ") }
+                .joined(separator: " | ") + " |\n"
+        }
+        let width = header.count
+        let rule = "|" + (0..<width).map { $0 == 0 ? "---" : "---:" }.joined(separator: "|") + "|\n"
+        return row(header) + rule + rows.map(row).joined()
+    }
+}

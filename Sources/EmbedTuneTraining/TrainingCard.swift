@@ -1,0 +1,72 @@
+import EmbedTuneFormats
+import EmbedTuneModels
+import Foundation
+
+/// Which of a run's saved adapters a model card describes.
+enum SavedAdapter {
+    case final
+    case best
+    case checkpoint
+}
+
+extension Trainer {
+    /// The README.md of an adapter this run saves at the current step. `evaluations` are the run's
+    /// held-out evaluations so far; the one at step 0 measured the base model.
+    func modelCard(for saved: SavedAdapter, evaluations: [EvalLog]) -> ModelCard {
+        let baseName = URL(fileURLWithPath: options.model).lastPathComponent
+        let what: String
+        switch saved {
+        case .final: what = "the adapter at the end of training (step \(step) of \(totalSteps))"
+        case .best: what = "the adapter with the best held-out NDCG@10 so far (step \(step) of \(totalSteps))"
+        case .checkpoint: what = "checkpoint at step \(step) of \(totalSteps), with the optimiser state to resume from"
+        }
+        var card = ModelCard(
+            title: "LoRA adapter for \(baseName)", library: .peft, baseModel: options.model,
+            summary: "A PEFT LoRA adapter (r \(options.loraR), α \(options.loraAlpha)) trained by EmbedTune with InfoNCE on "
+                + "(query, positive, hard negatives) triples: \(what). Load it with `PeftModel.from_pretrained` on the base "
+                + "model, or `embedtune embed --model BASE --adapter DIR`.")
+        card.extraTags = ["infonce", "peft"]
+        card.data = [
+            ("dataset", options.dataset),
+            ("training rows", "\(train.count)"),
+            ("held-out rows", String(format: "%d (split_dataset_ratio %.2f, by query)", holdout.count, options.splitDatasetRatio)),
+            ("skipped rows", "\(skipped.count)"),
+            ("hard negatives per row", "\(negatives)"),
+            ("triples per optimiser step", "\(globalBatch * options.gradientAccumulationSteps) over \(communicator.size) rank(s)"),
+            ("LoRA parameters", "\(adapter.parameterCount)"),
+        ]
+        card.commandLine = ModelCard.currentCommandLine
+        card.options = try? JSONValue.parse(JSONEncoder().encode(options), file: "options")
+        card.metrics = Self.metricsTable(evaluations, step: step)
+        card.metricsNote = card.metrics == nil
+            ? nil
+            : "Held-out retrieval: each held-out query's positive among all held-out documents (cosine), and the held-out InfoNCE loss."
+        return card
+    }
+
+    /// Base (step 0), best by NDCG@10, and this step's evaluation — those that exist, once each.
+    static func metricsTable(_ evaluations: [EvalLog], step: Int) -> ModelCard.Table? {
+        var picked = [(String, EvalLog)]()
+        if let base = evaluations.first(where: { $0.step == 0 }) { picked.append(("base model", base)) }
+        let trained = evaluations.filter { $0.step > 0 && $0.step <= step }
+        let best = trained.max(by: { $0.ndcg10 < $1.ndcg10 }), current = trained.last(where: { $0.step == step })
+        if let best, best.step != current?.step { picked.append(("best so far", best)) }
+        if let current { picked.append((current.step == best?.step ? "this adapter (best so far)" : "this adapter", current)) }
+        guard !picked.isEmpty else { return nil }
+        return ModelCard.Table(
+            header: ["evaluation", "step", "NDCG@10", "Recall@5", "MRR@10", "held-out loss", "margin"],
+            rows: picked.map { name, e in
+                [name, "\(e.step)"] + [e.ndcg10, e.recall5, e.mrr10, e.loss, e.margin].map { String(format: "%.4f", $0) }
+            })
+    }
+
+    /// The evaluations an interrupted run logged up to the step it resumes from, so a resumed
+    /// run's cards still compare with the base model.
+    static func loggedEvaluations(in log: URL, upTo step: Int) -> [EvalLog] {
+        guard let text = try? String(contentsOf: log, encoding: .utf8) else { return [] }
+        let decoder = JSONDecoder()
+        decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return text.split(separator: "\n").compactMap { try? decoder.decode(EvalLog.self, from: Data($0.utf8)) }
+            .filter { $0.step <= step }
+    }
+}
