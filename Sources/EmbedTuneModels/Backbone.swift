@@ -12,15 +12,10 @@ public protocol Backbone: AnyObject {
     /// A short description of the shape (layers, heads, …) for `info`.
     var shapeSummary: String { get }
     /// Final hidden states, (N, C) for the N tokens of `sequences` packed back to back.
-    /// The returned view is valid until the next call.
-    func forward(_ sequences: [[Int32]]) throws -> Tensor
-    /// Tells the backbone which pooling reads its output, so it may skip rows that pooling never
-    /// reads (a decoder under last-token pooling); those rows of the hidden states are then unspecified.
-    func setPooling(_ mode: PoolingConfig.Mode)
-}
-
-extension Backbone {
-    public func setPooling(_ mode: PoolingConfig.Mode) {}
+    /// The returned view is valid until the next call. `pooling` is the pooling that reads the
+    /// output: a backbone may skip rows it never reads (a decoder under last-token pooling), and
+    /// those rows of the hidden states are then unspecified.
+    func forward(_ sequences: [[Int32]], pooling: PoolingConfig.Mode) throws -> Tensor
 }
 
 public struct ModelInputError: Error, CustomStringConvertible {
@@ -59,7 +54,9 @@ public protocol TrainableBackbone: AnyObject {
     var linearLayers: [(module: String, inFeatures: Int, outFeatures: Int)] { get }
     /// PEFT-style short names of the linears a LoRA targets by default (all of them).
     var defaultTargetModules: [String] { get }
-    func forward(_ sequences: [[Int32]], lora: LoRAContext?, keepActivations: Bool) throws -> Tensor
+    /// `Backbone.forward` with an adapter applied, keeping every layer's activations for
+    /// `backward` when asked.
+    func forward(_ sequences: [[Int32]], lora: LoRAContext?, keepActivations: Bool, pooling: PoolingConfig.Mode) throws -> Tensor
     /// Backward from dL/d(final hidden states) of the last forward that kept activations;
     /// accumulates into the adapter's gradients.
     func backward(dHidden: UnsafePointer<Float>) throws

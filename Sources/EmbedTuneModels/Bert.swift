@@ -174,10 +174,13 @@ public final class BertModel: Backbone, TrainableBackbone {
                         dropped: UnsafeMutablePointer<Float>, grads: UnsafeMutablePointer<Float>, tokenSeeds: [UInt64],
                         lora: LoRAContext)?
 
-    public func forward(_ sequences: [[Int32]]) throws -> Tensor { try forward(sequences, lora: nil, keepActivations: false) }
+    public func forward(_ sequences: [[Int32]], pooling: PoolingConfig.Mode) throws -> Tensor {
+        try forward(sequences, lora: nil, keepActivations: false, pooling: pooling)
+    }
     public var activationCapacity: Int { activations.peak }
 
-    public func forward(_ sequences: [[Int32]], lora: LoRAContext?, keepActivations train: Bool) throws -> Tensor {
+    /// Every row is computed whatever the pooling: each token's output is read by mean and CLS pooling alike.
+    public func forward(_ sequences: [[Int32]], lora: LoRAContext?, keepActivations train: Bool, pooling: PoolingConfig.Mode) throws -> Tensor {
         try checkInputs(sequences)
         let cfg = config, c = cfg.hiddenSize, inter = cfg.intermediateSize, h = cfg.numAttentionHeads, d = c / h
         let batch = PackedBatch(lengths: sequences.map(\.count))

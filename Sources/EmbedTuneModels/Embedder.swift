@@ -108,16 +108,15 @@ public final class Embedder {
         for start in stride(from: 0, to: texts.count, by: max(1, options.batchSize)) {
             let chunk = Array(texts[start..<min(start + options.batchSize, texts.count)])
             let ids = tokenizer.encodeBatch(chunk.map { options.prefix + $0 }, maxLength: maxLength(options))
-            let hidden: Tensor
-            backbone.setPooling(options.pooling ?? directory.pooling)
+            let hidden: Tensor, pooling = options.pooling ?? directory.pooling
             if let adapter, let trainable = backbone as? TrainableBackbone {
-                hidden = try trainable.forward(ids, lora: LoRAContext(adapter: adapter, training: false), keepActivations: false)
+                hidden = try trainable.forward(ids, lora: LoRAContext(adapter: adapter, training: false), keepActivations: false, pooling: pooling)
             } else {
-                hidden = try backbone.forward(ids)
+                hidden = try backbone.forward(ids, pooling: pooling)
             }
             let batch = PackedBatch(lengths: ids.map(\.count))
             pooled.withUnsafeMutableBufferPointer { p in
-                pool(options.pooling ?? directory.pooling, hidden: hidden.pointer, batch: batch, c: c, out: p.baseAddress!)
+                pool(pooling, hidden: hidden.pointer, batch: batch, c: c, out: p.baseAddress!)
                 out.withUnsafeMutableBufferPointer { o in
                     for s in 0..<chunk.count {
                         let row = o.baseAddress! + (start + s) * dim

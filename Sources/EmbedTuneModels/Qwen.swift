@@ -192,14 +192,6 @@ public final class QwenModel: Backbone, TrainableBackbone {
         }
     }
 
-    /// With last-token pooling only each sequence's last row of the final hidden states is read, and
-    /// in a causal model that row needs every token's k and v of the final block but its own q,
-    /// attention output and MLP only: the final block runs those for S rows instead of N. The other
-    /// rows of the returned hidden states are then unspecified. Off (every row computed) unless the
-    /// pooling says so.
-    public private(set) var lastTokenOnly = false
-    public func setPooling(_ mode: PoolingConfig.Mode) { lastTokenOnly = mode == .lastToken }
-
     /// Training keeps every layer's SwiGLU product silu(gate)·up (down_proj's input, read again by
     /// its LoRA backward) when all of them fit in this many bytes; above it one buffer serves every
     /// layer and backward recomputes the product. The tiny Qwen3 at batch 16 keeps ~100 MB and
@@ -216,17 +208,23 @@ public final class QwenModel: Backbone, TrainableBackbone {
     /// Per sequence: the packed row, the position and the dropout seed of its last token.
     private var lastRows = [Int](), lastPositions = [Int32](), lastSeeds = [UInt64]()
 
-    public func forward(_ sequences: [[Int32]]) throws -> Tensor { try forward(sequences, lora: nil, keepActivations: false) }
+    public func forward(_ sequences: [[Int32]], pooling: PoolingConfig.Mode) throws -> Tensor {
+        try forward(sequences, lora: nil, keepActivations: false, pooling: pooling)
+    }
 
     /// The forward pass; with `keepActivations` every layer's activations are kept for `backward`.
-    /// With a LoRA context the adapter is applied to its target modules.
-    public func forward(_ sequences: [[Int32]], lora: LoRAContext?, keepActivations: Bool) throws -> Tensor {
+    /// With a LoRA context the adapter is applied to its target modules. Under last-token pooling
+    /// only each sequence's last row of the final hidden states is read, and in a causal model that
+    /// row needs every token's k and v of the final block but its own q, attention output and MLP
+    /// only: the final block runs those for S rows instead of N, and the other rows of the
+    /// returned hidden states are unspecified.
+    public func forward(_ sequences: [[Int32]], lora: LoRAContext?, keepActivations: Bool, pooling: PoolingConfig.Mode) throws -> Tensor {
         try checkInputs(sequences)
         let cfg = config
         let batch = PackedBatch(lengths: sequences.map(\.count))
         let n = batch.tokens, m = batch.count, c = cfg.hiddenSize, d = cfg.headSize, h = cfg.numAttentionHeads, kv = cfg.kvHeads
         let inter = cfg.intermediateSize, eps = Float(cfg.rmsNormEps), train = keepActivations
-        let layerCount = cfg.numHiddenLayers, pruned = lastTokenOnly
+        let layerCount = cfg.numHiddenLayers, pruned = pooling == .lastToken
         let rank = lora?.adapter.config.r ?? 0
         let probsPerLayer = train ? h * (0..<batch.count).reduce(0) { $0 + batch.length($1) * batch.length($1) }
                                   : attentionScratchCount(maxLength: batch.maxLength)

@@ -249,8 +249,7 @@ public final class Trainer {
         let c = model.hiddenSize
         let context = adapted ? LoRAContext(adapter: adapter, training: training, sequenceSeeds: seeds,
                                             backboneDropout: options.backboneDropout) : nil
-        model.setPooling(embedder.directory.pooling)
-        let hidden = try model.forward(ids, lora: context, keepActivations: keep && adapted)
+        let hidden = try model.forward(ids, lora: context, keepActivations: keep && adapted, pooling: embedder.directory.pooling)
         var pooled = [Float](repeating: 0, count: ids.count * c)
         let batch = PackedBatch(lengths: ids.map(\.count))
         pooled.withUnsafeMutableBufferPointer { pool(embedder.directory.pooling, hidden: hidden.pointer, batch: batch, c: c, out: $0.baseAddress!) }

@@ -110,7 +110,7 @@ struct ComputeTeamTests {
                 (0..<(40 + 13 * s)).map { (p: Int) -> Int32 in Int32((p * 7 + s * 3) % 90 + 5) }
             }
             let context = LoRAContext(adapter: adapter, training: true, sequenceSeeds: sequences.indices.map { UInt64($0) + 9 })
-            let hidden = try model.forward(sequences, lora: context, keepActivations: true)
+            let hidden = try model.forward(sequences, lora: context, keepActivations: true, pooling: .mean)
             let h = hidden.array
             var dHidden = [Float](repeating: 0, count: h.count)
             for i in dHidden.indices { dHidden[i] = Float(sin(Double(i) * 0.37)) }

@@ -33,11 +33,9 @@ struct LastTokenTests {
         let m = try model(name), c = m.hiddenSize
         let context = LoRAContext(adapter: try adapter(for: m, dropout: 0), training: false)
         for lora in [nil, context] {
-            m.setPooling(.mean)
-            let full = lastRows(try m.forward(Self.sequences, lora: lora, keepActivations: false), c: c)
-            m.setPooling(.lastToken)
-            let pruned = lastRows(try m.forward(Self.sequences, lora: lora, keepActivations: false), c: c)
-            let trained = lastRows(try m.forward(Self.sequences, lora: lora, keepActivations: true), c: c)
+            let full = lastRows(try m.forward(Self.sequences, lora: lora, keepActivations: false, pooling: .mean), c: c)
+            let pruned = lastRows(try m.forward(Self.sequences, lora: lora, keepActivations: false, pooling: .lastToken), c: c)
+            let trained = lastRows(try m.forward(Self.sequences, lora: lora, keepActivations: true, pooling: .lastToken), c: c)
             let diff = zip(full, pruned).map { abs($0 - $1) }.max()!
             #expect(diff <= 1e-5, "inference: max |Δ| \(diff)")
             // Inference normalises attention's output rows, training its kept probabilities: rounding apart.
@@ -58,8 +56,7 @@ struct LastTokenTests {
         var dHidden = [Float](repeating: 0, count: batch.tokens * c)
         for s in 0..<batch.count { for i in 0..<c { dHidden[(batch.offsets[s + 1] - 1) * c + i] = Float.random(in: -1...1, using: &rng) } }
         func grads(_ mode: PoolingConfig.Mode) throws -> [Float] {
-            m.setPooling(mode)
-            _ = try m.forward(Self.sequences, lora: context, keepActivations: true)
+            _ = try m.forward(Self.sequences, lora: context, keepActivations: true, pooling: mode)
             adapter.zeroGrads()
             try dHidden.withUnsafeBufferPointer { try m.backward(dHidden: $0.baseAddress!) }
             return adapter.grads.array
@@ -81,7 +78,7 @@ struct LastTokenTests {
         let dHidden = (0..<(tokens * c)).map { _ in Float.random(in: -1...1, using: &rng) }
         func grads(budget: Int) throws -> [Float] {
             m.swigluProductBudget = budget
-            _ = try m.forward(Self.sequences, lora: context, keepActivations: true)
+            _ = try m.forward(Self.sequences, lora: context, keepActivations: true, pooling: .mean)
             adapter.zeroGrads()
             try dHidden.withUnsafeBufferPointer { try m.backward(dHidden: $0.baseAddress!) }
             return adapter.grads.array

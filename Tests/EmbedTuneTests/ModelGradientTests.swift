@@ -9,8 +9,7 @@ import Testing
 /// on every other row (those rows are unspecified then).
 func loraGradientError(model: Backbone & TrainableBackbone, sequences: [[Int32]], dropout: Double = 0,
                        backboneDropout: Bool = false, lastTokenOnly: Bool = false) throws -> Double {
-    model.setPooling(lastTokenOnly ? .lastToken : .mean)
-    defer { model.setPooling(.mean) }
+    let pooling: PoolingConfig.Mode = lastTokenOnly ? .lastToken : .mean
     let adapter = try LoRAAdapter(config: LoRAConfig(r: 4, alpha: 8, dropout: dropout, targetModules: model.defaultTargetModules),
                                   linears: model.linearLayers)
     var rng = SeededGenerator(seed: 11)
@@ -27,10 +26,10 @@ func loraGradientError(model: Backbone & TrainableBackbone, sequences: [[Int32]]
         }
     }
     func loss() throws -> Double {
-        let hidden = try model.forward(sequences, lora: context, keepActivations: false)
+        let hidden = try model.forward(sequences, lora: context, keepActivations: false, pooling: pooling)
         return zip(hidden.array, r).reduce(0.0) { $1.1 == 0 ? $0 : $0 + Double($1.0) * Double($1.1) }
     }
-    _ = try model.forward(sequences, lora: context, keepActivations: true)
+    _ = try model.forward(sequences, lora: context, keepActivations: true, pooling: pooling)
     adapter.zeroGrads()
     try r.withUnsafeBufferPointer { try model.backward(dHidden: $0.baseAddress!) }
     let grad = adapter.grads.array
