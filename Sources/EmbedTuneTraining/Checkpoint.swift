@@ -1,5 +1,4 @@
-import EmbedTuneData
-import EmbedTuneRetrieval
+import EmbedTuneDistributed
 import EmbedTuneFormats
 import EmbedTuneKernels
 import EmbedTuneModels
@@ -21,43 +20,45 @@ public enum Checkpoint {
         public var world_size: Int
     }
 
-    /// Rank 0 writes; every rank meets at the barriers. Returns the directory on rank 0.
+    /// Saves `state` at its step as OUTPUT_DIR/checkpoint-STEP. Rank 0 writes; every rank meets
+    /// at the barriers. Returns the directory on rank 0.
     @discardableResult
-    public static func save(_ t: Trainer, step: Int, outputDir: URL, card: ModelCard? = nil) throws -> URL? {
-        try t.communicator.barrier()
+    public static func save(_ state: TrainerState, options: TrainingOptions, communicator: Communicator, outputDir: URL,
+                            card: ModelCard? = nil) throws -> URL? {
+        let step = state.step
+        try communicator.barrier()
         var written: URL?
-        if t.communicator.isRoot {
+        if communicator.isRoot {
             let final = outputDir.appendingPathComponent("checkpoint-\(step)")
             let tmp = outputDir.appendingPathComponent(".checkpoint-\(step).tmp-\(getpid())")
             let fm = FileManager.default
             try? fm.removeItem(at: tmp)
             try fm.createDirectory(at: tmp, withIntermediateDirectories: true)
-            try PEFTAdapter.save(t.adapter, to: tmp, baseModel: t.options.model)
+            try PEFTAdapter.save(state.adapter, to: tmp, baseModel: options.model)
             try card?.write(to: tmp)
-            let raw = encodeState(t, step: step)
+            let raw = encode(state)
             try writeAtomically(try Zstd.compress(raw), to: tmp.appendingPathComponent("state.bin.zst"))
-            let state = State(step: step, checksum: String(format: "%016llx", fnv1a(raw)), options: t.options,
-                              world_size: t.communicator.size)
+            let header = State(step: step, checksum: String(format: "%016llx", fnv1a(raw)), options: options, world_size: communicator.size)
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try writeAtomically(try encoder.encode(state), to: tmp.appendingPathComponent("trainer_state.json"))
+            try writeAtomically(try encoder.encode(header), to: tmp.appendingPathComponent("trainer_state.json"))
             try? fm.removeItem(at: final)
             guard rename(tmp.path, final.path) == 0 else {
                 throw FormatError(url: final, "cannot rename checkpoint into place: \(String(cString: strerror(errno)))")
             }
             written = final
-            try prune(outputDir, keep: t.options.saveTotalLimit)
+            try prune(outputDir, keep: options.saveTotalLimit)
         }
-        try t.communicator.barrier()
+        try communicator.barrier()
         return written
     }
 
-    static func encodeState(_ t: Trainer, step: Int) -> Data {
+    static func encode(_ t: TrainerState) -> Data {
         var d = Data()
         func put<T>(_ v: T) { withUnsafeBytes(of: v) { d.append(contentsOf: $0) } }
         func putFloats(_ a: UnsafeBufferPointer<Float>) { d.append(UnsafeBufferPointer(start: UnsafeRawPointer(a.baseAddress!).assumingMemoryBound(to: UInt8.self), count: a.count * 4)) }
         put(magic.littleEndian); put(version.littleEndian)
-        put(Int64(step)); put(Int64(t.adapter.parameterCount)); put(Int64(t.optimizer.step))
+        put(Int64(t.step)); put(Int64(t.adapter.parameterCount)); put(Int64(t.optimizer.step))
         put(t.logTau); put(Int64(t.tauOptimizer.step)); put(t.tauOptimizer.m[0]); put(t.tauOptimizer.v[0])
         putFloats(UnsafeBufferPointer(start: t.adapter.params.pointer, count: t.adapter.parameterCount))
         t.optimizer.m.withUnsafeBufferPointer { putFloats($0) }
@@ -65,8 +66,9 @@ public enum Checkpoint {
         return d
     }
 
-    /// Restores adapter, optimiser and τ; returns the step to continue from.
-    public static func load(_ dir: URL, into t: Trainer) throws -> Int {
+    /// Restores adapter, optimiser, τ and the step to continue from into `t`, after checking that
+    /// the checkpoint was written by a run with the same data order and adapter shape.
+    public static func load(_ dir: URL, into t: TrainerState, options o: TrainingOptions, globalBatch: Int) throws {
         let stateURL = dir.appendingPathComponent("trainer_state.json")
         let blobURL = dir.appendingPathComponent("state.bin.zst")
         guard let json = try? Data(contentsOf: stateURL),
@@ -79,14 +81,14 @@ public enum Checkpoint {
         guard String(format: "%016llx", fnv1a(raw)) == state.checksum else {
             throw FormatError(url: blobURL, "checksum mismatch: the checkpoint is corrupt")
         }
-        let o = t.options, s = state.options
+        let s = state.options
         if o.seed != s.seed || o.gradientAccumulationSteps != s.gradientAccumulationSteps || o.dataset != s.dataset
             || o.loraR != s.loraR || o.targetModules != s.targetModules {
             throw FormatError(url: stateURL, "written with different seed, dataset, accumulation or LoRA shape than this run")
         }
         let global = s.globalBatchSize > 0 ? s.globalBatchSize : s.perDeviceTrainBatchSize * state.world_size
-        if global != t.globalBatch {
-            throw FormatError(url: stateURL, "global batch \(global) differs from this run's \(t.globalBatch) (set --global_batch_size \(global))")
+        if global != globalBatch {
+            throw FormatError(url: stateURL, "global batch \(global) differs from this run's \(globalBatch) (set --global_batch_size \(global))")
         }
         var offset = 0
         func get<T>(_ type: T.Type) throws -> T {
@@ -111,7 +113,7 @@ public enum Checkpoint {
         params.withUnsafeBufferPointer { t.adapter.params.pointer.update(from: $0.baseAddress!, count: count) }
         t.optimizer.restore(step: adamStep, m: m, v: v)
         t.tauOptimizer.restore(step: tauStep, m: [tauM], v: [tauV])
-        return step
+        t.step = step
     }
 
     /// "latest" → the highest-step complete checkpoint in the output directory; else a path.

@@ -1,0 +1,112 @@
+import EmbedTuneData
+import EmbedTuneFormats
+import EmbedTuneKernels
+import EmbedTuneModels
+import Foundation
+
+/// A run's rows and their order: the held-out share, the triples of each global micro-batch,
+/// each row's fixed negatives and prompted texts. Everything derives from the rows, the options
+/// and the world size, so every rank computes the same plan and a resumed run continues from
+/// its step alone.
+public final class DataPlan {
+    public let options: TrainingOptions
+    public let train: [Triplet]
+    public let holdout: [Triplet]
+    /// Rows left out by `skip_bad_rows`, each with its problem.
+    public let skipped: [FormatError]
+    /// Hard negatives per row: `num_negatives`, or the training rows' maximum.
+    public let negatives: Int
+    public let ranks: Int
+    public let queryPrefix: String, documentPrefix: String
+    /// Where the rows come from, for messages: the file, or the store's dataset and split.
+    public let source: String
+
+    /// The rows of a run: its dataset file, or its store dataset's training rows.
+    public static func rows(_ options: TrainingOptions) throws -> (rows: [Triplet], skipped: [FormatError], source: String) {
+        if let db = options.db, let name = options.dbDataset {
+            return (try DatasetStore(path: db).trainingRows(dataset: name, split: options.dbSplit), [], "\(db):\(name)/\(options.dbSplit)")
+        }
+        let (rows, skipped) = try TripletReader.read(options.dataset, skipBadRows: options.skipBadRows)
+        return (rows, skipped, options.dataset)
+    }
+
+    public init(rows all: [Triplet], skipped: [FormatError], source: String, options: TrainingOptions, ranks: Int,
+                queryPrefix: String, documentPrefix: String) throws {
+        self.options = options
+        self.skipped = skipped
+        self.source = source
+        self.ranks = ranks
+        self.queryPrefix = queryPrefix
+        self.documentPrefix = documentPrefix
+        // Hold out a deterministic share of distinct queries.
+        var train = [Triplet](), holdout = [Triplet]()
+        if options.splitDatasetRatio > 0 {
+            for t in all {
+                let u = Double(mix64(options.seed ^ fnv1a(t.query)) >> 11) / Double(1 << 53)
+                if u < Double(options.splitDatasetRatio) { holdout.append(t) } else { train.append(t) }
+            }
+        } else {
+            train = all
+        }
+        self.train = train
+        self.holdout = holdout
+        negatives = options.hardNegatives >= 0 ? options.hardNegatives : (train.map(\.negatives.count).max() ?? 0)
+        // Held-out rows are padded to the same count, so they are held to the same rule.
+        if negatives > 0, let bare = (train + holdout).first(where: { $0.negatives.isEmpty }) {
+            throw FormatError(file: bare.origin, "row has no hard negatives but every row needs \(negatives) (set --num_negatives 0 to train with in-batch negatives only)")
+        }
+        if globalBatch % ranks != 0 {
+            throw FormatError(file: "options", "global batch \(globalBatch) is not divisible by \(ranks) ranks")
+        }
+        if train.count < globalBatch {
+            throw FormatError(file: source, "\(train.count) training rows, fewer than one global batch of \(globalBatch)")
+        }
+    }
+
+    public var globalBatch: Int {
+        options.globalBatchSize > 0 ? options.globalBatchSize : options.perDeviceTrainBatchSize * ranks
+    }
+    public var microBatchesPerEpoch: Int {
+        options.dataloaderDropLast ? train.count / globalBatch : (train.count + globalBatch - 1) / globalBatch
+    }
+    public var totalSteps: Int {
+        if options.maxSteps > 0 { return options.maxSteps }
+        return max(1, options.numTrainEpochs * microBatchesPerEpoch / options.gradientAccumulationSteps)
+    }
+    /// Texts per row as embedded: query, positive, then the fixed negatives.
+    public var textsPerRow: Int { 2 + negatives }
+
+    /// Triple indices of global micro-batch `micro`: epoch order from (seed, epoch), independent
+    /// of the world size; without drop_last the tail wraps to the start of the epoch order.
+    func microBatch(_ micro: Int) -> [Int] {
+        let epoch = micro / microBatchesPerEpoch, position = micro % microBatchesPerEpoch
+        let order = epochOrder(epoch)
+        return (0..<globalBatch).map { order[(position * globalBatch + $0) % order.count] }
+    }
+
+    private var cachedOrder: (epoch: Int, order: [Int])?
+    func epochOrder(_ epoch: Int) -> [Int] {
+        if let c = cachedOrder, c.epoch == epoch { return c.order }
+        var order = Array(train.indices)
+        var rng = SplitMix64(seed: options.seed ^ mix64(UInt64(epoch) &+ 0x5EED))
+        for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+        cachedOrder = (epoch, order)
+        return order
+    }
+
+    /// A row's negatives fixed to `negatives`: truncated, or padded by seeded resampling.
+    func fixedNegatives(_ t: Triplet, index: Int, epoch: Int) -> [String] {
+        if t.negatives.count >= negatives { return Array(t.negatives.prefix(negatives)) }
+        var rng = SplitMix64(seed: options.seed ^ mix64(UInt64(index) << 20 ^ UInt64(epoch)))
+        var out = t.negatives
+        while out.count < negatives { out.append(t.negatives[Int(rng.next() % UInt64(t.negatives.count))]) }
+        return out
+    }
+
+    /// A triple's texts as embedded: prompted query (a row's own instruction wins), positive,
+    /// then its fixed negatives.
+    func rowTexts(_ t: Triplet, index: Int, epoch: Int) -> [String] {
+        let q = t.instruction.map(Embedder.instructionPrefix) ?? queryPrefix
+        return [q + t.query, documentPrefix + t.positive] + fixedNegatives(t, index: index, epoch: epoch).map { documentPrefix + $0 }
+    }
+}
