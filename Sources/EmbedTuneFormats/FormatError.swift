@@ -1,7 +1,8 @@
 import Foundation
 
-/// An input-file problem: which file, which item inside it (a tensor, a field, a line), and
-/// what is wrong. Rendered as one line, the way the CLI prints it.
+/// The project's one error type for bad input: which file (or file:line, or option), which item
+/// inside it (a tensor, a field), and what is wrong. Rendered as one line, the way the CLI prints
+/// it with exit status 1.
 public struct FormatError: Error, CustomStringConvertible, Equatable {
     public let file: String
     public let item: String?
@@ -17,9 +18,15 @@ public struct FormatError: Error, CustomStringConvertible, Equatable {
         self.init(file: url.path, item: item, problem)
     }
 
+    /// A problem with no file to name (values given on the command line, a model's input): the
+    /// problem alone is printed.
+    public init(_ problem: String) {
+        self.init(file: "", problem)
+    }
+
     public var description: String {
-        if let item { return "\(file): \(item): \(problem)" }
-        return "\(file): \(problem)"
+        let location = [file.isEmpty ? nil : file, item].compactMap { $0 }
+        return (location + [problem]).joined(separator: ": ")
     }
 }
 

@@ -65,11 +65,6 @@ public struct MergeSpec: Sendable {
     public init(method: MergeMethod, weights: [Double]? = nil) { self.method = method; self.weights = weights }
 }
 
-public struct MergeError: Error, CustomStringConvertible {
-    public let description: String
-    public init(_ description: String) { self.description = description }
-}
-
 /// ΔW of one module after merging.
 public struct MergedDelta: Sendable {
     public let module: String
@@ -80,28 +75,28 @@ public struct MergedDelta: Sendable {
 public enum AdapterMerge {
     /// Everything that can be wrong with a merge request, checked before any work or any file.
     public static func validate(_ adapters: [LoRAAdapter], _ spec: MergeSpec) throws {
-        guard !adapters.isEmpty else { throw MergeError("no adapters to merge") }
+        guard !adapters.isEmpty else { throw FormatError("no adapters to merge") }
         if let w = spec.weights {
             guard w.count == adapters.count else {
-                throw MergeError("\(w.count) weight(s) for \(adapters.count) adapter(s): give one weight per adapter")
+                throw FormatError("\(w.count) weight(s) for \(adapters.count) adapter(s): give one weight per adapter")
             }
-            guard w.allSatisfy(\.isFinite) else { throw MergeError("weights must be finite numbers") }
-            if spec.method == .linear && abs(w.reduce(0, +)) < 1e-12 { throw MergeError("linear merge: the weights sum to zero") }
+            guard w.allSatisfy(\.isFinite) else { throw FormatError("weights must be finite numbers") }
+            if spec.method == .linear && abs(w.reduce(0, +)) < 1e-12 { throw FormatError("linear merge: the weights sum to zero") }
         }
         if spec.method.usesDensity && !(spec.density > 0 && spec.density <= 1) {
-            throw MergeError("--density must be in (0, 1], got \(spec.density)")
+            throw FormatError("--density must be in (0, 1], got \(spec.density)")
         }
-        if let r = spec.rank, r < 1 { throw MergeError("--rank must be positive, got \(r)") }
+        if let r = spec.rank, r < 1 { throw FormatError("--rank must be positive, got \(r)") }
         let bases = Set(adapters.compactMap(\.baseModel).map { URL(fileURLWithPath: $0).lastPathComponent })
         if bases.count > 1 {
-            throw MergeError("the adapters were trained on different base models (\(bases.sorted().joined(separator: ", "))): \(adapters.map { "\($0.origin) → \($0.baseModel ?? "?")" }.joined(separator: "; "))")
+            throw FormatError("the adapters were trained on different base models (\(bases.sorted().joined(separator: ", "))): \(adapters.map { "\($0.origin) → \($0.baseModel ?? "?")" }.joined(separator: "; "))")
         }
         var shapes = [String: (out: Int, in: Int, from: String)]()
         for adapter in adapters {
             for f in adapter.slots.sorted(by: { $0.module < $1.module }) {
                 let module = f.module
                 if let s = shapes[module], s.out != f.outFeatures || s.in != f.inFeatures {
-                    throw MergeError("module \(module) is \(s.out)×\(s.in) in \(s.from) but \(f.outFeatures)×\(f.inFeatures) in \(adapter.origin): the adapters belong to different base models")
+                    throw FormatError("module \(module) is \(s.out)×\(s.in) in \(s.from) but \(f.outFeatures)×\(f.inFeatures) in \(adapter.origin): the adapters belong to different base models")
                 }
                 shapes[module] = (f.outFeatures, f.inFeatures, adapter.origin)
             }
@@ -116,10 +111,10 @@ public enum AdapterMerge {
             for f in a.slots.sorted(by: { $0.module < $1.module }) where !model.unusedAdapterModules.contains(f.module) {
                 let module = f.module
                 guard let shape = linears[module] else {
-                    throw MergeError("\(a.origin): module \(module) is not a linear layer of \(modelPath) (is the adapter for another base model?)")
+                    throw FormatError("\(a.origin): module \(module) is not a linear layer of \(modelPath) (is the adapter for another base model?)")
                 }
                 guard shape == (f.outFeatures, f.inFeatures) else {
-                    throw MergeError("\(a.origin): module \(module) is \(f.outFeatures)×\(f.inFeatures), the base's is \(shape.0)×\(shape.1)")
+                    throw FormatError("\(a.origin): module \(module) is \(f.outFeatures)×\(f.inFeatures), the base's is \(shape.0)×\(shape.1)")
                 }
             }
         }

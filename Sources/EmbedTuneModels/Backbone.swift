@@ -18,11 +18,6 @@ public protocol Backbone: AnyObject {
     func forward(_ sequences: [[Int32]], pooling: PoolingConfig.Mode) throws -> Tensor
 }
 
-public struct ModelInputError: Error, CustomStringConvertible {
-    public let description: String
-    public init(_ description: String) { self.description = description }
-}
-
 /// Loads the backbone a model directory's config.json names.
 public func loadBackbone(_ dir: ModelDirectory) throws -> Backbone {
     switch dir.modelType {
@@ -37,12 +32,12 @@ public func loadBackbone(_ dir: ModelDirectory) throws -> Backbone {
 extension Backbone {
     func checkInputs(_ sequences: [[Int32]]) throws {
         for (i, s) in sequences.enumerated() {
-            if s.isEmpty { throw ModelInputError("sequence \(i) is empty") }
+            if s.isEmpty { throw FormatError("sequence \(i) is empty") }
             if s.count > maxPositions {
-                throw ModelInputError("sequence \(i) has \(s.count) tokens, more than the model's \(maxPositions) positions")
+                throw FormatError("sequence \(i) has \(s.count) tokens, more than the model's \(maxPositions) positions")
             }
             if let bad = s.first(where: { $0 < 0 || Int($0) >= vocabularySize }) {
-                throw ModelInputError("sequence \(i) has token id \(bad) outside the model's vocabulary of \(vocabularySize)")
+                throw FormatError("sequence \(i) has token id \(bad) outside the model's vocabulary of \(vocabularySize)")
             }
         }
     }
@@ -81,7 +76,7 @@ extension TrainableBackbone {
     /// The fp32 weight of linear `module` ([out, in]) inside the parameter arena.
     public func linearWeight(_ module: String) throws -> (pointer: UnsafeMutablePointer<Float>, out: Int, in: Int) {
         guard let entry = arena.layout.first(where: { $0.name == module + ".weight" }), entry.shape.count == 2 else {
-            throw ModelInputError("this model has no linear layer \"\(module)\"")
+            throw FormatError("this model has no linear layer \"\(module)\"")
         }
         return (arena.storage.pointer + entry.offset, entry.shape[0], entry.shape[1])
     }
@@ -94,7 +89,7 @@ extension TrainableBackbone {
         for d in deltas {
             let w = try linearWeight(d.module)
             guard d.values.count == w.out * w.in else {
-                throw ModelInputError("ΔW for \(d.module) has \(d.values.count) values, the weight is \(w.out)×\(w.in)")
+                throw FormatError("ΔW for \(d.module) has \(d.values.count) values, the weight is \(w.out)×\(w.in)")
             }
             saved.append((w.pointer, Array(UnsafeBufferPointer(start: w.pointer, count: d.values.count))))
             for i in 0..<d.values.count { w.pointer[i] = Float(Double(w.pointer[i]) + d.values[i]) }

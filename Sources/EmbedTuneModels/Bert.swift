@@ -282,7 +282,7 @@ public final class BertModel: Backbone, TrainableBackbone {
     }
 
     public func backward(dHidden: UnsafePointer<Float>) throws {
-        guard let s = saved else { throw ModelInputError("backward needs a forward pass that kept activations, with an adapter") }
+        guard let s = saved else { throw FormatError("backward needs a forward pass that kept activations, with an adapter") }
         let cfg = config, c = cfg.hiddenSize, inter = cfg.intermediateSize, h = cfg.numAttentionHeads, d = c / h
         let n = s.batch.tokens, rank = s.lora.adapter.config.r
         var g = s.grads

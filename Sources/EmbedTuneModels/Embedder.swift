@@ -1,3 +1,4 @@
+import EmbedTuneFormats
 import EmbedTuneKernels
 import EmbedTuneTokenizers
 import Foundation
@@ -68,7 +69,7 @@ public final class Embedder {
     public func setAdapter(_ directory: URL?) throws {
         guard let directory else { adapter = nil; return }
         guard let trainable = backbone as? TrainableBackbone else {
-            throw ModelInputError("\(self.directory.modelType) models cannot carry a LoRA adapter")
+            throw FormatError("\(self.directory.modelType) models cannot carry a LoRA adapter")
         }
         adapter = try PEFTAdapter.load(directory, for: trainable)
     }
@@ -100,7 +101,7 @@ public final class Embedder {
         let c = backbone.hiddenSize
         let dim = options.dimension ?? c
         guard dim > 0 && dim <= c else {
-            throw ModelInputError("--dim \(dim) must be between 1 and the model's \(c) dimensions")
+            throw FormatError("--dim \(dim) must be between 1 and the model's \(c) dimensions")
         }
         var out = [Float](repeating: 0, count: texts.count * dim)
         var pooled = [Float](repeating: 0, count: options.batchSize * c)

@@ -66,7 +66,7 @@ public final class LoRAAdapter {
         }
         guard !slots.isEmpty else {
             let examples = Set(linears.map { $0.module.split(separator: ".").last.map(String.init) ?? $0.module }).sorted()
-            throw ModelInputError("target_modules \(config.targetModules) match no linear layer of this model (it has: \(examples.joined(separator: ", ")))")
+            throw FormatError("target_modules \(config.targetModules) match no linear layer of this model (it has: \(examples.joined(separator: ", ")))")
         }
         self.slots = slots
         params = FloatBuffer(count: offset)

@@ -12,10 +12,10 @@ public enum ModelExport {
     public static func writeFolded(base: ModelDirectory, deltas: [MergedDelta], to output: URL, force: Bool, card: ModelCard? = nil) throws {
         let fm = FileManager.default
         guard base.gguf == nil else {
-            throw ModelInputError("--fold needs a safetensors base model directory; \(base.url.path) is a GGUF file")
+            throw FormatError("--fold needs a safetensors base model directory; \(base.url.path) is a GGUF file")
         }
         if fm.fileExists(atPath: output.path) && !force {
-            throw ModelInputError("\(output.path) exists (use --force to replace it)")
+            throw FormatError("\(output.path) exists (use --force to replace it)")
         }
         let store = try WeightStore(directory: base.url)
         // Resolve every ΔW to its checkpoint tensor before writing anything.
@@ -23,10 +23,10 @@ public enum ModelExport {
         for d in deltas {
             let candidates = ["", "model.", "bert.", "roberta."].map { $0 + d.module + ".weight" }
             guard let name = candidates.first(where: store.contains) else {
-                throw ModelInputError("the base model \(base.url.path) has no weight for module \(d.module) (looked for \(candidates[0]))")
+                throw FormatError("the base model \(base.url.path) has no weight for module \(d.module) (looked for \(candidates[0]))")
             }
             guard store.shape(of: name) == [d.outFeatures, d.inFeatures] else {
-                throw ModelInputError("\(name) in \(base.url.path) is \(store.shape(of: name) ?? []), the merged ΔW is [\(d.outFeatures), \(d.inFeatures)]")
+                throw FormatError("\(name) in \(base.url.path) is \(store.shape(of: name) ?? []), the merged ΔW is [\(d.outFeatures), \(d.inFeatures)]")
             }
             byName[name] = d
         }

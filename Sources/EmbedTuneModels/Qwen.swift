@@ -389,7 +389,7 @@ public final class QwenModel: Backbone, TrainableBackbone {
     /// accumulates LoRA gradients into the adapter's gradient buffer. Under last-token pooling only
     /// the last rows of dHidden are read.
     public func backward(dHidden: UnsafePointer<Float>) throws {
-        guard let s = saved, let lora = s.lora else { throw ModelInputError("backward needs a forward pass that kept activations, with an adapter") }
+        guard let s = saved, let lora = s.lora else { throw FormatError("backward needs a forward pass that kept activations, with an adapter") }
         let cfg = config, batch = s.batch
         let n = batch.tokens, m = batch.count, c = cfg.hiddenSize, d = cfg.headSize, h = cfg.numAttentionHeads, kv = cfg.kvHeads
         let inter = cfg.intermediateSize, rank = lora.adapter.config.r, pruned = s.lastTokenOnly

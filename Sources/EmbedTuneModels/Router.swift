@@ -27,8 +27,8 @@ public struct Router: Codable, Sendable {
     /// `embeddings[d]`: row-major (n_d × dim) base embeddings of domain d's training queries.
     public static func train(kind: Kind, domains: [String], embeddings: [[Float]], dim: Int, baseModel: String,
                              queryPrompt: String, temperature: Float = 0.05, epochs: Int = 300, l2: Float = 1e-3) throws -> Router {
-        guard domains.count >= 2 else { throw ModelInputError("a router needs at least two domains, got \(domains.count)") }
-        for (d, e) in zip(domains, embeddings) where e.isEmpty { throw ModelInputError("domain \(d) has no queries") }
+        guard domains.count >= 2 else { throw FormatError("a router needs at least two domains, got \(domains.count)") }
+        for (d, e) in zip(domains, embeddings) where e.isEmpty { throw FormatError("domain \(d) has no queries") }
         let k = domains.count
         var normalized = embeddings
         for d in 0..<k { normalized[d].withUnsafeMutableBufferPointer { l2NormalizeRows($0.baseAddress!, n: $0.count / dim, c: dim) } }

@@ -1,3 +1,4 @@
+import EmbedTuneFormats
 import Foundation
 
 /// Byte-level BPE (GPT-2, Qwen): a piece's UTF-8 bytes start as one token each and the
@@ -71,7 +72,7 @@ public final class ByteLevelBPE: @unchecked Sendable {
         var bytesToID = [[UInt8]: Int32]()
         for (token, id) in vocab {
             guard let b = ByteLevel.bytes(fromToken: token) else {
-                throw TokenizerError(file: file, item: "model.vocab[\"\(token)\"]", "not a byte-level token")
+                throw FormatError(file: file, item: "model.vocab[\"\(token)\"]", "not a byte-level token")
             }
             tokenBytes[id] = b
             bytesToID[b] = Int32(id)
@@ -79,14 +80,14 @@ public final class ByteLevelBPE: @unchecked Sendable {
         var byteTokens = [Int32](repeating: -1, count: 256)
         for b in 0..<256 {
             guard let id = bytesToID[[UInt8(b)]] else {
-                throw TokenizerError(file: file, item: "model.vocab", "byte 0x\(String(b, radix: 16)) has no token; byte-level BPE needs all 256")
+                throw FormatError(file: file, item: "model.vocab", "byte 0x\(String(b, radix: 16)) has no token; byte-level BPE needs all 256")
             }
             byteTokens[b] = id
         }
         var table = [UInt64: UInt64](minimumCapacity: merges.count)
         for (rank, (a, b)) in merges.enumerated() {
             guard let ia = vocab[a], let ib = vocab[b], let im = vocab[a + b] else {
-                throw TokenizerError(file: file, item: "model.merges[\(rank)]", "\"\(a) \(b)\" uses a token missing from the vocabulary")
+                throw FormatError(file: file, item: "model.merges[\(rank)]", "\"\(a) \(b)\" uses a token missing from the vocabulary")
             }
             let k = key(Int32(ia), Int32(ib))
             if table[k] == nil { table[k] = UInt64(rank) << 32 | UInt64(im) }
@@ -101,7 +102,7 @@ public final class ByteLevelBPE: @unchecked Sendable {
     public static func fromTiktoken(_ url: URL) throws -> ByteLevelBPE {
         let text: String
         do { text = try String(contentsOf: url, encoding: .utf8) }
-        catch { throw TokenizerError(url: url, "cannot read: \(error.localizedDescription)") }
+        catch { throw FormatError(url: url, "cannot read: \(error.localizedDescription)") }
         var tokenBytes = [[UInt8]]()
         var bytesToID = [[UInt8]: Int32]()
         var lineNumber = 0
@@ -110,20 +111,20 @@ public final class ByteLevelBPE: @unchecked Sendable {
             if line.isEmpty { continue }
             let parts = line.split(separator: " ")
             guard parts.count == 2, let bytes = Data(base64Encoded: String(parts[0])), let rank = Int(parts[1]) else {
-                throw TokenizerError(url: url, item: "line \(lineNumber)", "expected \"<base64 token> <rank>\"")
+                throw FormatError(url: url, item: "line \(lineNumber)", "expected \"<base64 token> <rank>\"")
             }
             guard rank == tokenBytes.count else {
-                throw TokenizerError(url: url, item: "line \(lineNumber)", "rank \(rank) out of order (expected \(tokenBytes.count))")
+                throw FormatError(url: url, item: "line \(lineNumber)", "rank \(rank) out of order (expected \(tokenBytes.count))")
             }
             let b = [UInt8](bytes)
-            guard bytesToID[b] == nil else { throw TokenizerError(url: url, item: "line \(lineNumber)", "duplicate token") }
+            guard bytesToID[b] == nil else { throw FormatError(url: url, item: "line \(lineNumber)", "duplicate token") }
             tokenBytes.append(b)
             bytesToID[b] = Int32(rank)
         }
         var byteTokens = [Int32](repeating: -1, count: 256)
         for b in 0..<256 {
             guard let id = bytesToID[[UInt8(b)]] else {
-                throw TokenizerError(url: url, "byte 0x\(String(b, radix: 16)) has no token; byte-level BPE needs all 256")
+                throw FormatError(url: url, "byte 0x\(String(b, radix: 16)) has no token; byte-level BPE needs all 256")
             }
             byteTokens[b] = id
         }

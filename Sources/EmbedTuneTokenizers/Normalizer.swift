@@ -63,7 +63,7 @@ public enum NormalizerFactory {
     public static func make(_ json: JSONValue, path: String, file: String) throws -> Normalizer? {
         if json.isNull { return nil }
         guard let type = json["type"]?.string else {
-            throw TokenizerError(file: file, item: "\(path).type", "missing normalizer type")
+            throw FormatError(file: file, item: "\(path).type", "missing normalizer type")
         }
         switch type {
         case "NFC", "NFD", "NFKC", "NFKD": return UnicodeNormalizer(form: .init(rawValue: type)!)
@@ -75,10 +75,10 @@ public enum NormalizerFactory {
             let content = json["content"]?.string ?? ""
             if let pattern = json["pattern"]?["String"]?.string { return ReplaceNormalizer(pattern: .literal(pattern), content: content) }
             guard let source = json["pattern"]?["Regex"]?.string else {
-                throw TokenizerError(file: file, item: "\(path).pattern", "needs a String or Regex pattern")
+                throw FormatError(file: file, item: "\(path).pattern", "needs a String or Regex pattern")
             }
             do { return ReplaceNormalizer(pattern: .regex(try NSRegularExpression(pattern: source)), content: content) }
-            catch { throw TokenizerError(file: file, item: "\(path).pattern", "invalid regex \"\(source)\"") }
+            catch { throw FormatError(file: file, item: "\(path).pattern", "invalid regex \"\(source)\"") }
         case "BertNormalizer":
             let lowercase = json["lowercase"]?.bool ?? true
             return BertNormalizer(cleanText: json["clean_text"]?.bool ?? true,
@@ -88,7 +88,7 @@ public enum NormalizerFactory {
             guard let blob = json["precompiled_charsmap"]?.string else {
                 // An empty charsmap (some converted tokenizers) normalises nothing.
                 if json["precompiled_charsmap"]?.isNull ?? true { return nil }
-                throw TokenizerError(file: file, item: "\(path).precompiled_charsmap", "must be a base64 string")
+                throw FormatError(file: file, item: "\(path).precompiled_charsmap", "must be a base64 string")
             }
             return try PrecompiledNormalizer(base64: blob, file: file, path: path)
         case "Sequence":
@@ -97,7 +97,7 @@ public enum NormalizerFactory {
                 try make($1, path: "\(path).normalizers[\($0)]", file: file)
             })
         default:
-            throw TokenizerError(file: file, item: "\(path).type", "unsupported normalizer type \"\(type)\"")
+            throw FormatError(file: file, item: "\(path).type", "unsupported normalizer type \"\(type)\"")
         }
     }
 }

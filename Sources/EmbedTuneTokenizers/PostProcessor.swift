@@ -29,34 +29,34 @@ public struct TemplateProcessor: Sendable {
     public static func make(_ json: JSONValue, vocabulary: (String) -> Int32?, path: String, file: String) throws -> TemplateProcessor? {
         if json.isNull { return nil }
         guard let type = json["type"]?.string else {
-            throw TokenizerError(file: file, item: "\(path).type", "missing post-processor type")
+            throw FormatError(file: file, item: "\(path).type", "missing post-processor type")
         }
         switch type {
         case "ByteLevel": return nil
         case "TemplateProcessing":
             guard let items = json["single"]?.array else {
-                throw TokenizerError(file: file, item: "\(path).single", "missing template")
+                throw FormatError(file: file, item: "\(path).single", "missing template")
             }
             let specials = json["special_tokens"]?.object ?? [:]
             var pieces = [Piece]()
             for (i, item) in items.enumerated() {
                 if item["Sequence"] != nil { pieces.append(.sequence); continue }
                 guard let name = item["SpecialToken"]?["id"]?.string else {
-                    throw TokenizerError(file: file, item: "\(path).single[\(i)]", "neither Sequence nor SpecialToken")
+                    throw FormatError(file: file, item: "\(path).single[\(i)]", "neither Sequence nor SpecialToken")
                 }
                 if let ids = specials[name]?["ids"]?.array?.compactMap({ $0.int }) {
                     pieces.append(.special(ids.map(Int32.init)))
                 } else if let id = vocabulary(name) {
                     pieces.append(.special([id]))
                 } else {
-                    throw TokenizerError(file: file, item: "\(path).single[\(i)]", "special token \"\(name)\" is not in the vocabulary")
+                    throw FormatError(file: file, item: "\(path).single[\(i)]", "special token \"\(name)\" is not in the vocabulary")
                 }
             }
             return TemplateProcessor(single: pieces)
         case "BertProcessing", "RobertaProcessing":
             guard let cls = json["cls"]?.array, let sep = json["sep"]?.array,
                   let clsID = cls.count == 2 ? cls[1].int : nil, let sepID = sep.count == 2 ? sep[1].int : nil else {
-                throw TokenizerError(file: file, item: path, "\(type) needs cls and sep as [token, id]")
+                throw FormatError(file: file, item: path, "\(type) needs cls and sep as [token, id]")
             }
             return TemplateProcessor(single: [.special([Int32(clsID)]), .sequence, .special([Int32(sepID)])])
         case "Sequence":
@@ -64,11 +64,11 @@ public struct TemplateProcessor: Sendable {
                 try make($1, vocabulary: vocabulary, path: "\(path).processors[\($0)]", file: file)
             }
             guard steps.count <= 1 else {
-                throw TokenizerError(file: file, item: path, "more than one id-changing post-processor in a Sequence")
+                throw FormatError(file: file, item: path, "more than one id-changing post-processor in a Sequence")
             }
             return steps.first
         default:
-            throw TokenizerError(file: file, item: "\(path).type", "unsupported post-processor type \"\(type)\"")
+            throw FormatError(file: file, item: "\(path).type", "unsupported post-processor type \"\(type)\"")
         }
     }
 }

@@ -46,19 +46,19 @@ public enum PreTokenizerFactory {
     public static func make(_ json: JSONValue, path: String, file: String) throws -> PreTokenizer? {
         if json.isNull { return nil }
         guard let type = json["type"]?.string else {
-            throw TokenizerError(file: file, item: "\(path).type", "missing pre-tokenizer type")
+            throw FormatError(file: file, item: "\(path).type", "missing pre-tokenizer type")
         }
         switch type {
         case "Split":
             guard let source = json["pattern"]?["Regex"]?.string ?? json["pattern"]?["String"]?.string.map(NSRegularExpression.escapedPattern(for:)) else {
-                throw TokenizerError(file: file, item: "\(path).pattern", "missing Regex or String pattern")
+                throw FormatError(file: file, item: "\(path).pattern", "missing Regex or String pattern")
             }
             let behavior = json["behavior"]?.string ?? "Isolated"
             guard behavior == "Isolated", json["invert"]?.bool != true else {
-                throw TokenizerError(file: file, item: "\(path).behavior", "unsupported Split behavior \"\(behavior)\" (only Isolated, not inverted)")
+                throw FormatError(file: file, item: "\(path).behavior", "unsupported Split behavior \"\(behavior)\" (only Isolated, not inverted)")
             }
             do { return SplitPreTokenizer(pattern: try SplitPattern.from(source: source)) }
-            catch { throw TokenizerError(file: file, item: "\(path).pattern", "invalid regex: \(error)") }
+            catch { throw FormatError(file: file, item: "\(path).pattern", "invalid regex: \(error)") }
         case "ByteLevel":
             return ByteLevelPreTokenizer(addPrefixSpace: json["add_prefix_space"]?.bool ?? false,
                                          useRegex: json["use_regex"]?.bool ?? true)
@@ -69,7 +69,7 @@ public enum PreTokenizerFactory {
             var prepend = MetaspacePreTokenizer.Prepend.always
             if let scheme = json["prepend_scheme"]?.string {
                 guard let p = MetaspacePreTokenizer.Prepend(rawValue: scheme) else {
-                    throw TokenizerError(file: file, item: "\(path).prepend_scheme", "unknown scheme \"\(scheme)\"")
+                    throw FormatError(file: file, item: "\(path).prepend_scheme", "unknown scheme \"\(scheme)\"")
                 }
                 prepend = p
             } else if json["add_prefix_space"]?.bool == false {
@@ -82,7 +82,7 @@ public enum PreTokenizerFactory {
                 try make($1, path: "\(path).pretokenizers[\($0)]", file: file)
             })
         default:
-            throw TokenizerError(file: file, item: "\(path).type", "unsupported pre-tokenizer type \"\(type)\"")
+            throw FormatError(file: file, item: "\(path).type", "unsupported pre-tokenizer type \"\(type)\"")
         }
     }
 }

@@ -7,9 +7,9 @@ extension Tokenizer {
     public static func load(tokenizerJSON url: URL, configURL: URL? = nil) throws -> Tokenizer {
         let file = url.path
         let json = try JSONValue.load(url)
-        guard json.object != nil else { throw TokenizerError(file: file, "top level is not a JSON object") }
+        guard json.object != nil else { throw FormatError(file: file, "top level is not a JSON object") }
         guard let modelJSON = json["model"], modelJSON.object != nil else {
-            throw TokenizerError(file: file, item: "model", "missing")
+            throw FormatError(file: file, item: "model", "missing")
         }
         let normalizer = try NormalizerFactory.make(json["normalizer"] ?? .null, path: "normalizer", file: file)
         let preTokenizer = try PreTokenizerFactory.make(json["pre_tokenizer"] ?? .null, path: "pre_tokenizer", file: file)
@@ -17,7 +17,7 @@ extension Tokenizer {
         var added = [AddedToken]()
         for (i, t) in (json["added_tokens"]?.array ?? []).enumerated() {
             guard let id = t["id"]?.int, let content = t["content"]?.string else {
-                throw TokenizerError(file: file, item: "added_tokens[\(i)]", "needs an integer id and a string content")
+                throw FormatError(file: file, item: "added_tokens[\(i)]", "needs an integer id and a string content")
             }
             added.append(AddedToken(id: Int32(id), content: content, special: t["special"]?.bool ?? false,
                                     lstrip: t["lstrip"]?.bool ?? false, rstrip: t["rstrip"]?.bool ?? false,
@@ -29,35 +29,35 @@ extension Tokenizer {
         var vocabulary = [String: Int]()
         switch type {
         case "BPE":
-            guard let vocab = modelJSON["vocab"]?.object else { throw TokenizerError(file: file, item: "model.vocab", "missing") }
+            guard let vocab = modelJSON["vocab"]?.object else { throw FormatError(file: file, item: "model.vocab", "missing") }
             for (k, v) in vocab {
-                guard let id = v.int, id >= 0 else { throw TokenizerError(file: file, item: "model.vocab[\"\(k)\"]", "id is not a non-negative integer") }
+                guard let id = v.int, id >= 0 else { throw FormatError(file: file, item: "model.vocab[\"\(k)\"]", "id is not a non-negative integer") }
                 vocabulary[k] = id
             }
-            guard let mergesJSON = modelJSON["merges"]?.array else { throw TokenizerError(file: file, item: "model.merges", "missing") }
+            guard let mergesJSON = modelJSON["merges"]?.array else { throw FormatError(file: file, item: "model.merges", "missing") }
             var merges = [(String, String)]()
             merges.reserveCapacity(mergesJSON.count)
             for (i, m) in mergesJSON.enumerated() {
                 if let s = m.string {
                     let parts = s.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: false)
-                    guard parts.count == 2 else { throw TokenizerError(file: file, item: "model.merges[\(i)]", "expected \"left right\"") }
+                    guard parts.count == 2 else { throw FormatError(file: file, item: "model.merges[\(i)]", "expected \"left right\"") }
                     merges.append((String(parts[0]), String(parts[1])))
                 } else if let a = m.array, a.count == 2, let l = a[0].string, let r = a[1].string {
                     merges.append((l, r))
                 } else {
-                    throw TokenizerError(file: file, item: "model.merges[\(i)]", "expected \"left right\" or [left, right]")
+                    throw FormatError(file: file, item: "model.merges[\(i)]", "expected \"left right\" or [left, right]")
                 }
             }
             guard isByteLevel(json) else {
-                throw TokenizerError(file: file, item: "model", "BPE without a ByteLevel pre-tokenizer/decoder is not supported")
+                throw FormatError(file: file, item: "model", "BPE without a ByteLevel pre-tokenizer/decoder is not supported")
             }
             model = try ByteLevelBPE.fromVocabulary(vocabulary, merges: merges,
                                                     ignoreMerges: modelJSON["ignore_merges"]?.bool ?? false, file: file)
         case "WordPiece":
-            guard let vocab = modelJSON["vocab"]?.object else { throw TokenizerError(file: file, item: "model.vocab", "missing") }
+            guard let vocab = modelJSON["vocab"]?.object else { throw FormatError(file: file, item: "model.vocab", "missing") }
             var v = [String: Int32]()
             for (k, id) in vocab {
-                guard let i = id.int, i >= 0 else { throw TokenizerError(file: file, item: "model.vocab[\"\(k)\"]", "id is not a non-negative integer") }
+                guard let i = id.int, i >= 0 else { throw FormatError(file: file, item: "model.vocab[\"\(k)\"]", "id is not a non-negative integer") }
                 v[k] = Int32(i)
                 vocabulary[k] = i
             }
@@ -65,22 +65,22 @@ extension Tokenizer {
                                   prefix: modelJSON["continuing_subword_prefix"]?.string ?? "##",
                                   maxInputCharsPerWord: modelJSON["max_input_chars_per_word"]?.int ?? 100, file: file)
         case "Unigram":
-            guard let vocab = modelJSON["vocab"]?.array else { throw TokenizerError(file: file, item: "model.vocab", "missing") }
+            guard let vocab = modelJSON["vocab"]?.array else { throw FormatError(file: file, item: "model.vocab", "missing") }
             var pieces = [(String, Double)]()
             pieces.reserveCapacity(vocab.count)
             for (i, entry) in vocab.enumerated() {
                 guard let pair = entry.array, pair.count == 2, let piece = pair[0].string, let score = pair[1].double else {
-                    throw TokenizerError(file: file, item: "model.vocab[\(i)]", "expected [piece, score]")
+                    throw FormatError(file: file, item: "model.vocab[\(i)]", "expected [piece, score]")
                 }
                 pieces.append((piece, score))
                 if vocabulary[piece] == nil { vocabulary[piece] = i }
             }
             guard let unk = modelJSON["unk_id"]?.int else {
-                throw TokenizerError(file: file, item: "model.unk_id", "missing: a Unigram vocabulary needs an unknown piece")
+                throw FormatError(file: file, item: "model.unk_id", "missing: a Unigram vocabulary needs an unknown piece")
             }
             model = try Unigram(pieces: pieces, unkID: unk, byteFallback: modelJSON["byte_fallback"]?.bool ?? false, file: file)
         default:
-            throw TokenizerError(file: file, item: "model.type", "unsupported tokenizer model \"\(type)\"")
+            throw FormatError(file: file, item: "model.type", "unsupported tokenizer model \"\(type)\"")
         }
 
         let addedIDs = Dictionary(added.map { ($0.content, $0.id) }, uniquingKeysWith: { a, _ in a })
@@ -96,7 +96,7 @@ extension Tokenizer {
             let config = try JSONValue.load(configURL)
             if let side = config["padding_side"]?.string {
                 guard let s = Side(rawValue: side) else {
-                    throw TokenizerError(url: configURL, item: "padding_side", "must be \"left\" or \"right\", not \"\(side)\"")
+                    throw FormatError(url: configURL, item: "padding_side", "must be \"left\" or \"right\", not \"\(side)\"")
                 }
                 paddingSide = s
             }
@@ -178,7 +178,7 @@ extension Tokenizer {
             if let id = vocab[token] { added.append(AddedToken(id: id, content: token, special: true)) }
         }
         guard let cls = vocab["[CLS]"], let sep = vocab["[SEP]"] else {
-            throw TokenizerError(url: url, "vocabulary lacks [CLS] or [SEP]")
+            throw FormatError(url: url, "vocabulary lacks [CLS] or [SEP]")
         }
         return Tokenizer(normalizer: BertNormalizer(cleanText: true, handleChineseChars: true,
                                                     stripAccents: stripAccents ?? lowercase, lowercase: lowercase),
@@ -197,13 +197,13 @@ extension Tokenizer {
     public static func fromGGUF(metadata: [String: GGUFValue], file: String) throws -> Tokenizer {
         let model = metadata["tokenizer.ggml.model"]?.string ?? "missing"
         guard model == "gpt2" else {
-            throw TokenizerError(file: file, item: "tokenizer.ggml.model", "\"\(model)\" is not supported (only gpt2-style BPE)")
+            throw FormatError(file: file, item: "tokenizer.ggml.model", "\"\(model)\" is not supported (only gpt2-style BPE)")
         }
         guard let tokens = metadata["tokenizer.ggml.tokens"]?.strings else {
-            throw TokenizerError(file: file, item: "tokenizer.ggml.tokens", "missing or not an array of strings")
+            throw FormatError(file: file, item: "tokenizer.ggml.tokens", "missing or not an array of strings")
         }
         guard let mergeStrings = metadata["tokenizer.ggml.merges"]?.strings else {
-            throw TokenizerError(file: file, item: "tokenizer.ggml.merges", "missing or not an array of strings")
+            throw FormatError(file: file, item: "tokenizer.ggml.merges", "missing or not an array of strings")
         }
         let types = metadata["tokenizer.ggml.token_type"]?.ints ?? []
         var vocab = [String: Int](), added = [AddedToken]()
@@ -215,7 +215,7 @@ extension Tokenizer {
         }
         let merges = try mergeStrings.enumerated().map { (i, m) -> (String, String) in
             let parts = m.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: false)
-            guard parts.count == 2 else { throw TokenizerError(file: file, item: "tokenizer.ggml.merges[\(i)]", "expected \"left right\"") }
+            guard parts.count == 2 else { throw FormatError(file: file, item: "tokenizer.ggml.merges[\(i)]", "expected \"left right\"") }
             return (String(parts[0]), String(parts[1]))
         }
         let bpe = try ByteLevelBPE.fromVocabulary(vocab, merges: merges, ignoreMerges: false, file: file)
@@ -224,7 +224,7 @@ extension Tokenizer {
         switch pre {
         case "qwen2", "qwen35", "deepseek-llm", "llama3", "llama-bpe": pattern = .qwen(marksAreLetters: false)
         case "default", "gpt-2", "gpt2": pattern = .gpt2
-        default: throw TokenizerError(file: file, item: "tokenizer.ggml.pre", "unknown pre-tokenizer \"\(pre)\"")
+        default: throw FormatError(file: file, item: "tokenizer.ggml.pre", "unknown pre-tokenizer \"\(pre)\"")
         }
         var template = [TemplateProcessor.Piece.sequence]
         if metadata["tokenizer.ggml.add_bos_token"]?.bool == true, let bos = metadata["tokenizer.ggml.bos_token_id"]?.int {

@@ -19,7 +19,7 @@ public final class Unigram: TokenizerModel, @unchecked Sendable {
 
     public init(pieces: [(String, Double)], unkID: Int, byteFallback: Bool, file: String) throws {
         guard unkID >= 0 && unkID < pieces.count else {
-            throw TokenizerError(file: file, item: "model.unk_id", "\(unkID) is not a piece id (vocabulary of \(pieces.count))")
+            throw FormatError(file: file, item: "model.unk_id", "\(unkID) is not a piece id (vocabulary of \(pieces.count))")
         }
         self.pieces = pieces.map(\.0)
         scores = pieces.map(\.1)
@@ -154,13 +154,13 @@ public struct PrecompiledNormalizer: Normalizer {
 
     public init(base64: String, file: String, path: String) throws {
         guard let data = Data(base64Encoded: base64) else {
-            throw TokenizerError(file: file, item: "\(path).precompiled_charsmap", "is not valid base64")
+            throw FormatError(file: file, item: "\(path).precompiled_charsmap", "is not valid base64")
         }
         let bytes = [UInt8](data)
-        guard bytes.count >= 4 else { throw TokenizerError(file: file, item: "\(path).precompiled_charsmap", "is truncated") }
+        guard bytes.count >= 4 else { throw FormatError(file: file, item: "\(path).precompiled_charsmap", "is truncated") }
         let trieSize = Int(UInt32(bytes[0]) | UInt32(bytes[1]) << 8 | UInt32(bytes[2]) << 16 | UInt32(bytes[3]) << 24)
         guard trieSize % 4 == 0, 4 + trieSize <= bytes.count, trieSize >= 4 else {
-            throw TokenizerError(file: file, item: "\(path).precompiled_charsmap", "trie size \(trieSize) does not fit the \(bytes.count)-byte blob")
+            throw FormatError(file: file, item: "\(path).precompiled_charsmap", "trie size \(trieSize) does not fit the \(bytes.count)-byte blob")
         }
         var units = [UInt32](repeating: 0, count: trieSize / 4)
         for i in 0..<units.count {

@@ -13,7 +13,7 @@ public final class WordPiece: TokenizerModel, @unchecked Sendable {
     public init(vocab: [String: Int32], unkToken: String, prefix: String = "##", maxInputCharsPerWord: Int = 100,
                 file: String) throws {
         guard let unk = vocab[unkToken] else {
-            throw TokenizerError(file: file, item: "model.unk_token", "\"\(unkToken)\" is not in the vocabulary")
+            throw FormatError(file: file, item: "model.unk_token", "\"\(unkToken)\" is not in the vocabulary")
         }
         self.vocab = vocab
         var tokens = [String](repeating: "", count: Int((vocab.values.max() ?? -1) + 1))

@@ -1,3 +1,4 @@
+import EmbedTuneFormats
 import ArgumentParser
 import EmbedTuneDistributed
 import EmbedTuneKernels
@@ -63,7 +64,7 @@ struct AllReduceBench: ParsableCommand {
                 print(String(decoding: data, as: UTF8.self))
                 fflush(stdout)
             }
-            guard verified else { throw CLIError("all-reduce of \(count) floats gave a wrong sum on rank \(comm.rank)") }
+            guard verified else { throw FormatError("all-reduce of \(count) floats gave a wrong sum on rank \(comm.rank)") }
         }
     }
 }

@@ -1,3 +1,4 @@
+import EmbedTuneFormats
 import ArgumentParser
 import EmbedTuneKernels
 import EmbedTuneModels
@@ -31,7 +32,7 @@ func runBenchWorker(worldSize: Int, arguments: [String], what: String) throws ->
     try p.run()
     let data = pipe.fileHandleForReading.readDataToEndOfFile()
     p.waitUntilExit()
-    guard p.terminationStatus == 0 else { throw CLIError("bench worker for \(what) failed (exit \(p.terminationStatus))") }
+    guard p.terminationStatus == 0 else { throw FormatError("bench worker for \(what) failed (exit \(p.terminationStatus))") }
     return String(decoding: data, as: UTF8.self)
 }
 
@@ -139,7 +140,7 @@ struct GEMMBench: ParsableCommand {
             }
         }
         print("gemm verify: core \(BLASRuntime.coreName), max |Δ| vs naive reference = \(worst)")
-        if worst > 1e-3 { throw CLIError("sgemm disagrees with the naive reference (max |Δ| \(worst))") }
+        if worst > 1e-3 { throw FormatError("sgemm disagrees with the naive reference (max |Δ| \(worst))") }
     }
 }
 

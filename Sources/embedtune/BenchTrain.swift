@@ -1,3 +1,4 @@
+import EmbedTuneFormats
 import ArgumentParser
 import EmbedTuneDistributed
 import EmbedTuneKernels
@@ -67,7 +68,7 @@ struct TrainBench: ParsableCommand {
             let peakBefore = gemmPeakGFLOPs(threads: cores)
             var rows: [[String: Any]] = []
             let balances = try balanceRanks.split(separator: ",").map { b -> Bool in
-                guard let value = Bool(String(b)) else { throw CLIError("--balance_ranks: \"\(b)\" is not true or false") }
+                guard let value = Bool(String(b)) else { throw FormatError("--balance_ranks: \"\(b)\" is not true or false") }
                 return value
             }
             let configs = ranks.split(separator: ",").compactMap { Int($0) }.flatMap { r in
@@ -81,7 +82,7 @@ struct TrainBench: ParsableCommand {
                 let output = try runBenchWorker(worldSize: worldSize, arguments: worker, what: "gradcache \(mini)")
                 guard let line = output.split(separator: "\n").last,
                       let row = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
-                    throw CLIError("bench worker for gradcache \(mini) printed no result")
+                    throw FormatError("bench worker for gradcache \(mini) printed no result")
                 }
                 rows.append(row)
             }

@@ -29,7 +29,7 @@ struct ConvertE5S1Command: ParsableCommand {
             let inputURL = URL(fileURLWithPath: input)
             let outputURL = URL(fileURLWithPath: output)
             if FileManager.default.fileExists(atPath: outputURL.path) && !force {
-                throw CLIError("\(output) already exists (use --force to replace it)")
+                throw FormatError("\(output) already exists (use --force to replace it)")
             }
             let start = Date()
             let summary = try E5S1.convert(file: inputURL, to: outputURL, overwrite: force)

@@ -17,7 +17,7 @@ struct DataCommand: ParsableCommand {
 /// Opens an existing store; only `import` creates one, so a mistyped --db is an error, not a new empty file.
 func openExistingStore(_ path: String) throws -> DatasetStore {
     guard FileManager.default.fileExists(atPath: path) else {
-        throw CLIError("\(path): no such dataset store (create one with `embedtune data import`)")
+        throw FormatError("\(path): no such dataset store (create one with `embedtune data import`)")
     }
     return try DatasetStore(path: path)
 }
@@ -183,7 +183,7 @@ struct DataExportCommand: ParsableCommand {
             switch format {
             case "pairs":
                 let pairs = try store.pairs(dataset: dbDataset, split: splitFilter)
-                guard !pairs.isEmpty else { throw CLIError("\(dbDataset) (\(dbSplit)) has no relevant pairs") }
+                guard !pairs.isEmpty else { throw FormatError("\(dbDataset) (\(dbSplit)) has no relevant pairs") }
                 var text = ""
                 for p in pairs { text += try object([("query", try json(p.query)), ("response", try json(p.positive))]) }
                 try write(text, rows: pairs.count, what: "pairs")
@@ -198,7 +198,7 @@ struct DataExportCommand: ParsableCommand {
                     rows = stored.count
                 } else {
                     let pairs = try store.pairs(dataset: dbDataset, split: splitFilter)
-                    guard !pairs.isEmpty else { throw CLIError("\(dbDataset) (\(dbSplit)) has no relevant pairs") }
+                    guard !pairs.isEmpty else { throw FormatError("\(dbDataset) (\(dbSplit)) has no relevant pairs") }
                     let negatives = try store.sourceNegatives(dataset: dbDataset)
                     for p in pairs {
                         var fields = [("query", try json(p.query)), ("response", try json(p.positive))]
@@ -212,7 +212,7 @@ struct DataExportCommand: ParsableCommand {
                 let stored = try store.triplets(dataset: dbDataset, split: dbSplit)
                 guard !stored.isEmpty else {
                     let have = try store.tripletSplits(dataset: dbDataset).keys.sorted()
-                    throw CLIError("\(dbDataset) has no stored triplets for split \"\(dbSplit)\" (" + (have.isEmpty ? "none stored" : "stored: \(have.joined(separator: ", "))") + ")")
+                    throw FormatError("\(dbDataset) has no stored triplets for split \"\(dbSplit)\" (" + (have.isEmpty ? "none stored" : "stored: \(have.joined(separator: ", "))") + ")")
                 }
                 var text = ""
                 for t in stored {
@@ -235,7 +235,7 @@ struct DataExportCommand: ParsableCommand {
         let dir = URL(fileURLWithPath: output)
         let qrelsDir = dir.appendingPathComponent("qrels")
         do { try FileManager.default.createDirectory(at: qrelsDir, withIntermediateDirectories: true) }
-        catch { throw CLIError("\(qrelsDir.path): cannot create: \(error.localizedDescription)") }
+        catch { throw FormatError("\(qrelsDir.path): cannot create: \(error.localizedDescription)") }
         let corpus = try store.corpus(dataset: dbDataset)
         var text = ""
         for d in corpus { text += try object([("_id", try json(d.id)), ("text", try json(d.text))]) }

@@ -77,12 +77,12 @@ struct EmbedCommand: ParsableCommand {
         let router = try Router.load(URL(fileURLWithPath: self.router!))
         let paths = adapters!.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
         guard paths.count == router.domains.count else {
-            throw CLIError("--adapters has \(paths.count) adapter(s), the router \(self.router!) has \(router.domains.count) domains (\(router.domains.joined(separator: ", ")))")
+            throw FormatError("--adapters has \(paths.count) adapter(s), the router \(self.router!) has \(router.domains.count) domains (\(router.domains.joined(separator: ", ")))")
         }
         guard router.dim == embedder.backbone.hiddenSize else {
-            throw CLIError("the router was built on a \(router.dim)-dimensional model, \(modelOptions.model) is \(embedder.backbone.hiddenSize)-dimensional")
+            throw FormatError("the router was built on a \(router.dim)-dimensional model, \(modelOptions.model) is \(embedder.backbone.hiddenSize)-dimensional")
         }
-        guard let trainable = embedder.backbone as? TrainableBackbone else { throw CLIError("this model cannot carry adapters") }
+        guard let trainable = embedder.backbone as? TrainableBackbone else { throw FormatError("this model cannot carry adapters") }
         let standalone = try paths.map { try PEFTAdapter.load(URL(fileURLWithPath: $0)) }
         try AdapterMerge.validate(standalone, MergeSpec(method: .taskArithmetic))
         try AdapterMerge.checkCompatible(standalone, with: trainable, modelPath: modelOptions.model)
@@ -128,7 +128,7 @@ struct EmbedCommand: ParsableCommand {
         if let promptName {
             guard let p = dir.prompts[promptName] else {
                 let known = dir.prompts.keys.sorted().joined(separator: ", ")
-                throw CLIError("prompt \"\(promptName)\" is not in \(dir.url.path)/config_sentence_transformers.json (known: \(known.isEmpty ? "none" : known))")
+                throw FormatError("prompt \"\(promptName)\" is not in \(dir.url.path)/config_sentence_transformers.json (known: \(known.isEmpty ? "none" : known))")
             }
             return p
         }

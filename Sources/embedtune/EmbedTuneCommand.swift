@@ -8,12 +8,6 @@ struct EmbedTuneCommand: ParsableCommand {
         subcommands: [EmbedCommand.self, TrainCommand.self, MineCommand.self, EvalCommand.self, DataCommand.self, TokenizeCommand.self, InfoCommand.self, ConvertCommand.self, MergeCommand.self, RouteCommand.self, BenchCommand.self, ReportCommand.self])
 }
 
-/// A one-line, user-facing failure: printed as `embedtune: error: …`, exit status 1.
-struct CLIError: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
-}
-
 /// Runs a command body, turning any error into one line on stderr and exit status 1 (argument
 /// errors keep ArgumentParser's usage output and status 64).
 func runReportingErrors(_ body: () throws -> Void) throws {

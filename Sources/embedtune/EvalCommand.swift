@@ -62,12 +62,12 @@ struct EvalCommand: ParsableCommand {
             if let queryEmbeddings, let corpusEmbeddings {
                 let q = try NPY.read(URL(fileURLWithPath: queryEmbeddings)), c = try NPY.read(URL(fileURLWithPath: corpusEmbeddings))
                 guard q.rows == set.queries.count else {
-                    throw CLIError("\(queryEmbeddings): \(q.rows) rows, but \(queries) has \(set.queries.count) queries")
+                    throw FormatError("\(queryEmbeddings): \(q.rows) rows, but \(queries) has \(set.queries.count) queries")
                 }
                 guard c.rows == set.corpus.count else {
-                    throw CLIError("\(corpusEmbeddings): \(c.rows) rows, but \(corpus) has \(set.corpus.count) documents")
+                    throw FormatError("\(corpusEmbeddings): \(c.rows) rows, but \(corpus) has \(set.corpus.count) documents")
                 }
-                guard q.columns == c.columns else { throw CLIError("query and corpus embeddings differ in width (\(q.columns) vs \(c.columns))") }
+                guard q.columns == c.columns else { throw FormatError("query and corpus embeddings differ in width (\(q.columns) vs \(c.columns))") }
                 rows.append(("embeddings", evaluator.score(queries: q.values, corpus: c.values, dim: q.columns)))
             }
             for (mi, path) in model.enumerated() {

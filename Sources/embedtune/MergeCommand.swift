@@ -32,28 +32,28 @@ struct MergeCommand: ParsableCommand {
     func run() throws {
         try runReportingErrors {
             guard let method = MergeMethod(rawValue: method) else {
-                throw CLIError("--method \"\(method)\" is unknown (choose one of \(MergeMethod.allCases.map(\.rawValue).joined(separator: ", ")))")
+                throw FormatError("--method \"\(method)\" is unknown (choose one of \(MergeMethod.allCases.map(\.rawValue).joined(separator: ", ")))")
             }
-            guard let sign = MergeSpec.MajoritySign(rawValue: majoritySign) else { throw CLIError("--majority_sign must be total or frequency") }
+            guard let sign = MergeSpec.MajoritySign(rawValue: majoritySign) else { throw FormatError("--majority_sign must be total or frequency") }
             let paths = adapters.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-            guard !paths.isEmpty else { throw CLIError("--adapters: give at least one adapter directory") }
+            guard !paths.isEmpty else { throw FormatError("--adapters: give at least one adapter directory") }
             var spec = MergeSpec(method: method)
             if let weights {
                 spec.weights = try weights.split(separator: ",").map {
-                    guard let w = Double($0.trimmingCharacters(in: .whitespaces)) else { throw CLIError("--weights: \"\($0)\" is not a number") }
+                    guard let w = Double($0.trimmingCharacters(in: .whitespaces)) else { throw FormatError("--weights: \"\($0)\" is not a number") }
                     return w
                 }
             }
             spec.density = density; spec.majoritySign = sign; spec.seed = seed; spec.rank = rank
             let outputURL = URL(fileURLWithPath: output)
             if FileManager.default.fileExists(atPath: outputURL.path) && !force {
-                throw CLIError("\(output) exists (use --force to replace it)")
+                throw FormatError("\(output) exists (use --force to replace it)")
             }
             let loaded = try paths.map { try PEFTAdapter.load(URL(fileURLWithPath: $0)) }
             try AdapterMerge.validate(loaded, spec)
             let baseDir = try ModelDirectory(URL(fileURLWithPath: base))
             let backbone = try loadBackbone(baseDir)
-            guard let model = backbone as? TrainableBackbone else { throw CLIError("\(baseDir.modelType) models cannot carry LoRA adapters") }
+            guard let model = backbone as? TrainableBackbone else { throw FormatError("\(baseDir.modelType) models cannot carry LoRA adapters") }
             try AdapterMerge.checkCompatible(loaded, with: model, modelPath: base)
             if search.enabled {
                 spec = try FusionSearch(settings: search.settings(), base: baseDir, adapters: loaded, start: spec, backbone: backbone).run()

@@ -29,17 +29,17 @@ extension MergeSearchOptions {
         var s = FusionSearch.Settings()
         s.dev = dev
         s.methods = try methods.split(separator: ",").map { name in
-            guard let m = MergeMethod(rawValue: String(name)) else { throw CLIError("--search_methods: unknown method \"\(name)\"") }
+            guard let m = MergeMethod(rawValue: String(name)) else { throw FormatError("--search_methods: unknown method \"\(name)\"") }
             return m
         }
         s.scales = try scales.split(separator: ",").map { v in
-            guard let x = Double(v) else { throw CLIError("--search_scales: \"\(v)\" is not a number") }
+            guard let x = Double(v) else { throw FormatError("--search_scales: \"\(v)\" is not a number") }
             return x
         }
         s.rounds = rounds; s.maxQueries = maxQueries; s.maxDocuments = maxDocuments
         s.batchSize = batchSize; s.maxLength = maxLength; s.report = report
         guard let o = FusionSearch.Objective(rawValue: objective) else {
-            throw CLIError("--search_objective: unknown objective \"\(objective)\" (mean_ndcg or min_gain_kept)")
+            throw FormatError("--search_objective: unknown objective \"\(objective)\" (mean_ndcg or min_gain_kept)")
         }
         s.objective = o
         return s

@@ -156,7 +156,7 @@ struct MineCommand: ParsableCommand {
         guard let dataset else {
             let db = self.db!, name = dbDataset!
             let pairs = try DatasetStore(path: db).pairs(dataset: name, split: dbSplit)
-            guard !pairs.isEmpty else { throw CLIError("\(db): dataset \"\(name)\" has no \(dbSplit) pairs (run `embedtune data split` first?)") }
+            guard !pairs.isEmpty else { throw FormatError("\(db): dataset \"\(name)\" has no \(dbSplit) pairs (run `embedtune data split` first?)") }
             return ("query", "response", pairs.map(\.query), pairs.map(\.positive))
         }
         let url = URL(fileURLWithPath: dataset)

@@ -27,13 +27,13 @@ struct RouteBuild: ParsableCommand {
 
     func run() throws {
         try runReportingErrors {
-            guard let kind = Router.Kind(rawValue: kind) else { throw CLIError("--kind must be centroid or logistic") }
+            guard let kind = Router.Kind(rawValue: kind) else { throw FormatError("--kind must be centroid or logistic") }
             let train = try domain.map(Self.parse)
-            guard train.count >= 2 else { throw CLIError("give at least two --domain NAME=FILE") }
+            guard train.count >= 2 else { throw FormatError("give at least two --domain NAME=FILE") }
             let names = train.map(\.name)
-            guard Set(names).count == names.count else { throw CLIError("--domain names must be distinct (got \(names.joined(separator: ", ")))") }
+            guard Set(names).count == names.count else { throw FormatError("--domain names must be distinct (got \(names.joined(separator: ", ")))") }
             let tests = try test.map(Self.parse)
-            for t in tests where !names.contains(t.name) { throw CLIError("--test \(t.name): no --domain of that name (have \(names.joined(separator: ", ")))") }
+            for t in tests where !names.contains(t.name) { throw FormatError("--test \(t.name): no --domain of that name (have \(names.joined(separator: ", ")))") }
             let trainTexts = try train.map { try readTexts($0.path, field: field) }
             let testTexts = try tests.map { try readTexts($0.path, field: field) }
             let dir = try ModelDirectory(URL(fileURLWithPath: model))
@@ -63,7 +63,7 @@ struct RouteBuild: ParsableCommand {
 
     static func parse(_ spec: String) throws -> (name: String, path: String) {
         guard let eq = spec.firstIndex(of: "="), eq != spec.startIndex, spec.index(after: eq) != spec.endIndex else {
-            throw CLIError("\"\(spec)\": expected NAME=FILE")
+            throw FormatError("\"\(spec)\": expected NAME=FILE")
         }
         return (String(spec[..<eq]), String(spec[spec.index(after: eq)...]))
     }
