@@ -67,19 +67,6 @@ final class Importer {
         insertNegative = try db.prepare("INSERT OR IGNORE INTO negatives(dataset_id, query_id, doc_id) VALUES (?, ?, ?)")
     }
 
-    /// Drops surrounding whitespace and newlines (Unicode White_Space, as Foundation's
-    /// .whitespacesAndNewlines); returns the string itself, uncopied, in the usual case of none —
-    /// Foundation's trimmingCharacters bridges through NSString and dominated import time.
-    static func trimmed(_ s: String) -> String {
-        let u = s.unicodeScalars
-        guard let first = u.first, let last = u.last else { return s }
-        if !first.properties.isWhitespace && !last.properties.isWhitespace { return s }
-        var start = u.startIndex, end = u.endIndex
-        while start < end, u[start].properties.isWhitespace { start = u.index(after: start) }
-        while end > start, u[u.index(before: end)].properties.isWhitespace { end = u.index(before: end) }
-        return String(u[start..<end])
-    }
-
     /// The id of the document with this (trimmed) text, inserting it when new.
     func document(_ text: String, id given: String? = nil) throws -> (id: String, merged: Bool) {
         if let id = documentByText[text] { return (id, true) }
@@ -114,23 +101,12 @@ final class Importer {
 
     // MARK: Row formats (pairs, ms-swift, sentence-transformers)
 
-    /// One parsed row: texts already trimmed and non-empty.
-    struct Row {
-        var origin: String
-        var query: String
-        var positives: [String]
-        var negatives: [String]
-        var queryID: String?
-    }
-
     /// Adds a row: a repeated question is one query (a different answer adds a relevant
     /// document); a row whose every (question, answer) pair is already present is skipped,
     /// keeping only new negatives.
-    func add(_ row: Row, idField: String?) throws {
+    func add(_ row: QueryRow, idField: String?) throws {
         report.rowsRead += 1
-        if let k = row.negatives.firstIndex(where: row.positives.contains) {
-            throw FormatError(file: row.origin, item: "negative \(k + 1)", "is identical to a positive")
-        }
+        try row.checkNegatives()
         let existing = queryByText[row.query]
         if existing == nil, let given = row.queryID, queryIDs.contains(given) {
             throw FormatError(file: row.origin, item: idField, "id \"\(given)\" already names a different question")
@@ -160,23 +136,6 @@ final class Importer {
             if d.merged { report.duplicatesMerged += 1 }
             try negative(q, d.id)
         }
-    }
-
-    /// A required text field: present, a string, not blank; returned trimmed.
-    static func text(_ o: [String: JSONValue], _ key: String, _ origin: String) throws -> String {
-        guard let v = o[key], !v.isNull else { throw FormatError(file: origin, item: key, "missing field") }
-        guard let s = v.string else { throw FormatError(file: origin, item: key, "is not a string") }
-        let t = trimmed(s)
-        guard !t.isEmpty else { throw FormatError(file: origin, item: key, "is empty") }
-        return t
-    }
-
-    /// An optional text: nil when absent, null or blank.
-    static func optionalText(_ o: [String: JSONValue], _ key: String, _ origin: String) throws -> String? {
-        guard let v = o[key], !v.isNull else { return nil }
-        guard let s = v.string else { throw FormatError(file: origin, item: key, "is not a string") }
-        let t = trimmed(s)
-        return t.isEmpty ? nil : t
     }
 
     /// The rows of a JSONL / CSV / TSV file and its columns in file order (the CSV header, or
@@ -259,16 +218,16 @@ final class Importer {
                 var id: String?
                 if let field = inputs.idField {
                     guard let v = o[field], !v.isNull else { throw FormatError(file: row.origin, item: field, "missing field") }
-                    guard let s = v.string.map(Self.trimmed) ?? v.int.map(String.init), !s.isEmpty else {
+                    guard let s = v.string.map(RowFields.trimmed) ?? v.int.map(String.init), !s.isEmpty else {
                         throw FormatError(file: row.origin, item: field, "is not a non-empty string or integer")
                     }
                     id = s
                 }
-                try add(Row(origin: row.origin, query: try Self.text(o, q, row.origin), positives: [try Self.text(o, a, row.origin)],
+                try add(QueryRow(origin: row.origin, query: try RowFields.text(o, q, row.origin), positives: [try RowFields.text(o, a, row.origin)],
                             negatives: [], queryID: id), idField: inputs.idField)
             }
         case .msSwift:
-            for row in rows { try add(try Self.msSwiftRow(try Self.fields(row), origin: row.origin), idField: nil) }
+            for row in rows { try add(try RowFields.queryRow(try Self.fields(row), origin: row.origin), idField: nil) }
         case .sentenceTransformers:
             let first = try Self.fields(rows[0])
             let cols = columns.isEmpty ? first.keys.sorted() : columns
@@ -290,92 +249,14 @@ final class Importer {
             }
             for row in rows {
                 let o = try Self.fields(row)
-                let negatives = try negativeColumns.compactMap { try Self.optionalText(o, $0, row.origin) }
-                try add(Row(origin: row.origin, query: try Self.text(o, queryColumn, row.origin),
-                            positives: [try Self.text(o, positiveColumn, row.origin)], negatives: negatives), idField: nil)
+                let negatives = try negativeColumns.compactMap { try RowFields.optionalText(o, $0, row.origin) }
+                try add(QueryRow(origin: row.origin, query: try RowFields.text(o, queryColumn, row.origin),
+                            positives: [try RowFields.text(o, positiveColumn, row.origin)], negatives: negatives), idField: nil)
             }
         case .beir:
             break
         }
         if report.queries == 0 { throw FormatError(file: path, "no queries") }
-    }
-
-    /// An ms-swift row, as the trainer reads it: {query, response, rejected_response} or
-    /// {messages, positive_messages, negative_messages}; messages without positive_messages take
-    /// the last assistant turn as the positive, and rejected_response adds negatives either way.
-    static func msSwiftRow(_ o: [String: JSONValue], origin: String) throws -> Row {
-        /// The last user/assistant content of a conversation (a list of {role, content}).
-        func content(_ conversation: [JSONValue], roles: Set<String>, field: String) throws -> String? {
-            var found: String?
-            for (i, m) in conversation.enumerated() {
-                guard let role = m["role"]?.string else { throw FormatError(file: origin, item: "\(field)[\(i)].role", "missing or not a string") }
-                if roles.contains(role) {
-                    guard let c = m["content"]?.string else { throw FormatError(file: origin, item: "\(field)[\(i)].content", "missing or not a string") }
-                    found = c
-                }
-            }
-            guard let found else { return nil }
-            let t = trimmed(found)
-            guard !t.isEmpty else { throw FormatError(file: origin, item: "\(field).content", "is empty") }
-            return t
-        }
-        /// A list of conversations, or one conversation (positive_messages is sometimes flat).
-        func conversations(_ key: String) throws -> [[JSONValue]] {
-            guard let v = o[key], !v.isNull else { return [] }
-            guard let list = v.array else { throw FormatError(file: origin, item: key, "is not a list") }
-            if list.allSatisfy({ $0.array != nil }) { return list.compactMap(\.array) }
-            if list.allSatisfy({ $0.object != nil }) { return [list] }
-            throw FormatError(file: origin, item: key, "is not a list of messages or of conversations")
-        }
-        func rejected() throws -> [String] {
-            guard let v = o["rejected_response"], !v.isNull else { return [] }
-            if let list = v.array {
-                return try list.indices.map { i in
-                    guard let s = list[i].string else { throw FormatError(file: origin, item: "rejected_response[\(i)]", "is not a string") }
-                    let t = trimmed(s)
-                    guard !t.isEmpty else { throw FormatError(file: origin, item: "rejected_response[\(i)]", "is empty") }
-                    return t
-                }
-            }
-            return [try text(o, "rejected_response", origin)]
-        }
-        if let m = o["messages"], !m.isNull {
-            guard let messages = m.array else { throw FormatError(file: origin, item: "messages", "is not a list") }
-            guard let query = try content(messages, roles: ["user"], field: "messages") else {
-                throw FormatError(file: origin, item: "messages", "has no user message")
-            }
-            var positives = try conversations("positive_messages").enumerated().map { i, c in
-                guard let t = try content(c, roles: ["user", "assistant"], field: "positive_messages[\(i)]") else {
-                    throw FormatError(file: origin, item: "positive_messages[\(i)]", "has no user or assistant message")
-                }
-                return t
-            }
-            if positives.isEmpty {
-                guard let answer = try content(messages, roles: ["assistant"], field: "messages") else {
-                    throw FormatError(file: origin, item: "positive_messages", "missing field (and messages has no assistant turn)")
-                }
-                positives = [answer]
-            }
-            var negatives = try conversations("negative_messages").enumerated().map { i, c in
-                guard let t = try content(c, roles: ["user", "assistant"], field: "negative_messages[\(i)]") else {
-                    throw FormatError(file: origin, item: "negative_messages[\(i)]", "has no user or assistant message")
-                }
-                return t
-            }
-            negatives += try rejected()
-            return Row(origin: origin, query: query, positives: positives, negatives: negatives)
-        }
-        if o["query"] != nil {
-            return Row(origin: origin, query: try text(o, "query", origin), positives: [try text(o, "response", origin)], negatives: try rejected())
-        }
-        if o["anchor"] != nil {
-            var negatives = [String]()
-            if let n = try optionalText(o, "negative", origin) { negatives.append(n) }
-            var k = 1
-            while o["negative_\(k)"] != nil { if let n = try optionalText(o, "negative_\(k)", origin) { negatives.append(n) }; k += 1 }
-            return Row(origin: origin, query: try text(o, "anchor", origin), positives: [try text(o, "positive", origin)], negatives: negatives)
-        }
-        throw FormatError(file: origin, "no known fields (expected query/response, messages, or anchor/positive; have \(o.keys.sorted().joined(separator: ", ")))")
     }
 
     // MARK: BEIR
@@ -405,7 +286,7 @@ final class Importer {
         // Corpus: ids kept; a text seen before makes its id an alias of the first.
         var documentAlias = [String: String](), emptyDocuments = Set<String>()
         for r in try BEIRFiles.records(corpusPath) {
-            let text = Self.trimmed(r.text)
+            let text = RowFields.trimmed(r.text)
             report.rowsRead += 1
             guard documentAlias[r.id] == nil, !emptyDocuments.contains(r.id) else {
                 throw FormatError(file: r.origin, item: "_id", "duplicate id \"\(r.id)\"")
@@ -420,7 +301,7 @@ final class Importer {
         var queryAlias = [String: String](), emptyQueries = Set<String>()
         var newQueries = [(id: String, text: String)](), textToQuery = [String: String]()
         for r in try BEIRFiles.records(queriesPath) {
-            let text = Self.trimmed(r.text)
+            let text = RowFields.trimmed(r.text)
             report.rowsRead += 1
             guard queryAlias[r.id] == nil, !emptyQueries.contains(r.id) else {
                 throw FormatError(file: r.origin, item: "_id", "duplicate id \"\(r.id)\"")

@@ -29,69 +29,17 @@ public enum TripletReader {
         let rows = try TableRows.read(try TextFile.read(path), path: path, format: URL(fileURLWithPath: path).pathExtension.lowercased())
         var out = [Triplet](), skipped = [FormatError]()
         for row in rows {
-            do { out.append(try triplet(try row.fields(), origin: row.origin)) }
+            do {
+                let r = try RowFields.queryRow(try row.fields(), origin: row.origin)
+                try r.checkNegatives()
+                out.append(Triplet(query: r.query, positive: r.positives[0], negatives: r.negatives, instruction: r.instruction, origin: r.origin))
+            }
             catch let problem as FormatError {
                 if skipBadRows { skipped.append(problem) } else { throw problem }
             }
         }
         if out.isEmpty { throw FormatError(file: path, "no usable rows (\(skipped.count) skipped)") }
         return (out, skipped)
-    }
-
-    static func triplet(_ o: [String: JSONValue], origin: String) throws -> Triplet {
-        func text(_ key: String, _ v: JSONValue?) throws -> String {
-            guard let v else { throw FormatError(file: origin, "missing field \"\(key)\"") }
-            guard let s = v.string else { throw FormatError(file: origin, "field \"\(key)\" is not a string") }
-            guard !s.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
-                throw FormatError(file: origin, "field \"\(key)\" is empty")
-            }
-            return s
-        }
-        func messagesText(_ key: String) throws -> (user: String, system: String?) {
-            guard var list = o[key]?.array else { throw FormatError(file: origin, "missing field \"\(key)\"") }
-            // positive_messages is a list of conversations; the first one is the positive.
-            if let first = list.first?.array { list = first }
-            var user: String?, system: String?
-            for m in list {
-                let role = m["role"]?.string, content = m["content"]?.string
-                if role == "system" { system = content } else if role == "user" || role == "assistant" { user = content ?? user }
-            }
-            return (try text("\(key).content", user.map(JSONValue.string)), system)
-        }
-        var t: Triplet
-        if o["messages"] != nil {
-            let q = try messagesText("messages")
-            let p = try messagesText("positive_messages")
-            var negatives = [String]()
-            for (i, n) in (o["negative_messages"]?.array ?? []).enumerated() {
-                guard let group = n.array else { throw FormatError(file: origin, "negative_messages[\(i)] is not a list of messages") }
-                let content = group.last?["content"]?.string
-                negatives.append(try text("negative_messages[\(i)].content", content.map(JSONValue.string)))
-            }
-            t = Triplet(query: q.user, positive: p.user, negatives: negatives, instruction: q.system, origin: origin)
-        } else if o["query"] != nil {
-            var negatives = [String]()
-            if let list = o["rejected_response"]?.array {
-                for (i, n) in list.enumerated() { negatives.append(try text("rejected_response[\(i)]", n)) }
-            } else if let one = o["rejected_response"], !one.isNull {
-                negatives.append(try text("rejected_response", one))
-            }
-            t = Triplet(query: try text("query", o["query"]), positive: try text("response", o["response"]), negatives: negatives,
-                        origin: origin)
-        } else if o["anchor"] != nil {
-            var negatives = [String]()
-            if let n = o["negative"] { negatives.append(try text("negative", n)) }
-            var k = 1
-            while let n = o["negative_\(k)"] { negatives.append(try text("negative_\(k)", n)); k += 1 }
-            t = Triplet(query: try text("anchor", o["anchor"]), positive: try text("positive", o["positive"]), negatives: negatives,
-                        origin: origin)
-        } else {
-            throw FormatError(file: origin, "no known fields (expected query/response, messages, or anchor/positive)")
-        }
-        if let same = t.negatives.firstIndex(of: t.positive) {
-            throw FormatError(file: origin, "negative \(same + 1) is identical to the positive")
-        }
-        return t
     }
 }
 
@@ -164,4 +112,148 @@ public enum DelimitedText {
         if !field.isEmpty || !row.isEmpty { row.append(field); rows.append(row) }
         return rows
     }
+}
+
+/// One row of a training or import file: a query, its positives and hard negatives, and the
+/// instruction of an ms-swift system message. Texts are trimmed and non-empty.
+public struct QueryRow: Equatable, Sendable {
+    public var origin: String
+    public var query: String
+    public var positives: [String]
+    public var negatives: [String]
+    public var instruction: String?
+    /// The row's own query id (`data import --id_field`).
+    public var queryID: String?
+
+    public init(origin: String, query: String, positives: [String], negatives: [String], instruction: String? = nil, queryID: String? = nil) {
+        self.origin = origin
+        self.query = query
+        self.positives = positives
+        self.negatives = negatives
+        self.instruction = instruction
+        self.queryID = queryID
+    }
+
+    /// A negative equal to a positive would teach the model to push the answer away.
+    public func checkNegatives() throws {
+        if let k = negatives.firstIndex(where: positives.contains) {
+            throw FormatError(file: origin, item: "negative \(k + 1)", "is identical to a positive")
+        }
+    }
+}
+
+/// The field rules every row reader shares (`train --dataset`, `data import`, `mine`): one
+/// parser per row layout, the same trimming and the same errors, naming file:line and field.
+public enum RowFields {
+    /// Drops surrounding whitespace and newlines (Unicode White_Space, as Foundation's
+    /// .whitespacesAndNewlines); returns the string itself, uncopied, in the usual case of none —
+    /// Foundation's trimmingCharacters bridges through NSString and dominated import time.
+    public static func trimmed(_ s: String) -> String {
+        let u = s.unicodeScalars
+        guard let first = u.first, let last = u.last else { return s }
+        if !first.properties.isWhitespace && !last.properties.isWhitespace { return s }
+        var start = u.startIndex, end = u.endIndex
+        while start < end, u[start].properties.isWhitespace { start = u.index(after: start) }
+        while end > start, u[u.index(before: end)].properties.isWhitespace { end = u.index(before: end) }
+        return String(u[start..<end])
+    }
+
+    /// A required text field: present, a string, not blank; returned trimmed.
+    public static func text(_ o: [String: JSONValue], _ key: String, _ origin: String) throws -> String {
+        guard let v = o[key], !v.isNull else { throw FormatError(file: origin, item: key, "missing field") }
+        guard let s = v.string else { throw FormatError(file: origin, item: key, "is not a string") }
+        let t = trimmed(s)
+        guard !t.isEmpty else { throw FormatError(file: origin, item: key, "is empty") }
+        return t
+    }
+
+    /// An optional text: nil when absent, null or blank.
+    public static func optionalText(_ o: [String: JSONValue], _ key: String, _ origin: String) throws -> String? {
+        guard let v = o[key], !v.isNull else { return nil }
+        guard let s = v.string else { throw FormatError(file: origin, item: key, "is not a string") }
+        let t = trimmed(s)
+        return t.isEmpty ? nil : t
+    }
+
+    /// A row as every reader takes it: ms-swift's {query, response, rejected_response} or
+    /// {messages, positive_messages, negative_messages} (a system message is the query's
+    /// instruction; messages without positive_messages take the last assistant turn as the
+    /// positive; rejected_response adds negatives either way), or sentence-transformers'
+    /// {anchor, positive, negative | negative_1…n}.
+    public static func queryRow(_ o: [String: JSONValue], origin: String) throws -> QueryRow {
+        /// The last user/assistant content of a conversation (a list of {role, content}).
+        func content(_ conversation: [JSONValue], roles: Set<String>, field: String) throws -> String? {
+            var found: String?
+            for (i, m) in conversation.enumerated() {
+                guard let role = m["role"]?.string else { throw FormatError(file: origin, item: "\(field)[\(i)].role", "missing or not a string") }
+                if roles.contains(role) {
+                    guard let c = m["content"]?.string else { throw FormatError(file: origin, item: "\(field)[\(i)].content", "missing or not a string") }
+                    found = c
+                }
+            }
+            guard let found else { return nil }
+            let t = trimmed(found)
+            guard !t.isEmpty else { throw FormatError(file: origin, item: "\(field).content", "is empty") }
+            return t
+        }
+        /// A list of conversations, or one conversation (positive_messages is sometimes flat).
+        func conversations(_ key: String) throws -> [[JSONValue]] {
+            guard let v = o[key], !v.isNull else { return [] }
+            guard let list = v.array else { throw FormatError(file: origin, item: key, "is not a list") }
+            if list.allSatisfy({ $0.array != nil }) { return list.compactMap(\.array) }
+            if list.allSatisfy({ $0.object != nil }) { return [list] }
+            throw FormatError(file: origin, item: key, "is not a list of messages or of conversations")
+        }
+        func rejected() throws -> [String] {
+            guard let v = o["rejected_response"], !v.isNull else { return [] }
+            if let list = v.array {
+                return try list.indices.map { i in
+                    guard let s = list[i].string else { throw FormatError(file: origin, item: "rejected_response[\(i)]", "is not a string") }
+                    let t = trimmed(s)
+                    guard !t.isEmpty else { throw FormatError(file: origin, item: "rejected_response[\(i)]", "is empty") }
+                    return t
+                }
+            }
+            return [try text(o, "rejected_response", origin)]
+        }
+        if let m = o["messages"], !m.isNull {
+            guard let messages = m.array else { throw FormatError(file: origin, item: "messages", "is not a list") }
+            guard let query = try content(messages, roles: ["user"], field: "messages") else {
+                throw FormatError(file: origin, item: "messages", "has no user message")
+            }
+            var positives = try conversations("positive_messages").enumerated().map { i, c in
+                guard let t = try content(c, roles: ["user", "assistant"], field: "positive_messages[\(i)]") else {
+                    throw FormatError(file: origin, item: "positive_messages[\(i)]", "has no user or assistant message")
+                }
+                return t
+            }
+            if positives.isEmpty {
+                guard let answer = try content(messages, roles: ["assistant"], field: "messages") else {
+                    throw FormatError(file: origin, item: "positive_messages", "missing field (and messages has no assistant turn)")
+                }
+                positives = [answer]
+            }
+            var negatives = try conversations("negative_messages").enumerated().map { i, c in
+                guard let t = try content(c, roles: ["user", "assistant"], field: "negative_messages[\(i)]") else {
+                    throw FormatError(file: origin, item: "negative_messages[\(i)]", "has no user or assistant message")
+                }
+                return t
+            }
+            negatives += try rejected()
+            let system = try content(messages, roles: ["system"], field: "messages")
+            return QueryRow(origin: origin, query: query, positives: positives, negatives: negatives, instruction: system)
+        }
+        if o["query"] != nil {
+            return QueryRow(origin: origin, query: try text(o, "query", origin), positives: [try text(o, "response", origin)], negatives: try rejected())
+        }
+        if o["anchor"] != nil {
+            var negatives = [String]()
+            if let n = try optionalText(o, "negative", origin) { negatives.append(n) }
+            var k = 1
+            while o["negative_\(k)"] != nil { if let n = try optionalText(o, "negative_\(k)", origin) { negatives.append(n) }; k += 1 }
+            return QueryRow(origin: origin, query: try text(o, "anchor", origin), positives: [try text(o, "positive", origin)], negatives: negatives)
+        }
+        throw FormatError(file: origin, "no known fields (expected query/response, messages, or anchor/positive; have \(o.keys.sorted().joined(separator: ", ")))")
+    }
+
 }

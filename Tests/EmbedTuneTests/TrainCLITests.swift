@@ -64,9 +64,9 @@ struct TrainCLITests {
         let good = (0..<16).map { #"{"query": "q\#($0)", "response": "answer \#($0)", "rejected_response": ["other \#($0)"]}"# }
         let cases: [(String, String)] = [
             (#"{"query": "broken"#, "malformed JSON"),
-            (#"{"query": "q", "rejected_response": ["n"]}"#, "missing field \"response\""),
-            (#"{"query": "   ", "response": "r", "rejected_response": ["n"]}"#, "field \"query\" is empty"),
-            (#"{"query": "q", "response": "same", "rejected_response": ["same"]}"#, "negative 1 is identical to the positive"),
+            (#"{"query": "q", "rejected_response": ["n"]}"#, "response: missing field"),
+            (#"{"query": "   ", "response": "r", "rejected_response": ["n"]}"#, "query: is empty"),
+            (#"{"query": "q", "response": "same", "rejected_response": ["same"]}"#, "negative 1: is identical to a positive"),
         ]
         for (i, (bad, message)) in cases.enumerated() {
             let data = tmp.appendingPathComponent("d\(i).jsonl")
