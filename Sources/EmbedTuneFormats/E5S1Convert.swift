@@ -48,22 +48,19 @@ extension E5S1 {
         }
         add("embeddings.LayerNorm.weight", [H], "emb.ln.w")
         add("embeddings.LayerNorm.bias", [H], "emb.ln.b")
+        // Per layer, in this order: (Hugging Face module, engine tensor prefix, weight shape); each
+        // module's bias has the weight's first dimension.
+        let layerModules: [(hf: String, src: String, shape: [Int])] = [
+            ("attention.self.query", "q", [H, H]), ("attention.self.key", "k", [H, H]),
+            ("attention.self.value", "v", [H, H]), ("attention.output.dense", "ao", [H, H]),
+            ("attention.output.LayerNorm", "aln", [H]), ("intermediate.dense", "fi", [F, H]),
+            ("output.dense", "fo", [H, F]), ("output.LayerNorm", "oln", [H]),
+        ]
         for l in 0..<h.layers {
-            let p = "encoder.layer.\(l)."
-            for (hf, src) in [("query", "q"), ("key", "k"), ("value", "v")] {
-                add(p + "attention.self.\(hf).weight", [H, H], "l\(l).\(src).w")
-                add(p + "attention.self.\(hf).bias", [H], "l\(l).\(src).b")
+            for m in layerModules {
+                add("encoder.layer.\(l).\(m.hf).weight", m.shape, "l\(l).\(m.src).w")
+                add("encoder.layer.\(l).\(m.hf).bias", [m.shape[0]], "l\(l).\(m.src).b")
             }
-            add(p + "attention.output.dense.weight", [H, H], "l\(l).ao.w")
-            add(p + "attention.output.dense.bias", [H], "l\(l).ao.b")
-            add(p + "attention.output.LayerNorm.weight", [H], "l\(l).aln.w")
-            add(p + "attention.output.LayerNorm.bias", [H], "l\(l).aln.b")
-            add(p + "intermediate.dense.weight", [F, H], "l\(l).fi.w")
-            add(p + "intermediate.dense.bias", [F], "l\(l).fi.b")
-            add(p + "output.dense.weight", [H, F], "l\(l).fo.w")
-            add(p + "output.dense.bias", [H], "l\(l).fo.b")
-            add(p + "output.LayerNorm.weight", [H], "l\(l).oln.w")
-            add(p + "output.LayerNorm.bias", [H], "l\(l).oln.b")
         }
         return out
     }
@@ -105,27 +102,24 @@ extension E5S1 {
             if let createdRoot { try? fm.removeItem(at: createdRoot) }
             throw error
         }
+        // An existing directory is moved aside first, and moved back if the rename fails.
+        var old: URL? = nil
         if exists {
-            let old = parent.appendingPathComponent(".\(destination.lastPathComponent).replaced-\(tag)")
-            guard rename(destination.path, old.path) == 0 else {
+            let aside = parent.appendingPathComponent(".\(destination.lastPathComponent).replaced-\(tag)")
+            guard rename(destination.path, aside.path) == 0 else {
                 let reason = String(cString: strerror(errno))
                 try? fm.removeItem(at: staging)
                 throw FormatError(url: destination, "cannot move the existing directory aside: \(reason)")
             }
-            guard rename(staging.path, destination.path) == 0 else {
-                let reason = String(cString: strerror(errno))
-                _ = rename(old.path, destination.path)
-                try? fm.removeItem(at: staging)
-                throw FormatError(url: destination, "cannot rename the converted directory into place: \(reason)")
-            }
-            try? fm.removeItem(at: old)
-        } else {
-            guard rename(staging.path, destination.path) == 0 else {
-                let reason = String(cString: strerror(errno))
-                try? fm.removeItem(at: staging)
-                throw FormatError(url: destination, "cannot rename the converted directory into place: \(reason)")
-            }
+            old = aside
         }
+        guard rename(staging.path, destination.path) == 0 else {
+            let reason = String(cString: strerror(errno))
+            if let old { _ = rename(old.path, destination.path) }
+            try? fm.removeItem(at: staging)
+            throw FormatError(url: destination, "cannot rename the converted directory into place: \(reason)")
+        }
+        if let old { try? fm.removeItem(at: old) }
         return summary
     }
 
