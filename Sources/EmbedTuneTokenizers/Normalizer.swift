@@ -61,10 +61,7 @@ public struct PrependNormalizer: Normalizer {
 public enum NormalizerFactory {
 
     public static func make(_ json: JSONValue, path: String, file: String) throws -> Normalizer? {
-        if json.isNull { return nil }
-        guard let type = json["type"]?.string else {
-            throw TokenizerError(file: file, item: "\(path).type", "missing normalizer type")
-        }
+        guard let type = try componentType(json, "normalizer", path: path, file: file) else { return nil }
         switch type {
         case "NFC", "NFD", "NFKC", "NFKD": return UnicodeNormalizer(form: .init(rawValue: type)!)
         case "Lowercase": return LowercaseNormalizer()

@@ -27,10 +27,7 @@ public struct TemplateProcessor: Sendable {
     /// Parses TemplateProcessing, BertProcessing / RobertaProcessing, a ByteLevel no-op, or a
     /// Sequence of these. nil means ids pass through unchanged.
     public static func make(_ json: JSONValue, vocabulary: (String) -> Int32?, path: String, file: String) throws -> TemplateProcessor? {
-        if json.isNull { return nil }
-        guard let type = json["type"]?.string else {
-            throw TokenizerError(file: file, item: "\(path).type", "missing post-processor type")
-        }
+        guard let type = try componentType(json, "post-processor", path: path, file: file) else { return nil }
         switch type {
         case "ByteLevel": return nil
         case "TemplateProcessing":

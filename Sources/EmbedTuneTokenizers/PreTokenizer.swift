@@ -44,10 +44,7 @@ public struct SequencePreTokenizer: PreTokenizer {
 
 public enum PreTokenizerFactory {
     public static func make(_ json: JSONValue, path: String, file: String) throws -> PreTokenizer? {
-        if json.isNull { return nil }
-        guard let type = json["type"]?.string else {
-            throw TokenizerError(file: file, item: "\(path).type", "missing pre-tokenizer type")
-        }
+        guard let type = try componentType(json, "pre-tokenizer", path: path, file: file) else { return nil }
         switch type {
         case "Split":
             guard let source = json["pattern"]?["Regex"]?.string ?? json["pattern"]?["String"]?.string.map(NSRegularExpression.escapedPattern(for:)) else {
