@@ -89,9 +89,8 @@ public enum NormalizerFactory {
             }
             return try PrecompiledNormalizer(base64: blob, file: file, path: path)
         case "Sequence":
-            let items = json["normalizers"]?.array ?? []
-            return SequenceNormalizer(normalizers: try items.enumerated().compactMap {
-                try make($1, path: "\(path).normalizers[\($0)]", file: file)
+            return SequenceNormalizer(normalizers: try sequenceMembers(json, "normalizers", path: path) {
+                try make($0, path: $1, file: file)
             })
         default:
             throw TokenizerError(file: file, item: "\(path).type", "unsupported normalizer type \"\(type)\"")

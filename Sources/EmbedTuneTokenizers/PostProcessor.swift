@@ -57,8 +57,8 @@ public struct TemplateProcessor: Sendable {
             }
             return TemplateProcessor(single: [.special([Int32(clsID)]), .sequence, .special([Int32(sepID)])])
         case "Sequence":
-            let steps = try (json["processors"]?.array ?? []).enumerated().compactMap {
-                try make($1, vocabulary: vocabulary, path: "\(path).processors[\($0)]", file: file)
+            let steps = try sequenceMembers(json, "processors", path: path) {
+                try make($0, vocabulary: vocabulary, path: $1, file: file)
             }
             guard steps.count <= 1 else {
                 throw TokenizerError(file: file, item: path, "more than one id-changing post-processor in a Sequence")

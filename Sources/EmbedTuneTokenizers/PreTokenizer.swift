@@ -74,9 +74,8 @@ public enum PreTokenizerFactory {
             }
             return MetaspacePreTokenizer(replacement: replacement, prepend: prepend, split: json["split"]?.bool ?? true)
         case "Sequence":
-            let items = json["pretokenizers"]?.array ?? []
-            return SequencePreTokenizer(steps: try items.enumerated().compactMap {
-                try make($1, path: "\(path).pretokenizers[\($0)]", file: file)
+            return SequencePreTokenizer(steps: try sequenceMembers(json, "pretokenizers", path: path) {
+                try make($0, path: $1, file: file)
             })
         default:
             throw TokenizerError(file: file, item: "\(path).type", "unsupported pre-tokenizer type \"\(type)\"")

@@ -13,3 +13,10 @@ func componentType(_ json: JSONValue, _ component: String, path: String, file: S
     }
     return type
 }
+
+/// The members of a `Sequence` component: the items of `json[key]` through `make`, each with its
+/// path `path.key[i]`; items that make nothing (JSON null, a no-op) are left out.
+func sequenceMembers<T>(_ json: JSONValue, _ key: String, path: String,
+                        _ make: (_ item: JSONValue, _ path: String) throws -> T?) throws -> [T] {
+    try (json[key]?.array ?? []).enumerated().compactMap { try make($1, "\(path).\(key)[\($0)]") }
+}
