@@ -45,10 +45,10 @@ static float *work_buffer(size_t floats) {
     return work;
 }
 
-// A head's rows come from memory (the projections wrote every head of every token long before),
+// A head's rows come from memory (the projections write every head of every token long before),
 // one or two cache lines per row, a token's whole width apart: the hardware prefetcher does not
-// follow them, and the first loads of each row were ~14% of the fused forward's samples. Rows
-// `ahead` of the one being read are requested early.
+// follow them, and unprefetched, the first loads of each row take ~14% of the fused forward's
+// samples. Rows `ahead` of the one being read are requested early.
 enum { AHEAD = 8 };
 
 INLINE void prefetch_row(const float *row, size_t d) {
@@ -66,7 +66,7 @@ INLINE void gather_rows(float *dst, const float *src, size_t ld, size_t t, size_
 
 // Kᵀ-style panels: panel j holds rows 16j ..< 16j + 16 of src (t, d) as d rows of 16, zero past t.
 // Eight rows by eight columns at a time, transposed in registers: element by element, with
-// stores 64 bytes apart, this pack was ~3% of either fused kernel's samples.
+// stores 64 bytes apart, this pack takes ~3% of either fused kernel's samples.
 INLINE void pack_transposed(float *dst, const float *src, size_t ld, size_t t, size_t d, size_t width) {
     for (size_t j0 = 0; j0 < width; j0 += 8) {
         float *panel = dst + j0 / NR * NR * d + j0 % NR;

@@ -1,7 +1,7 @@
 // Element-wise kernels with AVX2/FMA — GELU, SwiGLU, LayerNorm, RMSNorm, attention's row softmax, dropout masks — with
 // the same approximations and hashes as the Swift kernels (VectorMath.swift: Cephes-style exp, the
 // Eigen/XLA rational erf; Dropout.swift), one ymm per eight values.
-// Swift's SIMD8<Float> on baseline x86-64 is two SSE halves without FMA; GELU was 3.6% of a
+// Swift's SIMD8<Float> on baseline x86-64 is two SSE halves without FMA; GELU costs 3.6% of a
 // MiniLM training step that way.
 #include "embedtune_avx2.h"
 

@@ -285,13 +285,7 @@ final class Importer {
 
         // Corpus: ids kept; a text seen before makes its id an alias of the first.
         var documentAlias = [String: String](), emptyDocuments = Set<String>()
-        for r in try BEIRFiles.records(corpusPath) {
-            let text = RowFields.trimmed(r.text)
-            report.rowsRead += 1
-            guard documentAlias[r.id] == nil, !emptyDocuments.contains(r.id) else {
-                throw FormatError(file: r.origin, item: "_id", "duplicate id \"\(r.id)\"")
-            }
-            if text.isEmpty { emptyDocuments.insert(r.id); report.skipped += 1; continue }
+        try forEachRecord(corpusPath, isKnown: { documentAlias[$0] != nil }, empty: &emptyDocuments) { r, text in
             let d = try document(text, id: r.id)
             if d.merged { report.duplicatesMerged += 1 }
             documentAlias[r.id] = d.id
@@ -300,14 +294,8 @@ final class Importer {
 
         var queryAlias = [String: String](), emptyQueries = Set<String>()
         var newQueries = [(id: String, text: String)](), textToQuery = [String: String]()
-        for r in try BEIRFiles.records(queriesPath) {
-            let text = RowFields.trimmed(r.text)
-            report.rowsRead += 1
-            guard queryAlias[r.id] == nil, !emptyQueries.contains(r.id) else {
-                throw FormatError(file: r.origin, item: "_id", "duplicate id \"\(r.id)\"")
-            }
-            if text.isEmpty { emptyQueries.insert(r.id); report.skipped += 1; continue }
-            if let first = textToQuery[text] { queryAlias[r.id] = first; report.duplicatesMerged += 1; continue }
+        try forEachRecord(queriesPath, isKnown: { queryAlias[$0] != nil }, empty: &emptyQueries) { r, text in
+            if let first = textToQuery[text] { queryAlias[r.id] = first; report.duplicatesMerged += 1; return }
             textToQuery[text] = r.id
             queryAlias[r.id] = r.id
             newQueries.append((r.id, text))
@@ -334,5 +322,22 @@ final class Importer {
         for q in newQueries { try insertQuery(q.text, id: q.id, split: split[q.id]) }
         for j in judgements { try qrel(j.query, j.doc, score: j.score) }
         if report.qrels == 0 { throw FormatError(file: qrelsFiles[0], "no qrels") }
+    }
+
+    /// The records of a BEIR corpus or queries file, in order: each counts as a row read; an id
+    /// already `isKnown` or in `empty` is an error; an empty (trimmed) text is skipped and
+    /// counted, its id added to `empty` so that qrels naming it are skipped too. `body` gets every
+    /// other record with its trimmed text.
+    private func forEachRecord(_ path: String, isKnown: (String) -> Bool, empty: inout Set<String>,
+                               _ body: (BEIRFiles.Record, String) throws -> Void) throws {
+        for r in try BEIRFiles.records(path) {
+            let text = RowFields.trimmed(r.text)
+            report.rowsRead += 1
+            guard !isKnown(r.id), !empty.contains(r.id) else {
+                throw FormatError(file: r.origin, item: "_id", "duplicate id \"\(r.id)\"")
+            }
+            if text.isEmpty { empty.insert(r.id); report.skipped += 1; continue }
+            try body(r, text)
+        }
     }
 }

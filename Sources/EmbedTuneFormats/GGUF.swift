@@ -15,8 +15,8 @@ import Foundation
 /// not overlap another tensor's. ggml stores dimensions innermost first (ne[0] is the row
 /// length); `TensorInfo.shape` reverses them into PyTorch order, so a linear layer's weight
 /// reads as [out, in].
-public final class GGUFFile: @unchecked Sendable {
-    public struct TensorInfo: Sendable, Equatable {
+public final class GGUFFile: TensorFile, @unchecked Sendable {
+    public struct TensorInfo: TensorFileEntry, Sendable, Equatable {
         public let name: String
         public let type: GGMLType
         /// ggml order: `dimensions[0]` (ne[0]) is the innermost, contiguous dimension.
@@ -200,24 +200,17 @@ public final class GGUFFile: @unchecked Sendable {
 
     public func tensorInfo(_ name: String) -> TensorInfo? { byName[name].map { tensors[$0] } }
 
-    public func info(_ name: String) throws -> TensorInfo {
+    /// TensorFile's lookup: the named tensor's info, or a FormatError naming it missing.
+    public func entry(_ name: String) throws -> TensorInfo {
         guard let t = tensorInfo(name) else { throw FormatError(url: url, item: "tensor \"\(name)\"", "missing") }
         return t
     }
 
+    /// The same as `entry(_:)`.
+    public func info(_ name: String) throws -> TensorInfo { try entry(name) }
+
     /// The tensor's raw bytes in the file (validated on open).
     public func rawBytes(_ info: TensorInfo) -> UnsafeRawBufferPointer { map.bytes(info.range) }
-
-    /// The tensor dequantised to fp32, in PyTorch-order shape, checked against `expectedShape`.
-    public func tensor(_ name: String, expectedShape: [Int]? = nil) throws -> Tensor {
-        let t = try info(name)
-        if let expectedShape, expectedShape != t.shape {
-            throw FormatError(url: url, item: "tensor \"\(name)\"", "shape \(t.shape), expected \(expectedShape)")
-        }
-        let out = Tensor(zeros: t.shape)
-        try read(t, into: out.pointer)
-        return out
-    }
 
     /// Dequantises the tensor's `info.count` elements into `destination` as fp32.
     public func read(_ info: TensorInfo, into destination: UnsafeMutablePointer<Float>) throws {

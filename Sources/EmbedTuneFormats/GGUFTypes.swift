@@ -86,27 +86,19 @@ public enum GGUFValue: Equatable, Sendable, CustomStringConvertible {
     public var array: [GGUFValue]? { if case .array(_, let a) = self { return a }; return nil }
     public var elementType: GGUFValueType? { if case .array(let t, _) = self { return t }; return nil }
     /// An array whose elements are all strings.
-    public var strings: [String]? {
-        guard let a = array else { return nil }
-        var out = [String]()
-        out.reserveCapacity(a.count)
-        for v in a { guard let s = v.string else { return nil }; out.append(s) }
-        return out
-    }
+    public var strings: [String]? { elements(\.string) }
     /// An array whose elements are all integers that fit in `Int`.
-    public var ints: [Int]? {
-        guard let a = array else { return nil }
-        var out = [Int]()
-        out.reserveCapacity(a.count)
-        for v in a { guard let i = v.int else { return nil }; out.append(i) }
-        return out
-    }
+    public var ints: [Int]? { elements(\.int) }
     /// An array whose elements are all numbers.
-    public var doubles: [Double]? {
+    public var doubles: [Double]? { elements(\.double) }
+
+    /// The array's elements through `element`, or nil when this is not an array or any element
+    /// gives nil.
+    private func elements<T>(_ element: (GGUFValue) -> T?) -> [T]? {
         guard let a = array else { return nil }
-        var out = [Double]()
+        var out = [T]()
         out.reserveCapacity(a.count)
-        for v in a { guard let d = v.double else { return nil }; out.append(d) }
+        for v in a { guard let x = element(v) else { return nil }; out.append(x) }
         return out
     }
 

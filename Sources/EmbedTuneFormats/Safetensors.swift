@@ -20,8 +20,8 @@ public enum SafetensorsDType: String, CaseIterable, Sendable {
 /// an 8-byte little-endian header length, a UTF-8 JSON header, then the data buffer. Every
 /// tensor's byte range must lie inside the buffer, match shape × dtype size, and the ranges
 /// must tile the buffer without overlaps or holes (as the reference implementation requires).
-public final class SafetensorsFile: @unchecked Sendable {
-    public struct Entry: Sendable {
+public final class SafetensorsFile: TensorFile, @unchecked Sendable {
+    public struct Entry: TensorFileEntry, Sendable {
         public let name: String
         public let dtype: SafetensorsDType
         public let shape: [Int]
@@ -133,19 +133,8 @@ public final class SafetensorsFile: @unchecked Sendable {
         return e
     }
 
-    /// The tensor converted to fp32 (F32, F16, BF16, F64 are accepted), checked against
-    /// `expectedShape` when given.
-    public func tensor(_ name: String, expectedShape: [Int]? = nil) throws -> Tensor {
-        let e = try entry(name)
-        if let expectedShape, expectedShape != e.shape {
-            throw FormatError(url: url, item: "tensor \"\(name)\"", "shape \(e.shape), expected \(expectedShape)")
-        }
-        let out = Tensor(zeros: e.shape)
-        try read(e, into: out.pointer)
-        return out
-    }
-
-    /// Converts the entry's elements to fp32 into `destination` (entry.count floats).
+    /// Converts the entry's elements to fp32 into `destination` (entry.count floats); F32, F16,
+    /// BF16 and F64 are accepted.
     public func read(_ e: Entry, into destination: UnsafeMutablePointer<Float>) throws {
         let raw = map.bytes(e.range)
         let n = e.count

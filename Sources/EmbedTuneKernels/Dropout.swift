@@ -21,8 +21,8 @@ public func dropoutBase(tokenSeed: UInt64, site: UInt64) -> UInt64 { mix64(token
 /// Dropout with keep probability 1 − p and inverted scaling over one row of `count` values:
 /// out[j] = 0 when a 32-bit hash of (base, j) falls below p·2³², else inp[j]/(1 − p).
 /// out may alias inp.
-/// (On AVX2 CPUs the C kernel: SSE2's lanes have no 32-bit multiply, and this loop was 12% of a
-/// MiniLM training step with dropout.)
+/// (On AVX2 CPUs the C kernel runs instead: SSE2's lanes have no 32-bit multiply, and this loop
+/// costs 12% of a MiniLM training step with dropout.)
 @inline(__always)
 public func dropoutRow(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, count: Int, p: Float, base: UInt64) {
     if GEMMKernel.current == .avx2 { return embedtune_dropout_row(out, inp, count, dropoutLimit(p), 1 / (1 - p), base) }
@@ -60,7 +60,7 @@ public func dropoutRows(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Flo
 /// dx += dropout(du · A): a LoRA input gradient through its dropout mask (the masks of `dropoutRows`
 /// with the same seeds and site). du is (N, r), A (r, C), dx (N, C). On AVX2 CPUs each row's du·A
 /// is summed, masked and added in registers; otherwise du·A goes through `scratch` (N, C), masked
-/// and added in three passes — the fused row was written to remove those passes' memory traffic.
+/// and added in three passes — the fused row saves those passes' memory traffic.
 public func addLowRankThroughDropout(dx: UnsafeMutablePointer<Float>, du: UnsafePointer<Float>, rank: Int,
                                      a: UnsafePointer<Float>, n: Int, c: Int, p: Float,
                                      tokenSeeds: UnsafePointer<UInt64>, site: UInt64,

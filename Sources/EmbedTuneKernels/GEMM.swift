@@ -5,9 +5,9 @@ import Foundation
 /// The kernel behind `sgemm` and the linear layers.
 ///
 /// `avx2` is our own AVX2/FMA code (`Sources/CEmbedTuneAVX2`). Its gain is the low-rank adapter:
-/// OpenBLAS packs every operand of every call, so a rank-8 projection copied the whole (N, in)
-/// activation to produce 8 columns, and the adapter's products were 13% of a MiniLM training step
-/// for 4% of its FLOPs. The own kernels read activations in place, pack only the weight, run
+/// OpenBLAS packs every operand of every call, so through it a rank-8 projection copies the whole
+/// (N, in) activation to produce 8 columns, and the adapter's products take 13% of a MiniLM
+/// training step for 4% of its FLOPs. The own kernels read activations in place, pack only the weight, run
 /// narrow outputs (a rank) in one zero-padded panel, stream Aᵀ·B weight gradients without
 /// packing, and fold s·u·Bᵀ (forward) and du·A (input gradient) into the frozen weight's product,
 /// so C is written once (`linearForwardPlusLowRank`, `linearBackwardInputPlusLowRank`). On the
@@ -49,7 +49,7 @@ public enum GEMMKernel: String, Sendable, CaseIterable {
     /// one call bit for bit, and split elsewhere it does not; the own kernels give the same row
     /// wherever a split falls. Found once by splitting a small product at multiples of candidate
     /// sizes and comparing with one call. `nil` when no candidate keeps every value: products are
-    /// then split evenly at multiples of 16 (deterministic for one thread count, as before).
+    /// then split evenly at multiples of 16 (deterministic for one thread count).
     /// Three shapes: a narrow one, one whose pieces fall below the size where some OpenBLAS
     /// builds switch to a direct (unpacked) kernel while the whole does not, and one as wide and
     /// deep as several of OpenBLAS's blocks (≈ 25 ms in all on Zen, once per process).

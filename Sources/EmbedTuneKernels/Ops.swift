@@ -48,8 +48,8 @@ public func layernormForward(
 }
 
 /// A residual add and the LayerNorm after it, row by row: sum += residual (backward reads the
-/// sum), then out = LayerNorm(sum). Each row is normalised while it is still in L1, where adding
-/// all rows first and normalising them after went through memory twice. Same arithmetic as
+/// sum), then out = LayerNorm(sum). Each row is normalised while it is still in L1, whereas adding
+/// all rows first and normalising them after goes through memory twice. Same arithmetic as
 /// `addInPlace` then `layernormForward`. (On AVX2 CPUs both run in C with FMA; Swift's SIMD8 is two
 /// SSE halves without it.)
 public func addLayernormForward(

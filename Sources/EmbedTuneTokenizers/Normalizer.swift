@@ -61,10 +61,7 @@ public struct PrependNormalizer: Normalizer {
 public enum NormalizerFactory {
 
     public static func make(_ json: JSONValue, path: String, file: String) throws -> Normalizer? {
-        if json.isNull { return nil }
-        guard let type = json["type"]?.string else {
-            throw FormatError(file: file, item: "\(path).type", "missing normalizer type")
-        }
+        guard let type = try componentType(json, "normalizer", path: path, file: file) else { return nil }
         switch type {
         case "NFC", "NFD", "NFKC", "NFKD": return UnicodeNormalizer(form: .init(rawValue: type)!)
         case "Lowercase": return LowercaseNormalizer()
@@ -92,9 +89,8 @@ public enum NormalizerFactory {
             }
             return try PrecompiledNormalizer(base64: blob, file: file, path: path)
         case "Sequence":
-            let items = json["normalizers"]?.array ?? []
-            return SequenceNormalizer(normalizers: try items.enumerated().compactMap {
-                try make($1, path: "\(path).normalizers[\($0)]", file: file)
+            return SequenceNormalizer(normalizers: try sequenceMembers(json, "normalizers", path: path) {
+                try make($0, path: $1, file: file)
             })
         default:
             throw FormatError(file: file, item: "\(path).type", "unsupported normalizer type \"\(type)\"")

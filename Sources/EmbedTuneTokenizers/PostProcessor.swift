@@ -27,10 +27,7 @@ public struct TemplateProcessor: Sendable {
     /// Parses TemplateProcessing, BertProcessing / RobertaProcessing, a ByteLevel no-op, or a
     /// Sequence of these. nil means ids pass through unchanged.
     public static func make(_ json: JSONValue, vocabulary: (String) -> Int32?, path: String, file: String) throws -> TemplateProcessor? {
-        if json.isNull { return nil }
-        guard let type = json["type"]?.string else {
-            throw FormatError(file: file, item: "\(path).type", "missing post-processor type")
-        }
+        guard let type = try componentType(json, "post-processor", path: path, file: file) else { return nil }
         switch type {
         case "ByteLevel": return nil
         case "TemplateProcessing":
@@ -60,8 +57,8 @@ public struct TemplateProcessor: Sendable {
             }
             return TemplateProcessor(single: [.special([Int32(clsID)]), .sequence, .special([Int32(sepID)])])
         case "Sequence":
-            let steps = try (json["processors"]?.array ?? []).enumerated().compactMap {
-                try make($1, vocabulary: vocabulary, path: "\(path).processors[\($0)]", file: file)
+            let steps = try sequenceMembers(json, "processors", path: path) {
+                try make($0, vocabulary: vocabulary, path: $1, file: file)
             }
             guard steps.count <= 1 else {
                 throw FormatError(file: file, item: path, "more than one id-changing post-processor in a Sequence")

@@ -44,10 +44,7 @@ public struct SequencePreTokenizer: PreTokenizer {
 
 public enum PreTokenizerFactory {
     public static func make(_ json: JSONValue, path: String, file: String) throws -> PreTokenizer? {
-        if json.isNull { return nil }
-        guard let type = json["type"]?.string else {
-            throw FormatError(file: file, item: "\(path).type", "missing pre-tokenizer type")
-        }
+        guard let type = try componentType(json, "pre-tokenizer", path: path, file: file) else { return nil }
         switch type {
         case "Split":
             guard let source = json["pattern"]?["Regex"]?.string ?? json["pattern"]?["String"]?.string.map(NSRegularExpression.escapedPattern(for:)) else {
@@ -77,9 +74,8 @@ public enum PreTokenizerFactory {
             }
             return MetaspacePreTokenizer(replacement: replacement, prepend: prepend, split: json["split"]?.bool ?? true)
         case "Sequence":
-            let items = json["pretokenizers"]?.array ?? []
-            return SequencePreTokenizer(steps: try items.enumerated().compactMap {
-                try make($1, path: "\(path).pretokenizers[\($0)]", file: file)
+            return SequencePreTokenizer(steps: try sequenceMembers(json, "pretokenizers", path: path) {
+                try make($0, path: $1, file: file)
             })
         default:
             throw FormatError(file: file, item: "\(path).type", "unsupported pre-tokenizer type \"\(type)\"")
