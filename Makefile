@@ -26,7 +26,7 @@ help:
 	@echo "make test   - install what is missing, build, run every test"
 	@echo "make bench  - benchmarks (GEMM, embedding, training, mining), JSON in out/bench/"
 	@echo "make bench-peer - training side by side with PyTorch + peft + sentence-transformers (bench/peer/)"
-	@echo "make report-check - a short run, its HTML report (embedtune report) and a screenshot in out/report-check/"
+	@echo "make report-check - the demo's HTML run report (embedtune report) rendered to out/report-check/report.png"
 	@echo "make deps | models | build | reference | clean"
 
 ## $(call apt-install-missing,PACKAGES,TARGET): the Debian packages not yet installed, with apt-get, non-interactive.
@@ -136,9 +136,9 @@ reference:
 	tools/reference/.venv/bin/pip install --quiet -r tools/reference/requirements.txt
 	tools/reference/.venv/bin/python tools/reference/make_fixtures.py
 
-## report-check: a short training run on the English FAQ, `embedtune eval` and `embedtune report` on it,
-## and the page rendered by headless Chromium to out/report-check/report.png, to look at. Chromium and
-## a CJK font (the options hold Chinese terms) are installed with apt-get when missing.
+## report-check: the demo's run report (`embedtune report`, written by `make demo`; the demo runs first
+## when it is missing) rendered by headless Chromium to out/report-check/report.png, to look at. Chromium
+## and a CJK font (the options hold Chinese terms) are installed with apt-get when missing.
 REPORT_APT_PACKAGES := chromium fonts-wqy-microhei
 report-check: deps models build
 	@$(call apt-install-missing,$(REPORT_APT_PACKAGES),report-check)

@@ -3,8 +3,8 @@
 # QA, multilingual-e5-small): the whole pipeline on real data, end to end —
 #   import pairs into the dataset store → split by question → mine hard negatives with the base model
 #   (2 MPI ranks, each embeds a shard) → LoRA training (2 MPI ranks) → base vs tuned retrieval on the
-#   held-out questions (NDCG@10, Recall@5, MRR@10; table + SVG chart) → export the tuned model merged
-#   into a Hugging Face / sentence-transformers directory.
+#   held-out questions (NDCG@10, Recall@5, MRR@10; table + SVG chart) → the run's HTML report →
+#   export the tuned model merged into a Hugging Face / sentence-transformers directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.build/release/embedtune
@@ -59,6 +59,9 @@ step "retrieval on the held-out questions (whole corpus), base vs tuned"
 $BIN eval --db "$DB" --db_dataset $NAME --db_split test --model $MODEL --adapter "$ADAPTER" \
     --output "$OUT/metrics.json" --markdown "$OUT/metrics.md" --chart "$OUT/chart.svg"
 
+step "the run's report: loss, τ, learning rate and held-out NDCG@10 curves, model card, eval table and chart"
+$BIN report "$ADAPTER" --metrics "$OUT/metrics.json" --output "$OUT/report.html"
+
 step "export: the tuned model merged into a Hugging Face + sentence-transformers directory"
 $BIN merge --base $MODEL --adapters "$ADAPTER" --fold --output "$OUT/merged-model" --force
 head -5 data/demo/texts.txt > "$OUT/five.txt"
@@ -77,4 +80,4 @@ PY
 step "runs recorded in the store"
 $BIN data list --db "$DB"
 echo
-echo "demo-$DEMO: done in $(( $(date +%s) - start ))s (outputs in $OUT/: metrics.md, chart.svg, merged-model/)"
+echo "demo-$DEMO: done in $(( $(date +%s) - start ))s (outputs in $OUT/: metrics.md, chart.svg, report.html, merged-model/)"

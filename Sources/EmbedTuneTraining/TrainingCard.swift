@@ -27,7 +27,7 @@ extension Trainer {
                 + "model, or `embedtune embed --model BASE --adapter DIR`.")
         card.extraTags = ["infonce", "peft"]
         card.data = [
-            ("dataset", options.dataset),
+            ("dataset", plan.source),
             ("training rows", "\(train.count)"),
             ("held-out rows", String(format: "%d (split_dataset_ratio %.2f, by query)", holdout.count, options.splitDatasetRatio)),
             ("skipped rows", "\(skipped.count)"),
