@@ -203,16 +203,10 @@ final class Importer {
         switch format {
         case .pairs:
             let first = try Self.fields(rows[0])
-            let have = columns.isEmpty ? first.keys.sorted() : columns
-            func pick(_ given: String?, _ candidates: [String], _ what: String, _ flag: String) throws -> String {
-                if let given { return given }
-                guard let found = candidates.first(where: { first[$0] != nil }) else {
-                    throw FormatError(file: rows[0].origin, "cannot tell the \(what) field (have \(have.joined(separator: ", ")); expected one of \(candidates.joined(separator: ", "))); use \(flag)")
-                }
-                return found
-            }
-            let q = try pick(inputs.queryField, ["question", "q", "query"], "question", "--query_field")
-            let a = try pick(inputs.answerField, ["answer", "a", "response"], "answer", "--answer_field")
+            let q = try PairFields.pick(inputs.queryField, PairFields.questionNames, what: "question", flag: "--query_field",
+                                        first: first, columns: columns, origin: rows[0].origin)
+            let a = try PairFields.pick(inputs.answerField, PairFields.answerNames, what: "answer", flag: "--answer_field",
+                                        first: first, columns: columns, origin: rows[0].origin)
             for row in rows {
                 let o = try Self.fields(row)
                 var id: String?

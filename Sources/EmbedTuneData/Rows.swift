@@ -257,3 +257,22 @@ public enum RowFields {
     }
 
 }
+
+/// The field rule of question–answer files, shared by `data import --format pairs` and
+/// `mine --dataset`: the field a user names, or else the first of the usual names present in
+/// the first row.
+public enum PairFields {
+    public static let questionNames = ["question", "q", "query", "anchor"]
+    public static let answerNames = ["answer", "a", "response", "positive"]
+
+    /// The field to read `what` ("question" or "answer") from; `flag` is the option that names it.
+    public static func pick(_ given: String?, _ candidates: [String], what: String, flag: String,
+                            first: [String: JSONValue], columns: [String], origin: String) throws -> String {
+        if let given { return given }
+        guard let found = candidates.first(where: { first[$0] != nil }) else {
+            let have = columns.isEmpty ? first.keys.sorted() : columns
+            throw FormatError(file: origin, "cannot tell the \(what) field (have \(have.joined(separator: ", ")); expected one of \(candidates.joined(separator: ", "))); use \(flag)")
+        }
+        return found
+    }
+}

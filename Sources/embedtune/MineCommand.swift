@@ -164,11 +164,10 @@ struct MineCommand: ParsableCommand {
         let records = try TableRows.read(try TextFile.read(dataset), path: dataset, format: ["csv", "tsv"].contains(ext) ? ext : "jsonl")
             .map { (origin: $0.origin, fields: try $0.fields()) }
         guard let first = records.first?.fields else { throw FormatError(url: url, "no pairs") }
-        let anchor = anchorField ?? ["anchor", "query", "question", "q", "prompt"].first { first[$0] != nil }
-        let positive = positiveField ?? ["positive", "response", "answer", "a"].first { first[$0] != nil }
-        guard let anchor, let positive else {
-            throw FormatError(url: url, "cannot tell the anchor and positive columns (have \(first.keys.sorted().joined(separator: ", "))); use --anchor_field / --positive_field")
-        }
+        let anchor = try PairFields.pick(anchorField, PairFields.questionNames, what: "anchor", flag: "--anchor_field",
+                                         first: first, columns: [], origin: records[0].origin)
+        let positive = try PairFields.pick(positiveField, PairFields.answerNames, what: "positive", flag: "--positive_field",
+                                           first: first, columns: [], origin: records[0].origin)
         var anchors = [String](), positives = [String]()
         for r in records {
             guard let a = r.fields[anchor]?.string, !a.isEmpty else { throw FormatError(file: r.origin, item: anchor, "missing or not a non-empty string") }
