@@ -31,7 +31,7 @@ public enum BEIRFiles {
                 throw FormatError(file: origin, item: "_id", "missing, or not a string or integer")
             }
             guard let text = o["text"]?.string else { throw FormatError(file: origin, item: "text", "missing or not a string") }
-            let title = (o["title"]?.string ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+            let title = RowFields.trimmed(o["title"]?.string ?? "")
             return Record(origin: origin, id: id, text: title.isEmpty ? text : title + " " + text)
         }
     }
@@ -43,13 +43,14 @@ public enum BEIRFiles {
         var out = [Judgement]()
         for (k, (n, line)) in TextFile.lines(try TextFile.read(path)).filter({ !$0.text.allSatisfy(\.isWhitespace) }).enumerated() {
             let origin = "\(path):\(n)"
-            let f = line.split(separator: "\t", omittingEmptySubsequences: false)
-                .map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+            let f = line.split(separator: "\t", omittingEmptySubsequences: false).map { RowFields.trimmed(String($0)) }
             if k == 0, headerNames.contains(f[0].lowercased()) { continue }
-            guard f.count == 3 else {
+            // Two columns judge the pair relevant (score 1), as BEIR's loaders read them.
+            guard f.count == 3 || f.count == 2 else {
                 throw FormatError(file: origin, "expected 3 tab-separated columns (query-id, corpus-id, score), found \(f.count)")
             }
-            guard let score = Double(f[2]), score.isFinite else { throw FormatError(file: origin, item: "score", "\"\(f[2])\" is not a number") }
+            let score = f.count == 2 ? 1 : Double(f[2])
+            guard let score, score.isFinite else { throw FormatError(file: origin, item: "score", "\"\(f[2])\" is not a number") }
             out.append(Judgement(origin: origin, queryID: f[0], documentID: f[1], score: score))
         }
         return out

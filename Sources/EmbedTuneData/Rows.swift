@@ -240,7 +240,8 @@ public enum RowFields {
                 return t
             }
             negatives += try rejected()
-            let system = try content(messages, roles: ["system"], field: "messages")
+            // A blank system message is no instruction.
+            let system = messages.last { $0["role"]?.string == "system" }?["content"]?.string.map(trimmed).flatMap { $0.isEmpty ? nil : $0 }
             return QueryRow(origin: origin, query: query, positives: positives, negatives: negatives, instruction: system)
         }
         if o["query"] != nil {
@@ -264,6 +265,9 @@ public enum RowFields {
 public enum PairFields {
     public static let questionNames = ["question", "q", "query", "anchor"]
     public static let answerNames = ["answer", "a", "response", "positive"]
+    /// The names as help texts list them.
+    public static var questionList: String { questionNames.joined(separator: ", ") }
+    public static var answerList: String { answerNames.joined(separator: ", ") }
 
     /// The field to read `what` ("question" or "answer") from; `flag` is the option that names it.
     public static func pick(_ given: String?, _ candidates: [String], what: String, flag: String,

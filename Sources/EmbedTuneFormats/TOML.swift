@@ -6,8 +6,7 @@ import Foundation
 public enum TOML {
     public static func parse(_ text: String, file: String) throws -> JSONValue {
         var root = [String: JSONValue](), table: String?
-        let body = text.hasPrefix("\u{FEFF}") ? String(text.dropFirst()) : text
-        for (n, line) in TextFile.lines(body) {
+        for (n, line) in TextFile.lines(TextFile.withoutBOM(text)) {
             let origin = "\(file):\(n)"
             var p = TOMLScanner(Array(line.unicodeScalars), origin: origin)
             p.skipSpace()
@@ -133,5 +132,41 @@ struct TOMLScanner {
         guard peek == "\"" else { throw fail("unterminated string") }
         i += 1
         return out
+    }
+}
+
+extension JSONValue {
+    /// The value in TOML syntax (a table as an inline table).
+    public var tomlText: String {
+        switch self {
+        case .null: return "\"\""
+        case .bool(let b): return "\(b)"
+        case .int(let i): return "\(i)"
+        case .double(let d): return d == d.rounded() && abs(d) < 1e15 ? String(format: "%.1f", d) : "\(d)"
+        case .string(let s):
+            let escapes: [Unicode.Scalar: String] = ["\"": "\\\"", "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"]
+            return "\"" + s.unicodeScalars.map { u in
+                escapes[u] ?? (u.value < 0x20 || u.value == 0x7f ? String(format: "\\u%04X", u.value) : String(u))
+            }.joined() + "\""
+        case .array(let items): return "[" + items.map(\.tomlText).joined(separator: ", ") + "]"
+        case .object(let o): return "{" + o.sorted { $0.key < $1.key }.map { "\($0.key) = \($0.value.tomlText)" }.joined(separator: ", ") + "}"
+        }
+    }
+}
+
+extension TOML {
+    /// A JSON object as a TOML document `parse` reads back: scalars and arrays first, then one
+    /// `[table]` per nested object, keys sorted; null values are left out.
+    public static func document(_ object: JSONValue) -> String {
+        let entries = (object.object ?? [:]).sorted { $0.key < $1.key }
+        var s = "", tables = ""
+        for (key, value) in entries {
+            if let inner = value.object {
+                tables += "\n[\(key)]\n" + inner.sorted { $0.key < $1.key }.map { "\($0.key) = \($0.value.tomlText)\n" }.joined()
+            } else if !value.isNull {
+                s += "\(key) = \(value.tomlText)\n"
+            }
+        }
+        return s + tables
     }
 }

@@ -15,15 +15,16 @@ public enum TextFile {
 
     /// UTF-8 bytes as text, without a leading byte-order mark.
     public static func decode(_ data: Data, file: String) throws -> String {
-        let bom: [UInt8] = [0xEF, 0xBB, 0xBF]
-        let body = data.starts(with: bom) ? data.dropFirst(3) : data[...]
-        guard let text = String(data: body, encoding: .utf8) else { throw FormatError(file: file, "is not valid UTF-8") }
-        return text
+        guard let text = String(data: data, encoding: .utf8) else { throw FormatError(file: file, "is not valid UTF-8") }
+        return withoutBOM(text)
     }
 
+    /// `text` without a leading byte-order mark.
+    public static func withoutBOM(_ text: String) -> String { text.hasPrefix("\u{FEFF}") ? String(text.dropFirst()) : text }
+
     /// The lines of `text`, numbered from 1, without their LF or CRLF; a final line ending adds
-    /// no empty line, and an empty text has none. Split on the byte: a CRLF pair is one Character, so a Character split
-    /// would not see it.
+    /// no empty line, and an empty text has none. Split on the byte: a CRLF pair is one
+    /// Character, so a Character split would not see it.
     public static func lines(_ text: String) -> [(number: Int, text: Substring)] {
         var lines = text.utf8.split(separator: 0x0A, omittingEmptySubsequences: false)
         if lines.last?.isEmpty == true { lines.removeLast() }

@@ -61,7 +61,7 @@ public struct ModelCard: Sendable {
             s += "## Training data\n\n" + data.map { "- \($0.0): \($0.1)\n" }.joined() + "\n"
         }
         if let commandLine { s += "## Command\n\n```sh\n\(commandLine)\n```\n\n" }
-        if let options { s += "## Options\n\n```toml\n\(Self.toml(options))```\n\n" }
+        if let options { s += "## Options\n\n```toml\n\(TOML.document(options))```\n\n" }
         if let metrics {
             s += "## Metrics\n\n" + metrics.markdown() + "\n"
             if let metricsNote { s += metricsNote + "\n\n" }
@@ -88,44 +88,8 @@ public struct ModelCard: Sendable {
          ("OS", ProcessInfo.processInfo.operatingSystemVersionString)]
     }
 
-    /// Scalars and arrays first, then one `[table]` per nested object, keys sorted: the subset of
-    /// TOML that `TOML.parse` reads.
-    static func toml(_ options: JSONValue) -> String {
-        let entries = (options.object ?? [:]).sorted { $0.key < $1.key }
-        var s = "", tables = ""
-        for (key, value) in entries {
-            if let inner = value.object {
-                tables += "\n[\(key)]\n" + inner.sorted { $0.key < $1.key }.map { "\($0.key) = \(tomlValue($0.value))\n" }.joined()
-            } else if !value.isNull {
-                s += "\(key) = \(tomlValue(value))\n"
-            }
-        }
-        return s + tables
-    }
-
-    static func tomlValue(_ value: JSONValue) -> String {
-        switch value {
-        case .null: return "\"\""
-        case .bool(let b): return b ? "true" : "false"
-        case .int(let i): return "\(i)"
-        case .double(let d): return d == d.rounded() && abs(d) < 1e15 ? String(format: "%.1f", d) : "\(d)"
-        case .string(let text): return quoted(text)
-        case .array(let items): return "[" + items.map(tomlValue).joined(separator: ", ") + "]"
-        case .object: return "{}"
-        }
-    }
-
     /// A double-quoted string with backslash escapes: valid in TOML and in YAML alike.
-    static func quoted(_ text: String) -> String {
-        let escapes: [Unicode.Scalar: String] = ["\"": "\\\"", "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"]
-        var out = "\""
-        for scalar in text.unicodeScalars {
-            if let escaped = escapes[scalar] { out += escaped }
-            else if scalar.value < 0x20 { out += String(format: "\\u%04X", scalar.value) }
-            else { out.unicodeScalars.append(scalar) }
-        }
-        return out + "\""
-    }
+    static func quoted(_ text: String) -> String { JSONValue.string(text).tomlText }
 
     /// Plain YAML scalars stay bare; anything YAML could read as another type or syntax is quoted.
     func yamlString(_ text: String) -> String {

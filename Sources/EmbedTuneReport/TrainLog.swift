@@ -24,18 +24,16 @@ public struct TrainLog {
         guard FileManager.default.fileExists(atPath: url.path) else {
             throw FormatError(url: url, "missing (is this a training output directory?)")
         }
-        let text: String
-        do { text = try String(contentsOf: url, encoding: .utf8) } catch { throw FormatError(url: url, "cannot read as UTF-8 text") }
-        return try TrainLog(text: text, file: url.path)
+        return try TrainLog(text: try TextFile.read(url.path), file: url.path)
     }
 
     /// Every error names `file:line`. A resumed run logs again the steps after its checkpoint; the
     /// later record of a step wins.
     public init(text: String, file: String) throws {
         var steps = [Int: Step](), evaluations = [Int: Evaluation]()
-        for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            guard !line.trimmingCharacters(in: .whitespaces).isEmpty else { continue }
-            let origin = "\(file):\(index + 1)"
+        for (number, line) in TextFile.lines(text) {
+            guard !line.allSatisfy(\.isWhitespace) else { continue }
+            let origin = "\(file):\(number)"
             let record: JSONValue
             do { record = try JSONValue.parse(Data(line.utf8), file: origin) } catch let error as FormatError {
                 throw FormatError(file: origin, error.problem.replacingOccurrences(of: "at line 1, ", with: "at "))

@@ -100,14 +100,10 @@ public final class ByteLevelBPE: @unchecked Sendable {
     /// concatenation is a token, with that token's rank — exactly what tiktoken does, and what
     /// transformers' tiktoken conversion reproduces with explicit merges.
     public static func fromTiktoken(_ url: URL) throws -> ByteLevelBPE {
-        let text: String
-        do { text = try String(contentsOf: url, encoding: .utf8) }
-        catch { throw FormatError(url: url, "cannot read: \(error.localizedDescription)") }
+        let text = try TextFile.read(url.path)
         var tokenBytes = [[UInt8]]()
         var bytesToID = [[UInt8]: Int32]()
-        var lineNumber = 0
-        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
-            lineNumber += 1
+        for (lineNumber, line) in TextFile.lines(text) {
             if line.isEmpty { continue }
             let parts = line.split(separator: " ")
             guard parts.count == 2, let bytes = Data(base64Encoded: String(parts[0])), let rank = Int(parts[1]) else {

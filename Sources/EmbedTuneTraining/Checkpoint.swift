@@ -83,6 +83,7 @@ public enum Checkpoint {
         }
         let s = state.options
         if o.seed != s.seed || o.gradientAccumulationSteps != s.gradientAccumulationSteps || o.dataset != s.dataset
+            || o.db != s.db || o.dbDataset != s.dbDataset || o.dbSplit != s.dbSplit
             || o.loraR != s.loraR || o.targetModules != s.targetModules {
             throw FormatError(url: stateURL, "written with different seed, dataset, accumulation or LoRA shape than this run")
         }

@@ -50,13 +50,13 @@ public final class DataPlan {
         }
         self.train = train
         self.holdout = holdout
-        negatives = options.hardNegatives >= 0 ? options.hardNegatives : (train.map(\.negatives.count).max() ?? 0)
+        negatives = options.numNegatives >= 0 ? options.numNegatives : (train.map(\.negatives.count).max() ?? 0)
         // Held-out rows are padded to the same count, so they are held to the same rule.
         if negatives > 0, let bare = (train + holdout).first(where: { $0.negatives.isEmpty }) {
             throw FormatError(file: bare.origin, "row has no hard negatives but every row needs \(negatives) (set --num_negatives 0 to train with in-batch negatives only)")
         }
         if globalBatch % ranks != 0 {
-            throw FormatError(file: "options", "global batch \(globalBatch) is not divisible by \(ranks) ranks")
+            throw FormatError("global batch \(globalBatch) is not divisible by \(ranks) ranks")
         }
         if train.count < globalBatch {
             throw FormatError(file: source, "\(train.count) training rows, fewer than one global batch of \(globalBatch)")

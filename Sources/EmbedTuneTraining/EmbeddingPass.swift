@@ -49,7 +49,7 @@ public final class EmbeddingPass {
         Array(dNormalized).withUnsafeBufferPointer { g in
             l2NormalizeBackward(dx: &dPooled, dy: g.baseAddress!, x: pooled, n: ids.count, c: c)
         }
-        guard pooling != .max else { throw FormatError(file: "model", "max pooling cannot be trained") }
+        guard pooling != .max else { throw FormatError("max pooling cannot be trained") }
         dHidden.removeAll(keepingCapacity: true)
         dHidden.append(contentsOf: repeatElement(0, count: batch.tokens * c))
         poolBackward(pooling, dPooled: dPooled, batch: batch, c: c, dHidden: &dHidden)

@@ -48,7 +48,7 @@ public struct FusionSearch {
 
     public func run() throws -> MergeSpec {
         guard settings.dev.count == adapters.count else {
-            throw FormatError(file: "fusion search", "needs one dev set per adapter (\(adapters.count) adapters, \(settings.dev.count) dev sets)")
+            throw FormatError("fusion search needs one dev set per adapter (\(adapters.count) adapters, \(settings.dev.count) dev sets)")
         }
         let methods = settings.methods, scales = settings.scales
         let domains = try settings.dev.map(loadDomain)

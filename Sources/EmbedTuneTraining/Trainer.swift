@@ -46,8 +46,8 @@ public final class Trainer {
                              optimizer: AdamW(count: adapter.parameterCount, beta1: options.adamBeta1, beta2: options.adamBeta2,
                                               epsilon: options.adamEpsilon, weightDecay: options.weightDecay),
                              logTau: logf(options.temperature))
-        let source = try rows.map { ($0, [FormatError](), "rows") } ?? DataPlan.rows(options)
-        plan = try DataPlan(rows: source.0, skipped: source.1, source: source.2, options: options, ranks: communicator.size,
+        let source = try rows.map { (rows: $0, skipped: [FormatError](), source: "the rows given") } ?? DataPlan.rows(options)
+        plan = try DataPlan(rows: source.rows, skipped: source.skipped, source: source.source, options: options, ranks: communicator.size,
                             queryPrefix: options.queryPrompt ?? dir.queryPrompt, documentPrefix: options.documentPrompt ?? dir.documentPrompt)
         let pass = EmbeddingPass(model: model, adapter: adapter, pooling: dir.pooling, backboneDropout: options.backboneDropout)
         let tokenizer = embedder.tokenizer, plan = self.plan, state = self.state

@@ -23,7 +23,7 @@ extension Trainer {
         for problem in skipped { events(.warning("skipped \(problem)")) }
         let logURL = out.appendingPathComponent("train_log.jsonl")
         // Every saved adapter's model card compares with these (the first is the base model).
-        var evaluations = resume == nil ? [] : Self.loggedEvaluations(in: logURL, upTo: step)
+        var evaluations = resume == nil || !communicator.isRoot ? [] : Self.loggedEvaluations(in: logURL, upTo: step)
         let log = communicator.isRoot ? try JSONLLog(url: logURL, append: resume != nil) : nil
         if communicator.isRoot && !holdout.isEmpty {
             // The held-out rows, so evaluation after training uses exactly the same questions.
@@ -100,7 +100,7 @@ extension Trainer {
                 try evaluateAndTrack()
             }
             if options.saveSteps > 0 && step % options.saveSteps == 0 {
-                let card = modelCard(for: .checkpoint, evaluations: evaluations)
+                let card = communicator.isRoot ? modelCard(for: .checkpoint, evaluations: evaluations) : nil
                 if let dir = try Checkpoint.save(state, options: options, communicator: communicator, outputDir: out, card: card) {
                     events(.checkpoint(dir))
                 }

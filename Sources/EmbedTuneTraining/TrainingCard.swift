@@ -36,7 +36,7 @@ extension Trainer {
             ("LoRA parameters", "\(adapter.parameterCount)"),
         ]
         card.commandLine = ModelCard.currentCommandLine
-        card.options = try? JSONValue.parse(JSONEncoder().encode(options), file: "options")
+        card.options = options.json
         card.metrics = Self.metricsTable(evaluations, step: step)
         card.metricsNote = card.metrics == nil
             ? nil
@@ -63,10 +63,10 @@ extension Trainer {
     /// The evaluations an interrupted run logged up to the step it resumes from, so a resumed
     /// run's cards still compare with the base model.
     static func loggedEvaluations(in log: URL, upTo step: Int) -> [EvalLog] {
-        guard let text = try? String(contentsOf: log, encoding: .utf8) else { return [] }
+        guard let text = try? TextFile.read(log.path) else { return [] }
         let decoder = JSONDecoder()
         decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-        return text.split(separator: "\n").compactMap { try? decoder.decode(EvalLog.self, from: Data($0.utf8)) }
+        return TextFile.lines(text).compactMap { try? decoder.decode(EvalLog.self, from: Data($0.text.utf8)) }
             .filter { $0.step <= step }
     }
 }

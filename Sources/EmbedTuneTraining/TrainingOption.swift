@@ -12,7 +12,7 @@ public struct TrainingOption: @unchecked Sendable {
     public let isBoolean: Bool
     /// A TOML table the key may also sit under (`[infonce]` then `use_batch = true`).
     public let table: String?
-    /// Other spellings of the key, still accepted.
+    /// Other spellings of the key, accepted too.
     public let aliases: [String]
     let assignJSON: (inout TrainingOptions, JSONValue) -> Bool
     let assignArgument: (inout TrainingOptions, String) -> Bool
@@ -279,23 +279,4 @@ extension Optional: TrainingOptionValue where Wrapped: TrainingOptionValue {
     init?(json: JSONValue) { guard let w = Wrapped(json: json) else { return nil }; self = w }
     init?(argument: String) { guard let w = Wrapped(argument: argument) else { return nil }; self = w }
     var json: JSONValue { self?.json ?? .null }
-}
-
-extension JSONValue {
-    /// The value in TOML syntax (a table as an inline table).
-    public var tomlText: String {
-        switch self {
-        case .null: return "\"\""
-        case .bool(let b): return "\(b)"
-        case .int(let i): return "\(i)"
-        case .double(let d): return d == d.rounded() && abs(d) < 1e15 ? String(format: "%.1f", d) : "\(d)"
-        case .string(let s):
-            let escapes: [Unicode.Scalar: String] = ["\"": "\\\"", "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"]
-            return "\"" + s.unicodeScalars.map { u in
-                escapes[u] ?? (u.value < 0x20 || u.value == 0x7f ? String(format: "\\u%04X", u.value) : String(u))
-            }.joined() + "\""
-        case .array(let items): return "[" + items.map(\.tomlText).joined(separator: ", ") + "]"
-        case .object(let o): return "{" + o.sorted { $0.key < $1.key }.map { "\($0.key) = \($0.value.tomlText)" }.joined(separator: ", ") + "}"
-        }
-    }
 }

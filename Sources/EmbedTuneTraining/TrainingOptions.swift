@@ -25,7 +25,7 @@ public struct TrainingOptions: Equatable, Sendable {
     public var splitDatasetRatio: Float = 0
     public var maxLength = 256
     /// Fixed hard-negative count per row (pad by resampling, truncate); -1 = the dataset's maximum.
-    public var hardNegatives = -1
+    public var numNegatives = -1
     public var skipBadRows = false
     /// Query/document prefixes; nil = the model's config_sentence_transformers.json prompts.
     public var queryPrompt: String?
@@ -101,7 +101,7 @@ public struct TrainingOptions: Equatable, Sendable {
 
     /// Every option's own check, then the checks across options; each error names the option.
     public func validate() throws {
-        func fail(_ s: String) -> FormatError { FormatError(file: "options", s) }
+        func fail(_ s: String) -> FormatError { FormatError(s) }
         for option in TrainingOption.all {
             if let problem = option.problem(self) { throw fail("--\(option.key) \(problem)") }
         }
@@ -139,7 +139,7 @@ extension TrainingOption {
             option("db_split", \.dbSplit, "With --db: the split to train on (its mined triples, else its pairs)."),
             option("split_dataset_ratio", \.splitDatasetRatio, "Share of the queries held out for evaluation, in [0, 1).", check: fraction),
             option("max_length", \.maxLength, "Maximum tokens per text, special tokens included.", check: atLeast(4)),
-            option("num_negatives", \.hardNegatives, "Hard negatives per row (truncate, or pad by resampling); -1 = the dataset's maximum.",
+            option("num_negatives", \.numNegatives, "Hard negatives per row (truncate, or pad by resampling); -1 = the dataset's maximum.",
                    aliases: ["hard_negatives"], check: atLeast(-1)),
             option("skip_bad_rows", \.skipBadRows, "Skip and count malformed rows instead of stopping."),
             option("query_prompt", \.queryPrompt, "Prefix for queries (default: the model's \"query\" prompt)."),

@@ -124,7 +124,7 @@ struct TrainBench: ParsableCommand {
         o.perDeviceTrainBatchSize = batchSize
         o.maxSteps = steps + 2
         o.maxLength = maxLength
-        o.hardNegatives = negatives
+        o.numNegatives = negatives
         o.loraDropout = loraDropout
         o.backboneDropout = backboneDropout
         o.gradCacheMiniBatch = gradCache

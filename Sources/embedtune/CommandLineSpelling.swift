@@ -8,7 +8,7 @@ import Foundation
 
 extension NameSpecification {
     /// Each name in snake_case and, where it has an underscore, in kebab-case too; names after the
-    /// first are other spellings still accepted.
+    /// first are other spellings accepted too.
     static func spelled(_ names: String...) -> NameSpecification {
         NameSpecification(names.flatMap(CommandLineWords.spellings).map { Element.customLong($0) })
     }

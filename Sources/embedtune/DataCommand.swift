@@ -49,9 +49,9 @@ struct DataImportCommand: ParsableCommand {
     @Option(help: "pairs | ms-swift | sentence-transformers | beir") var format: String
     @Option(help: "Input file (JSONL, CSV or TSV), or for beir a directory with corpus.jsonl, queries.jsonl, qrels/*.tsv.")
     var input: String?
-    @Option(name: .spelled("query_field"), help: "pairs: the question field (default: the first of question, q, query).")
+    @Option(name: .spelled("query_field"), help: .questionField)
     var queryField: String?
-    @Option(name: .spelled("answer_field"), help: "pairs: the answer field (default: the first of answer, a, response).")
+    @Option(name: .spelled("answer_field"), help: .answerField)
     var answerField: String?
     @Option(name: .spelled("id_field"), help: "pairs: a field holding each question's id (default: ids q1, q2, …).")
     var idField: String?
@@ -290,4 +290,10 @@ struct DataListCommand: ParsableCommand {
             print(renderTable(table), terminator: "")
         }
     }
+}
+
+extension ArgumentHelp {
+    /// The field options' help, listing the names `PairFields` tries.
+    static var questionField: ArgumentHelp { ArgumentHelp("The question (anchor) field; default: the first of \(PairFields.questionList).") }
+    static var answerField: ArgumentHelp { ArgumentHelp("The answer (positive) field; default: the first of \(PairFields.answerList).") }
 }

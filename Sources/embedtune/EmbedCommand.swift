@@ -83,9 +83,9 @@ struct EmbedCommand: ParsableCommand {
             throw FormatError("the router was built on a \(router.dim)-dimensional model, \(modelOptions.model) is \(embedder.backbone.hiddenSize)-dimensional")
         }
         guard let trainable = embedder.backbone as? TrainableBackbone else { throw FormatError("this model cannot carry adapters") }
-        let standalone = try paths.map { try PEFTAdapter.load(URL(fileURLWithPath: $0)) }
-        try AdapterMerge.validate(standalone, MergeSpec(method: .taskArithmetic))
-        try AdapterMerge.checkCompatible(standalone, with: trainable, modelPath: modelOptions.model)
+        let loaded = try paths.map { try PEFTAdapter.load(URL(fileURLWithPath: $0)) }
+        try AdapterMerge.validate(loaded, MergeSpec(method: .taskArithmetic))
+        try AdapterMerge.checkCompatible(loaded, with: trainable, modelPath: modelOptions.model)
         var routing = options
         routing.prefix = router.queryPrompt
         routing.dimension = nil
@@ -99,7 +99,7 @@ struct EmbedCommand: ParsableCommand {
         var out = [Float](), width = 0
         for (choice, rows) in groups.sorted(by: { $0.value[0] < $1.value[0] }) {
             // One adapter, or the top two mixed: both are an exact task_arithmetic of the chosen ones.
-            let merged = try AdapterMerge.factors(choice.adapters.map { standalone[$0] }, MergeSpec(method: .taskArithmetic, weights: choice.weights))
+            let merged = try AdapterMerge.factors(choice.adapters.map { loaded[$0] }, MergeSpec(method: .taskArithmetic, weights: choice.weights))
             embedder.adapter = try LoRAAdapter.fromFactors(merged.modules, rank: merged.rank)
             let (d, values) = try embedder.embed(rows.map { texts[$0] }, options: options)
             if out.isEmpty { width = d; out = [Float](repeating: 0, count: texts.count * d) }

@@ -22,9 +22,9 @@ struct MineCommand: ParsableCommand {
     var db: String?
     @Option(name: .spelled("db_dataset"), help: "With --db: the dataset's name in the store.") var dbDataset: String?
     @Option(name: .spelled("db_split"), help: "With --db: the split to mine.") var dbSplit = "train"
-    @Option(name: .spelled("anchor_field", "anchor_column"), help: "Field of the anchor text (default: the first of anchor, query, question, q, prompt).")
+    @Option(name: .spelled("anchor_field", "anchor_column"), help: .questionField)
     var anchorField: String?
-    @Option(name: .spelled("positive_field", "positive_column"), help: "Field of the positive text (default: the first of positive, response, answer, a).")
+    @Option(name: .spelled("positive_field", "positive_column"), help: .answerField)
     var positiveField: String?
     @Option(help: "Extra documents (.txt, or .jsonl with a text field) mined alongside the positives.") var corpus: String?
     @Option(help: "Output JSONL (optional with --db).") var output: String?
@@ -170,9 +170,8 @@ struct MineCommand: ParsableCommand {
                                            first: first, columns: [], origin: records[0].origin)
         var anchors = [String](), positives = [String]()
         for r in records {
-            guard let a = r.fields[anchor]?.string, !a.isEmpty else { throw FormatError(file: r.origin, item: anchor, "missing or not a non-empty string") }
-            guard let p = r.fields[positive]?.string, !p.isEmpty else { throw FormatError(file: r.origin, item: positive, "missing or not a non-empty string") }
-            anchors.append(a); positives.append(p)
+            anchors.append(try RowFields.text(r.fields, anchor, r.origin))
+            positives.append(try RowFields.text(r.fields, positive, r.origin))
         }
         return (anchor, positive, anchors, positives)
     }

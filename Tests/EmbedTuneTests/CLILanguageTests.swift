@@ -163,11 +163,11 @@ struct CLILanguageTests {
             let url = Paths.repository.appendingPathComponent("configs/\(name).toml")
             var o = TrainingOptions()
             try o.apply(config: TOML.parse(String(contentsOf: url, encoding: .utf8), file: url.path), file: url.path)
-            #expect(o.infonce.maskFakeNegative && o.hardNegatives > 0, "\(name)")
+            #expect(o.infonce.maskFakeNegative && o.numNegatives > 0, "\(name)")
         }
         var o = TrainingOptions()
         try o.apply(config: TOML.parse("hard_negatives = 4\n[infonce]\ninclude_qq = true\n", file: "old.toml"), file: "old.toml")
-        #expect(o.hardNegatives == 4 && o.infonce.includeQQ)
+        #expect(o.numNegatives == 4 && o.infonce.includeQQ)
     }
 
     @Test("--backbone_dropout, --backbone_dropout true and --backbone_dropout false all parse, in both spellings")

@@ -1,0 +1,93 @@
+import EmbedTuneData
+import EmbedTuneFormats
+import EmbedTuneKernels
+import Foundation
+import Testing
+
+/// Inputs a user's files really have (Windows line endings, a byte-order mark, a row that lands in
+/// the held-out share) and a resumed run's best adapter: errors name the file and line, never a crash.
+@Suite("Reliability: bad rows, CRLF and BOM files, resumed best adapter", .serialized)
+struct ReliabilityTests {
+    let model = Paths.fixtures.appendingPathComponent("tiny-qwen3").path
+
+    /// The rows of `tinyDataset` as (query, positive, negatives).
+    func rows(_ count: Int = 48) throws -> [(String, String, [String])] {
+        let tmp = try Paths.temporaryDirectory().appendingPathComponent("rows.jsonl")
+        try tinyDataset(tmp, rows: count)
+        return try TripletReader.read(tmp.path).triplets.map { ($0.query, $0.positive, $0.negatives) }
+    }
+
+    @Test("a held-out row without hard negatives is an error naming its file:line, never a crash")
+    func heldOutRowWithoutNegatives() throws {
+        let tmp = try Paths.temporaryDirectory()
+        var data = try rows()
+        // The first row that the held-out rule (seed 42, ratio 0.3) puts in the held-out share.
+        let heldOut = try #require(data.indices.first { i in
+            Double(mix64(42 ^ fnv1a(data[i].0)) >> 11) / Double(1 << 53) < 0.3
+        })
+        data[heldOut].2 = []
+        let url = tmp.appendingPathComponent("d.jsonl")
+        try writeTriples(data.map(\.0), data.map(\.1), data.map(\.2), to: url)
+        let r = try runCLI(["train", "--model", model, "--dataset", url.path, "--output_dir", tmp.appendingPathComponent("out").path,
+                            "--split_dataset_ratio", "0.3", "--num_negatives", "2", "--max_steps", "1",
+                            "--per_device_train_batch_size", "4", "--eval_steps", "1"])
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("d.jsonl:\(heldOut + 1): row has no hard negatives"), "\(r.stderr)")
+    }
+
+    @Test("CRLF line endings, a byte-order mark and no final newline read like a plain LF file")
+    func windowsFiles() throws {
+        let tmp = try Paths.temporaryDirectory()
+        let plain = tmp.appendingPathComponent("plain.jsonl"), windows = tmp.appendingPathComponent("windows.jsonl")
+        try tinyDataset(plain, rows: 12)
+        var text = try String(contentsOf: plain, encoding: .utf8)
+        text = "\u{FEFF}" + text.replacingOccurrences(of: "\n", with: "\r\n").dropLast()  // "\r\n" is one Character
+        try text.write(to: windows, atomically: true, encoding: .utf8)
+        #expect(try TripletReader.read(windows.path).triplets.map(\.query) == TripletReader.read(plain.path).triplets.map(\.query))
+
+        let toml = "\u{FEFF}lora_r = 4\r\npreserve_data = \"other.jsonl\"\r\n[infonce]\r\nuse_batch = false"
+        let parsed = try TOML.parse(toml, file: "run.toml")
+        #expect(parsed["lora_r"]?.int == 4 && parsed["preserve_data"]?.string == "other.jsonl")
+        #expect(parsed["infonce"]?["use_batch"]?.bool == false)
+
+        let corpus = tmp.appendingPathComponent("corpus.jsonl"), queries = tmp.appendingPathComponent("queries.jsonl")
+        let qrels = tmp.appendingPathComponent("qrels.tsv")
+        try "\u{FEFF}{\"_id\": \"d1\", \"text\": \"rice\"}\r\n{\"_id\": \"d2\", \"text\": \"tea\"}".write(to: corpus, atomically: true, encoding: .utf8)
+        try "{\"_id\": \"q1\", \"text\": \"paddy\"}\r\n".write(to: queries, atomically: true, encoding: .utf8)
+        try "\u{FEFF}query-id\tcorpus-id\tscore\r\nq1\td1\t1".write(to: qrels, atomically: true, encoding: .utf8)
+        let set = try RetrievalSet.loadBEIR(corpus: corpus.path, queries: queries.path, qrels: qrels.path)
+        #expect(set.corpusIDs == ["d1", "d2"] && set.relevant == [[0]])
+
+        let texts = tmp.appendingPathComponent("texts.txt")
+        try "\u{FEFF}first\r\nsecond".write(to: texts, atomically: true, encoding: .utf8)
+        let out = tmp.appendingPathComponent("e.npy")
+        let r = try runCLI(["embed", "--model", model, "--input", texts.path, "--output", out.path])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(try NPY.read(out).rows == 2)
+    }
+
+    @Test("--resume keeps the best adapter until a later evaluation beats its score")
+    func resumeKeepsBest() throws {
+        let tmp = try Paths.temporaryDirectory()
+        let data = tmp.appendingPathComponent("d.jsonl"), out = tmp.appendingPathComponent("out")
+        try tinyDataset(data)
+        let common = ["train", "--model", model, "--dataset", data.path, "--output_dir", out.path, "--max_steps", "8",
+                      "--per_device_train_batch_size", "8", "--learning_rate", "1e-3", "--lora_r", "4", "--split_dataset_ratio", "0.25",
+                      "--eval_steps", "2", "--save_steps", "4", "--threads", "1"]
+        let first = try runCLI(common + ["--stop_after", "4"])
+        #expect(first.status == 0, "\(first.stderr)")
+        // A saved best no evaluation can beat: a resumed run must keep it.
+        let best = out.appendingPathComponent("best")
+        let evalURL = best.appendingPathComponent("eval.json")
+        var record = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: evalURL)) as? [String: Any])
+        record["ndcg@10"] = 2.0
+        try JSONSerialization.data(withJSONObject: record).write(to: evalURL)
+        let weights = try Data(contentsOf: best.appendingPathComponent("adapter_model.safetensors"))
+        let resumed = try runCLI(common + ["--resume", "latest"])
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        #expect(resumed.stdout.contains("eval step 8"), "\(resumed.stdout)")
+        #expect(try Data(contentsOf: best.appendingPathComponent("adapter_model.safetensors")) == weights)
+        let kept = try JSONSerialization.jsonObject(with: Data(contentsOf: evalURL)) as? [String: Any]
+        #expect(kept?["ndcg@10"] as? Double == 2.0)
+    }
+}
