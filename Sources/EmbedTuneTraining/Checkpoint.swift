@@ -66,30 +66,28 @@ public enum Checkpoint {
         return d
     }
 
-    /// Restores adapter, optimiser, τ and the step to continue from into `t`, after checking that
-    /// the checkpoint was written by a run with the same data order and adapter shape.
-    public static func load(_ dir: URL, into t: TrainerState, options o: TrainingOptions, globalBatch: Int) throws {
+    /// A checkpoint read back and verified against its checksum, not yet applied to a run.
+    struct Saved {
+        var header: State
+        var step: Int, adamStep: Int, tauStep: Int
+        var logTau: Float, tauM: Float, tauV: Float
+        var params: [Float], m: [Float], v: [Float]
+    }
+
+    /// Reads `dir`'s state: a missing file, a checksum mismatch or a truncated blob is an error
+    /// naming the file.
+    static func read(_ dir: URL) throws -> Saved {
         let stateURL = dir.appendingPathComponent("trainer_state.json")
         let blobURL = dir.appendingPathComponent("state.bin.zst")
         guard let json = try? Data(contentsOf: stateURL),
-              let state = try? JSONDecoder().decode(State.self, from: json) else {
+              let header = try? JSONDecoder().decode(State.self, from: json) else {
             throw FormatError(url: stateURL, "missing or unreadable: not a complete checkpoint")
         }
         let compressed: Data
         do { compressed = try Data(contentsOf: blobURL) } catch { throw FormatError(url: blobURL, "missing") }
         let raw = try Zstd.decompress(compressed, file: blobURL.path)
-        guard String(format: "%016llx", fnv1a(raw)) == state.checksum else {
+        guard String(format: "%016llx", fnv1a(raw)) == header.checksum else {
             throw FormatError(url: blobURL, "checksum mismatch: the checkpoint is corrupt")
-        }
-        let s = state.options
-        if o.seed != s.seed || o.gradientAccumulationSteps != s.gradientAccumulationSteps || o.dataset != s.dataset
-            || o.db != s.db || o.dbDataset != s.dbDataset || o.dbSplit != s.dbSplit
-            || o.loraR != s.loraR || o.targetModules != s.targetModules {
-            throw FormatError(url: stateURL, "written with different seed, dataset, accumulation or LoRA shape than this run")
-        }
-        let global = s.globalBatchSize > 0 ? s.globalBatchSize : s.perDeviceTrainBatchSize * state.world_size
-        if global != globalBatch {
-            throw FormatError(url: stateURL, "global batch \(global) differs from this run's \(globalBatch) (set --global_batch_size \(global))")
         }
         var offset = 0
         func get<T>(_ type: T.Type) throws -> T {
@@ -99,29 +97,76 @@ public enum Checkpoint {
             return raw.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: T.self) }
         }
         func floats(_ n: Int) throws -> [Float] {
-            guard offset + n * 4 <= raw.count else { throw FormatError(url: blobURL, "truncated state") }
+            guard n >= 0, n <= (raw.count - offset) / 4 else { throw FormatError(url: blobURL, "truncated state") }
             defer { offset += n * 4 }
             return raw.withUnsafeBytes { b in (0..<n).map { b.loadUnaligned(fromByteOffset: offset + $0 * 4, as: Float.self) } }
         }
         guard try get(UInt32.self) == magic, try get(UInt32.self) == version else { throw FormatError(url: blobURL, "not an EmbedTune state") }
         let step = Int(try get(Int64.self)), count = Int(try get(Int64.self)), adamStep = Int(try get(Int64.self))
-        guard count == t.adapter.parameterCount else {
-            throw FormatError(url: blobURL, "holds \(count) LoRA parameters, this run has \(t.adapter.parameterCount)")
-        }
-        t.logTau = try get(Float.self)
+        let logTau = try get(Float.self)
         let tauStep = Int(try get(Int64.self)), tauM = try get(Float.self), tauV = try get(Float.self)
         let params = try floats(count), m = try floats(count), v = try floats(count)
-        params.withUnsafeBufferPointer { t.adapter.params.pointer.update(from: $0.baseAddress!, count: count) }
-        t.optimizer.restore(step: adamStep, m: m, v: v)
-        t.tauOptimizer.restore(step: tauStep, m: [tauM], v: [tauV])
-        t.step = step
+        return Saved(header: header, step: step, adamStep: adamStep, tauStep: tauStep, logTau: logTau, tauM: tauM, tauV: tauV,
+                     params: params, m: m, v: v)
     }
 
-    /// "latest" → the highest-step complete checkpoint in the output directory; else a path.
-    public static func locate(_ spec: String, outputDir: URL) throws -> URL {
-        if spec != "latest" { return URL(fileURLWithPath: spec) }
-        guard let last = list(outputDir).last else { throw FormatError(url: outputDir, "no checkpoint-STEP directory to resume from") }
-        return last.url
+    /// Restores adapter, optimiser, τ and the step to continue from into `t`, after checking that
+    /// the checkpoint was written by a run with the same data order and adapter shape. `t` is
+    /// changed only when every check passes.
+    public static func load(_ dir: URL, into t: TrainerState, options o: TrainingOptions, globalBatch: Int) throws {
+        try apply(try read(dir), from: dir, into: t, options: o, globalBatch: globalBatch)
+    }
+
+    static func apply(_ saved: Saved, from dir: URL, into t: TrainerState, options o: TrainingOptions, globalBatch: Int) throws {
+        let stateURL = dir.appendingPathComponent("trainer_state.json")
+        let s = saved.header.options
+        if o.seed != s.seed || o.gradientAccumulationSteps != s.gradientAccumulationSteps || o.dataset != s.dataset
+            || o.db != s.db || o.dbDataset != s.dbDataset || o.dbSplit != s.dbSplit
+            || o.loraR != s.loraR || o.targetModules != s.targetModules {
+            throw FormatError(url: stateURL, "written with different seed, dataset, accumulation or LoRA shape than this run")
+        }
+        let global = s.globalBatchSize > 0 ? s.globalBatchSize : s.perDeviceTrainBatchSize * saved.header.world_size
+        if global != globalBatch {
+            throw FormatError(url: stateURL, "global batch \(global) differs from this run's \(globalBatch) (set --global_batch_size \(global))")
+        }
+        let count = t.adapter.parameterCount
+        guard saved.params.count == count else {
+            throw FormatError(url: dir.appendingPathComponent("state.bin.zst"), "holds \(saved.params.count) LoRA parameters, this run has \(count)")
+        }
+        t.logTau = saved.logTau
+        saved.params.withUnsafeBufferPointer { t.adapter.params.pointer.update(from: $0.baseAddress!, count: count) }
+        t.optimizer.restore(step: saved.adamStep, m: saved.m, v: saved.v)
+        t.tauOptimizer.restore(step: saved.tauStep, m: [saved.tauM], v: [saved.tauV])
+        t.step = saved.step
+    }
+
+    /// Restores the checkpoint `spec` names — a directory, or "latest" — into `t` and returns its
+    /// directory. For "latest", a checkpoint that cannot be read back intact (truncated,
+    /// bit-flipped, half written) is reported through `warn` and the one before it is tried, so a
+    /// crash during a write or a bad block costs the steps since the previous checkpoint, never
+    /// the run. A checkpoint of another run's settings stops the resume whatever its age.
+    public static func resume(_ spec: String, outputDir: URL, into t: TrainerState, options: TrainingOptions, globalBatch: Int,
+                              warn: (String) -> Void) throws -> URL {
+        guard spec == "latest" else {
+            let dir = URL(fileURLWithPath: spec)
+            try load(dir, into: t, options: options, globalBatch: globalBatch)
+            return dir
+        }
+        let candidates = Array(list(outputDir).reversed())
+        guard !candidates.isEmpty else { throw FormatError(url: outputDir, "no checkpoint-STEP directory to resume from") }
+        var newestProblem: FormatError?
+        for (i, candidate) in candidates.enumerated() {
+            let saved: Saved
+            do { saved = try read(candidate.url) } catch let problem as FormatError {
+                newestProblem = newestProblem ?? problem
+                let next = i + 1 < candidates.count ? "resuming from \(candidates[i + 1].url.lastPathComponent) instead" : "no older checkpoint left"
+                warn("\(candidate.url.lastPathComponent) is damaged (\(problem)); \(next)")
+                continue
+            }
+            try apply(saved, from: candidate.url, into: t, options: options, globalBatch: globalBatch)
+            return candidate.url
+        }
+        throw newestProblem!
     }
 
     static func list(_ outputDir: URL) -> [(step: Int, url: URL)] {

@@ -13,8 +13,9 @@ extension Trainer {
         let out = URL(fileURLWithPath: options.outputDir)
         try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
         if let resume {
-            let dir = try Checkpoint.locate(resume, outputDir: out)
-            try Checkpoint.load(dir, into: state, options: options, globalBatch: globalBatch)
+            let dir = try Checkpoint.resume(resume, outputDir: out, into: state, options: options, globalBatch: globalBatch) {
+                events(.warning($0))
+            }
             events(.started("resumed from \(dir.path) at step \(step)"))
         } else {
             events(.started("\(train.count) training / \(holdout.count) held-out rows, \(totalSteps) steps of \(globalBatch * options.gradientAccumulationSteps) triples, \(negatives) hard negatives per row, \(adapter.parameterCount) LoRA parameters, \(communicator.size) rank(s)"

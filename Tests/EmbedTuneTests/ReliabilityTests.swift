@@ -90,4 +90,31 @@ struct ReliabilityTests {
         let kept = try JSONSerialization.jsonObject(with: Data(contentsOf: evalURL)) as? [String: Any]
         #expect(kept?["ndcg@10"] as? Double == 2.0)
     }
+
+    @Test("a damaged latest checkpoint is reported and the one before it resumes to the uninterrupted adapter",
+          arguments: ["bit flip", "truncation"])
+    func damagedCheckpointFallsBack(_ damage: String) throws {
+        let tmp = try Paths.temporaryDirectory()
+        let data = tmp.appendingPathComponent("d.jsonl")
+        try tinyDataset(data)
+        func args(_ out: URL) -> [String] {
+            ["train", "--model", model, "--dataset", data.path, "--output_dir", out.path, "--max_steps", "12",
+             "--per_device_train_batch_size", "8", "--learning_rate", "1e-3", "--lora_r", "4", "--lora_dropout", "0.1",
+             "--save_steps", "4", "--save_total_limit", "3", "--threads", "1"]
+        }
+        let straight = tmp.appendingPathComponent("straight"), out = tmp.appendingPathComponent("damaged")
+        #expect(try runCLI(args(straight)).status == 0)
+        #expect(try runCLI(args(out) + ["--stop_after", "8"]).status == 0)
+        let blob = out.appendingPathComponent("checkpoint-8/state.bin.zst")
+        var bytes = try Data(contentsOf: blob)
+        if damage == "bit flip" { bytes[bytes.count / 2] ^= 0x10 } else { bytes = bytes.prefix(bytes.count / 2) }
+        try bytes.write(to: blob)
+        let resumed = try runCLI(args(out) + ["--resume", "latest"])
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        #expect(resumed.stderr.contains("checkpoint-8 is damaged") && resumed.stderr.contains("resuming from checkpoint-4 instead"),
+                "\(resumed.stderr)")
+        #expect(resumed.stdout.contains("resumed from \(out.appendingPathComponent("checkpoint-4").path) at step 4"), "\(resumed.stdout)")
+        let a = try Data(contentsOf: straight.appendingPathComponent("adapter_model.safetensors"))
+        #expect(try Data(contentsOf: out.appendingPathComponent("adapter_model.safetensors")) == a)
+    }
 }
