@@ -18,6 +18,8 @@ public protocol Communicator: AnyObject {
     /// Time spent in and bytes sent by collectives since the start (or the last reset).
     var traffic: CommunicationStats { get }
     func resetTraffic()
+    /// What the run is doing ("step 12"), named when a collective times out.
+    func setActivity(_ text: String)
 }
 
 /// What the collectives cost: wall time inside MPI, bytes this rank contributed, call count.
@@ -68,6 +70,7 @@ public final class SingleProcessCommunicator: Communicator {
     public func barrier() throws {}
     public var traffic: CommunicationStats { CommunicationStats() }
     public func resetTraffic() {}
+    public func setActivity(_ text: String) {}
 }
 
 public struct MPIError: Error, CustomStringConvertible {
@@ -107,7 +110,14 @@ public final class MPICommunicator: Communicator {
         MPI_Comm_size(cmpi_comm_world(), &s)
         rank = Int(r)
         size = Int(s)
+        watchdog = CollectiveWatchdog(timeout: Self.defaultCollectiveTimeout, rank: rank)
     }
+
+    /// Seconds one collective may wait before this rank ends the job (0: forever).
+    public static let defaultCollectiveTimeout = 300.0
+    private let watchdog: CollectiveWatchdog
+    public func setCollectiveTimeout(_ seconds: Double) { watchdog.setTimeout(seconds) }
+    public func setActivity(_ text: String) { watchdog.setActivity(text) }
 
     public private(set) var traffic = CommunicationStats()
     public func resetTraffic() { traffic = CommunicationStats() }
@@ -115,7 +125,9 @@ public final class MPICommunicator: Communicator {
     /// Runs one MPI call, timing it and checking its return code.
     private func call(_ name: String, bytes: Int, _ body: () -> Int32) throws {
         let t0 = DispatchTime.now().uptimeNanoseconds
+        watchdog.begin(name)
         let rc = body()
+        watchdog.end()
         traffic.seconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
         traffic.bytes += bytes
         traffic.calls += 1

@@ -40,6 +40,7 @@ extension Trainer {
         var best = resume == nil ? -Double.infinity : BestAdapter.score(in: out) ?? -Double.infinity
         /// Evaluates, logs, and keeps the adapter with the best held-out NDCG@10 in OUTPUT_DIR/best.
         func evaluateAndTrack() throws {
+            communicator.setActivity("the evaluation at step \(step)")
             let e = try evaluate()
             try log?.write(e)
             evaluations.append(e)
@@ -59,6 +60,7 @@ extension Trainer {
         }
         while step < totalSteps {
             if let stopAfter, step >= stopAfter { break }
+            communicator.setActivity("step \(step + 1)")
             let t0 = DispatchTime.now().uptimeNanoseconds, mpi0 = communicator.traffic.seconds
             var (loss, dLogTau, tokens, tau, examples) = try accumulateGradients(step: step)
             // One all-reduce per optimiser step: the flat LoRA gradient with three scalars behind it.

@@ -75,6 +75,8 @@ public struct TrainingOptions: Equatable, Sendable {
     public var balanceRanks = true
     /// Compute threads per process; 0 = the launcher's choice (cores ÷ local ranks).
     public var threads = 0
+    /// Seconds one collective may wait for the other ranks before the job ends (0: forever).
+    public var collectiveTimeout = 300.0
 
     /// Other domains' adapters to fuse with this run's adapter on rank 0 at the end (merge --search),
     /// and one dev set (BEIR directory) per domain: this run's first, then one per partner.
@@ -196,6 +198,9 @@ extension TrainingOption {
             option("gather_across_ranks", \.gatherAcrossRanks, "Gather embeddings so every query sees every rank's documents."),
             option("balance_ranks", \.balanceRanks, "Deal each global batch's rows to the ranks by estimated tokens (needs the gather)."),
             option("threads", \.threads, "Compute threads per process; 0 = cores ÷ local ranks.", check: atLeast(0)),
+            option("collective_timeout", \.collectiveTimeout,
+                   "Seconds one collective may wait for the other ranks before the job ends, naming the rank and step; 0 = forever.",
+                   check: atLeast(0)),
         ]),
         ("Fusion", [
             option("fusion_adapters", \.fusionAdapters,

@@ -41,6 +41,7 @@ struct TrainCommand: ParsableCommand {
             throw ExitCode.failure
         }
         if options.threads > 0 { BLASRuntime.setThreads(options.threads) }
+        (communicator as? MPICommunicator)?.setCollectiveTimeout(options.collectiveTimeout)
         let speak = communicator.isRoot || verbose
         do {
             let trainer = try Trainer(options: options, communicator: communicator)

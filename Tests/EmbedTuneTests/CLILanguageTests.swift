@@ -63,6 +63,7 @@ gradcache_mini_batch = 4
 gather_across_ranks = false
 balance_ranks = false
 threads = 1
+collective_timeout = 60.0
 fusion_adapters = ["a1"]
 fusion_dev = ["dev/own", "dev/a1"]
 preserve_data = "other.jsonl"

@@ -130,4 +130,50 @@ struct MPITests {
         #expect(resumed.status == 0, "\(resumed.stderr)")
         #expect(try adapterDistance(tmp.appendingPathComponent("full"), out) <= 1e-5)
     }
+
+    @Test("a stopped rank (SIGSTOP) ends the job within collective_timeout, naming a rank and the step; the last checkpoint resumes to the same adapter")
+    func stalledRank() throws {
+        let tmp = try Paths.temporaryDirectory()
+        let data = tmp.appendingPathComponent("d.jsonl")
+        try tinyDataset(data)
+        let plan = ["--max_steps", "150", "--save_steps", "4", "--collective_timeout", "5", "--global_batch_size", "12"]
+        let uninterrupted = try runMPI(3, args(data, tmp.appendingPathComponent("full"), plan))
+        #expect(uninterrupted.status == 0, "\(uninterrupted.stderr)")
+
+        let out = tmp.appendingPathComponent("stalled")
+        let mpirun = Process()
+        mpirun.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        mpirun.arguments = ["mpirun", "-np", "3", "--oversubscribe", "-x", "OPENBLAS_NUM_THREADS=1", Paths.executable.path]
+            + args(data, out, plan)
+        var env = ProcessInfo.processInfo.environment
+        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+        mpirun.environment = env
+        let err = Pipe()
+        mpirun.standardOutput = FileHandle.nullDevice
+        mpirun.standardError = err
+        try mpirun.run()
+        let deadline = Date().addingTimeInterval(120)
+        while !FileManager.default.fileExists(atPath: out.appendingPathComponent("checkpoint-8").path) && Date() < deadline { usleep(5000) }
+        let ranks = try FileManager.default.contentsOfDirectory(atPath: "/proc").compactMap(Int32.init).filter { pid in
+            guard let cmd = try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8) else { return false }
+            return cmd.hasPrefix(Paths.executable.path) && cmd.contains(out.path)
+        }
+        #expect(ranks.count == 3)
+        let stopped = ranks.sorted()[2]
+        let stoppedAt = Date()
+        kill(stopped, SIGSTOP)
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        mpirun.waitUntilExit()
+        let seconds = Date().timeIntervalSince(stoppedAt)
+        kill(stopped, SIGKILL)
+        let message = String(decoding: stderr, as: UTF8.self)
+        #expect(mpirun.terminationStatus != 0)
+        #expect(seconds < 5 + 30, "mpirun took \(seconds) s to end")
+        #expect(message.contains("(collective_timeout 5 s): another rank stopped answering") && message.contains(" at step "), "\(message)")
+
+        #expect(!FileManager.default.fileExists(atPath: out.appendingPathComponent("adapter_model.safetensors").path))
+        let resumed = try runMPI(3, args(data, out, plan + ["--resume", "latest"]))
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        #expect(try adapterDistance(tmp.appendingPathComponent("full"), out) <= 1e-5)
+    }
 }
