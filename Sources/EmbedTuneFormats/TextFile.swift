@@ -7,8 +7,9 @@ import Foundation
 public enum TextFile {
     /// The whole file as text, without a leading byte-order mark. Errors name the file.
     public static func read(_ path: String) throws -> String {
+        // Read through a handle: Data(contentsOf:) refuses character devices such as /dev/stdin.
         let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) }
+        do { data = try FileHandle(forReadingFrom: URL(fileURLWithPath: path)).readToEnd() ?? Data() }
         catch { throw FormatError(file: path, "cannot read: \(error.localizedDescription)") }
         return try decode(data, file: path)
     }

@@ -106,19 +106,21 @@ public struct ModelDirectory {
         let isDecoder = Self.decoderTypes.contains(type)
 
         let modulesURL = url.appendingPathComponent("modules.json")
-        var poolingPath = "1_Pooling"
+        var poolingDirectory = url.appendingPathComponent("1_Pooling")
         if fm.fileExists(atPath: modulesURL.path) {
             hasSentenceTransformersFiles = true
             let modules = try JSONValue.load(modulesURL)
             guard let list = modules.array else { throw FormatError(url: modulesURL, "must be a JSON array") }
             let types = list.compactMap { $0["type"]?.string }
             normalize = types.contains { $0.hasSuffix("Normalize") }
-            if let p = list.first(where: { $0["type"]?.string?.hasSuffix("Pooling") == true })?["path"]?.string { poolingPath = p }
+            if let i = list.firstIndex(where: { $0["type"]?.string?.hasSuffix("Pooling") == true }), let p = list[i]["path"]?.string {
+                poolingDirectory = try ContainedPath.resolve(p, in: url, file: modulesURL, item: "[\(i)].path")
+            }
         } else {
             hasSentenceTransformersFiles = false
             normalize = true
         }
-        let poolingURL = url.appendingPathComponent(poolingPath).appendingPathComponent("config.json")
+        let poolingURL = poolingDirectory.appendingPathComponent("config.json")
         if fm.fileExists(atPath: poolingURL.path) {
             do {
                 let cfg = try JSONDecoder().decode(PoolingConfig.self, from: Data(contentsOf: poolingURL))

@@ -43,7 +43,7 @@ public final class WeightStore: TensorSource, @unchecked Sendable {
             }
             var index = [String: String]()
             for (name, shard) in map {
-                guard let s = shard.string, !s.contains("/") else {
+                guard let s = shard.string, !s.contains("/"), s != "..", s != "." else {
                     throw FormatError(url: indexURL, item: "weight_map[\"\(name)\"]", "must name a shard file in this directory")
                 }
                 index[name] = s

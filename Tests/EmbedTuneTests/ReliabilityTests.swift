@@ -1,6 +1,7 @@
 import EmbedTuneData
 import EmbedTuneFormats
 import EmbedTuneKernels
+import EmbedTuneModels
 import Foundation
 import Testing
 
@@ -116,5 +117,35 @@ struct ReliabilityTests {
         #expect(resumed.stdout.contains("resumed from \(out.appendingPathComponent("checkpoint-4").path) at step 4"), "\(resumed.stdout)")
         let a = try Data(contentsOf: straight.appendingPathComponent("adapter_model.safetensors"))
         #expect(try Data(contentsOf: out.appendingPathComponent("adapter_model.safetensors")) == a)
+    }
+
+    @Test("a model directory cannot name files outside itself: modules.json paths and index shards are refused")
+    func pathsStayInside() throws {
+        let tmp = try Paths.temporaryDirectory()
+        let model = tmp.appendingPathComponent("model")
+        try FileManager.default.copyItem(at: Paths.fixtures.appendingPathComponent("tiny-qwen2"), to: model)
+        let modules = model.appendingPathComponent("modules.json")
+        let original = try Data(contentsOf: modules)
+        for escape in ["../outside", "/etc", "1_Pooling/../../outside"] {
+            let list: [[String: Any]] = [["idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"],
+                                         ["idx": 1, "name": "1", "path": escape, "type": "sentence_transformers.models.Pooling"]]
+            try JSONSerialization.data(withJSONObject: list).write(to: modules)
+            do { _ = try ModelDirectory(model); Issue.record("accepted pooling path \(escape)") } catch {
+                #expect("\(error)" == "\(modules.path): [1].path: \"\(escape)\" leaves the directory \(model.path) (only names inside it are read)")
+            }
+        }
+        try original.write(to: modules)
+        let index = model.appendingPathComponent("model.safetensors.index.json")
+        var json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: index)) as? [String: Any])
+        var map = try #require(json["weight_map"] as? [String: String])
+        let input = tmp.appendingPathComponent("texts.txt")
+        try "rice paddies\n".write(to: input, atomically: true, encoding: .utf8)
+        for escape in ["../model-00001-of-00002.safetensors", "..", "/etc/passwd"] {
+            map[map.keys.sorted()[0]] = escape
+            json["weight_map"] = map
+            try JSONSerialization.data(withJSONObject: json).write(to: index)
+            let r = try runCLI(["embed", "--model", model.path, "--input", input.path, "--output", tmp.appendingPathComponent("e.npy").path])
+            #expect(r.status == 1 && r.stderr.contains("must name a shard file in this directory"), "\(escape): \(r.stderr)")
+        }
     }
 }
