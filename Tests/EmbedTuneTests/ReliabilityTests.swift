@@ -148,4 +148,30 @@ struct ReliabilityTests {
             #expect(r.status == 1 && r.stderr.contains("must name a shard file in this directory"), "\(escape): \(r.stderr)")
         }
     }
+
+    @Test("kill -9 during a data import leaves the store as it was")
+    func killedImport() throws {
+        let tmp = try Paths.temporaryDirectory()
+        let db = tmp.appendingPathComponent("store.sqlite").path
+        let small = tmp.appendingPathComponent("small.jsonl"), large = tmp.appendingPathComponent("large.jsonl")
+        try (0..<20).map { #"{"question": "q\#($0)", "answer": "a\#($0)"}"# }.joined(separator: "\n").write(to: small, atomically: true, encoding: .utf8)
+        try (0..<400_000).map { #"{"question": "question number \#($0) about rice", "answer": "answer number \#($0) about paddies"}"# }
+            .joined(separator: "\n").write(to: large, atomically: true, encoding: .utf8)
+        #expect(try runCLI(["data", "import", "--db", db, "--db_dataset", "kept", "--format", "pairs", "--input", small.path]).status == 0)
+        let before = try DatasetStore(path: db).datasets()
+
+        let process = Process()
+        process.executableURL = Paths.executable
+        process.arguments = ["data", "import", "--db", db, "--db_dataset", "big", "--format", "pairs", "--input", large.path]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        usleep(400_000)
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        #expect(process.terminationReason == .uncaughtSignal, "the import finished before it could be killed")
+        let after = try DatasetStore(path: db).datasets()
+        #expect(after == before)
+        #expect(try DatasetStore(path: db).pairs(dataset: "kept", split: nil).count == 20)
+    }
 }
