@@ -45,10 +45,8 @@ public enum JSONValue: Codable, Equatable, Sendable {
     }
 
     public static func load(_ url: URL) throws -> JSONValue {
-        let data: Data
-        do { data = try Data(contentsOf: url) }
-        catch { throw FormatError(url: url, "cannot read: \(error.localizedDescription)") }
-        return try parse(data, file: url.path)
+        // Editors on Windows write a byte-order mark before JSON too; TextFile drops it.
+        try parse(Data(try TextFile.read(url.path).utf8), file: url.path)
     }
 
     static func summary(_ error: Error) -> String {

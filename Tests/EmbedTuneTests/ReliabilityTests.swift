@@ -59,6 +59,10 @@ struct ReliabilityTests {
         let set = try RetrievalSet.loadBEIR(corpus: corpus.path, queries: queries.path, qrels: qrels.path)
         #expect(set.corpusIDs == ["d1", "d2"] && set.relevant == [[0]])
 
+        let config = tmp.appendingPathComponent("config.json")
+        try "\u{FEFF}{\"model_type\": \"qwen3\"}\r\n".write(to: config, atomically: true, encoding: .utf8)
+        #expect(try JSONValue.load(config)["model_type"]?.string == "qwen3")
+
         let texts = tmp.appendingPathComponent("texts.txt")
         try "\u{FEFF}first\r\nsecond".write(to: texts, atomically: true, encoding: .utf8)
         let out = tmp.appendingPathComponent("e.npy")
