@@ -129,26 +129,24 @@ enum TokenizerText {
                                       "\u{2060}", "\u{FEFF}", "\u{FE0F}", "\u{FFFD}", "\u{FFFE}", "\u{E0001}"])),
     ])
 
-    /// CJK ideographs (BMP and extension B), kana, Hangul, full-width forms.
-    static let cjk = weighted([
-        (weight: 4, gen: scalar(in: "\u{4E00}"..."\u{9FFF}")),
-        (weight: 1, gen: scalar(in: "\u{20000}"..."\u{2A6DF}")),
-        (weight: 1, gen: scalar(in: "\u{3040}"..."\u{30FF}")),
-        (weight: 1, gen: scalar(in: "\u{AC00}"..."\u{D7A3}")),
-        (weight: 1, gen: scalar(in: "\u{FF00}"..."\u{FFEF}")),
-        (weight: 1, gen: scalar(in: "\u{3000}"..."\u{303F}")),
+    /// A scalar from one of the ranges, each range as likely as the others.
+    static func scalar(inAnyOf ranges: [ClosedRange<Unicode.Scalar>]) -> TextGenerator {
+        weighted(ranges.map { (weight: 1, gen: scalar(in: $0)) })
+    }
+
+    /// CJK ideographs (BMP, twice as often, and extension B), kana, Hangul, CJK punctuation,
+    /// full-width forms.
+    static let cjk = scalar(inAnyOf: [
+        "\u{4E00}"..."\u{9FFF}", "\u{4E00}"..."\u{9FFF}", "\u{20000}"..."\u{2A6DF}", "\u{3040}"..."\u{30FF}",
+        "\u{AC00}"..."\u{D7A3}", "\u{3000}"..."\u{303F}", "\u{FF00}"..."\u{FFEF}",
     ])
 
-    /// Latin with diacritics, Greek, Cyrillic, Arabic, Devanagari, Thai, and letter-like symbols.
-    static let otherScripts = weighted([
-        (weight: 1, gen: scalar(in: "\u{C0}"..."\u{24F}")),
-        (weight: 1, gen: scalar(in: "\u{370}"..."\u{3FF}")),
-        (weight: 1, gen: scalar(in: "\u{400}"..."\u{4FF}")),
-        (weight: 1, gen: scalar(in: "\u{600}"..."\u{6FF}")),
-        (weight: 1, gen: scalar(in: "\u{900}"..."\u{97F}")),
-        (weight: 1, gen: scalar(in: "\u{E00}"..."\u{E7F}")),
-        (weight: 1, gen: scalar(in: "\u{2100}"..."\u{218F}")),
-        (weight: 1, gen: scalar(in: "\u{1D400}"..."\u{1D7FF}")),
+    /// Latin with diacritics, Greek, Cyrillic, Arabic, Devanagari, Bengali, Tamil (two-part
+    /// vowel signs), Thai, letter-like and mathematical letters.
+    static let otherScripts = scalar(inAnyOf: [
+        "\u{C0}"..."\u{24F}", "\u{370}"..."\u{3FF}", "\u{400}"..."\u{4FF}", "\u{600}"..."\u{6FF}", "\u{900}"..."\u{97F}",
+        "\u{980}"..."\u{9FF}", "\u{B80}"..."\u{BFF}", "\u{E00}"..."\u{E7F}", "\u{2100}"..."\u{218F}",
+        "\u{1D400}"..."\u{1D7FF}",
     ])
 
     static let emojiScalar = scalar(in: "\u{1F300}"..."\u{1FAFF}")
@@ -206,6 +204,15 @@ enum TokenizerText {
 
     /// Arbitrary text: up to 24 fragments, the empty string included.
     static let text = fragment.array(of: 0...24).map { $0.joined() }.eraseToAny()
+
+    /// Long text: hundreds of fragments, and words and whitespace runs far past what the
+    /// others make (WordPiece's 100-character word limit, the BPE merge loop, Viterbi).
+    static let longText = weighted([
+        (weight: 8, gen: fragment),
+        (weight: 1, gen: Gen.letterOrNumber.string(of: 90...400).eraseToAny()),
+        (weight: 1, gen: element(of: whitespace).array(of: 50...300).map { $0.joined() }.eraseToAny()),
+        (weight: 1, gen: cjk.array(of: 50...200).map { $0.joined() }.eraseToAny()),
+    ]).array(of: 100...400).map { $0.joined() }.eraseToAny()
 
     /// Text of the fragments that are not added tokens of any family.
     static let textWithoutMarkup = weighted([
@@ -341,6 +348,23 @@ struct TokenizerPropertyTests {
                     if cut != Array(content.prefix(maxLength - specials)) { violations.append("content truncation is not a prefix") }
                 }
             }
+            return violations
+        }
+    }
+
+    @Test("every tokenizer: long text encodes to ids in [0, vocabulary size) and truncates to maxLength",
+          arguments: PropertyTokenizers.byteLevel + PropertyTokenizers.wordPiece + PropertyTokenizers.unigram)
+    func longText(_ name: String) {
+        let tokenizer = PropertyTokenizers.named(name)
+        let size = tokenizer.vocabularySize
+        checkProperty(seed: 7, count: 40, input: zip(TokenizerText.longText, Gen.int(in: 0...512)), shrink: { value, stillFails in
+            (shrinkText(value.0) { stillFails(($0, value.1)) }, value.1)
+        }) { text, maxLength in
+            let whole = tokenizer.encode(text)
+            let cut = tokenizer.encode(text, maxLength: maxLength)
+            var violations = [String]()
+            if let bad = whole.first(where: { $0 < 0 || Int($0) >= size }) { violations.append("id \(bad) is outside [0, \(size))") }
+            if cut.count > maxLength { violations.append("\(cut.count) ids for maxLength \(maxLength)") }
             return violations
         }
     }
