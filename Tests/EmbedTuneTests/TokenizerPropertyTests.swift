@@ -88,6 +88,23 @@ func shrinkBatch(_ batch: [String], stillFails: ([String]) -> Bool) -> [String] 
     return batch
 }
 
+/// Shrinks the first of a pair with `shrink`, keeping the second.
+func shrinkFirst<First, Second>(_ shrink: @escaping (First, (First) -> Bool) -> First)
+    -> ((First, Second), ((First, Second)) -> Bool) -> (First, Second) {
+    { value, stillFails in (shrink(value.0) { stillFails(($0, value.1)) }, value.1) }
+}
+
+/// What is wrong with `ids` as the encoding of `text`: an id outside [0, vocabularySize), or
+/// more ids than `maxLength`.
+func rangeAndLengthViolations(_ ids: [Int32], of text: String, vocabularySize: Int, maxLength: Int?) -> [String] {
+    var violations = [String]()
+    if let bad = ids.first(where: { $0 < 0 || Int($0) >= vocabularySize }) {
+        violations.append("id \(bad) of \(swiftLiteral(text)) is outside [0, \(vocabularySize))")
+    }
+    if let maxLength, ids.count > maxLength { violations.append("\(ids.count) ids for maxLength \(maxLength)") }
+    return violations
+}
+
 /// Text generators: fragments of many scripts and of the characters tokenizers treat
 /// specially, joined at random. Lone surrogates are not representable in a Swift String.
 enum TokenizerText {
@@ -317,28 +334,21 @@ struct TokenizerPropertyTests {
         }
     }
 
-    @Test("every tokenizer: any text encodes to ids in [0, vocabulary size), alone and in a truncated batch",
+    @Test("every tokenizer: any text, short or long, encodes to ids in [0, vocabulary size), alone and truncated in a batch",
           arguments: PropertyTokenizers.byteLevel + PropertyTokenizers.wordPiece + PropertyTokenizers.unigram)
     func idsInRangeAndTruncation(_ name: String) {
         let tokenizer = PropertyTokenizers.named(name)
         let size = tokenizer.vocabularySize
         let specials = tokenizer.specialTokensAdded
         let batches = zip(TokenizerText.text.array(of: 1...8), Gen.int(in: 0...48))
-        checkProperty(seed: 3, count: 300, input: batches, shrink: { value, stillFails in
-            (shrinkBatch(value.0) { stillFails(($0, value.1)) }, value.1)
-        }) { texts, maxLength in
+        checkProperty(seed: 3, count: 300, input: batches, shrink: shrinkFirst(shrinkBatch)) { texts, maxLength in
             var violations = [String]()
             let rows = tokenizer.encodeBatch(texts, maxLength: maxLength)
             for (text, row) in zip(texts, rows) {
-                if let bad = row.first(where: { $0 < 0 || Int($0) >= size }) {
-                    violations.append("id \(bad) of \(swiftLiteral(text)) is outside [0, \(size))")
-                }
-                if row.count > maxLength { violations.append("\(row.count) ids for maxLength \(maxLength)") }
                 let content = tokenizer.encode(text, addSpecialTokens: false)
                 let whole = tokenizer.encode(text)
-                if let bad = whole.first(where: { $0 < 0 || Int($0) >= size }) {
-                    violations.append("id \(bad) of \(swiftLiteral(text)) is outside [0, \(size))")
-                }
+                violations += rangeAndLengthViolations(row, of: text, vocabularySize: size, maxLength: maxLength)
+                violations += rangeAndLengthViolations(whole, of: text, vocabularySize: size, maxLength: nil)
                 if whole.count != content.count + specials { violations.append("\(specials) special tokens were not all added") }
                 // Truncation cuts the content and keeps the special tokens, whenever they fit.
                 if maxLength >= specials {
@@ -350,22 +360,12 @@ struct TokenizerPropertyTests {
             }
             return violations
         }
-    }
-
-    @Test("every tokenizer: long text encodes to ids in [0, vocabulary size) and truncates to maxLength",
-          arguments: PropertyTokenizers.byteLevel + PropertyTokenizers.wordPiece + PropertyTokenizers.unigram)
-    func longText(_ name: String) {
-        let tokenizer = PropertyTokenizers.named(name)
-        let size = tokenizer.vocabularySize
-        checkProperty(seed: 7, count: 40, input: zip(TokenizerText.longText, Gen.int(in: 0...512)), shrink: { value, stillFails in
-            (shrinkText(value.0) { stillFails(($0, value.1)) }, value.1)
-        }) { text, maxLength in
-            let whole = tokenizer.encode(text)
-            let cut = tokenizer.encode(text, maxLength: maxLength)
-            var violations = [String]()
-            if let bad = whole.first(where: { $0 < 0 || Int($0) >= size }) { violations.append("id \(bad) is outside [0, \(size))") }
-            if cut.count > maxLength { violations.append("\(cut.count) ids for maxLength \(maxLength)") }
-            return violations
+        // Long text, one at a time: words past WordPiece's limit and long runs reach code that short text does not.
+        let texts = zip(TokenizerText.longText, Gen.int(in: 0...512))
+        checkProperty(seed: 7, count: 40, input: texts, shrink: shrinkFirst(shrinkText)) { text, maxLength in
+            rangeAndLengthViolations(tokenizer.encode(text), of: text, vocabularySize: size, maxLength: nil)
+                + rangeAndLengthViolations(tokenizer.encode(text, maxLength: maxLength), of: text, vocabularySize: size,
+                                           maxLength: maxLength)
         }
     }
 
