@@ -21,6 +21,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // Property-based tests (generators, seeds, shrinking) for the tokenizers; tests only.
+        .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
     ],
     targets: [
         .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
@@ -67,6 +69,7 @@ let package = Package(
             name: "EmbedTuneTests",
             dependencies: [
                 "EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneData", "EmbedTuneRetrieval", "EmbedTuneTraining", "EmbedTuneReport",
+                .product(name: "PropertyBased", package: "swift-property-based"),
             ],
             swiftSettings: checked),
     ]

@@ -151,28 +151,51 @@ public final class Tokenizer: @unchecked Sendable {
         case .byteLevel:
             return String(decoding: pieces.flatMap { $0 }, as: UTF8.self)
         case .wordPiece(let prefix):
-            var out = ""
+            // On UTF-8 bytes, because "##" followed by a spacing mark (MiniLM's "##ा") is not
+            // a String with the Character prefix "##".
+            let marker = Array(prefix.utf8)
+            var bytes = [UInt8]()
             for (i, p) in pieces.enumerated() {
-                let token = String(decoding: p, as: UTF8.self)
-                if token.hasPrefix(prefix) { out += token.dropFirst(prefix.count) }
-                else { out += (i == 0 ? "" : " ") + token }
+                if p.starts(with: marker) { bytes += p.dropFirst(marker.count) }
+                else { if i > 0 { bytes.append(UInt8(ascii: " ")) }; bytes += p }
             }
-            return out
+            return String(decoding: bytes, as: UTF8.self)
         case .metaspace(let replacement):
-            // <0xXX> pieces (byte fallback) become raw bytes.
+            // In HF's order: the replacement in each piece becomes a space, <0xXX> pieces (byte
+            // fallback) become raw bytes, and one leading space goes. On UTF-8 bytes, because a
+            // String compares Characters: "▁" or " " followed by a combining mark, joiner or
+            // variation selector is one Character, which neither matches "▁" nor starts with " ".
+            let marker = Array(replacement.utf8)
             var bytes = [UInt8]()
             for p in pieces {
                 if p.count == 6, p.starts(with: Array("<0x".utf8)), p.last == UInt8(ascii: ">"),
                    let b = UInt8(String(decoding: p[3..<5], as: UTF8.self), radix: 16) {
                     bytes.append(b)
                 } else {
-                    bytes += p
+                    bytes += Self.replacing(marker, in: p, with: UInt8(ascii: " "))
                 }
             }
-            var text = String(decoding: bytes, as: UTF8.self).replacingOccurrences(of: replacement, with: " ")
-            if text.hasPrefix(" ") { text.removeFirst() }
-            return text
+            if bytes.first == UInt8(ascii: " ") { bytes.removeFirst() }
+            return String(decoding: bytes, as: UTF8.self)
         }
+    }
+
+    /// `bytes` with each occurrence of `marker` replaced by `byte`. On valid UTF-8 a match
+    /// starts and ends on scalar boundaries, so this replaces scalars, not Characters.
+    static func replacing(_ marker: [UInt8], in bytes: [UInt8], with byte: UInt8) -> [UInt8] {
+        guard !marker.isEmpty, bytes.count >= marker.count else { return bytes }
+        var out = [UInt8](), i = 0
+        out.reserveCapacity(bytes.count)
+        while i < bytes.count {
+            if i + marker.count <= bytes.count && bytes[i..<(i + marker.count)].elementsEqual(marker) {
+                out.append(byte)
+                i += marker.count
+            } else {
+                out.append(bytes[i])
+                i += 1
+            }
+        }
+        return out
     }
 
     // MARK: stages
