@@ -98,8 +98,9 @@ public final class Tokenizer: @unchecked Sendable {
 
     /// Token ids of one text. With `addSpecialTokens` the post-processor's tokens are added
     /// (e.g. the trailing <|endoftext|>); `maxLength` truncates the content on the right so that
-    /// the result, specials included, fits.
+    /// the result, specials included, fits (a negative limit keeps nothing, as zero does).
     public func encode(_ text: String, addSpecialTokens: Bool = true, maxLength: Int? = nil) -> [Int32] {
+        let maxLength = maxLength.map { max($0, 0) }
         var ids = [Int32]()
         for segment in splitOnAddedTokens(text) {
             switch segment {
