@@ -2,6 +2,7 @@ import EmbedTuneData
 import EmbedTuneFormats
 import EmbedTuneKernels
 import EmbedTuneModels
+import EmbedTuneTokenizers
 import Foundation
 import Testing
 
@@ -177,5 +178,12 @@ struct ReliabilityTests {
         let after = try DatasetStore(path: db).datasets()
         #expect(after == before)
         #expect(try DatasetStore(path: db).pairs(dataset: "kept", split: nil).count == 20)
+    }
+
+    @Test("a negative maxLength keeps no tokens instead of trapping")
+    func negativeMaxLength() throws {
+        let tokenizer = try Tokenizer.load(tokenizerJSON: Paths.fixtures.appendingPathComponent("qwen-bpe/tokenizer.json"))
+        #expect(tokenizer.encode("rice paddies", maxLength: -3).isEmpty)
+        #expect(tokenizer.encodeBatch(["rice", "tea"], maxLength: -1) == [[], []])
     }
 }
