@@ -177,6 +177,15 @@ public enum Checkpoint {
         }.sorted { $0.0 < $1.0 }
     }
 
+    /// Removes the temporary directories of checkpoints whose writer died before renaming them
+    /// into place (`.checkpoint-STEP.tmp-PID`): they were never checkpoints.
+    public static func removeUnfinished(in outputDir: URL) {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: outputDir.path)) ?? []
+        for name in names where name.hasPrefix(".checkpoint-") && name.contains(".tmp-") {
+            try? FileManager.default.removeItem(at: outputDir.appendingPathComponent(name))
+        }
+    }
+
     static func prune(_ outputDir: URL, keep: Int) throws {
         guard keep > 0 else { return }
         for old in list(outputDir).dropLast(keep) { try FileManager.default.removeItem(at: old.url) }

@@ -12,6 +12,7 @@ extension Trainer {
     public func run(resume: String? = nil, stopAfter: Int? = nil, events: (TrainingEvent) -> Void = { _ in }) throws -> URL {
         let out = URL(fileURLWithPath: options.outputDir)
         try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
+        if communicator.isRoot { Checkpoint.removeUnfinished(in: out) }
         if let resume {
             let dir = try Checkpoint.resume(resume, outputDir: out, into: state, options: options, globalBatch: globalBatch) {
                 events(.warning($0))

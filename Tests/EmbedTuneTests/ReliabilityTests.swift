@@ -111,6 +111,10 @@ struct ReliabilityTests {
         let straight = tmp.appendingPathComponent("straight"), out = tmp.appendingPathComponent("damaged")
         #expect(try runCLI(args(straight)).status == 0)
         #expect(try runCLI(args(out) + ["--stop_after", "8"]).status == 0)
+        // What a writer killed before its rename leaves: never a checkpoint, removed on resume.
+        let unfinished = out.appendingPathComponent(".checkpoint-12.tmp-4242")
+        try FileManager.default.createDirectory(at: unfinished, withIntermediateDirectories: true)
+        try Data("partial".utf8).write(to: unfinished.appendingPathComponent("state.bin.zst"))
         let blob = out.appendingPathComponent("checkpoint-8/state.bin.zst")
         var bytes = try Data(contentsOf: blob)
         if damage == "bit flip" { bytes[bytes.count / 2] ^= 0x10 } else { bytes = bytes.prefix(bytes.count / 2) }
@@ -120,6 +124,7 @@ struct ReliabilityTests {
         #expect(resumed.stderr.contains("checkpoint-8 is damaged") && resumed.stderr.contains("resuming from checkpoint-4 instead"),
                 "\(resumed.stderr)")
         #expect(resumed.stdout.contains("resumed from \(out.appendingPathComponent("checkpoint-4").path) at step 4"), "\(resumed.stdout)")
+        #expect(!FileManager.default.fileExists(atPath: unfinished.path))
         let a = try Data(contentsOf: straight.appendingPathComponent("adapter_model.safetensors"))
         #expect(try Data(contentsOf: out.appendingPathComponent("adapter_model.safetensors")) == a)
     }
