@@ -22,6 +22,30 @@ func runMPI(_ ranks: Int, _ arguments: [String]) throws -> CommandResult {
                          stderr: String(decoding: e, as: UTF8.self))
 }
 
+/// Starts `mpirun -np N embedtune …` in the background; its standard error goes to `stderr`.
+func startMPI(_ ranks: Int, _ arguments: [String], stderr: Any = FileHandle.nullDevice) throws -> Process {
+    let mpirun = Process()
+    mpirun.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    mpirun.arguments = ["mpirun", "-np", "\(ranks)", "--oversubscribe", "-x", "OPENBLAS_NUM_THREADS=1", Paths.executable.path] + arguments
+    var env = ProcessInfo.processInfo.environment
+    env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+    mpirun.environment = env
+    mpirun.standardOutput = FileHandle.nullDevice
+    mpirun.standardError = stderr
+    try mpirun.run()
+    return mpirun
+}
+
+/// The ranks of a run, once `checkpoint` exists: embedtune processes whose command line names `out`.
+func ranksOnceWritten(_ checkpoint: String, of out: URL) throws -> [Int32] {
+    let deadline = Date().addingTimeInterval(120)
+    while !FileManager.default.fileExists(atPath: out.appendingPathComponent(checkpoint).path) && Date() < deadline { usleep(5000) }
+    return try FileManager.default.contentsOfDirectory(atPath: "/proc").compactMap(Int32.init).filter { pid in
+        guard let cmd = try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8) else { return false }
+        return cmd.hasPrefix(Paths.executable.path) && cmd.contains(out.path)
+    }.sorted()
+}
+
 /// max over tensors of ‖a − b‖ / ‖a‖.
 func adapterDistance(_ a: URL, _ b: URL) throws -> Double {
     let fa = try SafetensorsFile(url: a.appendingPathComponent("adapter_model.safetensors"))
@@ -100,26 +124,11 @@ struct MPITests {
         #expect(uninterrupted.status == 0, "\(uninterrupted.stderr)")
 
         let out = tmp.appendingPathComponent("killed")
-        let mpirun = Process()
-        mpirun.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        mpirun.arguments = ["mpirun", "-np", "4", "--oversubscribe", "-x", "OPENBLAS_NUM_THREADS=1", Paths.executable.path]
-            + args(data, out, plan)
-        var env = ProcessInfo.processInfo.environment
-        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
-        mpirun.environment = env
-        mpirun.standardOutput = FileHandle.nullDevice
-        mpirun.standardError = FileHandle.nullDevice
-        try mpirun.run()
-        let deadline = Date().addingTimeInterval(120)
-        while !FileManager.default.fileExists(atPath: out.appendingPathComponent("checkpoint-8").path) && Date() < deadline { usleep(5000) }
-        // A rank is an embedtune process whose command line names this run's output directory.
-        let ranks = try FileManager.default.contentsOfDirectory(atPath: "/proc").compactMap(Int32.init).filter { pid in
-            guard let cmd = try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8) else { return false }
-            return cmd.hasPrefix(Paths.executable.path) && cmd.contains(out.path)
-        }
+        let mpirun = try startMPI(4, args(data, out, plan))
+        let ranks = try ranksOnceWritten("checkpoint-8", of: out)
         #expect(ranks.count == 4)
         let killedAt = Date()
-        kill(ranks.sorted()[1], SIGKILL)
+        kill(ranks[1], SIGKILL)
         mpirun.waitUntilExit()
         let seconds = Date().timeIntervalSince(killedAt)
         #expect(mpirun.terminationStatus != 0)
@@ -141,25 +150,11 @@ struct MPITests {
         #expect(uninterrupted.status == 0, "\(uninterrupted.stderr)")
 
         let out = tmp.appendingPathComponent("stalled")
-        let mpirun = Process()
-        mpirun.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        mpirun.arguments = ["mpirun", "-np", "3", "--oversubscribe", "-x", "OPENBLAS_NUM_THREADS=1", Paths.executable.path]
-            + args(data, out, plan)
-        var env = ProcessInfo.processInfo.environment
-        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
-        mpirun.environment = env
         let err = Pipe()
-        mpirun.standardOutput = FileHandle.nullDevice
-        mpirun.standardError = err
-        try mpirun.run()
-        let deadline = Date().addingTimeInterval(120)
-        while !FileManager.default.fileExists(atPath: out.appendingPathComponent("checkpoint-8").path) && Date() < deadline { usleep(5000) }
-        let ranks = try FileManager.default.contentsOfDirectory(atPath: "/proc").compactMap(Int32.init).filter { pid in
-            guard let cmd = try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8) else { return false }
-            return cmd.hasPrefix(Paths.executable.path) && cmd.contains(out.path)
-        }
+        let mpirun = try startMPI(3, args(data, out, plan), stderr: err)
+        let ranks = try ranksOnceWritten("checkpoint-8", of: out)
         #expect(ranks.count == 3)
-        let stopped = ranks.sorted()[2]
+        let stopped = ranks[2]
         let stoppedAt = Date()
         kill(stopped, SIGSTOP)
         let stderr = err.fileHandleForReading.readDataToEndOfFile()
