@@ -1,0 +1,90 @@
+import EmbedTuneFormats
+import EmbedTuneModels
+import Foundation
+import Testing
+
+/// Qwen3-Reranker scoring against transformers (tools/reference/make_reranker_fixtures.py): tiny
+/// random Qwen3/Qwen2 ForCausalLM models, tied and untied lm_head, scored as the model card does.
+/// The tiny vocabulary answers with "y" and "n" (it has no "yes"/"no" token).
+@Suite("Qwen reranker: causal-LM head and yes/no scoring")
+struct RerankerTests {
+    static let directory = Paths.fixtures.appendingPathComponent("reranker")
+    static let expected: JSONValue = try! JSONValue.load(directory.appendingPathComponent("expected.json"))
+
+    struct Pair { var instruction: String?; var query: String; var document: String }
+
+    static var pairs: [Pair] {
+        expected["pairs"]!.array!.map { Pair(instruction: $0["instruction"]?.string, query: $0["query"]!.string!,
+                                             document: $0["document"]!.string!) }
+    }
+
+    func reranker(_ name: String) throws -> QwenReranker {
+        let e = Self.expected
+        let r = try QwenReranker(directory: ModelDirectory(Self.directory.appendingPathComponent(name)),
+                                 answers: (e["yes_token"]!.string!, e["no_token"]!.string!))
+        r.maxLength = e["max_length"]!.int!
+        return r
+    }
+
+    func floats(_ v: JSONValue?) -> [Float] { v!.array!.map { Float($0.double!) } }
+
+    @Test("logits of the two answer tokens and scores match transformers",
+          arguments: ["qwen3-tied", "qwen3-untied", "qwen2-tied", "qwen2-untied"])
+    func parity(_ name: String) throws {
+        let r = try reranker(name), e = Self.expected["models"]![name]!
+        #expect(r.head.tied == e["tie_word_embeddings"]!.bool!)
+        #expect(Int(r.yesID) == e["yes_id"]!.int! && Int(r.noID) == e["no_id"]!.int!)
+        // Each pair with its own instruction, all in one packed batch.
+        var judgements = [QwenReranker.Judgement]()
+        for (i, p) in Self.pairs.enumerated() {
+            let ids = try r.tokens(query: p.query, document: p.document, instruction: p.instruction)
+            #expect(ids.map(Int.init) == e["ids"]!.array![i].array!.map { $0.int! }, "pair \(i): token ids")
+        }
+        let byInstruction = Dictionary(grouping: Self.pairs.indices, by: { Self.pairs[$0].instruction })
+        judgements = Array(repeating: QwenReranker.Judgement(yesLogit: 0, noLogit: 0), count: Self.pairs.count)
+        for (instruction, indices) in byInstruction {
+            let got = try r.judge(indices.map { (Self.pairs[$0].query, Self.pairs[$0].document) }, instruction: instruction)
+            for (k, i) in indices.enumerated() { judgements[i] = got[k] }
+        }
+        let yes = maxAbsDifference(judgements.map(\.yesLogit), floats(e["yes_logits"]))
+        let no = maxAbsDifference(judgements.map(\.noLogit), floats(e["no_logits"]))
+        let score = maxAbsDifference(judgements.map(\.score), floats(e["scores"]))
+        print("\(name): max |Δ| yes logit \(yes), no logit \(no), score \(score)")
+        #expect(yes <= 1e-4 && no <= 1e-4, "logits: max |Δ| yes \(yes), no \(no)")
+        #expect(score <= 1e-4, "scores: max |Δ| \(score)")
+    }
+
+    @Test("truncation shortens the body only: prefix and suffix stay whole")
+    func truncationKeepsPrompt() throws {
+        let r = try reranker("qwen3-tied")
+        let long = String(repeating: "Tilapia grow well in warm ponds. ", count: 200)
+        for maxLength in [r.prefixIDs.count + r.suffixIDs.count + 8, 200, 320] {
+            r.maxLength = maxLength
+            let ids = try r.tokens(query: "why do fish need oxygen", document: long)
+            #expect(ids.count == maxLength)
+            #expect(Array(ids.prefix(r.prefixIDs.count)) == r.prefixIDs)
+            #expect(Array(ids.suffix(r.suffixIDs.count)) == r.suffixIDs)
+        }
+        r.maxLength = r.prefixIDs.count + r.suffixIDs.count
+        #expect(throws: FormatError.self) { _ = try r.tokens(query: "q", document: "d") }
+    }
+
+    @Test("a pair longer than max_length still scores, as its truncated form")
+    func longPairScores() throws {
+        let r = try reranker("qwen2-untied")
+        let long = String(repeating: "Shrimp need clean water with dissolved oxygen above 5 mg/L. ", count: 100)
+        let score = try r.scores(query: "why do fish need oxygen", documents: [long, "short"])
+        #expect(score.count == 2 && score.allSatisfy { $0 > 0 && $0 < 1 })
+        // Only the first maxLength tokens count: a longer tail does not change the score.
+        let longer = try r.scores(query: "why do fish need oxygen", documents: [long + long])
+        #expect(abs(longer[0] - score[0]) <= 1e-6)
+    }
+
+    @Test("the model-level answers are Qwen's: yes and no by vocabulary lookup")
+    func defaultAnswersNeedTheirTokens() throws {
+        // The tiny vocabulary has neither "yes" nor "no": the lookup fails with a clear error.
+        #expect(throws: FormatError.self) {
+            _ = try QwenReranker(directory: ModelDirectory(Self.directory.appendingPathComponent("qwen3-tied")))
+        }
+    }
+}
