@@ -1,5 +1,6 @@
 import EmbedTuneFormats
 import EmbedTuneModels
+import EmbedTuneRetrieval
 import Foundation
 import Testing
 
@@ -86,5 +87,21 @@ struct RerankerTests {
         #expect(throws: FormatError.self) {
             _ = try QwenReranker(directory: ModelDirectory(Self.directory.appendingPathComponent("qwen3-tied")))
         }
+    }
+}
+
+@Suite("Reranker: top-k by score")
+struct RerankTopKTests {
+    @Test("rerank orders the candidates by the reranker's scores, best first, and keeps top_k")
+    func ordersByScore() throws {
+        let e = RerankerTests.expected
+        let r = try QwenReranker(directory: ModelDirectory(RerankerTests.directory.appendingPathComponent("qwen3-untied")),
+                                 answers: (e["yes_token"]!.string!, e["no_token"]!.string!))
+        let candidates = ["Spray tricyclazole at the booting stage.", "Beijing is the capital.", "Gravity attracts bodies.", "rice"]
+        let scores = try r.relevance(query: "how to control rice blast", documents: candidates)
+        let top = try rerank(r, query: "how to control rice blast", candidates: candidates, topK: 3)
+        #expect(top.count == 3)
+        #expect(top.map(\.index) == Array(scores.indices.sorted { scores[$0] > scores[$1] }.prefix(3)))
+        #expect(top.map(\.score) == top.map { scores[$0.index] })
     }
 }

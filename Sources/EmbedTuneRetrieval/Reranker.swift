@@ -1,0 +1,24 @@
+import EmbedTuneModels
+import Foundation
+
+/// Scores candidate documents against a query, higher meaning more relevant: the second stage
+/// after embedding retrieval.
+public protocol Reranker: AnyObject {
+    /// One score per document, in order.
+    func relevance(query: String, documents: [String]) throws -> [Float]
+}
+
+extension QwenReranker: Reranker {
+    /// Scores under the default instruction; `scores(query:documents:instruction:)` takes another.
+    public func relevance(query: String, documents: [String]) throws -> [Float] {
+        try scores(query: query, documents: documents, instruction: nil)
+    }
+}
+
+/// The `topK` best of `candidates` by `reranker`'s score, best first; equal scores keep the
+/// candidates' order.
+public func rerank(_ reranker: Reranker, query: String, candidates: [String], topK: Int? = nil) throws -> [(index: Int, score: Float)] {
+    let scores = try reranker.relevance(query: query, documents: candidates)
+    let ranked = scores.indices.sorted { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : $0 < $1 }
+    return ranked.prefix(max(0, topK ?? ranked.count)).map { ($0, scores[$0]) }
+}
