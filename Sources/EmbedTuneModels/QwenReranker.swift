@@ -64,7 +64,7 @@ public final class QwenReranker {
     /// The id of the vocabulary entry spelling `token` (transformers' convert_tokens_to_ids): an
     /// added token by its content, else the model token whose bytes are `token`'s UTF-8, which is
     /// its byte-level spelling for the ASCII words rerankers answer with.
-    static func vocabularyID(_ token: String, in tokenizer: Tokenizer) throws -> Int32 {
+    public static func vocabularyID(_ token: String, in tokenizer: Tokenizer) throws -> Int32 {
         if let id = tokenizer.id(of: token) { return id }
         let bytes = Array(token.utf8)
         for id in 0..<Int32(tokenizer.model.vocabularySize) where tokenizer.model.bytes(of: id) == bytes { return id }

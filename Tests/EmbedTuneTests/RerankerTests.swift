@@ -1,6 +1,7 @@
 import EmbedTuneFormats
 import EmbedTuneModels
 import EmbedTuneRetrieval
+import EmbedTuneTokenizers
 import Foundation
 import Testing
 
@@ -79,6 +80,14 @@ struct RerankerTests {
         // Only the first maxLength tokens count: a longer tail does not change the score.
         let longer = try r.scores(query: "why do fish need oxygen", documents: [long + long])
         #expect(abs(longer[0] - score[0]) <= 1e-6)
+    }
+
+    @Test("the real Qwen vocabulary answers with yes 9693 and no 2152")
+    func realQwenAnswerIDs() throws {
+        let tokenizer = try Tokenizer.loadTiktoken(Paths.qwenTiktoken)
+        #expect(try QwenReranker.vocabularyID("yes", in: tokenizer) == 9693)
+        #expect(try QwenReranker.vocabularyID("no", in: tokenizer) == 2152)
+        #expect(try QwenReranker.vocabularyID("<|im_end|>", in: tokenizer) == 151645)
     }
 
     @Test("the model-level answers are Qwen's: yes and no by vocabulary lookup")
