@@ -114,3 +114,47 @@ struct RerankTopKTests {
         #expect(top.map(\.score) == top.map { scores[$0.index] })
     }
 }
+
+@Suite("embedtune rerank")
+struct RerankCommandTests {
+    @Test("JSONL in, each query's top_k candidates out, scored as the library scores them")
+    func rerankCLI() throws {
+        let dir = try Paths.temporaryDirectory()
+        let queries = dir.appendingPathComponent("queries.jsonl"), candidates = dir.appendingPathComponent("candidates.jsonl")
+        try """
+        {"id": "q1", "text": "how to control rice blast"}
+        {"id": 7, "text": "best time to plant maize"}
+        """.write(to: queries, atomically: true, encoding: .utf8)
+        let pool = [("q1", "a", "Spray tricyclazole at the booting stage."), ("q1", "b", "Beijing is the capital."),
+                    ("q1", "c", "Gravity attracts bodies."), ("7", "d", "Plant after the last frost.")]
+        try pool.map { q, id, text in
+            "{\"query_id\": \(q == "7" ? "7" : "\"\(q)\""), \"id\": \"\(id)\", \"text\": \"\(text)\"}"
+        }.joined(separator: "\n").write(to: candidates, atomically: true, encoding: .utf8)
+        let model = RerankerTests.directory.appendingPathComponent("qwen3-tied")
+        let result = try runCLI(["rerank", "--model", model.path, "--queries", queries.path, "--candidates", candidates.path,
+                                 "--top-k", "2", "--max_length", "320", "--yes_token", "y", "--no-token", "n"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let rows = try result.stdout.split(separator: "\n").map { try JSONValue.parse(Data($0.utf8), file: "stdout") }
+        let r = try QwenReranker(directory: ModelDirectory(model), answers: ("y", "n"))
+        r.maxLength = 320
+        let scores = try r.scores(query: "how to control rice blast", documents: pool.prefix(3).map(\.2))
+        let best = scores.indices.sorted { scores[$0] > scores[$1] }.prefix(2)
+        #expect(rows.count == 3)
+        #expect(rows.prefix(2).map { $0["id"]!.string! } == best.map { pool[$0].1 })
+        #expect(rows.prefix(2).map { $0["rank"]!.int! } == [1, 2])
+        for (row, k) in zip(rows.prefix(2), best) { #expect(abs(Float(row["score"]!.double!) - scores[k]) <= 1e-6) }
+        #expect(rows[2]["query_id"] == .int(7) && rows[2]["id"]!.string == "d")
+    }
+
+    @Test("a candidate naming no query is a one-line error with exit 1")
+    func orphanCandidate() throws {
+        let dir = try Paths.temporaryDirectory()
+        let queries = dir.appendingPathComponent("q.jsonl"), candidates = dir.appendingPathComponent("c.jsonl")
+        try "{\"id\": \"q1\", \"text\": \"x\"}\n".write(to: queries, atomically: true, encoding: .utf8)
+        try "{\"query_id\": \"q2\", \"text\": \"y\"}\n".write(to: candidates, atomically: true, encoding: .utf8)
+        let result = try runCLI(["rerank", "--model", RerankerTests.directory.appendingPathComponent("qwen3-tied").path,
+                                 "--queries", queries.path, "--candidates", candidates.path, "--yes_token", "y", "--no_token", "n"])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("query_id") && result.stderr.contains("names no query"), "\(result.stderr)")
+    }
+}
