@@ -136,8 +136,27 @@ public final class SafetensorsFile: TensorFile, @unchecked Sendable {
     /// Converts the entry's elements to fp32 into `destination` (entry.count floats); F32, F16,
     /// BF16 and F64 are accepted.
     public func read(_ e: Entry, into destination: UnsafeMutablePointer<Float>) throws {
-        let raw = map.bytes(e.range)
-        let n = e.count
+        try convert(map.bytes(e.range), count: e.count, of: e, into: destination)
+        map.release(e.range)
+    }
+
+    /// Rows `rows` of a 2-D entry, converted to fp32 back to back into `destination`
+    /// (rows.count × columns floats): a few rows of a large table (an lm_head) without converting
+    /// the rest.
+    public func readRows(_ e: Entry, rows: [Int], into destination: UnsafeMutablePointer<Float>) throws {
+        guard e.shape.count == 2 else { throw FormatError(url: url, item: "tensor \"\(e.name)\"", "shape \(e.shape) is not a matrix") }
+        let columns = e.shape[1], rowBytes = columns * e.dtype.size
+        for (k, row) in rows.enumerated() {
+            guard row >= 0 && row < e.shape[0] else {
+                throw FormatError(url: url, item: "tensor \"\(e.name)\"", "row \(row) is outside its \(e.shape[0]) rows")
+            }
+            let start = e.range.lowerBound + row * rowBytes
+            try convert(map.bytes(start..<(start + rowBytes)), count: columns, of: e, into: destination + k * columns)
+        }
+    }
+
+    /// `count` elements of `e`'s dtype in `raw`, as fp32.
+    private func convert(_ raw: UnsafeRawBufferPointer, count n: Int, of e: Entry, into destination: UnsafeMutablePointer<Float>) throws {
         switch e.dtype {
         case .F32:
             if n > 0 { memcpy(destination, raw.baseAddress!, n * 4) }
@@ -150,7 +169,6 @@ public final class SafetensorsFile: TensorFile, @unchecked Sendable {
         default:
             throw FormatError(url: url, item: "tensor \"\(e.name)\"", "dtype \(e.dtype.rawValue) cannot be used as floating-point weights")
         }
-        map.release(e.range)
     }
 
     /// The entry's values in place in the read-only mapping, when stored as 4-byte-aligned F32

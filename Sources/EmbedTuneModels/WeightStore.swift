@@ -13,10 +13,24 @@ public protocol TensorSource: AnyObject {
     /// Tensor `name` in place (read-only, e.g. a file mapping) when the source stores it as fp32;
     /// nil when it must be converted (then `read` it).
     func mapped(_ name: String, shape: [Int]) throws -> FloatBuffer?
+    /// Rows `rows` of the (R, C) tensor `name` as fp32, back to back into `destination`
+    /// (rows.count × C floats), checking its shape.
+    func readRows(_ name: String, shape: [Int], rows: [Int], into destination: UnsafeMutablePointer<Float>) throws
 }
 
 extension TensorSource {
     public func mapped(_ name: String, shape: [Int]) throws -> FloatBuffer? { nil }
+
+    /// Reads the whole tensor and keeps the rows: for sources that cannot read rows alone.
+    public func readRows(_ name: String, shape: [Int], rows: [Int], into destination: UnsafeMutablePointer<Float>) throws {
+        guard shape.count == 2 else { throw FormatError("tensor \"\(name)\": rows of a \(shape.count)-D shape") }
+        if let bad = rows.first(where: { $0 < 0 || $0 >= shape[0] }) {
+            throw FormatError("tensor \"\(name)\": row \(bad) is outside its \(shape[0]) rows")
+        }
+        let whole = Tensor(zeros: shape)
+        try read(name, shape: shape, into: whole.pointer)
+        for (k, row) in rows.enumerated() { (destination + k * shape[1]).update(from: whole.pointer + row * shape[1], count: shape[1]) }
+    }
 }
 
 /// The checkpoint tensors of a model directory: one model.safetensors, or shards listed by
@@ -92,6 +106,11 @@ public final class WeightStore: TensorSource, @unchecked Sendable {
     public func mapped(_ name: String, shape: [Int]) throws -> FloatBuffer? {
         let (file, e) = try locate(name, shape: shape)
         return file.mappedFloats(e)
+    }
+
+    public func readRows(_ name: String, shape: [Int], rows: [Int], into destination: UnsafeMutablePointer<Float>) throws {
+        let (file, e) = try locate(name, shape: shape)
+        try file.readRows(e, rows: rows, into: destination)
     }
 
     private func locate(_ name: String, shape: [Int]) throws -> (SafetensorsFile, SafetensorsFile.Entry) {
