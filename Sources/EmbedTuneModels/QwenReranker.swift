@@ -45,17 +45,20 @@ public final class QwenReranker {
             throw FormatError(url: directory.url.appendingPathComponent("config.json"), item: "model_type",
                               "a Qwen reranker needs a qwen3 or qwen2 model, not \"\(directory.modelType)\"")
         }
+        let tokenizer = try tokenizer ?? directory.loadTokenizer()
+        let yes = try Self.vocabularyID(answers.yes, in: tokenizer), no = try Self.vocabularyID(answers.no, in: tokenizer)
         let model = try QwenModel(directory: directory)
-        try self.init(tokenizer: tokenizer ?? directory.loadTokenizer(), model: model,
-                      head: CausalLMHead(directory: directory, backbone: model), answers: answers)
+        try self.init(tokenizer: tokenizer, model: model, head: CausalLMHead(directory: directory, backbone: model, tokens: [yes, no]),
+                      yesID: yes, noID: no)
     }
 
-    public init(tokenizer: Tokenizer, model: QwenModel, head: CausalLMHead, answers: (yes: String, no: String) = ("yes", "no")) throws {
+    /// `yesID` and `noID` are the head's tokens read as the answers.
+    public init(tokenizer: Tokenizer, model: QwenModel, head: CausalLMHead, yesID: Int32, noID: Int32) throws {
         self.tokenizer = tokenizer
         self.model = model
         self.head = head
-        yesID = try Self.vocabularyID(answers.yes, in: tokenizer)
-        noID = try Self.vocabularyID(answers.no, in: tokenizer)
+        self.yesID = yesID
+        self.noID = noID
         prefixIDs = tokenizer.encode(Self.prefix, addSpecialTokens: false)
         suffixIDs = tokenizer.encode(Self.suffix, addSpecialTokens: false)
         maxLength = min(8192, model.maxPositions)

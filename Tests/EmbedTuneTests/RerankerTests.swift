@@ -158,3 +158,23 @@ struct RerankCommandTests {
         #expect(result.stderr.contains("query_id") && result.stderr.contains("names no query"), "\(result.stderr)")
     }
 }
+
+@Suite("Causal-LM head")
+struct CausalLMHeadTests {
+    @Test("a head loaded for a few tokens gives the full head's logits and refuses other tokens",
+          arguments: ["qwen3-untied", "qwen2-untied"])
+    func restrictedRows(_ name: String) throws {
+        let dir = try ModelDirectory(RerankerTests.directory.appendingPathComponent(name))
+        let model = try QwenModel(directory: dir)
+        let full = try CausalLMHead(directory: dir, backbone: model)
+        let few = try CausalLMHead(directory: dir, backbone: model, tokens: [1502, 88, 77, 88])
+        #expect(!full.tied && full.weight.shape == [1505, 32] && few.weight.shape == [3, 32])
+        let sequences: [[Int32]] = [[5, 17, 300, 42], [9, 8, 1500]]
+        let hidden = try model.forward(sequences, pooling: .mean)
+        let tokens: [Int32] = [88, 1502, 77]
+        #expect(try few.logits(hidden: hidden, rows: [0, 3, 6], tokens: tokens) == full.logits(hidden: hidden, rows: [0, 3, 6], tokens: tokens))
+        #expect(throws: FormatError.self) { _ = try few.logits(hidden: hidden, rows: [3], tokens: [5]) }
+        #expect(throws: FormatError.self) { _ = try full.logits(hidden: hidden, rows: [7], tokens: [5]) }
+        #expect(throws: FormatError.self) { _ = try CausalLMHead(directory: dir, backbone: model, tokens: [1505]) }
+    }
+}
