@@ -53,7 +53,7 @@ public final class QwenReranker {
     }
 
     /// `yesID` and `noID` are the head's tokens read as the answers.
-    public init(tokenizer: Tokenizer, model: QwenModel, head: CausalLMHead, yesID: Int32, noID: Int32) throws {
+    public init(tokenizer: Tokenizer, model: QwenModel, head: CausalLMHead, yesID: Int32, noID: Int32) {
         self.tokenizer = tokenizer
         self.model = model
         self.head = head

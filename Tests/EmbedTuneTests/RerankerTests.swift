@@ -1,4 +1,5 @@
 import EmbedTuneFormats
+import EmbedTuneKernels
 import EmbedTuneModels
 import EmbedTuneRetrieval
 import EmbedTuneTokenizers
@@ -176,5 +177,18 @@ struct CausalLMHeadTests {
         #expect(throws: FormatError.self) { _ = try few.logits(hidden: hidden, rows: [3], tokens: [5]) }
         #expect(throws: FormatError.self) { _ = try full.logits(hidden: hidden, rows: [7], tokens: [5]) }
         #expect(throws: FormatError.self) { _ = try CausalLMHead(directory: dir, backbone: model, tokens: [1505]) }
+    }
+
+    @Test("reading rows checks them against the tensor")
+    func rowReadsAreChecked() throws {
+        let store = try WeightStore(directory: RerankerTests.directory.appendingPathComponent("qwen2-untied"))
+        let rows = Tensor(zeros: [2, 32]), whole = Tensor(zeros: [1505, 32])
+        try store.readRows("lm_head.weight", shape: [1505, 32], rows: [1504, 0], into: rows.pointer)
+        try store.read("lm_head.weight", shape: [1505, 32], into: whole.pointer)
+        #expect(Array(rows.array[0..<32]) == Array(whole.array[(1504 * 32)..<(1505 * 32)]))
+        #expect(Array(rows.array[32..<64]) == Array(whole.array[0..<32]))
+        #expect(throws: FormatError.self) { try store.readRows("lm_head.weight", shape: [1505, 32], rows: [1505], into: rows.pointer) }
+        #expect(throws: FormatError.self) { try store.readRows("lm_head.weight", shape: [1505, 32], rows: [-1], into: rows.pointer) }
+        #expect(throws: FormatError.self) { try store.readRows("model.norm.weight", shape: [32], rows: [0], into: rows.pointer) }
     }
 }
