@@ -32,6 +32,16 @@ struct FuzzRegressionTests {
         #expect(throws: FormatError.self) { try NPY.read(url) }
     }
 
+    @Test("TOML: arrays nested past the cap are a FormatError, not a stack overflow")
+    func tomlNestedArrays() throws {
+        let url = Self.reproducers.appendingPathComponent("toml/nested-arrays")
+        #expect(throws: FormatError.self) { try TOML.parse(try TextFile.read(url.path), file: url.path) }
+        let deep = "a = " + String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000) + "\n"
+        #expect(throws: FormatError.self) { try TOML.parse(deep, file: "deep.toml") }
+        let fine = "a = " + String(repeating: "[", count: 512) + "1" + String(repeating: "]", count: 512) + "\n"
+        #expect(throws: Never.self) { try TOML.parse(fine, file: "fine.toml") }
+    }
+
     @Test("zstd: a frame header claiming more than its blocks can hold is a FormatError, not an allocation")
     func zstdContentSizeClaims() throws {
         for size: UInt64 in [0xFFFF_FFFF_FFFF_FFF0, 1 << 40, 1 << 20] {
