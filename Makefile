@@ -84,7 +84,7 @@ FUZZ_BIN := .build-fuzz/debug/embedtune-fuzz
 # The run directory a target writes its files into lives on tmpfs when there is one: on disk, file
 # creation and removal take most of each run.
 FUZZ_TMP := $(if $(wildcard /dev/shm),/dev/shm,/tmp)
-FUZZ_ENV := SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=1 TMPDIR=$(FUZZ_TMP)
+FUZZ_ENV := SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$(CURDIR)/fuzz/lsan.supp TMPDIR=$(FUZZ_TMP)
 FUZZ_FLAGS := -timeout=1 -rss_limit_mb=2048 -print_final_stats=1
 
 ## $(call fuzz-each,LIMIT): every target with the libFuzzer limit flag LIMIT; stops at the first finding.
