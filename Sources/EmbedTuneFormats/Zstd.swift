@@ -22,6 +22,12 @@ public enum Zstd {
         let size = input.withUnsafeBytes { ZSTD_getFrameContentSize($0.baseAddress, input.count) }
         // ZSTD_CONTENTSIZE_UNKNOWN / _ERROR are the two largest UInt64 values.
         guard size < UInt64.max - 1 else { throw FormatError(file: file, "not a zstd frame with a known content size") }
+        // The header's content size is only a claim: every block costs at least a 3-byte header and
+        // yields at most 128 KiB, so a larger claim is corrupt and is never allocated.
+        let largestPossible = UInt64(input.count / 3) * 131_072
+        guard size <= largestPossible else {
+            throw FormatError(file: file, "corrupt zstd data: a \(input.count)-byte frame cannot hold the \(size) bytes its header declares")
+        }
         var out = Data(count: Int(size))
         let n = out.withUnsafeMutableBytes { dst in
             input.withUnsafeBytes { src in ZSTD_decompress(dst.baseAddress, Int(size), src.baseAddress, input.count) }

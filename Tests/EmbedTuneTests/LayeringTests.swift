@@ -6,15 +6,20 @@ import Testing
 /// retrieval module into the CLI) fails here, naming the file.
 @Suite("Layering: targets import only the targets below them")
 struct LayeringTests {
-    /// Bottom to top; a target may import any target listed before it. Distributed and Report
-    /// are leaves with their own lists of who may import them.
+    /// Bottom to top; a target may import any target listed before it. Distributed, Report and
+    /// the fuzz harness are leaves with their own lists of who may import them.
     static let layers = ["EmbedTuneKernels", "EmbedTuneFormats", "EmbedTuneTokenizers", "EmbedTuneModels", "EmbedTuneData",
                          "EmbedTuneRetrieval", "EmbedTuneTraining", "embedtune"]
     static let leaves: [String: Set<String>] = [
         "EmbedTuneDistributed": ["EmbedTuneRetrieval", "EmbedTuneTraining", "embedtune"],
         "EmbedTuneReport": ["embedtune"],
+        "EmbedTuneFuzz": [],
     ]
-    static let leafDependencies: [String: Set<String>] = ["EmbedTuneDistributed": [], "EmbedTuneReport": ["EmbedTuneFormats"]]
+    /// The fuzz harness sits beside the CLI: it reads files through the libraries, as the CLI does.
+    static let leafDependencies: [String: Set<String>] = [
+        "EmbedTuneDistributed": [], "EmbedTuneReport": ["EmbedTuneFormats"],
+        "EmbedTuneFuzz": Set(layers.dropLast()).union(["EmbedTuneDistributed"]),
+    ]
 
     /// Project modules each Swift file of `target` imports.
     static func imports(of target: String) throws -> [(file: String, module: String)] {

