@@ -4,7 +4,8 @@ import PackageDescription
 // Targets depend one way, each only on targets listed before it:
 //   Kernels → Formats → Tokenizers → Models → Data → Retrieval → Training → embedtune (CLI)
 // with Distributed (the MPI communicator) a leaf that Retrieval, Training and the CLI use, and
-// Report (HTML and SVG rendering over Formats' JSON) a leaf that only the CLI uses.
+// Report (HTML and SVG rendering over Formats' JSON) a leaf that only the CLI uses; the fuzz
+// harness (EmbedTuneFuzz) sits on top beside the CLI.
 // Only the kernels are compiled with -Ounchecked: their hot loops index raw pointers whose
 // bounds are checked once, at the layer boundary. Every target that parses files keeps its checks.
 let kernels: [SwiftSetting] = [
