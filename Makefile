@@ -98,9 +98,11 @@ FUZZ_ENV := SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=s
 FUZZ_SEED ?= 0
 FUZZ_FLAGS := -timeout=1 -rss_limit_mb=2048 -print_final_stats=1 -seed=$(FUZZ_SEED)
 
-## $(call fuzz-each,LIMIT): every target with the libFuzzer limit flag LIMIT; stops at the first finding.
+## $(call fuzz-each,LIMIT[,fresh]): every target with the libFuzzer limit flag LIMIT; stops at the first
+## finding. With `fresh` each target starts from the committed seeds alone (the scratch corpus of earlier
+## runs is dropped), so a fixed FUZZ_SEED tries the same inputs every time.
 fuzz-each = for t in $(FUZZ_TARGETS); do \
-	  mkdir -p .build-fuzz/corpus/$$t out/fuzz && cp fuzz/corpus/$$t/* .build-fuzz/corpus/$$t/ && \
+	  $(if $(2),rm -rf .build-fuzz/corpus/$$t &&) mkdir -p .build-fuzz/corpus/$$t out/fuzz && cp fuzz/corpus/$$t/* .build-fuzz/corpus/$$t/ && \
 	  echo "fuzz: $$t" && \
 	  EMBEDTUNE_FUZZ_TARGET=$$t $(FUZZ_ENV) $(FUZZ_BIN) .build-fuzz/corpus/$$t $(FUZZ_FLAGS) $(1) \
 	    -artifact_prefix=out/fuzz/$$t- > out/fuzz/$$t.log 2>&1 \
@@ -115,7 +117,7 @@ fuzz: fuzz-build
 	@$(call fuzz-each,-runs=$(FUZZ_RUNS) -max_total_time=$(FUZZ_MAX_SECONDS))
 
 fuzz-smoke: fuzz-build
-	@$(call fuzz-each,-max_total_time=$(FUZZ_SECONDS))
+	@$(call fuzz-each,-max_total_time=$(FUZZ_SECONDS),fresh)
 
 demo: deps models build
 	@tools/demo.sh en

@@ -15,7 +15,8 @@ final class CollectiveWatchdog: @unchecked Sendable {
     init(timeout: Double, rank: Int) {
         self.timeout = timeout
         self.rank = rank
-        let thread = Thread { [weak self] in self?.watch() }
+        // The thread lives as long as the process: one communicator per process owns a watchdog.
+        let thread = Thread { self.watch() }
         thread.name = "embedtune collective watchdog"
         thread.start()
     }

@@ -21,7 +21,10 @@ public enum TextFile {
     }
 
     /// `text` without a leading byte-order mark.
-    public static func withoutBOM(_ text: String) -> String { text.hasPrefix("\u{FEFF}") ? String(text.dropFirst()) : text }
+    /// Compared by scalar: a BOM followed by a combining mark forms one Character with it.
+    public static func withoutBOM(_ text: String) -> String {
+        text.unicodeScalars.first == "\u{FEFF}" ? String(text.unicodeScalars.dropFirst()) : text
+    }
 
     /// The lines of `text`, numbered from 1, without their LF or CRLF; a final line ending adds
     /// no empty line, and an empty text has none. Split on the byte: a CRLF pair is one

@@ -18,7 +18,12 @@ extension QwenReranker: Reranker {
 /// The `topK` best of `candidates` by `reranker`'s score, best first; equal scores keep the
 /// candidates' order.
 public func rerank(_ reranker: Reranker, query: String, candidates: [String], topK: Int? = nil) throws -> [(index: Int, score: Float)] {
-    let scores = try reranker.relevance(query: query, documents: candidates)
+    topRanked(try reranker.relevance(query: query, documents: candidates), topK: topK)
+}
+
+/// The indices of the `topK` highest scores (all without a limit), best first; equal scores keep
+/// their order.
+public func topRanked(_ scores: [Float], topK: Int? = nil) -> [(index: Int, score: Float)] {
     let ranked = scores.indices.sorted { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : $0 < $1 }
     return ranked.prefix(max(0, topK ?? ranked.count)).map { ($0, scores[$0]) }
 }

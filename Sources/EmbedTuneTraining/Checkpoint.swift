@@ -47,7 +47,7 @@ public enum Checkpoint {
                 throw FormatError(url: final, "cannot rename checkpoint into place: \(String(cString: strerror(errno)))")
             }
             written = final
-            try prune(outputDir, keep: options.saveTotalLimit)
+            try prune(outputDir, keep: options.saveTotalLimit, step: step)
         }
         try communicator.barrier()
         return written
@@ -157,7 +157,8 @@ public enum Checkpoint {
         var newestProblem: FormatError?
         for (i, candidate) in candidates.enumerated() {
             let saved: Saved
-            do { saved = try read(candidate.url) } catch let problem as FormatError {
+            do { saved = try read(candidate.url) } catch {
+                let problem = error as? FormatError ?? FormatError(url: candidate.url, "\(error)")
                 newestProblem = newestProblem ?? problem
                 let next = i + 1 < candidates.count ? "resuming from \(candidates[i + 1].url.lastPathComponent) instead" : "no older checkpoint left"
                 warn("\(candidate.url.lastPathComponent) is damaged (\(problem)); \(next)")
@@ -186,8 +187,14 @@ public enum Checkpoint {
         }
     }
 
-    static func prune(_ outputDir: URL, keep: Int) throws {
+    /// Keeps the newest `keep` checkpoints up to `step`. Checkpoints past `step` are removed
+    /// too: a run at `step` resumed from before them (they were damaged, or the user chose an
+    /// older one), so they belong to a history this run replaces, and keeping them would make
+    /// the limit delete this run's own checkpoints.
+    static func prune(_ outputDir: URL, keep: Int, step: Int) throws {
+        let all = list(outputDir)
+        for stale in all where stale.step > step { try FileManager.default.removeItem(at: stale.url) }
         guard keep > 0 else { return }
-        for old in list(outputDir).dropLast(keep) { try FileManager.default.removeItem(at: old.url) }
+        for old in all.filter({ $0.step <= step }).dropLast(keep) { try FileManager.default.removeItem(at: old.url) }
     }
 }

@@ -17,6 +17,7 @@ extension Trainer {
             let dir = try Checkpoint.resume(resume, outputDir: out, into: state, options: options, globalBatch: globalBatch) {
                 events(.warning($0))
             }
+            try checkRanksResumedTogether()
             events(.started("resumed from \(dir.path) at step \(step)"))
         } else {
             events(.started("\(train.count) training / \(holdout.count) held-out rows, \(totalSteps) steps of \(globalBatch * options.gradientAccumulationSteps) triples, \(negatives) hard negatives per row, \(adapter.parameterCount) LoRA parameters, \(communicator.size) rank(s)"
@@ -144,6 +145,22 @@ final class JSONLLog {
         handle.write(data)
     }
     deinit { try? handle.close() }
+}
+
+extension Trainer {
+    /// Every rank reads the checkpoints itself; an output directory that is not shared by all
+    /// nodes (or damage only some of them see) would resume them at different steps and let
+    /// them drift apart silently.
+    func checkRanksResumedTogether() throws {
+        guard communicator.size > 1 else { return }
+        var mine = Int64(step), steps = [Int64](repeating: 0, count: communicator.size)
+        try withUnsafeBytes(of: &mine) { source in
+            try steps.withUnsafeMutableBytes { try communicator.allGatherBytes(source.baseAddress!, bytes: 8, into: $0.baseAddress!) }
+        }
+        guard Set(steps).count == 1 else {
+            throw FormatError(file: options.outputDir, "the ranks resumed at different steps (\(steps.map(String.init).joined(separator: ", "))): every rank must see the same output directory")
+        }
+    }
 }
 
 /// OUTPUT_DIR/best: the adapter with the best held-out NDCG@10 and its evaluation (eval.json),

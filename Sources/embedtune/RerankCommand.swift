@@ -49,16 +49,16 @@ struct RerankCommand: ParsableCommand {
             }
             let reranker = try QwenReranker(directory: modelOptions.directory(), answers: (yesToken, noToken))
             reranker.batchSize = batchSize
-            if let maxLength { reranker.maxLength = maxLength }
+            // A limit past the model's positions could not be embedded: the model's own bound wins.
+            if let maxLength { reranker.maxLength = min(maxLength, reranker.model.maxPositions) }
             var lines = ""
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
             for (query, id) in zip(queries, queryIDs) {
                 let pool = byQuery[Self.key(id)] ?? []
                 let scores = try reranker.scores(query: query["text"]!.string!, documents: pool.map(\.text), instruction: instruction)
-                let ranked = pool.indices.sorted { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : $0 < $1 }
-                for (rank, k) in ranked.prefix(topK ?? ranked.count).enumerated() {
-                    let row: JSONValue = .object(["query_id": id, "id": pool[k].id, "rank": .int(rank + 1), "score": .double(Double(scores[k]))])
+                for (rank, hit) in topRanked(scores, topK: topK).enumerated() {
+                    let row: JSONValue = .object(["query_id": id, "id": pool[hit.index].id, "rank": .int(rank + 1), "score": .double(Double(hit.score))])
                     lines += String(decoding: try encoder.encode(row), as: UTF8.self) + "\n"
                 }
             }
@@ -69,8 +69,8 @@ struct RerankCommand: ParsableCommand {
     /// The JSON objects of a .jsonl file, each checked for string `fields`; blank lines are skipped.
     static func readRows(_ path: String, fields: [String]) throws -> [JSONValue] {
         var rows = [JSONValue]()
-        for (i, line) in TextFile.lines(try TextFile.read(path)).map(\.text).enumerated() where !line.allSatisfy(\.isWhitespace) {
-            let where_ = "\(path):\(i + 1)"
+        for (number, line) in TextFile.lines(try TextFile.read(path)) where !line.allSatisfy(\.isWhitespace) {
+            let where_ = "\(path):\(number)"
             let value = try JSONValue.parse(Data(line.utf8), file: where_)
             guard value.object != nil else { throw FormatError(file: where_, "line is not a JSON object") }
             for f in fields {

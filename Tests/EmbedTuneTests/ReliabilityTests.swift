@@ -191,4 +191,22 @@ struct ReliabilityTests {
         #expect(tokenizer.encode("rice paddies", maxLength: -3).isEmpty)
         #expect(tokenizer.encodeBatch(["rice", "tea"], maxLength: -1) == [[], []])
     }
+
+    @Test("after resuming past a damaged checkpoint, save_total_limit keeps the run's own checkpoint, not the damaged one")
+    func pruneAfterFallback() throws {
+        let tmp = try Paths.temporaryDirectory()
+        let data = tmp.appendingPathComponent("d.jsonl"), out = tmp.appendingPathComponent("out")
+        try tinyDataset(data)
+        let common = ["train", "--model", model, "--dataset", data.path, "--output_dir", out.path, "--max_steps", "12",
+                      "--per_device_train_batch_size", "8", "--learning_rate", "1e-3", "--lora_r", "4", "--threads", "1"]
+        #expect(try runCLI(common + ["--save_steps", "4", "--stop_after", "8"]).status == 0)
+        let blob = out.appendingPathComponent("checkpoint-8/state.bin.zst")
+        var bytes = try Data(contentsOf: blob)
+        bytes[bytes.count / 2] ^= 0x01
+        try bytes.write(to: blob)
+        let resumed = try runCLI(common + ["--save_steps", "2", "--save_total_limit", "1", "--stop_after", "7", "--resume", "latest"])
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        let left = try FileManager.default.contentsOfDirectory(atPath: out.path).filter { $0.hasPrefix("checkpoint-") }
+        #expect(left == ["checkpoint-6"], "\(left)")
+    }
 }
