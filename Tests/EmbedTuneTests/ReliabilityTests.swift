@@ -12,6 +12,12 @@ import Testing
 struct ReliabilityTests {
     let model = Paths.fixtures.appendingPathComponent("tiny-qwen3").path
 
+    /// A short training run of the tiny Qwen3 on `data`, written to `out`.
+    func trainArguments(_ data: URL, _ out: URL, steps: Int) -> [String] {
+        ["train", "--model", model, "--dataset", data.path, "--output_dir", out.path, "--max_steps", "\(steps)",
+         "--per_device_train_batch_size", "8", "--learning_rate", "1e-3", "--lora_r", "4", "--threads", "1"]
+    }
+
     /// The rows of `tinyDataset` as (query, positive, negatives).
     func rows(_ count: Int = 48) throws -> [(String, String, [String])] {
         let tmp = try Paths.temporaryDirectory().appendingPathComponent("rows.jsonl")
@@ -77,9 +83,7 @@ struct ReliabilityTests {
         let tmp = try Paths.temporaryDirectory()
         let data = tmp.appendingPathComponent("d.jsonl"), out = tmp.appendingPathComponent("out")
         try tinyDataset(data)
-        let common = ["train", "--model", model, "--dataset", data.path, "--output_dir", out.path, "--max_steps", "8",
-                      "--per_device_train_batch_size", "8", "--learning_rate", "1e-3", "--lora_r", "4", "--split_dataset_ratio", "0.25",
-                      "--eval_steps", "2", "--save_steps", "4", "--threads", "1"]
+        let common = trainArguments(data, out, steps: 8) + ["--split_dataset_ratio", "0.25", "--eval_steps", "2", "--save_steps", "4"]
         let first = try runCLI(common + ["--stop_after", "4"])
         #expect(first.status == 0, "\(first.stderr)")
         // A saved best no evaluation can beat: a resumed run must keep it.
@@ -104,9 +108,7 @@ struct ReliabilityTests {
         let data = tmp.appendingPathComponent("d.jsonl")
         try tinyDataset(data)
         func args(_ out: URL) -> [String] {
-            ["train", "--model", model, "--dataset", data.path, "--output_dir", out.path, "--max_steps", "12",
-             "--per_device_train_batch_size", "8", "--learning_rate", "1e-3", "--lora_r", "4", "--lora_dropout", "0.1",
-             "--save_steps", "4", "--save_total_limit", "3", "--threads", "1"]
+            trainArguments(data, out, steps: 12) + ["--lora_dropout", "0.1", "--save_steps", "4", "--save_total_limit", "3"]
         }
         let straight = tmp.appendingPathComponent("straight"), out = tmp.appendingPathComponent("damaged")
         #expect(try runCLI(args(straight)).status == 0)
@@ -197,8 +199,7 @@ struct ReliabilityTests {
         let tmp = try Paths.temporaryDirectory()
         let data = tmp.appendingPathComponent("d.jsonl"), out = tmp.appendingPathComponent("out")
         try tinyDataset(data)
-        let common = ["train", "--model", model, "--dataset", data.path, "--output_dir", out.path, "--max_steps", "12",
-                      "--per_device_train_batch_size", "8", "--learning_rate", "1e-3", "--lora_r", "4", "--threads", "1"]
+        let common = trainArguments(data, out, steps: 12)
         #expect(try runCLI(common + ["--save_steps", "4", "--stop_after", "8"]).status == 0)
         let blob = out.appendingPathComponent("checkpoint-8/state.bin.zst")
         var bytes = try Data(contentsOf: blob)
