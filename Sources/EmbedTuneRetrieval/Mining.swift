@@ -1,4 +1,5 @@
 import EmbedTuneData
+import EmbedTuneDistributed
 import EmbedTuneModels
 import EmbedTuneFormats
 import EmbedTuneKernels
@@ -8,7 +9,11 @@ import Foundation
 /// cosine): candidates are the top (range_max + max positives) documents per query; positives,
 /// then candidates too close to the positive (absolute / relative margin), above max_score or
 /// below min_score are removed; of the best range_max that remain, the first range_min are
-/// skipped and num_negatives are taken from the top (or sampled).
+/// skipped and num_negatives are taken from the top (or sampled). With a reranker, the candidates
+/// that remain are also scored by it and those it judges about as relevant as the positive (above
+/// max_reranker_score, or within reranker_relative_margin of the positive's reranker score) are
+/// removed too: false negatives a cosine threshold cannot see (NV-Retriever's positive-aware
+/// filtering with a stronger scorer).
 public struct MiningOptions: Sendable {
     public enum Strategy: String, Sendable { case top, random }
     public enum OutputFormat: String, Sendable, CaseIterable {
@@ -21,6 +26,9 @@ public struct MiningOptions: Sendable {
     public var minScore: Float?
     public var absoluteMargin: Float?
     public var relativeMargin: Float?
+    /// Reranker filters (they apply when `Miner.mine` is given a reranker).
+    public var maxRerankerScore: Float?
+    public var rerankerRelativeMargin: Float?
     public var samplingStrategy = Strategy.top
     public var includePositives = false
     public var outputFormat = OutputFormat.triplet
@@ -37,6 +45,8 @@ public struct MiningSummary: CustomStringConvertible {
     public var candidates = 0
     public var negativesPerQuery: [Int] = []
     public var positiveScores: [Float] = [], negativeScores: [Float] = [], differences: [Float] = []
+    /// The reranker's scores of the positives and of the candidates it judged (with a reranker).
+    public var positiveRerankerScores: [Float] = [], candidateRerankerScores: [Float] = []
 
     static func quartiles(_ xs: [Float]) -> String {
         guard !xs.isEmpty else { return "n/a" }
@@ -62,20 +72,51 @@ public struct MiningSummary: CustomStringConvertible {
         lines.append("positive scores: " + Self.quartiles(positiveScores))
         lines.append("negative scores: " + Self.quartiles(negativeScores))
         lines.append("positive − negative: " + Self.quartiles(differences))
+        if !positiveRerankerScores.isEmpty {
+            lines.append("reranker, positives: " + Self.quartiles(positiveRerankerScores))
+            lines.append("reranker, candidates judged: " + Self.quartiles(candidateRerankerScores))
+        }
         return lines.joined(separator: "\n")
     }
 }
 
 public enum Miner {
+    /// Scores (query, document) pairs, one score per pair in order, higher meaning more relevant.
+    public typealias PairScorer = ([(query: String, document: String)]) throws -> [Float]
+
     /// Mines negatives for (anchor, positive) pairs. `embedQueries` / `embedDocuments` return
-    /// row-major vectors (any norm; cosine is used). Rows come back as ordered (column, value) lists.
+    /// row-major vectors (any norm; cosine is used). `rerank`, when given, scores the positives
+    /// and every candidate left after the similarity filters in one call (so a caller can shard
+    /// it); the reranker filters then apply. Rows come back as ordered (column, value) lists.
     public static func mine(anchors: [String], positives: [String], extraCorpus: [String]?, dim: Int,
                             embedQueries: ([String]) throws -> [Float], embedDocuments: ([String]) throws -> [Float],
+                            rerank: PairScorer? = nil,
                             options o: MiningOptions) throws -> (rows: [[(String, JSONValue)]], summary: MiningSummary) {
+        let selection = try select(anchors: anchors, positives: positives, extraCorpus: extraCorpus, dim: dim,
+                                   embedQueries: embedQueries, embedDocuments: embedDocuments, rerank: rerank, options: o)
+        return rows(selection, options: o)
+    }
+
+    /// What mining chose, before it is written out as rows.
+    public struct Selection {
+        /// Distinct anchors in first-appearance order, and the distinct documents (extra corpus, then positives).
+        public var queries: [String], corpus: [String]
+        /// Per query: its positives' corpus indices and cosine scores.
+        public var positiveDocs: [[Int]], positiveScores: [[Float]]
+        /// Per query: up to num_negatives candidates, best first; a score of −∞ marks a slot no candidate filled.
+        public var chosen: [[(index: Int, score: Float)]]
+        public var summary: MiningSummary
+
+        /// Per query: the texts of its negatives, best first.
+        public var negatives: [[String]] { chosen.map { $0.filter { $0.score != -.infinity }.map { corpus[$0.index] } } }
+    }
+
+    /// The negatives each distinct anchor gets (see `mine`).
+    public static func select(anchors: [String], positives: [String], extraCorpus: [String]?, dim: Int,
+                              embedQueries: ([String]) throws -> [Float], embedDocuments: ([String]) throws -> [Float],
+                              rerank: PairScorer? = nil, options o: MiningOptions) throws -> Selection {
         guard anchors.count == positives.count, !anchors.isEmpty else { throw FormatError(file: "mine", "no (anchor, positive) pairs") }
         guard o.numNegatives >= 1 else { throw FormatError(file: "--num_negatives", "must be at least 1, got \(o.numNegatives)") }
-        var format = o.outputFormat
-        if o.includePositives { format = format == .msSwift ? .msSwift : .nTuple }
         // Unique queries in first-appearance order; their positives, deduplicated.
         var queries = [String](), queryIndex = [String: Int]()
         for a in anchors where queryIndex[a] == nil { queryIndex[a] = queries.count; queries.append(a) }
@@ -90,7 +131,8 @@ public enum Miner {
         var rowsPerAnchor = [String: Int]()
         for a in anchors { rowsPerAnchor[a, default: 0] += 1 }
         let maxPositives = rowsPerAnchor.values.max() ?? 1
-        let filtersSet = o.absoluteMargin != nil || o.relativeMargin != nil || o.maxScore != nil
+        let rerankerFilters = rerank != nil && (o.maxRerankerScore != nil || o.rerankerRelativeMargin != nil)
+        let filtersSet = o.absoluteMargin != nil || o.relativeMargin != nil || o.maxScore != nil || rerankerFilters
         let rangeMax = o.rangeMax ?? (o.rangeMin + o.numNegatives * (filtersSet ? 10 : 1) + maxPositives)
         guard o.rangeMin >= 0 else { throw FormatError(file: "--range_min", "must be non-negative, got \(o.rangeMin)") }
         guard o.rangeMin < rangeMax else {
@@ -114,9 +156,8 @@ public enum Miner {
         summary.queries = anchors.count; summary.uniqueQueries = queries.count; summary.corpus = corpus.count; summary.rangeMax = rangeMax
         summary.candidates = queries.count * width
         var removed = [String: Int]()
-        var chosen = [[(index: Int, score: Float)]]()   // per query: up to numNegatives finite negatives, best first
+        var pools = [[(index: Int, score: Float)]]()   // per query: the ranked candidates after range_min
         var positiveScores = [[Float]]()
-        var rng = SplitMix64(seed: o.seed)
         for qi in queries.indices {
             var cand = top[qi].map { (index: $0.index, score: $0.score) }
             while cand.count < width { cand.append((-1, -.infinity)) }
@@ -137,8 +178,16 @@ public enum Miner {
             if let m = o.maxScore { drop("max_score") { $0 > m } }
             if let m = o.minScore { drop("min_score") { $0 < m } }
             // The best range_max (stable: equal scores keep their ranking order), minus the first range_min.
-            let ranked = cand.enumerated().sorted { $0.element.score != $1.element.score ? $0.element.score > $1.element.score : $0.offset < $1.offset }
-                .prefix(rangeMax).map(\.element).dropFirst(o.rangeMin)
+            pools.append(Array(cand.enumerated().sorted { $0.element.score != $1.element.score ? $0.element.score > $1.element.score : $0.offset < $1.offset }
+                .prefix(rangeMax).map(\.element).dropFirst(o.rangeMin)))
+        }
+        if let rerank, rerankerFilters {
+            try applyRerankerFilters(rerank, queries: queries, corpus: corpus, positiveDocs: positiveDocs, pools: &pools,
+                                     options: o, removed: &removed, summary: &summary)
+        }
+        var chosen = [[(index: Int, score: Float)]]()   // per query: up to numNegatives finite negatives, best first
+        var rng = SplitMix64(seed: o.seed)
+        for ranked in pools {
             var picked: [(index: Int, score: Float)]
             switch o.samplingStrategy {
             case .top: picked = Array(ranked.prefix(o.numNegatives))
@@ -151,9 +200,19 @@ public enum Miner {
             }
             chosen.append(picked)
         }
-        summary.removed = ["absolute_margin", "relative_margin", "max_score", "min_score"].compactMap { k in removed[k].map { (k, $0) } }
+        summary.removed = ["absolute_margin", "relative_margin", "max_score", "min_score", "max_reranker_score", "reranker_relative_margin"]
+            .compactMap { k in removed[k].map { (k, $0) } }
+        return Selection(queries: queries, corpus: corpus, positiveDocs: positiveDocs, positiveScores: positiveScores,
+                         chosen: chosen, summary: summary)
+    }
 
-        // Output rows, per format, in sentence-transformers' order.
+    /// A selection written out in `o.outputFormat`, in sentence-transformers' row order.
+    static func rows(_ selection: Selection, options o: MiningOptions) -> (rows: [[(String, JSONValue)]], summary: MiningSummary) {
+        let queries = selection.queries, corpus = selection.corpus, positiveDocs = selection.positiveDocs
+        let positiveScores = selection.positiveScores, chosen = selection.chosen
+        var summary = selection.summary
+        var format = o.outputFormat
+        if o.includePositives { format = format == .msSwift ? .msSwift : .nTuple }
         var rows = [[(String, JSONValue)]]()
         let a = o.anchorColumn, p = o.positiveColumn
         func score(_ x: Float) -> JSONValue { .double(Double(x)) }
@@ -203,5 +262,66 @@ public enum Miner {
         }
         summary.rows = rows.count
         return (rows, summary)
+    }
+}
+
+extension Miner {
+    /// Scores each query's positives and finite pool candidates with `rerank` (one call for all
+    /// queries) and removes the candidates the reranker judges too relevant: above
+    /// max_reranker_score, or above the lowest positive's reranker score less
+    /// reranker_relative_margin of it.
+    static func applyRerankerFilters(_ rerank: PairScorer, queries: [String], corpus: [String], positiveDocs: [[Int]],
+                                     pools: inout [[(index: Int, score: Float)]], options o: MiningOptions,
+                                     removed: inout [String: Int], summary: inout MiningSummary) throws {
+        var pairs = [(query: String, document: String)]()
+        for qi in queries.indices {
+            for d in positiveDocs[qi] { pairs.append((queries[qi], corpus[d])) }
+            for c in pools[qi] where c.score != -.infinity { pairs.append((queries[qi], corpus[c.index])) }
+        }
+        let scores = try rerank(pairs)
+        guard scores.count == pairs.count else {
+            throw FormatError("the reranker returned \(scores.count) scores for \(pairs.count) pairs")
+        }
+        var next = 0
+        for qi in queries.indices {
+            let positive = scores[next..<(next + positiveDocs[qi].count)]
+            next += positiveDocs[qi].count
+            summary.positiveRerankerScores += positive
+            let lowestPositive = positive.min()!
+            for j in pools[qi].indices where pools[qi][j].score != -.infinity {
+                let s = scores[next]
+                next += 1
+                summary.candidateRerankerScores.append(s)
+                let filter: String?
+                if let m = o.maxRerankerScore, s > m { filter = "max_reranker_score" }
+                else if let m = o.rerankerRelativeMargin, s > lowestPositive - abs(lowestPositive) * m { filter = "reranker_relative_margin" }
+                else { filter = nil }
+                if let filter {
+                    pools[qi][j].score = -.infinity
+                    removed[filter, default: 0] += 1
+                }
+            }
+            // The removed move behind the rest, which keep their similarity order.
+            pools[qi] = pools[qi].filter { $0.score != -.infinity } + pools[qi].filter { $0.score == -.infinity }
+        }
+    }
+}
+
+extension Miner {
+    /// `reranker` as the pair scorer `select` calls, each rank scoring a contiguous share of the
+    /// pairs (consecutive pairs of one query in one call) and every rank receiving all scores.
+    public static func pairScorer(_ reranker: Reranker, communicator: Communicator) -> PairScorer {
+        { pairs in
+            try communicator.gatherRows(count: pairs.count, width: 1) { mine in
+                var scores = [Float](), start = mine.lowerBound
+                while start < mine.upperBound {
+                    var end = start + 1
+                    while end < mine.upperBound && pairs[end].query == pairs[start].query { end += 1 }
+                    scores += try reranker.relevance(query: pairs[start].query, documents: pairs[start..<end].map(\.document))
+                    start = end
+                }
+                return scores
+            }
+        }
     }
 }

@@ -20,11 +20,11 @@ public enum Checkpoint {
         public var world_size: Int
     }
 
-    /// Saves `state` at its step as OUTPUT_DIR/checkpoint-STEP. Rank 0 writes; every rank meets
-    /// at the barriers. Returns the directory on rank 0.
+    /// Saves `state` at its step as OUTPUT_DIR/checkpoint-STEP, with `extraFiles` (name → bytes)
+    /// beside it. Rank 0 writes; every rank meets at the barriers. Returns the directory on rank 0.
     @discardableResult
     public static func save(_ state: TrainerState, options: TrainingOptions, communicator: Communicator, outputDir: URL,
-                            card: ModelCard? = nil) throws -> URL? {
+                            card: ModelCard? = nil, extraFiles: [String: Data] = [:]) throws -> URL? {
         let step = state.step
         try communicator.barrier()
         var written: URL?
@@ -36,6 +36,7 @@ public enum Checkpoint {
             try fm.createDirectory(at: tmp, withIntermediateDirectories: true)
             try PEFTAdapter.save(state.adapter, to: tmp, baseModel: options.model)
             try card?.write(to: tmp)
+            for (name, data) in extraFiles { try writeAtomically(data, to: tmp.appendingPathComponent(name)) }
             let raw = encode(state)
             try writeAtomically(try Zstd.compress(raw), to: tmp.appendingPathComponent("state.bin.zst"))
             let header = State(step: step, checksum: String(format: "%016llx", fnv1a(raw)), options: options, world_size: communicator.size)

@@ -10,8 +10,9 @@ import Foundation
 /// its step alone.
 public final class DataPlan {
     public let options: TrainingOptions
-    public let train: [Triplet]
-    public let holdout: [Triplet]
+    /// The rows; their negatives change when `refresh_negatives_steps` re-mines them.
+    public internal(set) var train: [Triplet]
+    public internal(set) var holdout: [Triplet]
     /// Rows left out by `skip_bad_rows`, each with its problem.
     public let skipped: [FormatError]
     /// Hard negatives per row: `num_negatives`, or the training rows' maximum.
@@ -51,8 +52,9 @@ public final class DataPlan {
         self.train = train
         self.holdout = holdout
         negatives = options.numNegatives >= 0 ? options.numNegatives : (train.map(\.negatives.count).max() ?? 0)
-        // Held-out rows are padded to the same count, so they are held to the same rule.
-        if negatives > 0, let bare = (train + holdout).first(where: { $0.negatives.isEmpty }) {
+        // Held-out rows are padded to the same count, so they are held to the same rule; refreshed
+        // negatives are mined before the first step, so rows may come without.
+        if negatives > 0, options.refreshNegativesSteps == 0, let bare = (train + holdout).first(where: { $0.negatives.isEmpty }) {
             throw FormatError(file: bare.origin, "row has no hard negatives but every row needs \(negatives) (set --num_negatives 0 to train with in-batch negatives only)")
         }
         if globalBatch % ranks != 0 {

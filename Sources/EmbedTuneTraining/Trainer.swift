@@ -3,6 +3,7 @@ import EmbedTuneDistributed
 import EmbedTuneFormats
 import EmbedTuneKernels
 import EmbedTuneModels
+import EmbedTuneRetrieval
 import Foundation
 
 /// Data-parallel LoRA contrastive training, assembled from its parts: the `DataPlan` (rows and
@@ -23,6 +24,8 @@ public final class Trainer {
     /// The objective's terms, summed in this order.
     public let losses: [TrainingLoss]
     public let evaluator: HeldOutEvaluator
+    /// Re-mines the rows' negatives as the adapter moves (`refresh_negatives_steps` > 0).
+    let negativeRefresh: NegativeRefresh?
     /// The LoRA gradient plus three scalars (loss, dL/dlogτ, tokens), all-reduced together.
     lazy var reductionBuffer = FloatBuffer(count: adapter.grads.count + 3)
 
@@ -61,6 +64,14 @@ public final class Trainer {
         }
         losses = [contrastive] + (preservation.map { [$0] } ?? [])
         evaluator = HeldOutEvaluator(loss: contrastive, communicator: communicator)
+        negativeRefresh = options.refreshNegativesSteps > 0
+            ? NegativeRefresh(plan: plan, pass: pass, tokenizer: tokenizer, communicator: communicator,
+                              reranker: try options.mining.reranker.map { path in
+                                  var o = RerankerOptions()
+                                  o.adapter = options.mining.rerankerAdapter.map { URL(fileURLWithPath: $0) }
+                                  return try loadReranker(ModelDirectory(URL(fileURLWithPath: path)), options: o)
+                              })
+            : nil
     }
 
     public var model: Backbone & TrainableBackbone { pass.model }

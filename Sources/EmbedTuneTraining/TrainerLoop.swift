@@ -18,12 +18,21 @@ extension Trainer {
                 events(.warning($0))
             }
             try checkRanksResumedTogether()
+            try negativeRefresh?.restore(from: dir)
             events(.started("resumed from \(dir.path) at step \(step)"))
         } else {
             events(.started("\(train.count) training / \(holdout.count) held-out rows, \(totalSteps) steps of \(globalBatch * options.gradientAccumulationSteps) triples, \(negatives) hard negatives per row, \(adapter.parameterCount) LoRA parameters, \(communicator.size) rank(s)"
                 + (preservation.map { ", preserving \($0.anchors.count) texts per rank (weight \(options.preserveWeight), \(options.preserveBatch) per step)" } ?? "")))
         }
         for problem in skipped { events(.warning("skipped \(problem)")) }
+        /// Mines the negatives again when step `step` + 1 is due for it.
+        func refreshNegativesIfDue() throws {
+            guard let refresh = negativeRefresh, refresh.isDue(at: step) else { return }
+            communicator.setActivity("the negative refresh at step \(step)")
+            events(.negativesRefreshed(step: step, summary: try refresh.refresh(step: step)))
+        }
+        // The first refresh comes first: held-out rows without negatives get theirs there.
+        try refreshNegativesIfDue()
         let logURL = out.appendingPathComponent("train_log.jsonl")
         // Every saved adapter's model card compares with these (the first is the base model).
         var evaluations = resume == nil || !communicator.isRoot ? [] : Self.loggedEvaluations(in: logURL, upTo: step)
@@ -106,10 +115,15 @@ extension Trainer {
             }
             if options.saveSteps > 0 && step % options.saveSteps == 0 {
                 let card = communicator.isRoot ? modelCard(for: .checkpoint, evaluations: evaluations) : nil
-                if let dir = try Checkpoint.save(state, options: options, communicator: communicator, outputDir: out, card: card) {
+                let extra = try negativeRefresh.map { [NegativeRefresh.fileName: try $0.saved()] } ?? [:]
+                if let dir = try Checkpoint.save(state, options: options, communicator: communicator, outputDir: out, card: card,
+                                                 extraFiles: extra) {
                     events(.checkpoint(dir))
                 }
             }
+            // After the checkpoint, which keeps the negatives before this refresh: a run resumed
+            // from it refreshes at this step too.
+            if step < totalSteps && step < (stopAfter ?? Int.max) { try refreshNegativesIfDue() }
         }
         if stopAfter == nil || step >= totalSteps {
             if options.evalSteps > 0 && !holdout.isEmpty && step % options.evalSteps != 0 {

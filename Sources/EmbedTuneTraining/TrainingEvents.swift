@@ -1,3 +1,4 @@
+import EmbedTuneRetrieval
 import Foundation
 
 /// What a run reports; the CLI decides how (and on which rank) to print.
@@ -6,6 +7,8 @@ public enum TrainingEvent {
     case step(StepLog)
     case eval(EvalLog)
     case checkpoint(URL)
+    /// Negatives mined again before step `step` + 1 (`refresh_negatives_steps`).
+    case negativesRefreshed(step: Int, summary: MiningSummary)
     case warning(String)
     case finished(URL)
 }

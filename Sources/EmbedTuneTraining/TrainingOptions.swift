@@ -90,6 +90,12 @@ public struct TrainingOptions: Equatable, Sendable {
     public var preserveWeight: Float = 1
     public var preserveBatch = 16
 
+    /// Every N steps (from step 0) the current adapter re-embeds the training corpus and each
+    /// row's negatives are mined again with `mining`'s filters; 0 = the rows' own negatives
+    /// throughout.
+    public var refreshNegativesSteps = 0
+    public var mining = NegativeMiningFilters()
+
     public init() {}
 
     public var temperatureSchedule: TemperatureMode {
@@ -114,6 +120,7 @@ public struct TrainingOptions: Equatable, Sendable {
         }
         if db != nil && dbDataset == nil { throw fail("--db needs --db_dataset (the dataset's name in the store)") }
         if db == nil && dbDataset != nil { throw fail("--db_dataset needs --db (the store)") }
+        try validateRefresh()
         if !fusionAdapters.isEmpty && fusionDev.count != fusionAdapters.count + 1 {
             throw fail("--fusion_dev needs \(fusionAdapters.count + 1) dev sets (this run's domain first, then one per --fusion_adapters entry), got \(fusionDev.count)")
         }
@@ -212,5 +219,61 @@ extension TrainingOption {
                    check: atLeast(0)),
             option("preserve_batch", \.preserveBatch, "preserve_data texts per rank per step.", check: positive),
         ]),
+        ("Refreshed negatives (the filters also accepted under a [mining] table; as `embedtune mine` takes them)", [
+            option("refresh_negatives_steps", \.refreshNegativesSteps,
+                   "Every N steps (from the first) re-mine each row's num_negatives negatives with the current adapter; 0 = never.",
+                   check: atLeast(0)),
+            option("range_min", \.mining.rangeMin, "Skip this many of the most similar candidates.", table: "mining", check: atLeast(0)),
+            option("range_max", \.mining.rangeMax, "Consider only this many most similar candidates (default as mine).", table: "mining"),
+            option("max_score", \.mining.maxScore, "Drop candidates more similar than this.", table: "mining"),
+            option("min_score", \.mining.minScore, "Drop candidates less similar than this.", table: "mining"),
+            option("absolute_margin", \.mining.absoluteMargin, "Keep a candidate only if it scores at least this much below the positive.",
+                   table: "mining"),
+            option("relative_margin", \.mining.relativeMargin, "Keep a candidate only if it scores at most (1 − this) × the positive's score.",
+                   table: "mining"),
+            option("sampling_strategy", \.mining.samplingStrategy, "top | random", table: "mining", check: oneOf(["top", "random"])),
+            option("reranker", \.mining.reranker, "A reranker model directory whose judgement filters the candidates.", table: "mining"),
+            option("reranker_adapter", \.mining.rerankerAdapter, "A PEFT adapter applied to the reranker.", table: "mining"),
+            option("max_reranker_score", \.mining.maxRerankerScore, "Drop candidates the reranker scores above this.", table: "mining"),
+            option("reranker_relative_margin", \.mining.rerankerRelativeMargin,
+                   "Drop candidates the reranker scores above (1 − this) × the positive's reranker score.", table: "mining"),
+        ]),
     ]
+}
+
+/// The filters `refresh_negatives_steps` mines with: `embedtune mine`'s, under the same names.
+public struct NegativeMiningFilters: Equatable, Sendable {
+    public var rangeMin = 0
+    public var rangeMax: Int?
+    public var maxScore: Float?
+    public var minScore: Float?
+    public var absoluteMargin: Float?
+    public var relativeMargin: Float?
+    public var samplingStrategy = "top"
+    public var reranker: String?
+    public var rerankerAdapter: String?
+    public var maxRerankerScore: Float?
+    public var rerankerRelativeMargin: Float?
+    public init() {}
+}
+
+extension TrainingOptions {
+    /// Mining filters only mean something when negatives are refreshed, and a reranker filter needs a reranker.
+    func validateRefresh() throws {
+        if refreshNegativesSteps == 0 {
+            if let set = TrainingOption.all.first(where: { $0.table == "mining" && $0.value(self) != $0.value(TrainingOptions()) }) {
+                throw FormatError("--\(set.key) is a filter of refreshed negatives: it needs --refresh_negatives_steps N")
+            }
+            return
+        }
+        if numNegatives < 1 {
+            throw FormatError("--refresh_negatives_steps needs --num_negatives N (N ≥ 1): how many negatives each row is mined")
+        }
+        if mining.reranker == nil && (mining.maxRerankerScore != nil || mining.rerankerRelativeMargin != nil || mining.rerankerAdapter != nil) {
+            throw FormatError("--max_reranker_score, --reranker_relative_margin and --reranker_adapter need --reranker")
+        }
+        if mining.reranker != nil && mining.maxRerankerScore == nil && mining.rerankerRelativeMargin == nil {
+            throw FormatError("--reranker filters with --max_reranker_score or --reranker_relative_margin: give one")
+        }
+    }
 }

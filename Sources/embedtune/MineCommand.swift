@@ -10,7 +10,8 @@ import Foundation
 /// `embedtune mine`: hard negatives for (anchor, positive) pairs, mirroring sentence-transformers'
 /// mine_hard_negatives with exact search. Under mpirun every rank embeds a contiguous shard of the
 /// queries and of the corpus; the gathered vectors are searched (deterministically, identically on
-/// every rank) and rank 0 writes the output.
+/// every rank), a reranker filter scores its share of the candidate pairs on each rank, and
+/// rank 0 writes the output.
 struct MineCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mine", abstract: "Mine hard negatives for (anchor, positive) pairs (sentence-transformers semantics, exact search).")
@@ -37,6 +38,13 @@ struct MineCommand: ParsableCommand {
     var absoluteMargin: Float?
     @Option(name: .spelled("relative_margin"), help: "Keep a candidate only if it scores at most (1 − this) × the positive's score.")
     var relativeMargin: Float?
+    @Option(help: "A reranker model directory (cross-encoder or Qwen3-Reranker style) whose judgement filters the candidates: false negatives.")
+    var reranker: String?
+    @Option(name: .spelled("reranker_adapter"), help: "A PEFT adapter applied to --reranker.") var rerankerAdapter: String?
+    @Option(name: .spelled("max_reranker_score"), help: "With --reranker: drop candidates it scores above this.") var maxRerankerScore: Float?
+    @Option(name: .spelled("reranker_relative_margin"),
+            help: "With --reranker: drop candidates it scores above (1 − this) × the positive's reranker score.")
+    var rerankerRelativeMargin: Float?
     @Option(name: .spelled("sampling_strategy"), help: "top | random") var samplingStrategy = "top"
     @Option(name: .spelled("include_positives"), help: .boolean("Keep the positive among the candidates (sentence-transformers' include_positives; n-tuple output)."))
     var includePositives = false
@@ -60,6 +68,12 @@ struct MineCommand: ParsableCommand {
         if db == nil && output == nil { throw ValidationError("give --output (or --db to store the mined rows)") }
         if db != nil && !["triplet", "n-tuple", "ms-swift"].contains(outputFormat) {
             throw ValidationError("--db stores triplet, n-tuple or ms-swift rows, not \(outputFormat)")
+        }
+        if reranker == nil && (maxRerankerScore != nil || rerankerRelativeMargin != nil || rerankerAdapter != nil) {
+            throw ValidationError("--max_reranker_score, --reranker_relative_margin and --reranker_adapter need --reranker")
+        }
+        if reranker != nil && maxRerankerScore == nil && rerankerRelativeMargin == nil {
+            throw ValidationError("--reranker filters with --max_reranker_score or --reranker_relative_margin: give one")
         }
         if let rangeMax, rangeMin >= rangeMax { throw ValidationError("--range_min (\(rangeMin)) must be smaller than --range_max (\(rangeMax))") }
     }
@@ -102,12 +116,18 @@ struct MineCommand: ParsableCommand {
         o.samplingStrategy = MiningOptions.Strategy(rawValue: samplingStrategy)!
         o.includePositives = includePositives; o.outputFormat = MiningOptions.OutputFormat(rawValue: outputFormat)!
         o.outputScores = outputScores; o.seed = seed; o.anchorColumn = anchorName; o.positiveColumn = positiveName
+        o.maxRerankerScore = maxRerankerScore; o.rerankerRelativeMargin = rerankerRelativeMargin
+        let rerank = try reranker.map { path -> Miner.PairScorer in
+            var r = RerankerOptions()
+            r.adapter = rerankerAdapter.map { URL(fileURLWithPath: $0) }
+            return Miner.pairScorer(try loadReranker(ModelDirectory(URL(fileURLWithPath: path)), options: r), communicator: communicator)
+        }
         let dir = embedder.directory
         let (rows, summary) = try Miner.mine(
             anchors: anchors, positives: positives, extraCorpus: extra, dim: dim,
             embedQueries: { try embed($0, prefix: queryPrompt ?? dir.queryPrompt, label: "queries") },
             embedDocuments: { try embed($0, prefix: documentPrompt ?? dir.documentPrompt, label: "corpus") },
-            options: o)
+            rerank: rerank, options: o)
         guard communicator.isRoot else { return }
         var text = ""
         let encoder = JSONEncoder()

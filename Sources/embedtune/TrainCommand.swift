@@ -58,6 +58,8 @@ struct TrainCommand: ParsableCommand {
                     print(String(format: "%@eval step %d  held-out loss %.4f  margin %.4f  NDCG@10 %.4f  Recall@5 %.4f  MRR@10 %.4f (%d queries, %d documents)",
                                  bar, e.step, e.loss, e.margin, e.ndcg10, e.recall5, e.mrr10, e.rows, e.documents))
                 case .checkpoint(let u): print("\(bar)checkpoint: \(u.path)")
+                case .negativesRefreshed(let step, let summary):
+                    print("\(bar)negatives refreshed at step \(step): " + summary.description.replacingOccurrences(of: "\n", with: "\n  "))
                 case .warning(let w): FileHandle.standardError.write(Data("embedtune: warning: \(w)\n".utf8))
                 case .finished(let u): print("\(bar)adapter: \(u.path)/adapter_config.json + adapter_model.safetensors")
                 }

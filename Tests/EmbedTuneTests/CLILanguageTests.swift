@@ -69,6 +69,18 @@ fusion_dev = ["dev/own", "dev/a1"]
 preserve_data = "other.jsonl"
 preserve_weight = 10
 preserve_batch = 8
+refresh_negatives_steps = 5
+range_min = 1
+range_max = 20
+max_score = 0.95
+min_score = 0.1
+absolute_margin = 0.02
+relative_margin = 0.05
+sampling_strategy = "random"
+reranker = "rerankers/r"
+reranker_adapter = "rerankers/a"
+max_reranker_score = 0.9
+reranker_relative_margin = 0.1
 
 """
 
