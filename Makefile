@@ -75,20 +75,20 @@ test: deps models converted
 	@# Every reader of outside files under libFuzzer + ASan for a few seconds each.
 	@$(MAKE) --no-print-directory fuzz-smoke FUZZ_SECONDS=$(TEST_FUZZ_SECONDS) FUZZ_SEED=1
 
-## fuzz: coverage-guided fuzzing (libFuzzer + AddressSanitizer, debug build) of every reader of outside
+## fuzz: coverage-guided fuzzing (libFuzzer + AddressSanitizer, optimised build) of every reader of outside
 ## files, one target at a time (Sources/EmbedTuneFuzz, seeds in fuzz/corpus/<target>). Each target grows
 ## a scratch corpus under .build-fuzz/corpus/ so the committed seeds stay small; crashes, leaks and
 ## hangs (> 1 s) are written to out/fuzz/<target>-*. Replay one with
 ## `EMBEDTUNE_FUZZ_TARGET=<target> .build/release/embedtune-fuzz FILE`.
 FUZZ_TARGETS := safetensors safetensors-index gguf e5s1 tokenizer-json tiktoken model-config toml rows beir npy peft checkpoint
 FUZZ_RUNS ?= 1000000
-# A cap per target for `make fuzz` (0: none); the slowest targets (e5s1, tokenizer-json) run tens of
-# executions a second under ASan and leak checks.
+# A cap per target for `make fuzz` (0: none); the slowest target (e5s1, which converts a whole model
+# directory per input) runs a few hundred executions a second under ASan and leak checks.
 FUZZ_MAX_SECONDS ?= 0
 FUZZ_SECONDS ?= 15
 # What `make test` gives each target: 13 targets in about 3 minutes with the incremental fuzz build.
 TEST_FUZZ_SECONDS ?= 10
-FUZZ_BIN := .build-fuzz/debug/embedtune-fuzz
+FUZZ_BIN := .build-fuzz/release/embedtune-fuzz
 # The run directory a target writes its files into lives on tmpfs when there is one: on disk, file
 # creation and removal take most of each run.
 FUZZ_TMP := $(if $(wildcard /dev/shm),/dev/shm,/tmp)
@@ -111,7 +111,7 @@ fuzz-each = for t in $(FUZZ_TARGETS); do \
 	done
 
 fuzz-build: deps
-	$(SWIFT) build -c debug --scratch-path .build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING --product embedtune-fuzz
+	$(SWIFT) build -c release --scratch-path .build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING --product embedtune-fuzz
 
 fuzz: fuzz-build
 	@$(call fuzz-each,-runs=$(FUZZ_RUNS) -max_total_time=$(FUZZ_MAX_SECONDS))
