@@ -40,7 +40,9 @@ public struct MiningOptions: Sendable {
 }
 
 public struct MiningSummary: CustomStringConvertible {
-    public var queries = 0, uniqueQueries = 0, corpus = 0, rangeMax = 0, rows = 0
+    public var queries = 0, uniqueQueries = 0, corpus = 0, rangeMax = 0
+    /// Rows written; nil when the selection was not written out (negatives refreshed in training).
+    public var rows: Int?
     public var removed: [(String, Int)] = []
     public var candidates = 0
     public var negativesPerQuery: [Int] = []
@@ -60,7 +62,7 @@ public struct MiningSummary: CustomStringConvertible {
     }
 
     public var description: String {
-        var lines = ["mined \(rows) rows for \(uniqueQueries) unique queries (\(queries) pairs) over \(corpus) documents; range_max \(rangeMax)"]
+        var lines = ["mined \(rows.map { "\($0) rows" } ?? "negatives") for \(uniqueQueries) unique queries (\(queries) pairs) over \(corpus) documents; range_max \(rangeMax)"]
         let per = negativesPerQuery
         if !per.isEmpty {
             lines.append(String(format: "negatives per query: mean %.2f, min %d, max %d, %d queries without any",
@@ -202,6 +204,15 @@ public enum Miner {
         }
         summary.removed = ["absolute_margin", "relative_margin", "max_score", "min_score", "max_reranker_score", "reranker_relative_margin"]
             .compactMap { k in removed[k].map { (k, $0) } }
+        for qi in queries.indices {
+            let finite = chosen[qi].filter { $0.score != -.infinity }
+            summary.negativesPerQuery.append(finite.count)
+            for ps in positiveScores[qi] {
+                summary.positiveScores.append(ps)
+                summary.negativeScores += finite.map(\.score)
+                summary.differences += finite.map { ps - $0.score }
+            }
+        }
         return Selection(queries: queries, corpus: corpus, positiveDocs: positiveDocs, positiveScores: positiveScores,
                          chosen: chosen, summary: summary)
     }
@@ -218,10 +229,8 @@ public enum Miner {
         func score(_ x: Float) -> JSONValue { .double(Double(x)) }
         for qi in queries.indices {
             let finite = chosen[qi].filter { $0.score != -.infinity }
-            summary.negativesPerQuery.append(finite.count)
             for (pi, doc) in positiveDocs[qi].enumerated() {
                 let ps = positiveScores[qi][pi]
-                summary.positiveScores.append(ps)
                 switch format {
                 case .triplet:
                     for n in finite {
@@ -248,10 +257,6 @@ public enum Miner {
                                  ("rejected_response", .array(finite.map { .string(corpus[$0.index]) }))])
                 case .labeledPair:
                     rows.append([(a, .string(queries[qi])), (p, .string(corpus[doc])), o.outputScores ? ("score", score(ps)) : ("label", .int(1))])
-                }
-                for n in finite {
-                    summary.negativeScores.append(n.score)
-                    summary.differences.append(ps - n.score)
                 }
             }
             if format == .labeledPair {
