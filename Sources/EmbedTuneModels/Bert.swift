@@ -70,10 +70,15 @@ public final class BertModel: Backbone, TrainableBackbone {
         let config = try directory.decodeConfig(BertConfig.self)
         try self.init(config: config, configFile: directory.url.appendingPathComponent("config.json").path)
         let store = try source ?? directory.tensorSource()
-        // BertModel saves bare keys; task heads prefix them (bert., roberta., model.).
-        let prefix = ["", "bert.", "roberta.", "model."].first { store.contains($0 + "embeddings.word_embeddings.weight") } ?? ""
+        let prefix = Self.checkpointPrefix(store)
         // Some XLM-R exports drop the single token-type row: it stays zero then.
         try arena.load(from: store, optional: ["embeddings.token_type_embeddings.weight"]) { prefix + $0 }
+    }
+
+    /// The prefix of the encoder's keys: none as BertModel saves them; task models prefix them
+    /// (bert., roberta., model.).
+    public static func checkpointPrefix(_ store: TensorSource) -> String {
+        ["", "bert.", "roberta.", "model."].first { store.contains($0 + "embeddings.word_embeddings.weight") } ?? ""
     }
 
     public init(config: BertConfig, configFile: String = "config.json") throws {
@@ -181,7 +186,26 @@ public final class BertModel: Backbone, TrainableBackbone {
 
     /// Every row is computed whatever the pooling: each token's output is read by mean and CLS pooling alike.
     public func forward(_ sequences: [[Int32]], lora: LoRAContext?, keepActivations train: Bool, pooling: PoolingConfig.Mode) throws -> Tensor {
+        try forward(sequences, tokenTypes: nil, lora: lora, keepActivations: train, pooling: pooling)
+    }
+
+    /// `forward` with each token's type id (a text pair's second segment is 1 for BERT), in the
+    /// layout of `sequences`; nil: every token is type 0, as a single text is.
+    public func forward(_ sequences: [[Int32]], tokenTypes: [[Int32]]?, lora: LoRAContext?, keepActivations train: Bool,
+                        pooling: PoolingConfig.Mode) throws -> Tensor {
         try checkInputs(sequences)
+        let typeCount = tokenTypeEmbeddings.shape[0]
+        if let tokenTypes {
+            guard tokenTypes.count == sequences.count else {
+                throw FormatError("\(sequences.count) sequences but \(tokenTypes.count) lists of token type ids")
+            }
+            for (i, (s, t)) in zip(sequences, tokenTypes).enumerated() {
+                guard t.count == s.count else { throw FormatError("sequence \(i) has \(s.count) tokens but \(t.count) token type ids") }
+                if let bad = t.first(where: { $0 < 0 || Int($0) >= typeCount }) {
+                    throw FormatError("sequence \(i) has token type \(bad), outside the model's \(typeCount) types (type_vocab_size)")
+                }
+            }
+        }
         let cfg = config, c = cfg.hiddenSize, inter = cfg.intermediateSize, h = cfg.numAttentionHeads, d = c / h
         let batch = PackedBatch(lengths: sequences.map(\.count))
         let n = batch.tokens, eps = cfg.eps, rank = lora?.adapter.config.r ?? 0
@@ -219,16 +243,16 @@ public final class BertModel: Backbone, TrainableBackbone {
         }
         let (acts, scratch, attentionScratch, dropped, gradScratch) = plan
 
-        // Embeddings: word + position + token type 0, then LayerNorm. (N, C)
+        // Embeddings: word + position + token type (0 unless given), then LayerNorm. (N, C)
         let x0 = acts[0].xIn, words = wordEmbeddings.pointer
         let tokenSeeds = lora?.tokenSeeds(for: sequences) ?? []
         var row = 0
-        for s in sequences {
+        for (si, s) in sequences.enumerated() {
             for (p, id) in s.enumerated() {
                 let o = x0 + row * c
                 let w = words + Int(id) * c
                 let pe = positionEmbeddings.pointer + (cfg.firstPosition + p) * c
-                let te = tokenTypeEmbeddings.pointer
+                let te = tokenTypeEmbeddings.pointer + Int(tokenTypes?[si][p] ?? 0) * c
                 for i in 0..<c { o[i] = w[i] + pe[i] + te[i] }
                 row += 1
             }
