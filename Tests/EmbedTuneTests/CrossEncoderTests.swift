@@ -1,4 +1,5 @@
 import EmbedTuneFormats
+import EmbedTuneKernels
 import EmbedTuneModels
 import EmbedTuneRetrieval
 import EmbedTuneTokenizers
@@ -149,5 +150,27 @@ struct CrossEncoderTests {
         let bad = try runCLI(["rerank", "--model", Self.directory.appendingPathComponent("bert").path, "--instruction", "x",
                               "--queries", queries.path, "--candidates", candidates.path])
         #expect(bad.status == 1 && bad.stderr.contains("instruction"), "\(bad.stderr)")
+    }
+}
+
+@Suite("BERT under CLS pooling")
+struct BertFirstRowTests {
+    @Test("the pruned final block gives each sequence's first row as the full pass does, with and without an adapter",
+          arguments: ["bert", "xlmr"])
+    func firstRowsMatchFullPass(_ name: String) throws {
+        let encoder = try CrossEncoderTests.encoder(name)
+        let pairs = try CrossEncoderTests.pairs.map { try encoder.tokens(query: $0.query, document: $0.document) }
+        let batch = PackedBatch(lengths: pairs.map(\.ids.count)), c = encoder.model.hiddenSize
+        for adapter in [nil, CrossEncoderTests.directory.appendingPathComponent("\(name)-adapter")] {
+            try encoder.setAdapter(adapter)
+            let lora = encoder.adapter.map { LoRAContext(adapter: $0, training: false) }
+            func firstRows(_ pooling: PoolingConfig.Mode) throws -> [Float] {
+                let hidden = try encoder.model.forward(pairs.map(\.ids), tokenTypes: pairs.map(\.typeIDs), lora: lora,
+                                                       keepActivations: false, pooling: pooling)
+                return (0..<batch.count).flatMap { s in (0..<c).map { hidden.pointer[batch.offsets[s] * c + $0] } }
+            }
+            let full = try firstRows(.mean), pruned = try firstRows(.cls)
+            #expect(maxAbsDifference(full, pruned) <= 1e-5, "\(name) adapter \(adapter != nil): \(maxAbsDifference(full, pruned))")
+        }
     }
 }
