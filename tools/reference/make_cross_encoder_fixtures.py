@@ -155,6 +155,7 @@ def make_adapter(name: str, base: Path, targets: list[str], seed: int) -> Path:
     (out / "README.md").unlink(missing_ok=True)
     config = json.loads((out / "adapter_config.json").read_text())
     config["base_model_name_or_path"] = base.name
+    config["target_modules"] = sorted(config["target_modules"])  # a set in peft: its order varies by run
     (out / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return out
 
