@@ -43,13 +43,15 @@ public final class CrossEncoder {
             throw FormatError(url: configURL, item: "architectures",
                               "\"\(architecture)\" is not a cross-encoder (BertForSequenceClassification or XLMRobertaForSequenceClassification)")
         }
+        // The small files first, so that their errors come before the weights load.
+        let labels = try Self.labels(directory.config, file: configURL)
+        let activation = try Self.activation(directory, labels: labels.count)
+        let tokenizer = try tokenizer ?? directory.loadTokenizer()
         let source = try directory.tensorSource()
         let model = try BertModel(directory: directory, source: source)
-        let labels = try Self.labels(directory.config, file: configURL)
         let head = try SequenceClassificationHead(kind: kind, hiddenSize: model.hiddenSize, labels: labels.count, source: source,
                                                   encoderPrefix: BertModel.checkpointPrefix(source))
-        try self.init(tokenizer: tokenizer ?? directory.loadTokenizer(), model: model, head: head, labels: labels,
-                      activation: Self.activation(directory, labels: labels.count))
+        try self.init(tokenizer: tokenizer, model: model, head: head, labels: labels, activation: activation)
         maxLength = min(directory.maxSequenceLength ?? Self.tokenizerMaxLength(directory) ?? maxLength, model.maxPositions)
     }
 
