@@ -80,6 +80,11 @@ struct EvalCommand: ParsableCommand {
             /// The first-stage row of these embeddings and, with a reranker, its reranked row.
             func addRows(_ name: String, queries q: [Float], corpus c: [Float], dim: Int) throws {
                 guard let secondStage else { rows.append((name, evaluator.score(queries: q, corpus: c, dim: dim), false)); return }
+                var bar: ProgressBar?
+                reranking.progress = { done, total in
+                    if bar == nil { bar = ProgressBar(total: total, label: "rerank \(name)", enabled: true) }
+                    bar!.update(done)
+                }
                 let (first, second) = try reranking.evaluate(queries: q, corpus: c, dim: dim, reranker: secondStage)
                 rows.append((name, first, false))
                 rows.append(("\(name) → \(rerankerName) (top \(rerankTopK))", second, true))
