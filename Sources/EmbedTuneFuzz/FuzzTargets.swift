@@ -62,6 +62,8 @@ struct FuzzTarget {
             _ = model.maxSequenceLength
             if ModelDirectory.decoderTypes.contains(model.modelType) { _ = try? model.decodeConfig(QwenConfig.self) }
             else { _ = try? model.decodeConfig(BertConfig.self) }
+            // A cross-encoder reads its labels, activation and tokenizer before the (absent) weights.
+            _ = try? CrossEncoder(directory: model)
             encodeSamples(try model.loadTokenizer(), text: [])
         },
         FuzzTarget(name: "toml", files: ["config.toml"], run: TrainingFuzzTargets.toml),
@@ -75,6 +77,7 @@ struct FuzzTarget {
         },
         FuzzTarget(name: "peft", files: ["adapter_config.json", "adapter_model.safetensors"]) { dir, _ in
             _ = try PEFTAdapter.load(dir)
+            _ = try PEFTAdapter.savedModules(dir)
         },
         FuzzTarget(name: "checkpoint", files: ["trainer_state.json", "state.bin.zst"], run: TrainingFuzzTargets.checkpoint),
     ]
@@ -122,6 +125,7 @@ func encodeSamples(_ tokenizer: Tokenizer, text: [UInt8]) {
         let ids = tokenizer.encode(sample)
         _ = tokenizer.decode(ids, skipSpecialTokens: true)
         _ = tokenizer.encode(sample, addSpecialTokens: false, maxLength: 8)
+        for maxLength in [nil, 3, 8] { _ = try? tokenizer.encodePair(sample, samples[1], maxLength: maxLength) }
     }
     _ = tokenizer.pad(samples.map { tokenizer.encode($0) })
 }

@@ -70,10 +70,15 @@ public final class BertModel: Backbone, TrainableBackbone {
         let config = try directory.decodeConfig(BertConfig.self)
         try self.init(config: config, configFile: directory.url.appendingPathComponent("config.json").path)
         let store = try source ?? directory.tensorSource()
-        // BertModel saves bare keys; task heads prefix them (bert., roberta., model.).
-        let prefix = ["", "bert.", "roberta.", "model."].first { store.contains($0 + "embeddings.word_embeddings.weight") } ?? ""
+        let prefix = Self.checkpointPrefix(store)
         // Some XLM-R exports drop the single token-type row: it stays zero then.
         try arena.load(from: store, optional: ["embeddings.token_type_embeddings.weight"]) { prefix + $0 }
+    }
+
+    /// The prefix of the encoder's keys: none as BertModel saves them; task models prefix them
+    /// (bert., roberta., model.).
+    public static func checkpointPrefix(_ store: TensorSource) -> String {
+        ["", "bert.", "roberta.", "model."].first { store.contains($0 + "embeddings.word_embeddings.weight") } ?? ""
     }
 
     public init(config: BertConfig, configFile: String = "config.json") throws {
@@ -179,17 +184,41 @@ public final class BertModel: Backbone, TrainableBackbone {
     }
     public var activationCapacity: Int { activations.peak }
 
-    /// Every row is computed whatever the pooling: each token's output is read by mean and CLS pooling alike.
+    /// Under CLS pooling an inference pass computes the final block for each sequence's first row
+    /// only (the other rows of the result are then unspecified); otherwise every row.
     public func forward(_ sequences: [[Int32]], lora: LoRAContext?, keepActivations train: Bool, pooling: PoolingConfig.Mode) throws -> Tensor {
+        try forward(sequences, tokenTypes: nil, lora: lora, keepActivations: train, pooling: pooling)
+    }
+
+    /// `forward` with each token's type id (a text pair's second segment is 1 for BERT), in the
+    /// layout of `sequences`; nil: every token is type 0, as a single text is.
+    public func forward(_ sequences: [[Int32]], tokenTypes: [[Int32]]?, lora: LoRAContext?, keepActivations train: Bool,
+                        pooling: PoolingConfig.Mode) throws -> Tensor {
         try checkInputs(sequences)
+        let typeCount = tokenTypeEmbeddings.shape[0]
+        if let tokenTypes {
+            guard tokenTypes.count == sequences.count else {
+                throw FormatError("\(sequences.count) sequences but \(tokenTypes.count) lists of token type ids")
+            }
+            for (i, (s, t)) in zip(sequences, tokenTypes).enumerated() {
+                guard t.count == s.count else { throw FormatError("sequence \(i) has \(s.count) tokens but \(t.count) token type ids") }
+                if let bad = t.first(where: { $0 < 0 || Int($0) >= typeCount }) {
+                    throw FormatError("sequence \(i) has token type \(bad), outside the model's \(typeCount) types (type_vocab_size)")
+                }
+            }
+        }
         let cfg = config, c = cfg.hiddenSize, inter = cfg.intermediateSize, h = cfg.numAttentionHeads, d = c / h
         let batch = PackedBatch(lengths: sequences.map(\.count))
         let n = batch.tokens, eps = cfg.eps, rank = lora?.adapter.config.r ?? 0
+        // Under CLS pooling only each sequence's first row is read: an inference pass runs the final
+        // block's q, attention, residuals and MLP for those S rows (k and v still for every token).
+        let pruned = !train && pooling == .cls, m = batch.count
         let probsPerLayer = train ? h * (0..<batch.count).reduce(0) { $0 + batch.length($1) * batch.length($1) }
-                                  : attentionScratchCount(maxLength: batch.maxLength)
+            : max(attentionScratchCount(maxLength: batch.maxLength),
+                  pruned ? lastTokenAttentionScratchCount(maxLength: batch.maxLength, heads: h) : 0)
         let dropping = lora != nil && lora!.training && lora!.adapter.config.loraDropout > 0
         let plan = activations.layout { a -> ([LayerActivations], UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>,
-                                               UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) in
+                                               UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) in
             func block(_ xIn: UnsafeMutablePointer<Float>) -> LayerActivations {
                 let hPre = a.take(n * inter)
                 return LayerActivations(
@@ -215,20 +244,21 @@ public final class BertModel: Backbone, TrainableBackbone {
             let scratch = a.take(n * c), attentionScratch = a.take(train ? attentionScratchCount(maxLength: batch.maxLength) : 0)
             let dropped = a.take(dropping ? n * max(c, inter) : 0)
             let grads = a.take(train ? n * (5 * c + inter + rank) : 0)
-            return (layers, scratch, attentionScratch, dropped, grads)
+            let firstRows = a.take(pruned ? 2 * m * c : 0)
+            return (layers, scratch, attentionScratch, dropped, grads, firstRows)
         }
-        let (acts, scratch, attentionScratch, dropped, gradScratch) = plan
+        let (acts, scratch, attentionScratch, dropped, gradScratch, firstRows) = plan
 
-        // Embeddings: word + position + token type 0, then LayerNorm. (N, C)
+        // Embeddings: word + position + token type (0 unless given), then LayerNorm. (N, C)
         let x0 = acts[0].xIn, words = wordEmbeddings.pointer
         let tokenSeeds = lora?.tokenSeeds(for: sequences) ?? []
         var row = 0
-        for s in sequences {
+        for (si, s) in sequences.enumerated() {
             for (p, id) in s.enumerated() {
                 let o = x0 + row * c
                 let w = words + Int(id) * c
                 let pe = positionEmbeddings.pointer + (cfg.firstPosition + p) * c
-                let te = tokenTypeEmbeddings.pointer
+                let te = tokenTypeEmbeddings.pointer + Int(tokenTypes?[si][p] ?? 0) * c
                 for i in 0..<c { o[i] = w[i] + pe[i] + te[i] }
                 row += 1
             }
@@ -242,38 +272,49 @@ public final class BertModel: Backbone, TrainableBackbone {
             if hiddenP > 0 { dropoutRows(out: x0, inp: x0, n: n, c: c, p: hiddenP, tokenSeeds: seeds.baseAddress!, site: Self.embeddingSite) }
             for (li, layer) in layers.enumerated() {
                 let t = acts[li], slots = Self.moduleNames.map { context?.adapter.slot("encoder.layer.\(li).\($0)") }
-                func linear(_ m: Int, out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: Tensor, bias: Tensor,
-                            inF: Int, outF: Int) {
-                    adaptedLinearForward(out: out, inp: inp, weight: weight.pointer, bias: bias.pointer, n: n, inFeatures: inF,
-                                         outFeatures: outF, slot: slots[m], context: context, u: t.loraU[m], dropped: dropped)
+                // r rows past k and v: all N, or in a pruned final block the S first rows, gathered (xQ, x1,
+                // xOut (S, C) in `firstRows`) and put back in place at the end.
+                let tail = pruned && li == layers.count - 1, r = tail ? m : n
+                let xQ = tail ? firstRows : t.xIn, x1 = tail ? firstRows + m * c : t.x1, xOut = tail ? firstRows : t.xOut
+                if tail { for s in 0..<m { (xQ + s * c).update(from: t.xIn + batch.offsets[s] * c, count: c) } }
+                func linear(_ mi: Int, out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: Tensor, bias: Tensor,
+                            inF: Int, outF: Int, rows: Int) {
+                    adaptedLinearForward(out: out, inp: inp, weight: weight.pointer, bias: bias.pointer, n: rows, inFeatures: inF,
+                                         outFeatures: outF, slot: slots[mi], context: context, u: t.loraU[mi], dropped: dropped)
                 }
                 // x1 = LN(xIn + dense(attn(q, k, v)))
-                linear(0, out: t.q, inp: t.xIn, weight: layer.query, bias: layer.queryBias, inF: c, outF: c)
-                linear(1, out: t.k, inp: t.xIn, weight: layer.key, bias: layer.keyBias, inF: c, outF: c)
-                linear(2, out: t.v, inp: t.xIn, weight: layer.value, bias: layer.valueBias, inF: c, outF: c)
-                attentionForward(out: t.att, probs: t.probs, keepProbs: train, q: t.q, k: t.k, v: t.v, batch: batch,
-                                 heads: h, kvHeads: h, headDim: d, causal: false, scale: 1 / Float(d).squareRoot(),
-                                 scratch: train ? attentionScratch : nil,
-                                 dropout: attentionP > 0 ? AttentionDropout(p: attentionP, tokenSeeds: seeds.baseAddress!,
-                                                                            site: Self.attentionSite(li)) : nil)
-                linear(3, out: t.y1, inp: t.att, weight: layer.attentionOutput, bias: layer.attentionOutputBias, inF: c, outF: c)
+                linear(0, out: t.q, inp: xQ, weight: layer.query, bias: layer.queryBias, inF: c, outF: c, rows: r)
+                linear(1, out: t.k, inp: t.xIn, weight: layer.key, bias: layer.keyBias, inF: c, outF: c, rows: n)
+                linear(2, out: t.v, inp: t.xIn, weight: layer.value, bias: layer.valueBias, inF: c, outF: c, rows: n)
+                if tail {  // the first token sees its whole sequence: one query row per sequence, no mask
+                    lastTokenAttentionForward(out: t.att, probs: t.probs, keepProbs: false, q: t.q, k: t.k, v: t.v, batch: batch,
+                                              heads: h, kvHeads: h, headDim: d, scale: 1 / Float(d).squareRoot())
+                } else {
+                    attentionForward(out: t.att, probs: t.probs, keepProbs: train, q: t.q, k: t.k, v: t.v, batch: batch,
+                                     heads: h, kvHeads: h, headDim: d, causal: false, scale: 1 / Float(d).squareRoot(),
+                                     scratch: train ? attentionScratch : nil,
+                                     dropout: attentionP > 0 ? AttentionDropout(p: attentionP, tokenSeeds: seeds.baseAddress!,
+                                                                                site: Self.attentionSite(li)) : nil)
+                }
+                linear(3, out: t.y1, inp: t.att, weight: layer.attentionOutput, bias: layer.attentionOutputBias, inF: c, outF: c, rows: r)
                 if hiddenP > 0 { dropoutRows(out: t.y1, inp: t.y1, n: n, c: c, p: hiddenP, tokenSeeds: seeds.baseAddress!, site: Self.hiddenSite(li, 0)) }
-                addLayernormForward(out: t.x1, mean: t.mean1, rstd: t.rstd1, sum: t.y1, residual: t.xIn,
-                                    weight: layer.attentionNormWeight.pointer, bias: layer.attentionNormBias.pointer, n: n, c: c, eps: eps)
+                addLayernormForward(out: x1, mean: t.mean1, rstd: t.rstd1, sum: t.y1, residual: xQ,
+                                    weight: layer.attentionNormWeight.pointer, bias: layer.attentionNormBias.pointer, n: r, c: c, eps: eps)
                 // xOut = LN(x1 + dense(act(dense(x1))))
-                linear(4, out: t.hPre, inp: t.x1, weight: layer.intermediate, bias: layer.intermediateBias, inF: c, outF: inter)
+                linear(4, out: t.hPre, inp: x1, weight: layer.intermediate, bias: layer.intermediateBias, inF: c, outF: inter, rows: r)
                 switch (activation, train) {  // act aliases hPre when activations are not kept
-                case (.gelu, false): geluForward(out: t.act, inp: t.hPre, count: n * inter)
-                case (.geluTanh, false): geluTanhForward(out: t.act, inp: t.hPre, count: n * inter)
-                case (.relu, false): reluForward(out: t.act, inp: t.hPre, count: n * inter)
+                case (.gelu, false): geluForward(out: t.act, inp: t.hPre, count: r * inter)
+                case (.geluTanh, false): geluTanhForward(out: t.act, inp: t.hPre, count: r * inter)
+                case (.relu, false): reluForward(out: t.act, inp: t.hPre, count: r * inter)
                 case (.gelu, true): geluForward(out: t.act, slopeInPlace: t.hPre, count: n * inter)
                 case (.geluTanh, true): geluTanhForward(out: t.act, slopeInPlace: t.hPre, count: n * inter)
                 case (.relu, true): reluForward(out: t.act, slopeInPlace: t.hPre, count: n * inter)
                 }
-                linear(5, out: t.y2, inp: t.act, weight: layer.output, bias: layer.outputBias, inF: inter, outF: c)
+                linear(5, out: t.y2, inp: t.act, weight: layer.output, bias: layer.outputBias, inF: inter, outF: c, rows: r)
                 if hiddenP > 0 { dropoutRows(out: t.y2, inp: t.y2, n: n, c: c, p: hiddenP, tokenSeeds: seeds.baseAddress!, site: Self.hiddenSite(li, 1)) }
-                addLayernormForward(out: t.xOut, mean: t.mean2, rstd: t.rstd2, sum: t.y2, residual: t.x1,
-                                    weight: layer.outputNormWeight.pointer, bias: layer.outputNormBias.pointer, n: n, c: c, eps: eps)
+                addLayernormForward(out: xOut, mean: t.mean2, rstd: t.rstd2, sum: t.y2, residual: x1,
+                                    weight: layer.outputNormWeight.pointer, bias: layer.outputNormBias.pointer, n: r, c: c, eps: eps)
+                if tail { for s in 0..<m { (t.xOut + batch.offsets[s] * c).update(from: xOut + s * c, count: c) } }
             }
         }
         if train, let lora { saved = (batch, acts, scratch, attentionScratch, dropped, gradScratch, tokenSeeds, lora) } else { saved = nil }

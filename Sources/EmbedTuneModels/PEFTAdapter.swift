@@ -65,7 +65,10 @@ public enum PEFTAdapter {
         guard FileManager.default.fileExists(atPath: weightsURL.path) else { throw FormatError(url: weightsURL, "missing") }
         let file = try SafetensorsFile(url: weightsURL)
         var pairs = [String: (a: SafetensorsFile.Entry?, b: SafetensorsFile.Entry?)]()
+        let saved = try savedModuleNames(directory)
         for name in file.names {
+            // Whole modules (modules_to_save, e.g. a classification head) are read by `savedModules`.
+            if saved.contains(where: { savedTensor(name, belongsTo: $0) }) { continue }
             guard name.hasPrefix(keyPrefix), name.hasSuffix(".weight"), let range = name.range(of: ".lora_", options: .backwards) else {
                 throw FormatError(url: weightsURL, item: "tensor \"\(name)\"", "is not a LoRA tensor (base_model.model.<module>.lora_A/B.weight)")
             }
@@ -101,6 +104,43 @@ public enum PEFTAdapter {
         return adapter
     }
 
+    /// adapter_config.json's `modules_to_save`: modules the adapter stores whole, not as LoRA pairs
+    /// (PEFT adds the classification head, "classifier" / "score", for task_type SEQ_CLS).
+    public static func savedModuleNames(_ directory: URL) throws -> [String] {
+        let url = directory.appendingPathComponent("adapter_config.json")
+        let value = try JSONValue.load(url)["modules_to_save"]
+        if value == nil || value!.isNull { return [] }
+        guard let names = value!.array?.compactMap(\.string) ?? value!.string.map({ [$0] }) else {
+            throw FormatError(url: url, item: "modules_to_save", "is neither a list of module names nor null")
+        }
+        return names
+    }
+
+    /// Whether tensor `name` (`base_model.model.<path>`) lies inside module `module` (PEFT's rule:
+    /// the module's name is the path's last component or a dot-separated suffix).
+    static func savedTensor(_ name: String, belongsTo module: String) -> Bool {
+        guard name.hasPrefix(keyPrefix), !name.contains(".lora_") else { return false }
+        let path = "." + name.dropFirst(keyPrefix.count)
+        return path.range(of: "." + module + ".") != nil
+    }
+
+    /// The tensors of the modules an adapter stores whole (`modules_to_save`), as fp32, keyed by
+    /// their path without `base_model.model.` and the task-model prefix ("classifier.weight").
+    public static func savedModules(_ directory: URL) throws -> [String: (shape: [Int], values: [Float])] {
+        let modules = try savedModuleNames(directory)
+        guard !modules.isEmpty else { return [:] }
+        let weightsURL = directory.appendingPathComponent("adapter_model.safetensors")
+        let file = try SafetensorsFile(url: weightsURL)
+        var out = [String: (shape: [Int], values: [Float])]()
+        for name in file.names where modules.contains(where: { savedTensor(name, belongsTo: $0) }) {
+            let entry = try file.entry(name)
+            var values = [Float](repeating: 0, count: entry.shape.reduce(1, *))
+            try values.withUnsafeMutableBufferPointer { try file.read(entry, into: $0.baseAddress!) }
+            out[canonicalModule(String(name.dropFirst(keyPrefix.count)))] = (entry.shape, values)
+        }
+        return out
+    }
+
     /// Adapters saved from a task model (AutoModelForXxx) carry "model." / "bert." / "roberta."
     /// before the backbone's own path; adapters here use the backbone path.
     static func canonicalModule(_ path: String) -> String {
@@ -110,11 +150,22 @@ public enum PEFTAdapter {
 
     /// Loads an adapter for `model`: every module of the file must be a linear of the model with
     /// the same shape (modules the model drops, such as a pruned final block's, are skipped): an
-    /// adapter that matches nothing is an error, never a silent no-op.
-    public static func load(_ directory: URL, for model: TrainableBackbone) throws -> LoRAAdapter {
+    /// adapter that matches nothing is an error, never a silent no-op. `headLinears` are linears
+    /// past the backbone that the caller applies the adapter to (a classification head's);
+    /// `savedModules` the whole modules (`modules_to_save`) it reads with `savedModules(_:)`: an
+    /// adapter storing any other module whole is an error.
+    public static func load(_ directory: URL, for model: TrainableBackbone,
+                            headLinears: [(module: String, inFeatures: Int, outFeatures: Int)] = [],
+                            savedModules accepted: Set<String> = []) throws -> LoRAAdapter {
         let stored = try load(directory)
         let weightsURL = directory.appendingPathComponent("adapter_model.safetensors")
-        let shapes = Dictionary(model.linearLayers.map { ($0.module, ($0.inFeatures, $0.outFeatures)) }, uniquingKeysWith: { a, _ in a })
+        if let other = try savedModuleNames(directory).first(where: { !accepted.contains($0) }),
+           try SafetensorsFile(url: weightsURL).names.contains(where: { savedTensor($0, belongsTo: other) }) {
+            throw FormatError(url: directory.appendingPathComponent("adapter_config.json"), item: "modules_to_save",
+                              "the adapter replaces module \"\(other)\" whole, which this model does not have or apply")
+        }
+        let allLinears = model.linearLayers + headLinears
+        let shapes = Dictionary(allLinears.map { ($0.module, ($0.inFeatures, $0.outFeatures)) }, uniquingKeysWith: { a, _ in a })
         let unknown = stored.slots.filter { shapes[$0.module] == nil && !model.unusedAdapterModules.contains($0.module) }
         if let first = unknown.first {
             throw FormatError(url: weightsURL, item: "tensor \"\(key(first.module, "A"))\"",
@@ -128,7 +179,7 @@ public enum PEFTAdapter {
             }
         }
         // The model's linears the file covers, in the model's order.
-        let linears = model.linearLayers.filter { stored.slot($0.module) != nil }
+        let linears = allLinears.filter { stored.slot($0.module) != nil }
         if linears.isEmpty { throw FormatError(url: weightsURL, "holds no LoRA tensors for this model's linear layers") }
         var config = stored.config
         config.targetModules = linears.map(\.module)

@@ -25,6 +25,10 @@ public final class QwenReranker {
     /// the model's positions).
     public var maxLength: Int
     public var batchSize = 16
+    /// The task instruction `scores` uses when given none (nil: `defaultInstruction`).
+    public var instruction: String?
+    /// The LoRA adapter applied on the fly (`setAdapter`).
+    public private(set) var adapter: LoRAAdapter?
 
     /// One pair's verdict: the last position's logits of the two answer tokens and the score.
     public struct Judgement: Equatable, Sendable {
@@ -64,6 +68,11 @@ public final class QwenReranker {
         maxLength = min(8192, model.maxPositions)
     }
 
+    /// Applies the PEFT adapter in `directory` to the decoder from now on (nil: none).
+    public func setAdapter(_ directory: URL?) throws {
+        adapter = try directory.map { try PEFTAdapter.load($0, for: model) }
+    }
+
     /// The id of the vocabulary entry spelling `token` (transformers' convert_tokens_to_ids): an
     /// added token by its content, else the model token whose bytes are `token`'s UTF-8, which is
     /// its byte-level spelling for the ASCII words rerankers answer with.
@@ -75,13 +84,15 @@ public final class QwenReranker {
     }
 
     /// prefix + body + suffix; the body (with the tokenizer's special tokens, as the model card
-    /// encodes it) is truncated so that the whole fits `maxLength`.
+    /// encodes it) is truncated so that the whole fits `maxLength`. `instruction` nil: the
+    /// reranker's `instruction`, else the default.
     public func tokens(query: String, document: String, instruction: String? = nil) throws -> [Int32] {
         let budget = maxLength - prefixIDs.count - suffixIDs.count
         guard budget > tokenizer.specialTokensAdded else {
             throw FormatError("max length \(maxLength) leaves no room for a query and document beside the \(prefixIDs.count + suffixIDs.count) prompt tokens")
         }
-        let body = tokenizer.encode(Self.body(instruction: instruction, query: query, document: document), maxLength: budget)
+        let body = tokenizer.encode(Self.body(instruction: instruction ?? self.instruction, query: query, document: document),
+                                    maxLength: budget)
         return prefixIDs + body + suffixIDs
     }
 
@@ -93,7 +104,8 @@ public final class QwenReranker {
             let chunk = pairs[start..<min(start + max(1, batchSize), pairs.count)]
             let sequences = try chunk.map { try tokens(query: $0.query, document: $0.document, instruction: instruction) }
             // Last-token pooling: the final block runs only each sequence's last row, the one read here.
-            let hidden = try model.forward(sequences, pooling: .lastToken)
+            let hidden = try model.forward(sequences, lora: adapter.map { LoRAContext(adapter: $0, training: false) },
+                                           keepActivations: false, pooling: .lastToken)
             let batch = PackedBatch(lengths: sequences.map(\.count))
             let lastRows = (0..<batch.count).map { batch.offsets[$0 + 1] - 1 }
             let logits = try head.logits(hidden: hidden, rows: lastRows, tokens: [yesID, noID])  // (S, 2)

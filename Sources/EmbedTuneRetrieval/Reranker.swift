@@ -10,10 +10,63 @@ public protocol Reranker: AnyObject {
 }
 
 extension QwenReranker: Reranker {
-    /// Scores under the default instruction; `scores(query:documents:instruction:)` takes another.
+    /// Scores under the reranker's `instruction` (default: `defaultInstruction`).
     public func relevance(query: String, documents: [String]) throws -> [Float] {
-        try scores(query: query, documents: documents, instruction: nil)
+        try scores(query: query, documents: documents)
     }
+}
+
+extension CrossEncoder: Reranker {
+    public func relevance(query: String, documents: [String]) throws -> [Float] {
+        try scores(query: query, documents: documents)
+    }
+}
+
+/// What `loadReranker` sets on the reranker it builds; nil keeps the model's own choice.
+public struct RerankerOptions {
+    /// A PEFT LoRA adapter directory.
+    public var adapter: URL?
+    /// The task instruction (Qwen rerankers; cross-encoders take none).
+    public var instruction: String?
+    /// Tokens per scored pair, capped by the model's positions.
+    public var maxLength: Int?
+    public var batchSize: Int?
+    /// The vocabulary tokens a Qwen reranker reads as yes and no.
+    public var answers = (yes: "yes", no: "no")
+    public init() {}
+}
+
+/// The reranker a model directory is, by config.json: a BertForSequenceClassification /
+/// XLMRobertaForSequenceClassification `architectures` is a `CrossEncoder`; a qwen3 / qwen2
+/// `model_type` (a *ForCausalLM, or a GGUF file) is a `QwenReranker`; anything else is an error
+/// naming config.json and the field.
+public func loadReranker(_ directory: ModelDirectory, options: RerankerOptions = .init()) throws -> Reranker {
+    let configURL = directory.gguf != nil ? directory.url : directory.url.appendingPathComponent("config.json")
+    let architecture = directory.config["architectures"]?.array?.first?.string
+    if let architecture, CrossEncoder.architectures[architecture] != nil {
+        if options.instruction != nil {
+            throw FormatError(url: configURL, item: "architectures",
+                              "\(architecture) is a cross-encoder, which takes no instruction (instructions are for Qwen3-Reranker models)")
+        }
+        let encoder = try CrossEncoder(directory: directory)
+        try encoder.setAdapter(options.adapter)
+        if let maxLength = options.maxLength { encoder.maxLength = min(maxLength, encoder.model.maxPositions) }
+        if let batchSize = options.batchSize { encoder.batchSize = batchSize }
+        return encoder
+    }
+    guard ModelDirectory.decoderTypes.contains(directory.modelType), !(architecture ?? "").hasSuffix("ForSequenceClassification") else {
+        let item = architecture == nil ? "model_type" : "architectures"
+        throw FormatError(url: configURL, item: item,
+                          "\"\(architecture ?? directory.modelType)\" is not a reranker: expected BertForSequenceClassification or "
+                          + "XLMRobertaForSequenceClassification (a cross-encoder), or a qwen3 / qwen2 *ForCausalLM (yes/no scoring)")
+    }
+    let qwen = try QwenReranker(directory: directory, answers: options.answers)
+    try qwen.setAdapter(options.adapter)
+    qwen.instruction = options.instruction
+    // A limit past the model's positions could not be embedded: the model's own bound wins.
+    if let maxLength = options.maxLength { qwen.maxLength = min(maxLength, qwen.model.maxPositions) }
+    if let batchSize = options.batchSize { qwen.batchSize = batchSize }
+    return qwen
 }
 
 /// The `topK` best of `candidates` by `reranker`'s score, best first; equal scores keep the

@@ -24,16 +24,17 @@ public struct RetrievalEvaluator {
     /// One query's ranked hits: (corpus index, score), best first.
     public typealias Ranking = [(index: Int, score: Float)]
 
-    /// Top-k corpus rows per query by `score`. Equal scores are ordered by corpus id as a string
-    /// (sentence-transformers' rule: "d10" before "d2"), or by index when no ids are given.
-    public func rank(queries: [Float], corpus: [Float], dim: Int, score: Score, corpusIDs: [String]? = nil) -> [Ranking] {
+    /// Top-k corpus rows per query by `score`, k the deepest cut-off of the metrics (or `depth`).
+    /// Equal scores are ordered by corpus id as a string (sentence-transformers' rule: "d10" before
+    /// "d2"), or by index when no ids are given.
+    public func rank(queries: [Float], corpus: [Float], dim: Int, score: Score, corpusIDs: [String]? = nil, depth: Int? = nil) -> [Ranking] {
         var tieKey: [Int]?
         if let ids = corpusIDs {
             var key = [Int](repeating: 0, count: ids.count)
             for (position, index) in ids.indices.sorted(by: { ids[$0] < ids[$1] }).enumerated() { key[index] = position }
             tieKey = key
         }
-        return exactTopK(queries: queries, corpus: corpus, dim: dim, k: maxK, normalize: score == .cosine,
+        return exactTopK(queries: queries, corpus: corpus, dim: dim, k: depth ?? maxK, normalize: score == .cosine,
                          corpusChunk: corpusChunk, tieKey: tieKey)
     }
 

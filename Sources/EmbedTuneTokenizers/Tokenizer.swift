@@ -115,6 +115,42 @@ public final class Tokenizer: @unchecked Sendable {
         return ids
     }
 
+    /// Two texts joined by the pair template (a query and a document for a cross-encoder): ids and
+    /// token type ids. `maxLength` (special tokens included) truncates as Hugging Face's
+    /// `longest_first` does (`longestFirst`). Throws when the tokenizer has no pair template or the
+    /// limit leaves no room beside the special tokens.
+    public func encodePair(_ first: String, _ second: String, maxLength: Int? = nil) throws -> (ids: [Int32], typeIDs: [Int32]) {
+        guard let post = postProcessor, let added = post.pairAddedCount else {
+            throw FormatError(file: source, item: "post_processor.pair", "the tokenizer has no template for a pair of texts")
+        }
+        var a = encode(first, addSpecialTokens: false), b = encode(second, addSpecialTokens: false)
+        if let maxLength {
+            guard maxLength > added else {
+                throw FormatError(file: source, "max length \(maxLength) leaves no room for two texts beside the pair's \(added) special tokens")
+            }
+            let (n1, n2) = Self.longestFirst(a.count, b.count, budget: maxLength - added)
+            a.removeLast(a.count - n1)
+            b.removeLast(b.count - n2)
+        }
+        return post.applyPair(a, b)!
+    }
+
+    /// The lengths two texts keep under `budget` content tokens, as Hugging Face tokenizers'
+    /// `longest_first` truncation computes them: nothing is cut when both fit; else the shorter
+    /// text stays whole when it leaves the longer at least as many tokens; else each gets half, the
+    /// longer one the odd token.
+    public static func longestFirst(_ first: Int, _ second: Int, budget: Int) -> (Int, Int) {
+        guard first + second > budget else { return (first, second) }
+        let swapped = first > second
+        var n1 = min(first, second), n2: Int
+        n2 = n1 > budget ? n1 : max(n1, budget - n1)
+        if n1 + n2 > budget {
+            n1 = budget / 2
+            n2 = n1 + budget % 2
+        }
+        return swapped ? (min(first, n2), min(second, n1)) : (min(first, n1), min(second, n2))
+    }
+
     public func encodeBatch(_ texts: [String], addSpecialTokens: Bool = true, maxLength: Int? = nil) -> [[Int32]] {
         var out = [[Int32]](repeating: [], count: texts.count)
         out.withUnsafeMutableBufferPointer { buffer in

@@ -169,7 +169,7 @@ extension Tokenizer {
 
 extension Tokenizer {
     /// A BERT WordPiece tokenizer from a bare vocab.txt (no tokenizer.json): BertNormalizer,
-    /// BertPreTokenizer, [CLS] $A [SEP].
+    /// BertPreTokenizer, [CLS] $A [SEP] (pairs: [CLS] $A [SEP] $B:1 [SEP]:1).
     public static func loadBertVocab(_ url: URL, lowercase: Bool, stripAccents: Bool? = nil) throws -> Tokenizer {
         let vocab = try WordPiece.vocabulary(fromVocabTxt: url)
         let model = try WordPiece(vocab: vocab, unkToken: "[UNK]", file: url.path)
@@ -183,7 +183,8 @@ extension Tokenizer {
         return Tokenizer(normalizer: BertNormalizer(cleanText: true, handleChineseChars: true,
                                                     stripAccents: stripAccents ?? lowercase, lowercase: lowercase),
                          preTokenizer: BertPreTokenizer(), model: model,
-                         postProcessor: TemplateProcessor(single: [.special([cls]), .sequence, .special([sep])]),
+                         postProcessor: TemplateProcessor(single: [.special([cls]), .sequence, .special([sep])],
+                                                          pair: TemplateProcessor.bertPair(cls: cls, sep: sep)),
                          addedTokens: added, decoder: .wordPiece(prefix: "##"), paddingSide: .right,
                          padID: vocab["[PAD]"] ?? 0, source: url.path)
     }

@@ -29,6 +29,12 @@ struct EvalCommand: ParsableCommand {
     @Option(name: .spelled("document_prompt"), help: "Document prefix (default: the model's \"document\" prompt).") var documentPrompt: String?
     @Option(name: .spelled("batch_size"), help: "Texts per forward pass.") var batchSize = 32
     @Option(name: .spelled("max_length"), help: "Maximum tokens per text, special tokens included (default: the model's max_seq_length, else 512).") var maxLength: Int?
+    @Option(help: "A reranker (Qwen3-Reranker *ForCausalLM or BERT/XLM-R cross-encoder directory): each row is followed by its reranked row.")
+    var reranker: String?
+    @Option(name: .spelled("reranker_adapter"), help: "PEFT adapter for --reranker.") var rerankerAdapter: String?
+    @Option(name: .spelled("rerank_top_k"), help: "First-stage hits per query the reranker re-scores; the rest keep their order after them.")
+    var rerankTopK = 50
+    @Option(name: .spelled("reranker_instruction"), help: "Task instruction for a Qwen reranker (default: its own).") var rerankerInstruction: String?
     @Option(help: "Write all metrics as JSON here.") var output: String?
     @Option(help: "Write the Markdown table here (it is printed too).") var markdown: String?
     @Option(help: "Write an SVG bar chart (NDCG@10, Recall@5, MRR@10 per model) here.") var chart: String?
@@ -45,6 +51,10 @@ struct EvalCommand: ParsableCommand {
         }
         if model.isEmpty && queryEmbeddings == nil { throw ValidationError("give --model, or --query_embeddings and --corpus_embeddings") }
         if !adapter.isEmpty && model.isEmpty { throw ValidationError("--adapter needs --model") }
+        if reranker == nil && (rerankerAdapter != nil || rerankerInstruction != nil) {
+            throw ValidationError("--reranker_adapter and --reranker_instruction need --reranker")
+        }
+        guard rerankTopK > 0 else { throw ValidationError("--rerank_top_k must be at least 1") }
     }
 
     func run() throws {
@@ -58,7 +68,27 @@ struct EvalCommand: ParsableCommand {
             evaluator.maxLength = maxLength
             evaluator.queryPrompt = queryPrompt
             evaluator.documentPrompt = documentPrompt
-            var rows: [(name: String, metrics: [String: Double])] = []
+            var rerankerOptions = RerankerOptions()
+            rerankerOptions.adapter = rerankerAdapter.map { URL(fileURLWithPath: $0) }
+            rerankerOptions.instruction = rerankerInstruction
+            let secondStage = try reranker.map { try loadReranker(ModelDirectory(URL(fileURLWithPath: $0)), options: rerankerOptions) }
+            let rerankerName = ([reranker] + [rerankerAdapter]).compactMap { $0.map { URL(fileURLWithPath: $0).lastPathComponent } }
+                .joined(separator: " + ")
+            var reranking = RerankingEvaluator(set: set, topK: rerankTopK)
+            reranking.metrics = evaluator.metrics
+            var rows: [(name: String, metrics: [String: Double], reranked: Bool)] = []
+            /// The first-stage row of these embeddings and, with a reranker, its reranked row.
+            func addRows(_ name: String, queries q: [Float], corpus c: [Float], dim: Int) throws {
+                guard let secondStage else { rows.append((name, evaluator.score(queries: q, corpus: c, dim: dim), false)); return }
+                var bar: ProgressBar?
+                reranking.progress = { done, total in
+                    if bar == nil { bar = ProgressBar(total: total, label: "rerank \(name)", enabled: true) }
+                    bar!.update(done)
+                }
+                let (first, second) = try reranking.evaluate(queries: q, corpus: c, dim: dim, reranker: secondStage)
+                rows.append((name, first, false))
+                rows.append(("\(name) → \(rerankerName) (top \(rerankTopK))", second, true))
+            }
             if let queryEmbeddings, let corpusEmbeddings {
                 let q = try NPY.read(URL(fileURLWithPath: queryEmbeddings)), c = try NPY.read(URL(fileURLWithPath: corpusEmbeddings))
                 guard q.rows == set.queries.count else {
@@ -68,7 +98,7 @@ struct EvalCommand: ParsableCommand {
                     throw FormatError("\(corpusEmbeddings): \(c.rows) rows, but \(corpus) has \(set.corpus.count) documents")
                 }
                 guard q.columns == c.columns else { throw FormatError("query and corpus embeddings differ in width (\(q.columns) vs \(c.columns))") }
-                rows.append(("embeddings", evaluator.score(queries: q.values, corpus: c.values, dim: q.columns)))
+                try addRows("embeddings", queries: q.values, corpus: c.values, dim: q.columns)
             }
             for (mi, path) in model.enumerated() {
                 let embedder = try Embedder(directory: ModelDirectory(URL(fileURLWithPath: path)))
@@ -77,8 +107,13 @@ struct EvalCommand: ParsableCommand {
                     try embedder.setAdapter(variant.map { URL(fileURLWithPath: $0) })
                     let base = URL(fileURLWithPath: path).lastPathComponent
                     let name = variant.map { "\(base) + \(URL(fileURLWithPath: $0).lastPathComponent)" } ?? base
-                    rows.append((name, try evaluator.evaluate(embedder)))
-                    try store?.recordRun(dataset: dbDataset!, kind: "eval", split: dbSplit, model: path, adapter: variant, metrics: rows.last!.metrics)
+                    let (dim, q, c) = try evaluator.embed(embedder)
+                    let first = rows.count
+                    try addRows(name, queries: q, corpus: c, dim: dim)
+                    for row in rows[first...] {
+                        try store?.recordRun(dataset: dbDataset!, kind: row.reranked ? "eval-rerank" : "eval", split: dbSplit,
+                                             model: row.reranked ? "\(path) → \(reranker!)" : path, adapter: variant, metrics: row.metrics)
+                    }
                 }
             }
             let evaluated = set.relevant.filter { !$0.isEmpty }.count
@@ -88,7 +123,15 @@ struct EvalCommand: ParsableCommand {
             if let markdown { try table.write(toFile: markdown, atomically: true, encoding: .utf8) }
             if let output {
                 let object: [String: Any] = ["queries": evaluated, "corpus": set.corpus.count,
-                                             "results": rows.map { ["name": $0.name, "metrics": $0.metrics] }]
+                                             "results": rows.map { row -> [String: Any] in
+                                                 var r: [String: Any] = ["name": row.name, "metrics": row.metrics]
+                                                 if row.reranked {
+                                                     r["reranker"] = reranker!
+                                                     r["rerank_top_k"] = rerankTopK
+                                                     if let rerankerAdapter { r["reranker_adapter"] = rerankerAdapter }
+                                                 }
+                                                 return r
+                                             }]
                 try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]).write(to: URL(fileURLWithPath: output))
             }
             if let chart { try results.barChart().svg().write(toFile: chart, atomically: true, encoding: .utf8) }

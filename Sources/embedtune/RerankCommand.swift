@@ -4,28 +4,31 @@ import EmbedTuneModels
 import EmbedTuneRetrieval
 import Foundation
 
-/// `embedtune rerank`: scores each query's candidates with a Qwen3-Reranker-style causal LM and
-/// writes the best `top_k` of each, best first.
+/// `embedtune rerank`: scores each query's candidates with a reranker (a Qwen3-Reranker-style causal
+/// LM or a BERT / XLM-R cross-encoder, chosen by the model's config.json) and writes the best
+/// `top_k` of each, best first.
 struct RerankCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rerank",
-        abstract: "Rerank candidates with a Qwen3-Reranker (a qwen3/qwen2 *ForCausalLM directory); JSONL in and out.",
+        abstract: "Rerank candidates with a Qwen3-Reranker (qwen3/qwen2 *ForCausalLM) or a cross-encoder (BERT/XLM-R *ForSequenceClassification); JSONL in and out.",
         discussion: """
         --queries: one {"id": …, "text": …} per line (no id: the line's 0-based index).
         --candidates: one {"query_id": …, "id": …, "text": …} per line (no id: its 0-based index among its query's candidates).
-        Output: one {"query_id", "id", "rank", "score"} per kept candidate, queries in input order; score = P(yes).
+        Output: one {"query_id", "id", "rank", "score"} per kept candidate, queries in input order; score = P(yes) for a \
+        Qwen reranker, sigmoid(logit) for a one-label cross-encoder, the last label's softmax probability for several labels.
         """)
 
     @OptionGroup var modelOptions: ModelOptions
+    @Option(help: "A LoRA adapter directory in PEFT format (for a cross-encoder, with the head it saves whole).") var adapter: String?
     @Option(help: "Queries (.jsonl).") var queries: String
     @Option(help: "Candidates (.jsonl), each naming its query by query_id.") var candidates: String
     @Option(name: .spelled("top_k"), help: "Candidates kept per query (default: all).") var topK: Int?
-    @Option(help: "The task instruction (default: \"\(QwenReranker.defaultInstruction)\").") var instruction: String?
-    @Option(name: .spelled("max_length"), help: "Tokens per scored pair, prompt included (default: 8192, capped by the model's positions).")
+    @Option(help: "Qwen rerankers: the task instruction (default: \"\(QwenReranker.defaultInstruction)\").") var instruction: String?
+    @Option(name: .spelled("max_length"), help: "Tokens per scored pair, prompt included (default: the model's: 8192 for Qwen, max_seq_length for a cross-encoder; capped by its positions).")
     var maxLength: Int?
     @Option(name: .spelled("batch_size"), help: "Pairs per forward pass.") var batchSize = 16
-    @Option(name: .spelled("yes_token"), help: "Vocabulary token read as the positive answer.") var yesToken = "yes"
-    @Option(name: .spelled("no_token"), help: "Vocabulary token read as the negative answer.") var noToken = "no"
+    @Option(name: .spelled("yes_token"), help: "Qwen rerankers: the vocabulary token read as the positive answer.") var yesToken = "yes"
+    @Option(name: .spelled("no_token"), help: "Qwen rerankers: the vocabulary token read as the negative answer.") var noToken = "no"
     @Option(help: "Output .jsonl file (default: standard output).") var output: String?
 
     func validate() throws {
@@ -47,16 +50,19 @@ struct RerankCommand: ParsableCommand {
             if let orphan = byQuery.keys.sorted().first(where: { !known.contains($0) }) {
                 throw FormatError(file: self.candidates, item: "query_id", "\(orphan.dropFirst(2)) names no query in \(self.queries)")
             }
-            let reranker = try QwenReranker(directory: modelOptions.directory(), answers: (yesToken, noToken))
-            reranker.batchSize = batchSize
-            // A limit past the model's positions could not be embedded: the model's own bound wins.
-            if let maxLength { reranker.maxLength = min(maxLength, reranker.model.maxPositions) }
+            var options = RerankerOptions()
+            options.adapter = adapter.map { URL(fileURLWithPath: $0) }
+            options.instruction = instruction
+            options.maxLength = maxLength
+            options.batchSize = batchSize
+            options.answers = (yesToken, noToken)
+            let reranker = try loadReranker(modelOptions.directory(), options: options)
             var lines = ""
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
             for (query, id) in zip(queries, queryIDs) {
                 let pool = byQuery[Self.key(id)] ?? []
-                let scores = try reranker.scores(query: query["text"]!.string!, documents: pool.map(\.text), instruction: instruction)
+                let scores = try reranker.relevance(query: query["text"]!.string!, documents: pool.map(\.text))
                 for (rank, hit) in topRanked(scores, topK: topK).enumerated() {
                     let row: JSONValue = .object(["query_id": id, "id": pool[hit.index].id, "rank": .int(rank + 1), "score": .double(Double(hit.score))])
                     lines += String(decoding: try encoder.encode(row), as: UTF8.self) + "\n"

@@ -192,3 +192,42 @@ struct CausalLMHeadTests {
         #expect(throws: FormatError.self) { try store.readRows("model.norm.weight", shape: [32], rows: [0], into: rows.pointer) }
     }
 }
+
+@Suite("Qwen reranker with a LoRA adapter")
+struct QwenRerankerAdapterTests {
+    @Test("an adapter scores as its ΔW folded into the weights, in the library and through rerank --adapter")
+    func adapterMatchesFolded() throws {
+        let model = RerankerTests.directory.appendingPathComponent("qwen3-untied")
+        let r = try QwenReranker(directory: ModelDirectory(model), answers: ("y", "n"))
+        r.maxLength = 320
+        let adapter = try LoRAAdapter(config: LoRAConfig(r: 4, alpha: 8, targetModules: ["q_proj", "v_proj", "down_proj"]),
+                                      linears: r.model.linearLayers)
+        var rng = SplitMix64(seed: 7)
+        adapter.initialize(using: &rng)
+        for s in adapter.slots { for i in 0..<(s.outFeatures * s.rank) { adapter.b(s)[i] = Float.random(in: -0.3..<0.3, using: &rng) } }
+        let dir = try Paths.temporaryDirectory().appendingPathComponent("adapter")
+        try PEFTAdapter.save(adapter, to: dir, baseModel: model.path)
+        let query = "how to control rice blast", documents = ["Spray tricyclazole at the booting stage.", "Beijing is the capital."]
+        let base = try r.scores(query: query, documents: documents)
+        try r.setAdapter(dir)
+        let adapted = try r.scores(query: query, documents: documents)
+        try r.setAdapter(nil)
+        let folded = try r.model.withFolded(adapter.slots.map { ($0.module, adapter.delta($0.module)!) }) {
+            try r.scores(query: query, documents: documents)
+        }
+        #expect(maxAbsDifference(adapted, folded) <= 1e-5, "\(adapted) vs \(folded)")
+        #expect(maxAbsDifference(adapted, base) > 1e-3)
+        #expect(try r.scores(query: query, documents: documents) == base)
+
+        let tmp = dir.deletingLastPathComponent()
+        let queries = tmp.appendingPathComponent("q.jsonl"), candidates = tmp.appendingPathComponent("c.jsonl")
+        try #"{"id": "q", "text": "\#(query)"}"#.write(to: queries, atomically: true, encoding: .utf8)
+        try documents.enumerated().map { #"{"query_id": "q", "id": \#($0.offset), "text": "\#($0.element)"}"# }.joined(separator: "\n")
+            .write(to: candidates, atomically: true, encoding: .utf8)
+        let result = try runCLI(["rerank", "--model", model.path, "--adapter", dir.path, "--queries", queries.path,
+                                 "--candidates", candidates.path, "--max_length", "320", "--yes_token", "y", "--no_token", "n"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let rows = try result.stdout.split(separator: "\n").map { try JSONValue.parse(Data($0.utf8), file: "stdout") }
+        for row in rows { #expect(abs(Float(row["score"]!.double!) - adapted[row["id"]!.int!]) <= 1e-6) }
+    }
+}

@@ -24,17 +24,11 @@ Usage (from the repository root, with the venv of tools/reference/README.md):
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
-os.environ["TOKENIZERS_PARALLELISM"] = "false"
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-
+import fixture_common  # noqa: E402  (first: offline Hugging Face settings)
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM  # noqa: E402
@@ -151,13 +145,8 @@ def main() -> int:
         print(f"{name}: yes {token_true_id} no {token_false_id}, lengths {[len(s) for s in ids]}, "
               f"scores {[round(s, 4) for s in scores.tolist()]}")
     (OUT / "expected.json").write_text(json.dumps(expected, ensure_ascii=False, separators=(",", ":")) + "\n")
-    total = 0
-    for p in sorted(OUT.rglob("*")):
-        if p.is_file():
-            total += p.stat().st_size
-            print(f"  {p.relative_to(FIXTURES)}  {p.stat().st_size:>7}  {hashlib.sha256(p.read_bytes()).hexdigest()[:12]}")
+    total = fixture_common.list_written(OUT, FIXTURES, limit=1_000_000)
     print(f"total {total} bytes; transformers {transformers.__version__}, torch {torch.__version__}")
-    assert total < 1_000_000, total
     return 0
 
 
