@@ -124,3 +124,27 @@ struct NegativeRefreshTests {
         #expect(config.mining.relativeMargin == 0.05)
     }
 }
+
+extension NegativeRefreshTests {
+    @Test("mine --reranker: a threshold nothing reaches keeps every negative, one everything passes removes them all")
+    func mineWithReranker() throws {
+        let tmp = try Paths.temporaryDirectory()
+        let data = tmp.appendingPathComponent("pairs.jsonl")
+        try tinyDataset(data, rows: 12)
+        let reranker = Paths.fixtures.appendingPathComponent("cross-encoder/bert").path
+        func mine(_ threshold: String) throws -> (status: Int32, rows: Int, stderr: String) {
+            let out = tmp.appendingPathComponent("mined-\(threshold).jsonl")
+            let r = try runCLI(["mine", "--model", model, "--dataset", data.path, "--output", out.path, "--num_negatives", "2",
+                                "--reranker", reranker, "--max_reranker_score", threshold, "--quiet"])
+            let rows = (try? String(contentsOf: out, encoding: .utf8))?.split(separator: "\n").count ?? 0
+            return (r.status, rows, r.stderr)
+        }
+        let lenient = try mine("1.5"), strict = try mine("0")
+        #expect(lenient.status == 0 && lenient.rows == 24, "\(lenient.stderr)")
+        #expect(lenient.stderr.contains("reranker, positives:"))
+        #expect(strict.status == 0 && strict.rows == 0 && strict.stderr.contains("removed by max_reranker_score"), "\(strict.stderr)")
+        let alone = try runCLI(["mine", "--model", model, "--dataset", data.path, "--output", tmp.appendingPathComponent("x.jsonl").path,
+                                "--reranker", reranker])
+        #expect(alone.status != 0 && alone.stderr.contains("--max_reranker_score or --reranker_relative_margin"), "\(alone.stderr)")
+    }
+}
