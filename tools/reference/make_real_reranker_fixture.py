@@ -11,7 +11,9 @@ Each pair is scored exactly as the Qwen3-Reranker model card does it: prefix + b
 only the body truncated (to MAX_LENGTH minus the prompt's tokens), the last position's logits of
 "yes" and "no", score = softmax over [no, yes][1]. Pairs run one at a time (no padding), fp32.
 The output, Tests/Fixtures/reranker-real/expected.json, holds per pair the token ids, the two
-logits and the score; RealRerankerTests compares EmbedTune's scoring of the same file with it.
+logits and the score, and fingerprints of gguf-py's dequantisation of a few tensors (each GGML type
+of the file, whole and by rows); RealRerankerTests compares EmbedTune's scoring and dequantisation
+of the same file with them.
 
 Usage (from the repository root, with the venv of tools/reference/README.md):
     tools/reference/.venv/bin/python tools/reference/make_real_reranker_fixture.py [GGUF] [--output PATH]
@@ -33,20 +35,20 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+import gguf  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+
+# The prompt, truncation and score of the Qwen3-Reranker model card, shared with the tiny fixtures.
+from make_reranker_fixtures import model_card_ids, model_card_scores  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 GGUF = REPO / ".cache" / "models" / "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
 OUT = REPO / "Tests" / "Fixtures" / "reranker-real" / "expected.json"
 
 MAX_LENGTH = 256
-# Verbatim from the Qwen3-Reranker model card.
-PREFIX = ("<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
-          "Instruct provided. Note that the answer can only be \"yes\" or \"no\".<|im_end|>\n<|im_start|>user\n")
-SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
-DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
 CODE = "Given a code search query, retrieve code snippets that implement it"
 QA = "Given a question, decide whether the passage answers it"
 
@@ -119,11 +121,35 @@ PAIRS = [
 ]
 
 
-def format_instruction(instruction, query, doc):
-    if instruction is None:
-        instruction = DEFAULT_INSTRUCTION
-    return "<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {doc}".format(
-        instruction=instruction, query=query, doc=doc)
+# Tensors (and rows of the two big tables) whose dequantised values the Swift test compares bit for
+# bit: each GGML type of the file, the answer tokens' rows of the Q6_K head and the Q4_K embeddings.
+DEQUANTISED = [("blk.0.attn_q.weight", None), ("blk.0.ffn_down.weight", None), ("blk.27.ffn_up.weight", None),
+               ("blk.0.attn_q.bias", None), ("output_norm.weight", None),
+               ("output.weight", [9693, 2152]), ("token_embd.weight", [9693, 2152, 0, 151935])]
+FINGERPRINT_PRIME = 0x100000001B3
+
+
+def fingerprint(values) -> int:
+    """Σ bits[i] · P^i mod 2^64 over the fp32 bit patterns: one changed bit changes it."""
+    bits = np.ascontiguousarray(values, dtype=np.float32).reshape(-1).view(np.uint32).astype(np.uint64)
+    powers = np.cumprod(np.full(bits.size, FINGERPRINT_PRIME, dtype=np.uint64), dtype=np.uint64)
+    powers = np.concatenate([np.ones(1, dtype=np.uint64), powers[:-1]])
+    with np.errstate(over="ignore"):
+        return int(np.sum(bits * powers, dtype=np.uint64))
+
+
+def dequantised_fingerprints(gguf_path: Path) -> list:
+    """gguf-py's dequantisation (the one transformers uses) of DEQUANTISED, as fingerprints."""
+    tensors = {t.name: t for t in gguf.GGUFReader(str(gguf_path)).tensors}
+    out = []
+    for name, rows in DEQUANTISED:
+        t = tensors[name]
+        data = t.data if rows is None else t.data[rows]
+        values = gguf.dequantize(data, t.tensor_type)
+        assert values.dtype == np.float32
+        out.append({"tensor": name, "type": t.tensor_type.name, "rows": rows, "count": int(values.size),
+                    "fingerprint": f"{fingerprint(values):016x}"})
+    return out
 
 
 def sha256(path: Path) -> str:
@@ -154,20 +180,14 @@ def main() -> int:
     assert model.lm_head.weight.data_ptr() != model.model.embed_tokens.weight.data_ptr()
 
     yes_id, no_id = tokenizer.convert_tokens_to_ids("yes"), tokenizer.convert_tokens_to_ids("no")
-    prefix_ids = tokenizer.encode(PREFIX, add_special_tokens=False)
-    suffix_ids = tokenizer.encode(SUFFIX, add_special_tokens=False)
-    bodies = [format_instruction(i, q, d) for i, q, d in PAIRS]
-    encoded = tokenizer(bodies, padding=False, truncation="longest_first", return_attention_mask=False,
-                        max_length=MAX_LENGTH - len(prefix_ids) - len(suffix_ids))
-    ids = [prefix_ids + e + suffix_ids for e in encoded["input_ids"]]
+    ids, _, _ = model_card_ids(tokenizer, PAIRS, MAX_LENGTH)
 
     yes_logits, no_logits, scores, seconds = [], [], [], []
     with torch.inference_mode():
         for seq in ids:
             start = time.perf_counter()
             logits = model(input_ids=torch.tensor([seq]), logits_to_keep=1).logits[:, -1, :]
-            pair = torch.stack([logits[:, no_id], logits[:, yes_id]], dim=1)
-            score = torch.nn.functional.log_softmax(pair, dim=1)[:, 1].exp()
+            score = model_card_scores(logits[:, yes_id], logits[:, no_id])
             seconds.append(time.perf_counter() - start)
             yes_logits.append(float(logits[0, yes_id]))
             no_logits.append(float(logits[0, no_id]))
@@ -180,6 +200,7 @@ def main() -> int:
         "max_length": MAX_LENGTH, "yes_id": yes_id, "no_id": no_id,
         "pairs": [{"instruction": i, "query": q, "document": d} for i, q, d in PAIRS],
         "ids": ids, "yes_logits": yes_logits, "no_logits": no_logits, "scores": scores,
+        "fingerprint_prime": f"{FINGERPRINT_PRIME:x}", "dequantised": dequantised_fingerprints(gguf),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(expected, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
