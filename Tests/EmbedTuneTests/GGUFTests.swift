@@ -245,6 +245,20 @@ struct GGUFTests {
         #expect(got.array.map(\.bitPattern) == expected.array.map(\.bitPattern))
     }
 
+    @Test("rows read alone equal the same rows of the whole tensor, for every type", arguments: ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k"])
+    func rowsAlone(_ name: String) throws {
+        let file = try GGUFFile(url: ggufFixtures.appendingPathComponent("quant_types.gguf"))
+        let info = try file.info(name)
+        let whole = try file.tensor(name).array
+        let width = info.dimensions[0], height = info.count / width
+        let rows = [height - 1, 0, height / 2, height - 1]
+        var got = [Float](repeating: .nan, count: rows.count * width)
+        try got.withUnsafeMutableBufferPointer { try file.readRows(info, rows: rows, into: $0.baseAddress!) }
+        let expected = rows.flatMap { whole[($0 * width)..<(($0 + 1) * width)] }
+        #expect(got.map(\.bitPattern) == expected.map(\.bitPattern))
+        #expect(throws: FormatError.self) { try got.withUnsafeMutableBufferPointer { try file.readRows(info, rows: [height], into: $0.baseAddress!) } }
+    }
+
     @Test("a tensor large enough to be split across cores dequantises like one block at a time")
     func parallelDequantisation() throws {
         // 8191 Q8_0 blocks (an odd count, so the chunks differ in size), each with its own scale.

@@ -55,6 +55,21 @@ def format_instruction(instruction, query, doc):
         instruction=instruction, query=query, doc=doc)
 
 
+def model_card_ids(tokenizer, pairs, max_length):
+    """The model card's input ids for (instruction, query, document) pairs: prefix + body + suffix,
+    only the body truncated; with the prefix and suffix ids."""
+    prefix_tokens = tokenizer.encode(PREFIX, add_special_tokens=False)
+    suffix_tokens = tokenizer.encode(SUFFIX, add_special_tokens=False)
+    inputs = tokenizer([format_instruction(i, q, d) for i, q, d in pairs], padding=False, truncation="longest_first",
+                       return_attention_mask=False, max_length=max_length - len(prefix_tokens) - len(suffix_tokens))
+    return [prefix_tokens + ele + suffix_tokens for ele in inputs["input_ids"]], prefix_tokens, suffix_tokens
+
+
+def model_card_scores(yes, no):
+    """softmax over [no, yes], taking the yes column, as the model card computes it."""
+    return torch.nn.functional.log_softmax(torch.stack([no, yes], dim=1), dim=1)[:, 1].exp()
+
+
 # (instruction or None for the default, query, document); the last document is longer than
 # MAX_LENGTH so that its body is truncated.
 PAIRS = [
@@ -121,17 +136,12 @@ def main() -> int:
         # The model card's scoring, verbatim apart from names.
         token_false_id = tokenizer.convert_tokens_to_ids(NO_TOKEN)
         token_true_id = tokenizer.convert_tokens_to_ids(YES_TOKEN)
-        prefix_tokens = tokenizer.encode(PREFIX, add_special_tokens=False)
-        suffix_tokens = tokenizer.encode(SUFFIX, add_special_tokens=False)
-        pairs = [format_instruction(i, q, d) for i, q, d in PAIRS]
-        inputs = tokenizer(pairs, padding=False, truncation="longest_first", return_attention_mask=False,
-                           max_length=MAX_LENGTH - len(prefix_tokens) - len(suffix_tokens))
-        ids = [prefix_tokens + ele + suffix_tokens for ele in inputs["input_ids"]]
+        ids, prefix_tokens, suffix_tokens = model_card_ids(tokenizer, PAIRS, MAX_LENGTH)
         padded = tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt", max_length=MAX_LENGTH)
         with torch.no_grad():
             logits = model(**padded).logits[:, -1, :]
             yes, no = logits[:, token_true_id], logits[:, token_false_id]
-            scores = torch.nn.functional.log_softmax(torch.stack([no, yes], dim=1), dim=1)[:, 1].exp()
+            scores = model_card_scores(yes, no)
             # Each pair alone (no padding) gives the same logits: what packed sequences compute.
             for k, seq in enumerate(ids):
                 alone = model(input_ids=torch.tensor([seq])).logits[0, -1]
