@@ -24,6 +24,9 @@ extension Trainer {
                 + (preservation.map { ", preserving \($0.anchors.count) texts per rank (weight \(options.preserveWeight), \(options.preserveBatch) per step)" } ?? "")))
         }
         for problem in skipped { events(.warning("skipped \(problem)")) }
+        if let dims = options.matryoshka?.dims, !dims.contains(pass.width) {
+            events(.warning("--matryoshka_dims \(dims.map(String.init).joined(separator: ",")) leaves out the model's full dimension \(pass.width): the untruncated embedding is not trained as such"))
+        }
         let logURL = out.appendingPathComponent("train_log.jsonl")
         // Every saved adapter's model card compares with these (the first is the base model).
         var evaluations = resume == nil || !communicator.isRoot ? [] : Self.loggedEvaluations(in: logURL, upTo: step)

@@ -29,6 +29,9 @@ struct EvalCommand: ParsableCommand {
     @Option(name: .spelled("document_prompt"), help: "Document prefix (default: the model's \"document\" prompt).") var documentPrompt: String?
     @Option(name: .spelled("batch_size"), help: "Texts per forward pass.") var batchSize = 32
     @Option(name: .spelled("max_length"), help: "Maximum tokens per text, special tokens included (default: the model's max_seq_length, else 512).") var maxLength: Int?
+    @Option(name: .spelled("truncate_dim"), parsing: .singleValue,
+            help: "Matryoshka: score the embeddings cut to their first D components, renormalised (repeatable: one row per model and D).")
+    var truncateDim: [Int] = []
     @Option(help: "Write all metrics as JSON here.") var output: String?
     @Option(help: "Write the Markdown table here (it is printed too).") var markdown: String?
     @Option(help: "Write an SVG bar chart (NDCG@10, Recall@5, MRR@10 per model) here.") var chart: String?
@@ -45,6 +48,7 @@ struct EvalCommand: ParsableCommand {
         }
         if model.isEmpty && queryEmbeddings == nil { throw ValidationError("give --model, or --query_embeddings and --corpus_embeddings") }
         if !adapter.isEmpty && model.isEmpty { throw ValidationError("--adapter needs --model") }
+        if let bad = truncateDim.first(where: { $0 <= 0 }) { throw ValidationError("--truncate_dim must be positive (got \(bad))") }
     }
 
     func run() throws {
@@ -59,6 +63,15 @@ struct EvalCommand: ParsableCommand {
             evaluator.queryPrompt = queryPrompt
             evaluator.documentPrompt = documentPrompt
             var rows: [(name: String, metrics: [String: Double])] = []
+            /// One row, or with --truncate_dim one row per dimension ("name (64d)").
+            func scored(_ name: String, queries q: [Float], corpus c: [Float], dim: Int) throws -> [(name: String, metrics: [String: Double])] {
+                guard !truncateDim.isEmpty else { return [(name, evaluator.score(queries: q, corpus: c, dim: dim))] }
+                return try truncateDim.map { d in
+                    var metrics = try evaluator.score(queries: q, corpus: c, dim: dim, truncateDim: d)
+                    metrics["truncate_dim"] = Double(d)
+                    return ("\(name) (\(d)d)", metrics)
+                }
+            }
             if let queryEmbeddings, let corpusEmbeddings {
                 let q = try NPY.read(URL(fileURLWithPath: queryEmbeddings)), c = try NPY.read(URL(fileURLWithPath: corpusEmbeddings))
                 guard q.rows == set.queries.count else {
@@ -68,7 +81,7 @@ struct EvalCommand: ParsableCommand {
                     throw FormatError("\(corpusEmbeddings): \(c.rows) rows, but \(corpus) has \(set.corpus.count) documents")
                 }
                 guard q.columns == c.columns else { throw FormatError("query and corpus embeddings differ in width (\(q.columns) vs \(c.columns))") }
-                rows.append(("embeddings", evaluator.score(queries: q.values, corpus: c.values, dim: q.columns)))
+                rows += try scored("embeddings", queries: q.values, corpus: c.values, dim: q.columns)
             }
             for (mi, path) in model.enumerated() {
                 let embedder = try Embedder(directory: ModelDirectory(URL(fileURLWithPath: path)))
@@ -77,8 +90,11 @@ struct EvalCommand: ParsableCommand {
                     try embedder.setAdapter(variant.map { URL(fileURLWithPath: $0) })
                     let base = URL(fileURLWithPath: path).lastPathComponent
                     let name = variant.map { "\(base) + \(URL(fileURLWithPath: $0).lastPathComponent)" } ?? base
-                    rows.append((name, try evaluator.evaluate(embedder)))
-                    try store?.recordRun(dataset: dbDataset!, kind: "eval", split: dbSplit, model: path, adapter: variant, metrics: rows.last!.metrics)
+                    let (dim, q, c) = try evaluator.embed(embedder)
+                    for row in try scored(name, queries: q, corpus: c, dim: dim) {
+                        rows.append(row)
+                        try store?.recordRun(dataset: dbDataset!, kind: "eval", split: dbSplit, model: path, adapter: variant, metrics: row.metrics)
+                    }
                 }
             }
             let evaluated = set.relevant.filter { !$0.isEmpty }.count

@@ -56,7 +56,10 @@ struct TrainCommand: ParsableCommand {
                           + (s.mpiFraction.map { String(format: "  MPI %.1f%%", $0 * 100) } ?? ""))
                 case .eval(let e):
                     print(String(format: "%@eval step %d  held-out loss %.4f  margin %.4f  NDCG@10 %.4f  Recall@5 %.4f  MRR@10 %.4f (%d queries, %d documents)",
-                                 bar, e.step, e.loss, e.margin, e.ndcg10, e.recall5, e.mrr10, e.rows, e.documents))
+                                 bar, e.step, e.loss, e.margin, e.ndcg10, e.recall5, e.mrr10, e.rows, e.documents)
+                          + (e.ndcg10ByDim.map { byDim in
+                              "  NDCG@10 at " + e.truncatedDims.map { String(format: "%dd %.4f", $0, byDim["\($0)"]!) }.joined(separator: ", ")
+                          } ?? ""))
                 case .checkpoint(let u): print("\(bar)checkpoint: \(u.path)")
                 case .warning(let w): FileHandle.standardError.write(Data("embedtune: warning: \(w)\n".utf8))
                 case .finished(let u): print("\(bar)adapter: \(u.path)/adapter_config.json + adapter_model.safetensors")
