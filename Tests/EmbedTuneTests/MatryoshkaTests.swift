@@ -181,11 +181,7 @@ struct TruncationTests {
     @Test("eval --truncate_dim gives one row per dimension, scored on the cut and renormalised embeddings")
     func evalTruncateDim() throws {
         let tmp = try Paths.temporaryDirectory()
-        func write(_ name: String, _ text: String) throws -> String {
-            let url = tmp.appendingPathComponent(name)
-            try text.write(to: url, atomically: true, encoding: .utf8)
-            return url.path
-        }
+        func write(_ name: String, _ text: String) throws -> String { try writeText(text, named: name, in: tmp) }
         let corpus = try write("c.jsonl", (0..<3).map { #"{"_id": "d\#($0)", "text": "doc \#($0)"}"# }.joined(separator: "\n"))
         let queries = try write("q.jsonl", #"{"_id": "q0", "text": "query"}"#)
         let qrels = try write("r.tsv", "q0\td1\t1\n")
