@@ -287,6 +287,20 @@ public func l2NormalizeRows(_ x: UnsafeMutablePointer<Float>, n: Int, c: Int) {
     }
 }
 
+/// Matryoshka truncation: the first `dim` components of each of the first `n` rows of x (N, C),
+/// L2-normalised when `normalize` (sentence-transformers' truncate_dim, then normalize): (N, dim).
+public func truncatedRows(_ x: [Float], n: Int, c: Int, dim: Int, normalize: Bool = true) -> [Float] {
+    precondition(dim > 0 && dim <= c && x.count >= n * c, "truncation to \(dim) of \(n) rows of \(c)")
+    var out = [Float](repeating: 0, count: n * dim)
+    x.withUnsafeBufferPointer { src in
+        out.withUnsafeMutableBufferPointer { dst in
+            for row in 0..<n { (dst.baseAddress! + row * dim).update(from: src.baseAddress! + row * c, count: dim) }
+            if normalize { l2NormalizeRows(dst.baseAddress!, n: n, c: dim) }
+        }
+    }
+    return out
+}
+
 /// Softmax in place over each of `rows` rows of `len` (attention's score block): causal rows i keep
 /// their first i + 1 entries (the rest become 0), otherwise every entry counts.
 @inline(__always)

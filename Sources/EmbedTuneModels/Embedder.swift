@@ -116,16 +116,9 @@ public final class Embedder {
                 hidden = try backbone.forward(ids, pooling: pooling)
             }
             let batch = PackedBatch(lengths: ids.map(\.count))
-            pooled.withUnsafeMutableBufferPointer { p in
-                pool(pooling, hidden: hidden.pointer, batch: batch, c: c, out: p.baseAddress!)
-                out.withUnsafeMutableBufferPointer { o in
-                    for s in 0..<chunk.count {
-                        let row = o.baseAddress! + (start + s) * dim
-                        row.update(from: p.baseAddress! + s * c, count: dim)
-                        if directory.normalize || options.dimension != nil { l2NormalizeRows(row, n: 1, c: dim) }
-                    }
-                }
-            }
+            pooled.withUnsafeMutableBufferPointer { pool(pooling, hidden: hidden.pointer, batch: batch, c: c, out: $0.baseAddress!) }
+            let rows = truncatedRows(pooled, n: chunk.count, c: c, dim: dim, normalize: directory.normalize || options.dimension != nil)
+            out.replaceSubrange((start * dim)..<((start + chunk.count) * dim), with: rows)
             done += chunk.count
             progress?(done)
         }

@@ -1,4 +1,6 @@
 import EmbedTuneData
+import EmbedTuneFormats
+import EmbedTuneKernels
 import EmbedTuneModels
 import Foundation
 
@@ -39,5 +41,15 @@ public struct EmbeddingEvaluator {
     /// Metrics of precomputed embeddings (rows in the set's query and corpus order).
     public func score(queries: [Float], corpus: [Float], dim: Int) -> [String: Double] {
         metrics.evaluate(queries: queries, corpus: corpus, dim: dim, relevant: set.relevant, corpusIDs: set.corpusIDs)
+    }
+
+    /// Metrics of precomputed embeddings (width `dim`) cut to their first `truncateDim` components
+    /// and renormalised, as sentence-transformers' `truncate_dim` with normalised embeddings.
+    public func score(queries: [Float], corpus: [Float], dim: Int, truncateDim: Int) throws -> [String: Double] {
+        guard truncateDim > 0 && truncateDim <= dim else {
+            throw FormatError("--truncate_dim \(truncateDim) must be between 1 and the embeddings' \(dim) dimensions")
+        }
+        return score(queries: truncatedRows(queries, n: queries.count / dim, c: dim, dim: truncateDim),
+                     corpus: truncatedRows(corpus, n: corpus.count / dim, c: dim, dim: truncateDim), dim: truncateDim)
     }
 }

@@ -16,8 +16,9 @@ public struct HeldOutEvaluator {
         self.communicator = communicator
     }
 
-    /// `rows`' InfoNCE loss and positive-minus-hardest-negative margin, in global-batch chunks,
-    /// and retrieval of each query's positive among every distinct document of the rows.
+    /// `rows`' InfoNCE loss (the Matryoshka sum with `matryoshka_dims`) and positive-minus-hardest-
+    /// negative margin, in global-batch chunks, and retrieval of each query's positive among every
+    /// distinct document of the rows (also at each smaller Matryoshka dimension).
     public func evaluate(_ rows: [Triplet], step: Int) throws -> EvalLog {
         let plan = loss.plan, pass = loss.pass, options = plan.options
         var total = 0.0, pos = 0.0, hard = 0.0, counted = 0
@@ -63,8 +64,17 @@ public struct HeldOutEvaluator {
         evaluator.scores = [.cosine]
         let ir = counted > 0 ? evaluator.evaluate(queries: queryVectors, corpus: documentVectors, dim: pass.width, relevant: relevant)
                              : [:]
+        // The same retrieval at each smaller Matryoshka dimension: the vectors cut and renormalised.
+        let c = pass.width, smaller = counted > 0 ? (options.matryoshka?.dims ?? []).filter { $0 < c } : []
+        var byDim = [String: Double]()
+        for d in smaller {
+            let q = truncatedRows(queryVectors, n: queryVectors.count / c, c: c, dim: d)
+            let docs = truncatedRows(documentVectors, n: documentVectors.count / c, c: c, dim: d)
+            byDim["\(d)"] = evaluator.evaluate(queries: q, corpus: docs, dim: d, relevant: relevant)["cosine_ndcg@10"] ?? .nan
+        }
         return EvalLog(step: step, loss: total / n, margin: (pos - hard) / n, meanPositive: pos / n, meanHardestNegative: hard / n,
                        rows: counted, ndcg10: ir["cosine_ndcg@10"] ?? .nan, recall5: ir["cosine_recall@5"] ?? .nan,
-                       mrr10: ir["cosine_mrr@10"] ?? .nan, documents: documentIndex.count)
+                       mrr10: ir["cosine_mrr@10"] ?? .nan, documents: documentIndex.count,
+                       ndcg10ByDim: byDim.isEmpty ? nil : byDim)
     }
 }

@@ -144,7 +144,7 @@ public class InfoNCELoss: TrainingLoss {
         }
         let batch = ContrastiveBatch(dim: c, queries: q, documents: docs, positiveIndex: positive, documentRow: owner,
                                      documentKey: docKeys)
-        let result = infoNCE(batch, temperatures: tau, options: options.infonce)
+        let result = contrastiveLoss(batch, temperatures: tau)
         // Scatter the global gradient back to this rank's local text order.
         var dLocal = [Float](repeating: 0, count: local.count)
         for r in 0..<rows {
@@ -156,6 +156,13 @@ public class InfoNCELoss: TrainingLoss {
             }
         }
         return (result, dLocal, tau.reduce(0, +) / Float(max(tau.count, 1)))
+    }
+
+    /// InfoNCE on the global batch, or its Matryoshka sum over `matryoshka_dims` when set.
+    func contrastiveLoss(_ batch: ContrastiveBatch, temperatures tau: [Float]) -> InfoNCEResult {
+        let options = self.options.infonce
+        guard let matryoshka = self.options.matryoshka else { return infoNCE(batch, temperatures: tau, options: options) }
+        return matryoshka.loss(batch) { infoNCE($0, temperatures: tau, options: options) }
     }
 }
 

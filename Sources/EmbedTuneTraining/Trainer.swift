@@ -39,6 +39,9 @@ public final class Trainer {
         guard let model = embedder.backbone as? Backbone & TrainableBackbone else {
             throw FormatError(file: options.model, "this architecture cannot be trained")
         }
+        if let wide = options.matryoshkaDims.first(where: { $0 > model.hiddenSize }) {
+            throw FormatError(file: options.model, "--matryoshka_dims \(wide) exceeds the model's embedding dimension \(model.hiddenSize)")
+        }
         let targets = options.targetModules.isEmpty ? model.defaultTargetModules : options.targetModules
         let adapter = try LoRAAdapter(config: LoRAConfig(r: options.loraR, alpha: options.loraAlpha, dropout: options.loraDropout,
                                                          targetModules: targets, useRSLoRA: options.useRslora),

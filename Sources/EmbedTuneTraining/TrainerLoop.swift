@@ -25,6 +25,9 @@ extension Trainer {
                 + (preservation.map { ", preserving \($0.anchors.count) texts per rank (weight \(options.preserveWeight), \(options.preserveBatch) per step)" } ?? "")))
         }
         for problem in skipped { events(.warning("skipped \(problem)")) }
+        if let dims = options.matryoshka?.dims, !dims.contains(pass.width) {
+            events(.warning("--matryoshka_dims \(dims.map(String.init).joined(separator: ",")) leaves out the model's full dimension \(pass.width): the untruncated embedding is not trained as such"))
+        }
         /// Mines the negatives again when step `step` + 1 is due for it.
         func refreshNegativesIfDue() throws {
             guard let refresh = negativeRefresh, refresh.isDue(at: step) else { return }

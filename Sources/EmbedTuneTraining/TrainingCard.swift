@@ -26,6 +26,13 @@ extension Trainer {
                 + "(query, positive, hard negatives) triples: \(what). Load it with `PeftModel.from_pretrained` on the base "
                 + "model, or `embedtune embed --model BASE --adapter DIR`.")
         card.extraTags = ["infonce", "peft"]
+        if let m = options.matryoshka {
+            let dims = m.dims.map(String.init).joined(separator: ", ")
+            card.summary += " The loss is Matryoshka (sentence-transformers' MatryoshkaLoss): InfoNCE on the first \(dims) "
+                + "components of each embedding, renormalised, summed with weights, so `embedtune embed --dim D` with D one "
+                + "of them keeps its quality."
+            card.extraTags += ["matryoshka"]
+        }
         card.data = [
             ("dataset", plan.source),
             ("training rows", "\(train.count)"),
@@ -35,12 +42,17 @@ extension Trainer {
             ("triples per optimiser step", "\(globalBatch * options.gradientAccumulationSteps) over \(communicator.size) rank(s)"),
             ("LoRA parameters", "\(adapter.parameterCount)"),
         ]
+        if let m = options.matryoshka {
+            card.data.append(("Matryoshka dimensions (weight)",
+                              zip(m.dims, m.weights).map { "\($0) (\($1))" }.joined(separator: ", ") + " of \(pass.width)"))
+        }
         card.commandLine = ModelCard.currentCommandLine
         card.options = options.json
         card.metrics = Self.metricsTable(evaluations, step: step)
         card.metricsNote = card.metrics == nil
             ? nil
             : "Held-out retrieval: each held-out query's positive among all held-out documents (cosine), and the held-out InfoNCE loss."
+                + (options.matryoshka == nil ? "" : " At Nd: the embeddings cut to their first N components and renormalised; the loss is the Matryoshka sum.")
         return card
     }
 
@@ -53,10 +65,13 @@ extension Trainer {
         if let best, best.step != current?.step { picked.append(("best so far", best)) }
         if let current { picked.append((current.step == best?.step ? "this adapter (best so far)" : "this adapter", current)) }
         guard !picked.isEmpty else { return nil }
+        // Matryoshka runs: NDCG@10 at each smaller dimension too (the base model's included).
+        let dims = picked.last!.1.truncatedDims
         return ModelCard.Table(
-            header: ["evaluation", "step", "NDCG@10", "Recall@5", "MRR@10", "held-out loss", "margin"],
+            header: ["evaluation", "step", "NDCG@10"] + dims.map { "NDCG@10 at \($0)d" } + ["Recall@5", "MRR@10", "held-out loss", "margin"],
             rows: picked.map { name, e in
-                [name, "\(e.step)"] + [e.ndcg10, e.recall5, e.mrr10, e.loss, e.margin].map { String(format: "%.4f", $0) }
+                [name, "\(e.step)"] + ([e.ndcg10] + dims.map { e.ndcg10ByDim?["\($0)"] ?? .nan } + [e.recall5, e.mrr10, e.loss, e.margin])
+                    .map { String(format: "%.4f", $0) }
             })
     }
 

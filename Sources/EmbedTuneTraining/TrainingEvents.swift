@@ -29,9 +29,15 @@ public struct EvalLog: Codable {
     public var step: Int, loss: Double, margin: Double, meanPositive: Double, meanHardestNegative: Double, rows: Int
     /// Retrieval of each held-out query's positive among all held-out documents (cosine).
     public var ndcg10: Double, recall5: Double, mrr10: Double, documents: Int
+    /// With `matryoshka_dims`: NDCG@10 of the same retrieval on the embeddings cut to each
+    /// Matryoshka dimension below the full one and renormalised, keyed by the dimension.
+    public var ndcg10ByDim: [String: Double]?
     enum CodingKeys: String, CodingKey {
         case step, loss, margin, rows, documents
         case meanPositive = "mean_positive", meanHardestNegative = "mean_hardest_negative"
-        case ndcg10 = "ndcg@10", recall5 = "recall@5", mrr10 = "mrr@10"
+        case ndcg10 = "ndcg@10", recall5 = "recall@5", mrr10 = "mrr@10", ndcg10ByDim = "ndcg@10_by_dim"
     }
+
+    /// The Matryoshka dimensions `ndcg10ByDim` holds, largest first.
+    public var truncatedDims: [Int] { (ndcg10ByDim ?? [:]).keys.compactMap { Int($0) }.sorted(by: >) }
 }

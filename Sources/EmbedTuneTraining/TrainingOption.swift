@@ -58,7 +58,7 @@ public struct TrainingOption: @unchecked Sendable {
         switch value(options) {
         case .null, .string(""), .array([]): return nil
         case .string(let s): return s
-        case .array(let items): return items.compactMap(\.string).joined(separator: ",")
+        case .array(let items): return items.map { $0.string ?? $0.tomlText }.joined(separator: ",")
         case let other: return other.tomlText
         }
     }
@@ -69,6 +69,13 @@ public struct TrainingOption: @unchecked Sendable {
         { $0 >= low ? nil : "at least \(low) (got \($0))" }
     }
     static func fraction<V: BinaryFloatingPoint>(_ v: V) -> String? { v >= 0 && v < 1 ? nil : "in [0, 1) (got \(v))" }
+    /// Matryoshka dimensions: each positive, none twice (the model's width is checked when it is loaded).
+    static func matryoshkaDimensions(_ dims: [Int]) -> String? {
+        let list = dims.map(String.init).joined(separator: ",")
+        if dims.contains(where: { $0 <= 0 }) { return "positive integers (got \(list))" }
+        if Set(dims).count != dims.count { return "distinct (got \(list))" }
+        return nil
+    }
     static func oneOf(_ names: [String]) -> (String) -> String? {
         { names.contains($0) ? nil : "one of \(names.joined(separator: ", ")) (got \($0))" }
     }
@@ -261,17 +268,30 @@ extension String: TrainingOptionValue {
     var json: JSONValue { .string(self) }
 }
 
-extension Array: TrainingOptionValue where Element == String {
-    static var typeName: String { "list of strings" }
+/// A value a list option can hold (`target_modules`, `matryoshka_dims`, `matryoshka_weights`).
+protocol TrainingOptionListItem: TrainingOptionValue {
+    /// The items as help and errors name them ("strings", "integers").
+    static var pluralName: String { get }
+}
+
+extension String: TrainingOptionListItem { static var pluralName: String { "strings" } }
+extension Int: TrainingOptionListItem { static var pluralName: String { "integers" } }
+extension Float: TrainingOptionListItem { static var pluralName: String { "numbers" } }
+
+extension Array: TrainingOptionValue where Element: TrainingOptionListItem {
+    static var typeName: String { "list of \(Element.pluralName)" }
     init?(json: JSONValue) {
-        guard let items = json.array?.map(\.string), !items.contains(nil) else { return nil }
+        guard let items = json.array?.map(Element.init(json:)), !items.contains(nil) else { return nil }
         self = items.map { $0! }
     }
     /// Comma-separated, each item trimmed.
     init?(argument: String) {
-        self = argument.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        let items = argument.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            .map(Element.init(argument:))
+        guard !items.contains(nil) else { return nil }
+        self = items.map { $0! }
     }
-    var json: JSONValue { .array(map(JSONValue.string)) }
+    var json: JSONValue { .array(map(\.json)) }
 }
 
 extension Optional: TrainingOptionValue where Wrapped: TrainingOptionValue {

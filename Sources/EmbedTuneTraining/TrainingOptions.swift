@@ -66,6 +66,12 @@ public struct TrainingOptions: Equatable, Sendable {
     public var adaptiveFloor: Float = 0.03
     public var adaptiveTerms = ["种植", "养殖", "病虫害", "育种"]
 
+    /// Matryoshka representation learning (sentence-transformers' MatryoshkaLoss around the
+    /// InfoNCE term): the loss is also taken on the embeddings' first d components, renormalised,
+    /// for each d here, and the terms summed with `matryoshkaWeights` (empty: all 1). Empty: off.
+    public var matryoshkaDims: [Int] = []
+    public var matryoshkaWeights: [Float] = []
+
     /// GradCache mini-batch in texts; 0 = one pass with activations for the whole local batch.
     public var gradCacheMiniBatch = 0
     /// Gather embeddings across ranks so every query sees every rank's documents.
@@ -121,6 +127,10 @@ public struct TrainingOptions: Equatable, Sendable {
         if db != nil && dbDataset == nil { throw fail("--db needs --db_dataset (the dataset's name in the store)") }
         if db == nil && dbDataset != nil { throw fail("--db_dataset needs --db (the store)") }
         try validateRefresh()
+        if !matryoshkaWeights.isEmpty && matryoshkaWeights.count != matryoshkaDims.count {
+            throw fail(matryoshkaDims.isEmpty ? "--matryoshka_weights needs --matryoshka_dims"
+                : "--matryoshka_weights has \(matryoshkaWeights.count) weight(s) for \(matryoshkaDims.count) --matryoshka_dims")
+        }
         if !fusionAdapters.isEmpty && fusionDev.count != fusionAdapters.count + 1 {
             throw fail("--fusion_dev needs \(fusionAdapters.count + 1) dev sets (this run's domain first, then one per --fusion_adapters entry), got \(fusionDev.count)")
         }
@@ -199,6 +209,13 @@ extension TrainingOption {
             option("adaptive_step", \.adaptiveStep, "adaptive: τ taken off per domain term in the query."),
             option("adaptive_floor", \.adaptiveFloor, "adaptive: lowest τ.", check: positive),
             option("adaptive_terms", \.adaptiveTerms, "adaptive: the domain terms counted in each query."),
+        ]),
+        ("Matryoshka (sentence-transformers' MatryoshkaLoss around the InfoNCE loss)", [
+            option("matryoshka_dims", \.matryoshkaDims,
+                   "Also take the loss on each embedding's first d components, renormalised, for each d listed (e.g. 384,256,128,64); empty = off.",
+                   check: matryoshkaDimensions),
+            option("matryoshka_weights", \.matryoshkaWeights, "Weight of each matryoshka_dims term, in the same order; empty = all 1.",
+                   check: { $0.allSatisfy { $0 > 0 && $0.isFinite } ? nil : "positive numbers (got \($0.map { "\($0)" }.joined(separator: ",")))" }),
         ]),
         ("Memory and ranks", [
             option("gradcache_mini_batch", \.gradCacheMiniBatch, "GradCache chunk in texts; 0 = off.", check: atLeast(0)),

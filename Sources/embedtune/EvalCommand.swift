@@ -35,6 +35,9 @@ struct EvalCommand: ParsableCommand {
     @Option(name: .spelled("rerank_top_k"), help: "First-stage hits per query the reranker re-scores; the rest keep their order after them.")
     var rerankTopK = 50
     @Option(name: .spelled("reranker_instruction"), help: "Task instruction for a Qwen reranker (default: its own).") var rerankerInstruction: String?
+    @Option(name: .spelled("truncate_dim"), parsing: .singleValue,
+            help: "Matryoshka: score the embeddings cut to their first D components, renormalised (repeatable: one row per model and D).")
+    var truncateDim: [Int] = []
     @Option(help: "Write all metrics as JSON here.") var output: String?
     @Option(help: "Write the Markdown table here (it is printed too).") var markdown: String?
     @Option(help: "Write an SVG bar chart (NDCG@10, Recall@5, MRR@10 per model) here.") var chart: String?
@@ -55,6 +58,8 @@ struct EvalCommand: ParsableCommand {
             throw ValidationError("--reranker_adapter and --reranker_instruction need --reranker")
         }
         guard rerankTopK > 0 else { throw ValidationError("--rerank_top_k must be at least 1") }
+        if let bad = truncateDim.first(where: { $0 <= 0 }) { throw ValidationError("--truncate_dim must be positive (got \(bad))") }
+        if reranker != nil && !truncateDim.isEmpty { throw ValidationError("--truncate_dim and --reranker go in separate runs") }
     }
 
     func run() throws {
@@ -77,8 +82,17 @@ struct EvalCommand: ParsableCommand {
             var reranking = RerankingEvaluator(set: set, topK: rerankTopK)
             reranking.metrics = evaluator.metrics
             var rows: [(name: String, metrics: [String: Double], reranked: Bool)] = []
-            /// The first-stage row of these embeddings and, with a reranker, its reranked row.
+            /// The first-stage row of these embeddings and, with a reranker, its reranked row; with
+            /// --truncate_dim one row per dimension ("name (64d)").
             func addRows(_ name: String, queries q: [Float], corpus c: [Float], dim: Int) throws {
+                if !truncateDim.isEmpty {
+                    for d in truncateDim {
+                        var metrics = try evaluator.score(queries: q, corpus: c, dim: dim, truncateDim: d)
+                        metrics["truncate_dim"] = Double(d)
+                        rows.append(("\(name) (\(d)d)", metrics, false))
+                    }
+                    return
+                }
                 guard let secondStage else { rows.append((name, evaluator.score(queries: q, corpus: c, dim: dim), false)); return }
                 var bar: ProgressBar?
                 reranking.progress = { done, total in

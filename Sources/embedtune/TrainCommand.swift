@@ -56,7 +56,10 @@ struct TrainCommand: ParsableCommand {
                           + (s.mpiFraction.map { String(format: "  MPI %.1f%%", $0 * 100) } ?? ""))
                 case .eval(let e):
                     print(String(format: "%@eval step %d  held-out loss %.4f  margin %.4f  NDCG@10 %.4f  Recall@5 %.4f  MRR@10 %.4f (%d queries, %d documents)",
-                                 bar, e.step, e.loss, e.margin, e.ndcg10, e.recall5, e.mrr10, e.rows, e.documents))
+                                 bar, e.step, e.loss, e.margin, e.ndcg10, e.recall5, e.mrr10, e.rows, e.documents)
+                          + (e.ndcg10ByDim.map { byDim in
+                              "  NDCG@10 at " + e.truncatedDims.map { String(format: "%dd %.4f", $0, byDim["\($0)"]!) }.joined(separator: ", ")
+                          } ?? ""))
                 case .checkpoint(let u): print("\(bar)checkpoint: \(u.path)")
                 case .negativesRefreshed(let step, let summary):
                     print("\(bar)negatives refreshed at step \(step): " + summary.description.replacingOccurrences(of: "\n", with: "\n  "))

@@ -96,6 +96,24 @@ struct MPITests {
         #expect(!two.stdout.contains("[rank 1/2]"))
     }
 
+    @Test("Matryoshka training reaches the same adapter on 1 rank with GradCache and on 2 ranks over the gathered batch within 1e-5")
+    func matryoshkaAcrossRanks() throws {
+        let tmp = try Paths.temporaryDirectory()
+        let data = tmp.appendingPathComponent("d.jsonl")
+        try tinyDataset(data)
+        let extra = ["--matryoshka_dims", "64,32,16", "--matryoshka_weights", "1,0.5,2", "--temperature_mode", "learnable",
+                     "--split_dataset_ratio", "0.2", "--eval_steps", "3"]
+        let one = try runCLI(args(data, tmp.appendingPathComponent("r1"), extra) + ["--gradcache_mini_batch", "5"])
+        #expect(one.status == 0, "\(one.stderr)")
+        let two = try runMPI(2, args(data, tmp.appendingPathComponent("r2"), extra))
+        #expect(two.status == 0, "\(two.stderr)")
+        #expect(try adapterDistance(tmp.appendingPathComponent("r1"), tmp.appendingPathComponent("r2")) <= 1e-5)
+        // Held-out NDCG@10 at the smaller dimensions is printed, logged and in the model card.
+        #expect(two.stdout.contains("NDCG@10 at 32d"), "\(two.stdout)")
+        let card = try String(contentsOf: tmp.appendingPathComponent("r2/README.md"), encoding: .utf8)
+        #expect(card.contains("NDCG@10 at 16d") && card.contains("- matryoshka") && card.contains("64 (1.0), 32 (0.5), 16 (2.0) of 64"), "\(card)")
+    }
+
     @Test("without gathering, 2 ranks equal the local-only objective: one process accumulating the two halves")
     func gatherOff() throws {
         let tmp = try Paths.temporaryDirectory()

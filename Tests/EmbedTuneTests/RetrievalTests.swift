@@ -48,11 +48,7 @@ struct RetrievalTests {
     @Test("bad BEIR input names file and line: unknown qrels id, empty corpus, malformed line")
     func badInput() throws {
         let tmp = try Paths.temporaryDirectory()
-        func write(_ name: String, _ body: String) throws -> String {
-            let url = tmp.appendingPathComponent(name)
-            try body.write(to: url, atomically: true, encoding: .utf8)
-            return url.path
-        }
+        func write(_ name: String, _ body: String) throws -> String { try writeText(body, named: name, in: tmp) }
         let corpus = try write("corpus.jsonl", #"{"_id": "d1", "text": "rice"}"# + "\n" + #"{"_id": "d2", "title": "Tea", "text": "acid soil"}"# + "\n")
         let queries = try write("queries.jsonl", #"{"_id": "q1", "text": "paddy"}"# + "\n")
         let unknown = try write("bad.tsv", "query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td9\t1\n")

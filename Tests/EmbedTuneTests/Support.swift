@@ -112,3 +112,10 @@ func tokenizerMismatches(_ tokenizer: Tokenizer, reference: URL) throws -> (chec
     }
     return (lines.count, failures)
 }
+
+/// Writes `text` to `dir`/`name` and returns the file's path.
+func writeText(_ text: String, named name: String, in dir: URL) throws -> String {
+    let url = dir.appendingPathComponent(name)
+    try text.write(to: url, atomically: true, encoding: .utf8)
+    return url.path
+}
