@@ -82,15 +82,3 @@ public func topRanked(_ scores: [Float], topK: Int? = nil) -> [(index: Int, scor
     return ranked.prefix(max(0, topK ?? ranked.count)).map { ($0, scores[$0]) }
 }
 
-/// What `loadReranker` sets on the reranker it builds.
-public struct RerankerOptions {
-    /// A PEFT LoRA adapter directory.
-    public var adapter: URL?
-    public init() {}
-}
-
-/// The reranker a model directory is: a qwen3 / qwen2 causal LM scored as Qwen3-Reranker.
-public func loadReranker(_ directory: ModelDirectory, options: RerankerOptions = .init()) throws -> Reranker {
-    if options.adapter != nil { throw FormatError("a reranker adapter is not supported here") }
-    return try QwenReranker(directory: directory)
-}
