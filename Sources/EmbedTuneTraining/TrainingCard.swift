@@ -9,38 +9,47 @@ enum SavedAdapter {
     case checkpoint
 }
 
-extension Trainer {
+/// What a run's model cards say it trains: the objective after "trained by EmbedTune", how to load
+/// the adapter, the tags, and what the metrics rows measure.
+struct TrainingCardText {
+    var objective: String
+    var usage: String
+    var tags: [String]
+    var metricsNote: String
+    var pipelineTag = "sentence-similarity"
+}
+
+extension TrainingRun {
     /// The README.md of an adapter this run saves at the current step. `evaluations` are the run's
     /// held-out evaluations so far; the one at step 0 measured the base model.
     func modelCard(for saved: SavedAdapter, evaluations: [EvalLog]) -> ModelCard {
-        let baseName = URL(fileURLWithPath: options.model).lastPathComponent
+        let baseName = URL(fileURLWithPath: options.model).lastPathComponent, step = state.step, totalSteps = plan.totalSteps
         let what: String
         switch saved {
         case .final: what = "the adapter at the end of training (step \(step) of \(totalSteps))"
         case .best: what = "the adapter with the best held-out NDCG@10 so far (step \(step) of \(totalSteps))"
         case .checkpoint: what = "checkpoint at step \(step) of \(totalSteps), with the optimiser state to resume from"
         }
+        let text = cardText
         var card = ModelCard(
             title: "LoRA adapter for \(baseName)", library: .peft, baseModel: options.model,
-            summary: "A PEFT LoRA adapter (r \(options.loraR), α \(options.loraAlpha)) trained by EmbedTune with InfoNCE on "
-                + "(query, positive, hard negatives) triples: \(what). Load it with `PeftModel.from_pretrained` on the base "
-                + "model, or `embedtune embed --model BASE --adapter DIR`.")
-        card.extraTags = ["infonce", "peft"]
+            summary: "A PEFT LoRA adapter (r \(options.loraR), α \(options.loraAlpha)) trained by EmbedTune \(text.objective): \(what). "
+                + text.usage)
+        card.pipelineTag = text.pipelineTag
+        card.extraTags = text.tags
         card.data = [
             ("dataset", plan.source),
-            ("training rows", "\(train.count)"),
-            ("held-out rows", String(format: "%d (split_dataset_ratio %.2f, by query)", holdout.count, options.splitDatasetRatio)),
-            ("skipped rows", "\(skipped.count)"),
-            ("hard negatives per row", "\(negatives)"),
-            ("triples per optimiser step", "\(globalBatch * options.gradientAccumulationSteps) over \(communicator.size) rank(s)"),
-            ("LoRA parameters", "\(adapter.parameterCount)"),
+            ("training rows", "\(plan.train.count)"),
+            ("held-out rows", String(format: "%d (split_dataset_ratio %.2f, by query)", plan.holdout.count, options.splitDatasetRatio)),
+            ("skipped rows", "\(plan.skipped.count)"),
+            ("hard negatives per row", "\(plan.negatives)"),
+            ("triples per optimiser step", "\(plan.globalBatch * options.gradientAccumulationSteps) over \(communicator.size) rank(s)"),
+            ("LoRA parameters", "\(state.adapter.parameterCount)"),
         ]
         card.commandLine = ModelCard.currentCommandLine
         card.options = options.json
         card.metrics = Self.metricsTable(evaluations, step: step)
-        card.metricsNote = card.metrics == nil
-            ? nil
-            : "Held-out retrieval: each held-out query's positive among all held-out documents (cosine), and the held-out InfoNCE loss."
+        card.metricsNote = card.metrics == nil ? nil : text.metricsNote
         return card
     }
 
