@@ -2,7 +2,8 @@ import CEmbedTuneAVX2
 import Foundation
 
 // Backward passes paired with the forward kernels in Ops.swift / Attention.swift. Base weights
-// are frozen: these produce input gradients only (LoRA weight gradients live in LoRA.swift).
+// are frozen: these produce input gradients only (LoRA weight gradients live in LoRA.swift), except
+// `linearBackwardWeight` for the few weights an adapter trains whole (a classification head).
 // Every `dinp` is *accumulated into* unless the comment says otherwise, so residual branches can
 // share one gradient buffer.
 
@@ -13,6 +14,17 @@ public func linearBackwardInput(
     accumulate: Bool = true
 ) {
     sgemm(m: n, n: c, k: oc, a: dout, lda: oc, b: weight, ldb: c, beta: accumulate ? 1 : 0, c: dinp, ldc: c)
+}
+
+/// Linear backward for a weight trained whole (a new classification head's): dweight += doutᵀ · inp,
+/// dbias += Σ rows of dout. dout is (N, OC), inp is (N, C), dweight (OC, C), dbias (OC).
+public func linearBackwardWeight(
+    dweight: UnsafeMutablePointer<Float>, dbias: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>,
+    inp: UnsafePointer<Float>, n: Int, c: Int, oc: Int
+) {
+    sgemm(transA: true, m: oc, n: c, k: n, a: dout, lda: oc, b: inp, ldb: c, beta: 1, c: dweight, ldc: c)
+    guard let dbias else { return }
+    for row in 0..<n { for o in 0..<oc { dbias[o] += dout[row * oc + o] } }
 }
 
 /// RMSNorm backward with a frozen weight: dinp += rstd · (w⊙dout − x̂ · mean(w⊙dout⊙x̂)), x̂ = x·rstd.

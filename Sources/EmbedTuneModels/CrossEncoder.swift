@@ -17,6 +17,9 @@ public final class CrossEncoder {
     public static let architectures: [String: SequenceClassificationHead.Kind] = [
         "BertForSequenceClassification": .bert, "XLMRobertaForSequenceClassification": .roberta,
     ]
+    /// Encoders (config.json's model_type) that become cross-encoders with a head: a new one in
+    /// training, or the one an adapter stores whole.
+    public static let encoderKinds: [String: SequenceClassificationHead.Kind] = ["bert": .bert, "xlm-roberta": .roberta]
 
     public let tokenizer: Tokenizer
     public let model: BertModel
@@ -53,6 +56,26 @@ public final class CrossEncoder {
                                                   encoderPrefix: BertModel.checkpointPrefix(source))
         try self.init(tokenizer: tokenizer, model: model, head: head, labels: labels, activation: activation)
         maxLength = min(directory.maxSequenceLength ?? Self.tokenizerMaxLength(directory) ?? maxLength, model.maxPositions)
+    }
+
+    /// A cross-encoder over an embedding model (BertModel / XLMRobertaModel) whose classification head
+    /// is the one `adapter` (task_type SEQ_CLS) stores whole, with the adapter applied; BERT's pooler is
+    /// the checkpoint's unless the adapter stores it. One label scores by sigmoid, several by softmax.
+    public convenience init(encoder directory: ModelDirectory, adapter: URL, tokenizer: Tokenizer? = nil) throws {
+        guard let kind = Self.encoderKinds[directory.modelType] else {
+            throw FormatError(url: directory.url.appendingPathComponent("config.json"), item: "model_type",
+                              "\"\(directory.modelType)\" is not a BERT or XLM-R encoder")
+        }
+        let tokenizer = try tokenizer ?? directory.loadTokenizer()
+        let source = try directory.tensorSource()
+        let model = try BertModel(directory: directory, source: source)
+        let head = try SequenceClassificationHead(kind: kind, hiddenSize: model.hiddenSize, saved: PEFTAdapter.savedModules(adapter),
+                                                  source: source, encoderPrefix: BertModel.checkpointPrefix(source),
+                                                  file: adapter.appendingPathComponent("adapter_model.safetensors"))
+        try self.init(tokenizer: tokenizer, model: model, head: head, labels: (0..<head.labels).map { "LABEL_\($0)" },
+                      activation: head.labels == 1 ? .sigmoid : .identity)
+        maxLength = min(directory.maxSequenceLength ?? Self.tokenizerMaxLength(directory) ?? maxLength, model.maxPositions)
+        try setAdapter(adapter)
     }
 
     public init(tokenizer: Tokenizer, model: BertModel, head: SequenceClassificationHead, labels: [String], activation: Activation) throws {
@@ -116,7 +139,7 @@ public final class CrossEncoder {
     public func setAdapter(_ directory: URL?) throws {
         guard let directory else { adapter = nil; head = baseHead; return }
         let loaded = try PEFTAdapter.load(directory, for: model, headLinears: baseHead.linearLayers,
-                                          savedModules: [SequenceClassificationHead.savedModule])
+                                          savedModules: [SequenceClassificationHead.savedModule, SequenceClassificationHead.poolerModule])
         head = try baseHead.replacing(PEFTAdapter.savedModules(directory), file: directory.appendingPathComponent("adapter_model.safetensors"))
         adapter = loaded
     }
@@ -143,6 +166,43 @@ public final class CrossEncoder {
             out += try head.logits(hidden: hidden, rows: Array(batch.offsets.prefix(batch.count)), adapter: adapter)
         }
         return out
+    }
+
+    // MARK: training
+
+    /// Trains `adapter` from now on: its whole tensors start from this cross-encoder's head (the
+    /// checkpoint's, or a new one's) and the head reads them from the adapter's buffer, so that
+    /// `trainingLogits` and `backward` reach LoRA and the head alike.
+    public func attachForTraining(_ adapter: LoRAAdapter) {
+        baseHead.store(into: adapter)
+        head = baseHead.bound(to: adapter)
+        self.adapter = adapter
+    }
+
+    private var trainingPass: (kept: SequenceClassificationHead.Activations, tokens: Int, context: LoRAContext)?
+
+    /// Logits (pairs, labels) of tokenized pairs through the adapter in training mode, keeping every
+    /// activation for `backward`. `seeds` (one per pair) fix the dropout masks.
+    public func trainingLogits(_ pairs: [(ids: [Int32], typeIDs: [Int32])], seeds: [UInt64], backboneDropout: Bool) throws -> [Float] {
+        guard let adapter else { throw FormatError("training a cross-encoder needs an adapter (attachForTraining)") }
+        let context = LoRAContext(adapter: adapter, training: true, sequenceSeeds: seeds, backboneDropout: backboneDropout)
+        // (N, C) hidden states of the packed pairs; the head reads each pair's first row.
+        let hidden = try model.forward(pairs.map(\.ids), tokenTypes: pairs.map(\.typeIDs), lora: context, keepActivations: true,
+                                       pooling: .cls)
+        let batch = PackedBatch(lengths: pairs.map(\.ids.count))
+        let (logits, kept) = try head.forward(hidden: hidden, rows: Array(batch.offsets.prefix(batch.count)), context: context)
+        trainingPass = (kept, batch.tokens, context)
+        return logits
+    }
+
+    /// Backward from dL/dlogits (pairs, labels) of the last `trainingLogits`: the head, then the
+    /// encoder from the first-token rows; accumulates into the adapter's gradients.
+    public func backward(dLogits: [Float]) throws {
+        guard let pass = trainingPass else { throw FormatError("backward needs a trainingLogits pass first") }
+        trainingPass = nil
+        var dHidden = [Float](repeating: 0, count: pass.tokens * model.hiddenSize)  // (N, C), zero off the first rows
+        head.backward(pass.kept, dLogits: dLogits, context: pass.context, dHidden: &dHidden)
+        try model.backward(dHidden: dHidden)
     }
 
     /// One pair's score from its logits: the activation, then for several labels the softmax

@@ -38,11 +38,24 @@ public struct LoRASlot: Sendable {
     public let site: UInt64
 }
 
+/// A tensor an adapter trains and stores whole, as PEFT's modules_to_save does (a classification
+/// head): named by its path without the task model's prefix ("classifier.weight").
+public struct WholeTensor: Sendable {
+    public let name: String
+    public let shape: [Int]
+    public let offset: Int           // into the adapter's flat parameter buffer, after the LoRA pairs
+    public var count: Int { shape.reduce(1, *) }
+}
+
 /// All LoRA weights of a model in one flat buffer, gradients in a mirror buffer: one all-reduce,
-/// one optimiser sweep, one checkpoint write.
+/// one optimiser sweep, one checkpoint write. Tensors trained whole (`wholeTensors`) follow the
+/// LoRA pairs in the same buffers.
 public final class LoRAAdapter {
     public let config: LoRAConfig
     public let slots: [LoRASlot]
+    public let wholeTensors: [WholeTensor]
+    /// PEFT's layout of an adapter for a task model (nil: for a base model, as AutoModel loads it).
+    public let task: PEFTTask?
     public let params: FloatBuffer
     public let grads: FloatBuffer
     private let byModule: [String: Int]
@@ -54,11 +67,15 @@ public final class LoRAAdapter {
     public var parameterCount: Int { params.count }
 
     /// Declares a slot for every linear whose module name matches a target (PEFT's rule: the
-    /// target equals the full module path or is a dot-separated suffix of it).
-    public init(config: LoRAConfig, linears: [(module: String, inFeatures: Int, outFeatures: Int)]) throws {
+    /// target equals the full module path or is a dot-separated suffix of it) and lies outside the
+    /// task's modules stored whole (which PEFT leaves without LoRA), then `whole` tensors.
+    public init(config: LoRAConfig, linears: [(module: String, inFeatures: Int, outFeatures: Int)],
+                whole: [(name: String, shape: [Int])] = [], task: PEFTTask? = nil) throws {
         self.config = config
+        self.task = task
         var slots = [LoRASlot](), offset = 0
-        for (i, l) in linears.enumerated() where LoRAAdapter.matches(l.module, targets: config.targetModules) {
+        for (i, l) in linears.enumerated() where LoRAAdapter.matches(l.module, targets: config.targetModules)
+            && !(task?.storesWhole(l.module) ?? false) {
             let a = offset, b = offset + config.r * l.inFeatures
             offset = b + l.outFeatures * config.r
             slots.append(LoRASlot(module: l.module, inFeatures: l.inFeatures, outFeatures: l.outFeatures, rank: config.r,
@@ -69,6 +86,12 @@ public final class LoRAAdapter {
             throw FormatError("target_modules \(config.targetModules) match no linear layer of this model (it has: \(examples.joined(separator: ", ")))")
         }
         self.slots = slots
+        var tensors = [WholeTensor]()
+        for w in whole {
+            tensors.append(WholeTensor(name: w.name, shape: w.shape, offset: offset))
+            offset += w.shape.reduce(1, *)
+        }
+        wholeTensors = tensors
         params = FloatBuffer(count: offset)
         grads = FloatBuffer(count: offset)
         byModule = Dictionary(uniqueKeysWithValues: slots.enumerated().map { ($1.module, $0) })
@@ -85,7 +108,13 @@ public final class LoRAAdapter {
     public func gradA(_ s: LoRASlot) -> UnsafeMutablePointer<Float> { grads.pointer + s.aOffset }
     public func gradB(_ s: LoRASlot) -> UnsafeMutablePointer<Float> { grads.pointer + s.bOffset }
 
+    /// The whole tensor named `name` ("classifier.weight"), if the adapter trains it.
+    public func whole(_ name: String) -> WholeTensor? { wholeTensors.first { $0.name == name } }
+    public func value(_ t: WholeTensor) -> UnsafeMutablePointer<Float> { params.pointer + t.offset }
+    public func gradient(_ t: WholeTensor) -> UnsafeMutablePointer<Float> { grads.pointer + t.offset }
+
     /// PEFT's default initialisation: A ~ Kaiming-uniform(a = √5) = U(−1/√in, 1/√in), B = 0.
+    /// Whole tensors keep their values (the caller copies the module's weights in).
     public func initialize<G: RandomNumberGenerator>(using rng: inout G) {
         for s in slots {
             let bound = 1 / Float(s.inFeatures).squareRoot()

@@ -37,6 +37,8 @@ public struct ModelCard: Sendable {
     /// Further sections, each a heading and its Markdown body (a fusion table, a merge recipe).
     public var sections: [(heading: String, body: String)] = []
     public var frameworkVersions: [(String, String)] = ModelCard.defaultFrameworkVersions
+    /// The hub's task of the weights: sentence-similarity for embedders, text-ranking for rerankers.
+    public var pipelineTag = "sentence-similarity"
 
     public init(title: String, library: Library, baseModel: String, summary: String) {
         self.title = title; self.library = library; self.baseModel = baseModel; self.summary = summary
@@ -53,7 +55,7 @@ public struct ModelCard: Sendable {
         var s = "---\n"
         s += "base_model: \(yamlString(baseModel))\n"
         s += "library_name: \(library.rawValue)\n"
-        s += "pipeline_tag: sentence-similarity\n"
+        s += "pipeline_tag: \(pipelineTag)\n"
         s += "tags:\n" + tags.map { "- \(yamlString($0))\n" }.joined()
         s += "---\n\n# \(title)\n\n\(summary)\n\n"
         s += "## Base model\n\n`\(baseModel)`\n\n"

@@ -2,6 +2,37 @@ import EmbedTuneFormats
 import EmbedTuneKernels
 import Foundation
 
+/// How PEFT lays out an adapter of a task model (`get_peft_model` on an
+/// AutoModelForSequenceClassification with task_type SEQ_CLS): the backbone's modules under the
+/// task model's prefix (`bert.`, `roberta.`), the head (`classifier`) at the top, and the modules
+/// it stores whole (modules_to_save) rather than as LoRA pairs.
+public struct PEFTTask: Sendable, Equatable {
+    public var taskType: String
+    public var backbonePrefix: String
+    public var modulesToSave: [String]
+    /// Modules of the task model outside the backbone, named without its prefix.
+    public var topLevel: [String]
+
+    public init(taskType: String, backbonePrefix: String, modulesToSave: [String], topLevel: [String]) {
+        self.taskType = taskType
+        self.backbonePrefix = backbonePrefix
+        self.modulesToSave = modulesToSave
+        self.topLevel = topLevel
+    }
+
+    /// A module's (or tensor's) path in the task model: "encoder.layer.0.attention.self.query" →
+    /// "bert.encoder.layer.0.attention.self.query"; "classifier.weight" stays.
+    public func path(_ module: String) -> String {
+        topLevel.contains { module == $0 || module.hasPrefix($0 + ".") } ? module : backbonePrefix + module
+    }
+
+    /// Whether `module` lies inside a module stored whole (PEFT's rule: one of its dotted components
+    /// begins the stored module's name).
+    public func storesWhole(_ module: String) -> Bool {
+        modulesToSave.contains { ("." + module + ".").contains("." + $0 + ".") }
+    }
+}
+
 /// LoRA adapters in PEFT's on-disk format: adapter_config.json + adapter_model.safetensors with
 /// keys `base_model.model.<module>.lora_A.weight` / `.lora_B.weight` (no adapter name), as
 /// `PeftModel.save_pretrained` writes them for a base loaded with AutoModel.
@@ -10,23 +41,34 @@ public enum PEFTAdapter {
 
     public static func key(_ module: String, _ which: String) -> String { "\(keyPrefix)\(module).lora_\(which).weight" }
 
-    /// Writes the adapter to `directory` (created if needed), each file atomically.
+    /// The key of a LoRA matrix of `module` as the adapter saves it (under the task model's path
+    /// for a task adapter).
+    public static func key(_ module: String, _ which: String, task: PEFTTask?) -> String { key(task?.path(module) ?? module, which) }
+
+    /// Writes the adapter to `directory` (created if needed), each file atomically. A task adapter
+    /// (`LoRAAdapter.task`) is written as PEFT writes one: LoRA keys under the task model's paths,
+    /// the whole tensors as `base_model.model.<path>`, task_type and modules_to_save in the config.
     public static func save(_ adapter: LoRAAdapter, to directory: URL, baseModel: String, extra: [String: Any] = [:]) throws {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         var items = [SafetensorsWriter.Item]()
+        let task = adapter.task
         for s in adapter.slots {
-            items.append(.init(name: key(s.module, "A"), shape: [s.rank, s.inFeatures],
+            items.append(.init(name: key(s.module, "A", task: task), shape: [s.rank, s.inFeatures],
                                values: UnsafeBufferPointer(start: adapter.a(s), count: s.rank * s.inFeatures)))
-            items.append(.init(name: key(s.module, "B"), shape: [s.outFeatures, s.rank],
+            items.append(.init(name: key(s.module, "B", task: task), shape: [s.outFeatures, s.rank],
                                values: UnsafeBufferPointer(start: adapter.b(s), count: s.outFeatures * s.rank)))
+        }
+        for t in adapter.wholeTensors {
+            items.append(.init(name: keyPrefix + (task?.path(t.name) ?? t.name), shape: t.shape,
+                               values: UnsafeBufferPointer(start: adapter.value(t), count: t.count)))
         }
         try SafetensorsWriter.write(items, metadata: ["format": "pt"], to: directory.appendingPathComponent("adapter_model.safetensors"))
         var config: [String: Any] = [
             "peft_type": "LORA", "r": adapter.config.r, "lora_alpha": adapter.config.loraAlpha,
             "lora_dropout": adapter.config.loraDropout, "target_modules": adapter.config.targetModules.sorted(),
             "use_rslora": adapter.config.useRslora, "bias": "none", "fan_in_fan_out": false, "inference_mode": true,
-            "init_lora_weights": true, "task_type": NSNull(), "base_model_name_or_path": baseModel,
-            "modules_to_save": NSNull(), "use_dora": false, "rank_pattern": [String: Any](), "alpha_pattern": [String: Any](),
+            "init_lora_weights": true, "task_type": task.map { $0.taskType as Any } ?? NSNull(), "base_model_name_or_path": baseModel,
+            "modules_to_save": task.map { $0.modulesToSave as Any } ?? NSNull(), "use_dora": false, "rank_pattern": [String: Any](), "alpha_pattern": [String: Any](),
             "layers_to_transform": NSNull(), "layers_pattern": NSNull(), "revision": NSNull(),
         ]
         for (k, v) in extra { config[k] = v }

@@ -37,19 +37,32 @@ public struct RerankerOptions {
 }
 
 /// The reranker a model directory is, by config.json: a BertForSequenceClassification /
-/// XLMRobertaForSequenceClassification `architectures` is a `CrossEncoder`; a qwen3 / qwen2
-/// `model_type` (a *ForCausalLM, or a GGUF file) is a `QwenReranker`; anything else is an error
-/// naming config.json and the field.
+/// XLMRobertaForSequenceClassification `architectures` is a `CrossEncoder`, and so is a BERT / XLM-R
+/// embedding model with an adapter that stores a classification head (`embedtune train --task_type
+/// reranker` on it); a qwen3 / qwen2 `model_type` (a *ForCausalLM, or a GGUF file) is a
+/// `QwenReranker`; anything else is an error naming config.json and the field.
 public func loadReranker(_ directory: ModelDirectory, options: RerankerOptions = .init()) throws -> Reranker {
     let configURL = directory.gguf != nil ? directory.url : directory.url.appendingPathComponent("config.json")
     let architecture = directory.config["architectures"]?.array?.first?.string
-    if let architecture, CrossEncoder.architectures[architecture] != nil {
+    let isCrossEncoder = architecture.map { CrossEncoder.architectures[$0] != nil } ?? false
+    let isEncoder = !isCrossEncoder && directory.gguf == nil && CrossEncoder.encoderKinds[directory.modelType] != nil
+    // An adapter of task_type SEQ_CLS stores the head (modules_to_save "classifier") an encoder lacks.
+    let headAdapter = try options.adapter.flatMap { adapter in
+        try isEncoder && PEFTAdapter.loadConfig(adapter).r > 0
+            && PEFTAdapter.savedModuleNames(adapter).contains(SequenceClassificationHead.savedModule) ? adapter : nil
+    }
+    if isCrossEncoder || headAdapter != nil {
         if options.instruction != nil {
             throw FormatError(url: configURL, item: "architectures",
-                              "\(architecture) is a cross-encoder, which takes no instruction (instructions are for Qwen3-Reranker models)")
+                              "\(architecture ?? directory.modelType) is a cross-encoder, which takes no instruction (instructions are for Qwen3-Reranker models)")
         }
-        let encoder = try CrossEncoder(directory: directory)
-        try encoder.setAdapter(options.adapter)
+        let encoder: CrossEncoder
+        if let headAdapter {
+            encoder = try CrossEncoder(encoder: directory, adapter: headAdapter)
+        } else {
+            encoder = try CrossEncoder(directory: directory)
+            try encoder.setAdapter(options.adapter)
+        }
         if let maxLength = options.maxLength { encoder.maxLength = min(maxLength, encoder.model.maxPositions) }
         if let batchSize = options.batchSize { encoder.batchSize = batchSize }
         return encoder
@@ -58,7 +71,8 @@ public func loadReranker(_ directory: ModelDirectory, options: RerankerOptions =
         let item = architecture == nil ? "model_type" : "architectures"
         throw FormatError(url: configURL, item: item,
                           "\"\(architecture ?? directory.modelType)\" is not a reranker: expected BertForSequenceClassification or "
-                          + "XLMRobertaForSequenceClassification (a cross-encoder), or a qwen3 / qwen2 *ForCausalLM (yes/no scoring)")
+                          + "XLMRobertaForSequenceClassification (a cross-encoder), a BERT / XLM-R encoder with an adapter that stores a "
+                          + "classification head, or a qwen3 / qwen2 *ForCausalLM (yes/no scoring)")
     }
     let qwen = try QwenReranker(directory: directory, answers: options.answers)
     try qwen.setAdapter(options.adapter)

@@ -123,8 +123,8 @@ public enum Checkpoint {
         let s = saved.header.options
         if o.seed != s.seed || o.gradientAccumulationSteps != s.gradientAccumulationSteps || o.dataset != s.dataset
             || o.db != s.db || o.dbDataset != s.dbDataset || o.dbSplit != s.dbSplit
-            || o.loraR != s.loraR || o.targetModules != s.targetModules {
-            throw FormatError(url: stateURL, "written with different seed, dataset, accumulation or LoRA shape than this run")
+            || o.loraR != s.loraR || o.targetModules != s.targetModules || o.taskType != s.taskType || o.numLabels != s.numLabels {
+            throw FormatError(url: stateURL, "written with different seed, dataset, accumulation, task or LoRA shape than this run")
         }
         let global = s.globalBatchSize > 0 ? s.globalBatchSize : s.perDeviceTrainBatchSize * saved.header.world_size
         if global != globalBatch {

@@ -105,6 +105,13 @@ public final class DataPlan {
         return out
     }
 
+    /// A triple as a reranker's group: (prompted query, document) with the positive first, then
+    /// each fixed negative.
+    func pairs(_ t: Triplet, index: Int, epoch: Int) -> [(query: String, document: String)] {
+        let q = queryPrefix + t.query
+        return ([t.positive] + fixedNegatives(t, index: index, epoch: epoch)).map { (q, documentPrefix + $0) }
+    }
+
     /// A triple's texts as embedded: prompted query (a row's own instruction wins), positive,
     /// then its fixed negatives.
     func rowTexts(_ t: Triplet, index: Int, epoch: Int) -> [String] {

@@ -12,7 +12,7 @@ import Foundation
 /// `TrainerState`. Every rank runs the same loop (TrainerLoop.swift); one all-reduce of the flat
 /// LoRA gradient per optimiser step makes the update identical to a single process on the same
 /// global batch.
-public final class Trainer {
+public final class Trainer: TrainingRun {
     public let options: TrainingOptions
     public let communicator: Communicator
     public let embedder: Embedder
@@ -26,12 +26,12 @@ public final class Trainer {
     public let evaluator: HeldOutEvaluator
     /// Re-mines the rows' negatives as the adapter moves (`refresh_negatives_steps` > 0).
     let negativeRefresh: NegativeRefresh?
-    /// The LoRA gradient plus three scalars (loss, dL/dlogτ, tokens), all-reduced together.
-    lazy var reductionBuffer = FloatBuffer(count: adapter.grads.count + 3)
 
     /// `rows`: training triples given directly instead of read from `options.dataset` or the store.
     public init(options: TrainingOptions, communicator: Communicator = SingleProcessCommunicator(), rows: [Triplet]? = nil) throws {
         try options.validate()
+        try options.validateTask()
+        guard options.taskType == "embedding" else { throw FormatError("--task_type \(options.taskType) is not an embedding run (RerankerTrainer trains rerankers)") }
         self.options = options
         self.communicator = communicator
         let dir = try ModelDirectory(URL(fileURLWithPath: options.model))
@@ -88,26 +88,49 @@ public final class Trainer {
     public var globalBatch: Int { plan.globalBatch }
     public var totalSteps: Int { plan.totalSteps }
 
-    var schedule: LearningRateSchedule {
-        let warmup = options.warmupSteps > 0 ? options.warmupSteps : Int((options.warmupRatio * Float(totalSteps)).rounded(.up))
-        return LearningRateSchedule(peak: options.learningRate, warmupSteps: warmup, totalSteps: totalSteps,
-                                    decay: LearningRateSchedule.Decay(rawValue: options.lrSchedulerType)!)
+    /// Runs (or resumes) training to the end; returns the final adapter directory.
+    @discardableResult
+    public func run(resume: String? = nil, stopAfter: Int? = nil, events: (TrainingEvent) -> Void = { _ in }) throws -> URL {
+        try runLoop(resume: resume, stopAfter: stopAfter, events: events)
     }
 
     /// Accumulates the LoRA gradient of optimiser step `step` over every loss term (not yet
     /// all-reduced). Returns this rank's share of the loss, dL/dlogτ and tokens, the last
     /// micro-batch's mean τ, and the triples of the step.
     public func accumulateGradients(step: Int) throws -> (loss: Double, dLogTau: Double, tokens: Int, tau: Float, examples: Int) {
-        adapter.zeroGrads()
-        var loss = 0.0, dLogTau = 0.0, tokens = 0, tau: Float = 0
-        for term in losses {
-            let share = try term.accumulate(step: step)
-            loss += share.loss
-            dLogTau += share.dLogTau
-            tokens += share.tokens
-            if let t = share.tau { tau = t }
+        try accumulateTerms(step: step)
+    }
+
+    /// With gathering every rank computes the same global InfoNCE loss; without, each its own share.
+    var lossReplicas: Int { options.gatherAcrossRanks ? communicator.size : 1 }
+
+    var startSummary: String {
+        "\(train.count) training / \(holdout.count) held-out rows, \(totalSteps) steps of \(globalBatch * options.gradientAccumulationSteps) triples, \(negatives) hard negatives per row, \(adapter.parameterCount) LoRA parameters, \(communicator.size) rank(s)"
+            + (preservation.map { ", preserving \($0.anchors.count) texts per rank (weight \(options.preserveWeight), \(options.preserveBatch) per step)" } ?? "")
+    }
+
+    var cardText: TrainingCardText {
+        var text = TrainingCardText(
+            objective: "with InfoNCE on (query, positive, hard negatives) triples",
+            usage: "Load it with `PeftModel.from_pretrained` on the base model, or `embedtune embed --model BASE --adapter DIR`.",
+            tags: ["infonce", "peft"],
+            metricsNote: "Held-out retrieval: each held-out query's positive among all held-out documents (cosine), and the held-out InfoNCE loss.")
+        if let m = options.matryoshka {
+            let dims = m.dims.map(String.init).joined(separator: ", ")
+            text.usage += " The loss is Matryoshka (sentence-transformers' MatryoshkaLoss): InfoNCE on the first \(dims) "
+                + "components of each embedding, renormalised, summed with weights, so `embedtune embed --dim D` with D one "
+                + "of them keeps its quality."
+            text.tags.append("matryoshka")
+            text.metricsNote += " At Nd: the embeddings cut to their first N components and renormalised; the loss is the Matryoshka sum."
+            text.data.append(("Matryoshka dimensions (weight)",
+                              zip(m.dims, m.weights).map { "\($0) (\($1))" }.joined(separator: ", ") + " of \(pass.width)"))
         }
-        return (loss, dLogTau, tokens, tau, globalBatch * options.gradientAccumulationSteps)
+        return text
+    }
+
+    var startWarnings: [String] {
+        guard let dims = options.matryoshka?.dims, !dims.contains(pass.width) else { return [] }
+        return ["--matryoshka_dims \(dims.map(String.init).joined(separator: ",")) leaves out the model's full dimension \(pass.width): the untruncated embedding is not trained as such"]
     }
 
     /// The preservation term of step `step` alone (0 without `preserve_data`); its gradient is

@@ -6,28 +6,75 @@ import EmbedTuneKernels
 import EmbedTuneModels
 import Foundation
 
-extension Trainer {
+/// What the training loop needs from a run. The embedder's `Trainer` and the cross-encoder's
+/// `RerankerTrainer` both conform, so checkpoints, resume, the log, held-out evaluation with the
+/// best adapter, and the final PEFT output are one code path.
+protocol TrainingRun: AnyObject {
+    var options: TrainingOptions { get }
+    var communicator: Communicator { get }
+    var plan: DataPlan { get }
+    var state: TrainerState { get }
+    /// The objective's terms, summed in this order.
+    var losses: [TrainingLoss] { get }
+    var negativeRefresh: NegativeRefresh? { get }
+    /// Ranks whose loss shares are the same global value (the gathered InfoNCE: all of them); the
+    /// loop divides the all-reduced sum by it.
+    var lossReplicas: Int { get }
+    /// The `.started` line of a run that does not resume.
+    var startSummary: String { get }
+    /// What the adapters' model cards say the run trains.
+    var cardText: TrainingCardText { get }
+    /// Settings worth a warning when the run starts.
+    var startWarnings: [String] { get }
+    /// Held-out loss, margin and retrieval of `rows` (default: the run's held-out share).
+    func evaluate(on rows: [Triplet]?) throws -> EvalLog
+}
+
+extension TrainingRun {
+    var startWarnings: [String] { [] }
+
+    var schedule: LearningRateSchedule {
+        let warmup = options.warmupSteps > 0 ? options.warmupSteps : Int((options.warmupRatio * Float(plan.totalSteps)).rounded(.up))
+        return LearningRateSchedule(peak: options.learningRate, warmupSteps: warmup, totalSteps: plan.totalSteps,
+                                    decay: LearningRateSchedule.Decay(rawValue: options.lrSchedulerType)!)
+    }
+
+    /// Accumulates the adapter's gradient of optimiser step `step` over every loss term (not yet
+    /// all-reduced). Returns this rank's share of the loss, dL/dlogτ and tokens, the last
+    /// micro-batch's mean τ, and the triples of the step.
+    func accumulateTerms(step: Int) throws -> (loss: Double, dLogTau: Double, tokens: Int, tau: Float, examples: Int) {
+        state.adapter.zeroGrads()
+        var loss = 0.0, dLogTau = 0.0, tokens = 0, tau: Float = 0
+        for term in losses {
+            let share = try term.accumulate(step: step)
+            loss += share.loss
+            dLogTau += share.dLogTau
+            tokens += share.tokens
+            if let t = share.tau { tau = t }
+        }
+        return (loss, dLogTau, tokens, tau, plan.globalBatch * options.gradientAccumulationSteps)
+    }
+
     /// Runs (or resumes) training to the end; returns the final adapter directory.
-    @discardableResult
-    public func run(resume: String? = nil, stopAfter: Int? = nil, events: (TrainingEvent) -> Void = { _ in }) throws -> URL {
+    func runLoop(resume: String?, stopAfter: Int?, events: (TrainingEvent) -> Void) throws -> URL {
+        let adapter = state.adapter, optimizer = state.optimizer, totalSteps = plan.totalSteps
+        var step: Int { state.step }
+        var holdout: [Triplet] { plan.holdout }  // a refresh mines negatives for rows without
         let out = URL(fileURLWithPath: options.outputDir)
         try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
         if communicator.isRoot { Checkpoint.removeUnfinished(in: out) }
         if let resume {
-            let dir = try Checkpoint.resume(resume, outputDir: out, into: state, options: options, globalBatch: globalBatch) {
+            let dir = try Checkpoint.resume(resume, outputDir: out, into: state, options: options, globalBatch: plan.globalBatch) {
                 events(.warning($0))
             }
             try checkRanksResumedTogether()
             try negativeRefresh?.restore(from: dir)
             events(.started("resumed from \(dir.path) at step \(step)"))
         } else {
-            events(.started("\(train.count) training / \(holdout.count) held-out rows, \(totalSteps) steps of \(globalBatch * options.gradientAccumulationSteps) triples, \(negatives) hard negatives per row, \(adapter.parameterCount) LoRA parameters, \(communicator.size) rank(s)"
-                + (preservation.map { ", preserving \($0.anchors.count) texts per rank (weight \(options.preserveWeight), \(options.preserveBatch) per step)" } ?? "")))
+            events(.started(startSummary))
         }
-        for problem in skipped { events(.warning("skipped \(problem)")) }
-        if let dims = options.matryoshka?.dims, !dims.contains(pass.width) {
-            events(.warning("--matryoshka_dims \(dims.map(String.init).joined(separator: ",")) leaves out the model's full dimension \(pass.width): the untruncated embedding is not trained as such"))
-        }
+        for problem in plan.skipped { events(.warning("skipped \(problem)")) }
+        for warning in startWarnings { events(.warning(warning)) }
         /// Mines the negatives again when step `step` + 1 is due for it.
         func refreshNegativesIfDue() throws {
             guard let refresh = negativeRefresh, refresh.isDue(at: step) else { return }
@@ -50,12 +97,14 @@ extension Trainer {
             try writeAtomically(Data(lines.utf8), to: out.appendingPathComponent("heldout.jsonl"))
         }
         let schedule = self.schedule
+        // The flat gradient plus three scalars (loss, dL/dlogτ, tokens), all-reduced together.
+        let buffer = FloatBuffer(count: communicator.size > 1 ? adapter.grads.count + 3 : 0)
         // A resumed run competes with the best adapter saved before it stopped.
         var best = resume == nil ? -Double.infinity : BestAdapter.score(in: out) ?? -Double.infinity
         /// Evaluates, logs, and keeps the adapter with the best held-out NDCG@10 in OUTPUT_DIR/best.
         func evaluateAndTrack() throws {
             communicator.setActivity("the evaluation at step \(step)")
-            let e = try evaluate()
+            let e = try evaluate(on: nil)
             try log?.write(e)
             evaluations.append(e)
             events(.eval(e))
@@ -76,17 +125,15 @@ extension Trainer {
             if let stopAfter, step >= stopAfter { break }
             communicator.setActivity("step \(step + 1)")
             let t0 = DispatchTime.now().uptimeNanoseconds, mpi0 = communicator.traffic.seconds
-            var (loss, dLogTau, tokens, tau, examples) = try accumulateGradients(step: step)
+            var (loss, dLogTau, tokens, tau, examples) = try accumulateTerms(step: step)
             // One all-reduce per optimiser step: the flat LoRA gradient with three scalars behind it.
             let count = adapter.grads.count
             if communicator.size > 1 {
-                let buffer = reductionBuffer
                 buffer.pointer.update(from: adapter.grads.pointer, count: count)
                 buffer.pointer[count] = Float(loss); buffer.pointer[count + 1] = Float(dLogTau); buffer.pointer[count + 2] = Float(tokens)
                 try communicator.allReduceSum(buffer.pointer, count: count + 3)
                 adapter.grads.pointer.update(from: buffer.pointer, count: count)
-                // With gathering every rank computed the same global loss; without, each its own share.
-                let ranksCounted = Float(options.gatherAcrossRanks ? communicator.size : 1)
+                let ranksCounted = Float(lossReplicas)
                 loss = Double(buffer.pointer[count] / ranksCounted)
                 dLogTau = Double(buffer.pointer[count + 1] / ranksCounted)
                 tokens = Int(buffer.pointer[count + 2])
@@ -164,13 +211,13 @@ final class JSONLLog {
     deinit { try? handle.close() }
 }
 
-extension Trainer {
+extension TrainingRun {
     /// Every rank reads the checkpoints itself; an output directory that is not shared by all
     /// nodes (or damage only some of them see) would resume them at different steps and let
     /// them drift apart silently.
     func checkRanksResumedTogether() throws {
         guard communicator.size > 1 else { return }
-        var mine = Int64(step), steps = [Int64](repeating: 0, count: communicator.size)
+        var mine = Int64(state.step), steps = [Int64](repeating: 0, count: communicator.size)
         try withUnsafeBytes(of: &mine) { source in
             try steps.withUnsafeMutableBytes { try communicator.allGatherBytes(source.baseAddress!, bytes: 8, into: $0.baseAddress!) }
         }

@@ -9,50 +9,50 @@ enum SavedAdapter {
     case checkpoint
 }
 
-extension Trainer {
+/// What a run's model cards say it trains: the objective after "trained by EmbedTune", how to load
+/// the adapter, the tags, and what the metrics rows measure.
+struct TrainingCardText {
+    var objective: String
+    var usage: String
+    var tags: [String]
+    var metricsNote: String
+    var pipelineTag = "sentence-similarity"
+    /// Rows the card's data table adds for this kind of run.
+    var data: [(String, String)] = []
+}
+
+extension TrainingRun {
     /// The README.md of an adapter this run saves at the current step. `evaluations` are the run's
     /// held-out evaluations so far; the one at step 0 measured the base model.
     func modelCard(for saved: SavedAdapter, evaluations: [EvalLog]) -> ModelCard {
-        let baseName = URL(fileURLWithPath: options.model).lastPathComponent
+        let baseName = URL(fileURLWithPath: options.model).lastPathComponent, step = state.step, totalSteps = plan.totalSteps
         let what: String
         switch saved {
         case .final: what = "the adapter at the end of training (step \(step) of \(totalSteps))"
         case .best: what = "the adapter with the best held-out NDCG@10 so far (step \(step) of \(totalSteps))"
         case .checkpoint: what = "checkpoint at step \(step) of \(totalSteps), with the optimiser state to resume from"
         }
+        let text = cardText
         var card = ModelCard(
             title: "LoRA adapter for \(baseName)", library: .peft, baseModel: options.model,
-            summary: "A PEFT LoRA adapter (r \(options.loraR), α \(options.loraAlpha)) trained by EmbedTune with InfoNCE on "
-                + "(query, positive, hard negatives) triples: \(what). Load it with `PeftModel.from_pretrained` on the base "
-                + "model, or `embedtune embed --model BASE --adapter DIR`.")
-        card.extraTags = ["infonce", "peft"]
-        if let m = options.matryoshka {
-            let dims = m.dims.map(String.init).joined(separator: ", ")
-            card.summary += " The loss is Matryoshka (sentence-transformers' MatryoshkaLoss): InfoNCE on the first \(dims) "
-                + "components of each embedding, renormalised, summed with weights, so `embedtune embed --dim D` with D one "
-                + "of them keeps its quality."
-            card.extraTags += ["matryoshka"]
-        }
+            summary: "A PEFT LoRA adapter (r \(options.loraR), α \(options.loraAlpha)) trained by EmbedTune \(text.objective): \(what). "
+                + text.usage)
+        card.pipelineTag = text.pipelineTag
+        card.extraTags = text.tags
         card.data = [
             ("dataset", plan.source),
-            ("training rows", "\(train.count)"),
-            ("held-out rows", String(format: "%d (split_dataset_ratio %.2f, by query)", holdout.count, options.splitDatasetRatio)),
-            ("skipped rows", "\(skipped.count)"),
-            ("hard negatives per row", "\(negatives)"),
-            ("triples per optimiser step", "\(globalBatch * options.gradientAccumulationSteps) over \(communicator.size) rank(s)"),
-            ("LoRA parameters", "\(adapter.parameterCount)"),
+            ("training rows", "\(plan.train.count)"),
+            ("held-out rows", String(format: "%d (split_dataset_ratio %.2f, by query)", plan.holdout.count, options.splitDatasetRatio)),
+            ("skipped rows", "\(plan.skipped.count)"),
+            ("hard negatives per row", "\(plan.negatives)"),
+            ("triples per optimiser step", "\(plan.globalBatch * options.gradientAccumulationSteps) over \(communicator.size) rank(s)"),
+            ("LoRA parameters", "\(state.adapter.parameterCount)"),
         ]
-        if let m = options.matryoshka {
-            card.data.append(("Matryoshka dimensions (weight)",
-                              zip(m.dims, m.weights).map { "\($0) (\($1))" }.joined(separator: ", ") + " of \(pass.width)"))
-        }
+        card.data += text.data
         card.commandLine = ModelCard.currentCommandLine
         card.options = options.json
         card.metrics = Self.metricsTable(evaluations, step: step)
-        card.metricsNote = card.metrics == nil
-            ? nil
-            : "Held-out retrieval: each held-out query's positive among all held-out documents (cosine), and the held-out InfoNCE loss."
-                + (options.matryoshka == nil ? "" : " At Nd: the embeddings cut to their first N components and renormalised; the loss is the Matryoshka sum.")
+        card.metricsNote = card.metrics == nil ? nil : text.metricsNote
         return card
     }
 

@@ -6,6 +6,8 @@ import Foundation
 /// its type and default.
 public struct TrainingOptions: Equatable, Sendable {
     public var model = ""
+    /// embedding (contrastive, an embedding model) | reranker (a cross-encoder scoring pairs)
+    public var taskType = "embedding"
     public var trainType = "lora"
     public var lossType = "infonce"
     public var loraR = 8
@@ -102,6 +104,12 @@ public struct TrainingOptions: Equatable, Sendable {
     public var refreshNegativesSteps = 0
     public var mining = NegativeMiningFilters()
 
+    /// Labels of the new classification head a reranker gets on an embedding model; 0 = the
+    /// cross-encoder checkpoint's own head.
+    public var numLabels = 0
+    /// bce (pointwise) | listwise (softmax over the positive and its negatives)
+    public var rerankerLoss = "listwise"
+
     public init() {}
 
     public var temperatureSchedule: TemperatureMode {
@@ -142,6 +150,9 @@ extension TrainingOption {
     public static let sections: [(title: String, options: [TrainingOption])] = [
         ("Model and adapter", [
             option("model", \.model, "Model directory or .gguf to adapt."),
+            option("task_type", \.taskType,
+                   "embedding (contrastive training of an embedding model) | reranker (a cross-encoder: the model's classification head, or a new one on an embedding model).",
+                   check: oneOf(["embedding", "reranker"])),
             option("train_type", \.trainType, "Training type; lora is the one there is.", check: oneOf(["lora"])),
             option("loss_type", \.lossType, "Loss; infonce is the one there is.", check: oneOf(["infonce"])),
             option("lora_r", \.loraR, "LoRA rank.", check: positive),
@@ -157,12 +168,12 @@ extension TrainingOption {
             option("db_dataset", \.dbDataset, "With --db: the dataset's name in the store."),
             option("db_split", \.dbSplit, "With --db: the split to train on (its mined triples, else its pairs)."),
             option("split_dataset_ratio", \.splitDatasetRatio, "Share of the queries held out for evaluation, in [0, 1).", check: fraction),
-            option("max_length", \.maxLength, "Maximum tokens per text, special tokens included.", check: atLeast(4)),
+            option("max_length", \.maxLength, "Maximum tokens per text (for a reranker, per query–document pair), special tokens included.", check: atLeast(4)),
             option("num_negatives", \.numNegatives, "Hard negatives per row (truncate, or pad by resampling); -1 = the dataset's maximum.",
                    aliases: ["hard_negatives"], check: atLeast(-1)),
             option("skip_bad_rows", \.skipBadRows, "Skip and count malformed rows instead of stopping."),
-            option("query_prompt", \.queryPrompt, "Prefix for queries (default: the model's \"query\" prompt)."),
-            option("document_prompt", \.documentPrompt, "Prefix for documents (default: the model's \"document\" prompt)."),
+            option("query_prompt", \.queryPrompt, "Prefix for queries (default: the model's \"query\" prompt; none for a reranker)."),
+            option("document_prompt", \.documentPrompt, "Prefix for documents (default: the model's \"document\" prompt; none for a reranker)."),
         ]),
         ("Optimisation", [
             option("output_dir", \.outputDir, "Directory for checkpoints, logs and the adapter."),
@@ -236,6 +247,14 @@ extension TrainingOption {
                    check: atLeast(0)),
             option("preserve_batch", \.preserveBatch, "preserve_data texts per rank per step.", check: positive),
         ]),
+        ("Reranker (task_type reranker)", [
+            option("num_labels", \.numLabels,
+                   "Labels of a new classification head on an embedding model (1: one logit, scored by sigmoid); 0 = the cross-encoder's own head.",
+                   check: atLeast(0)),
+            option("reranker_loss", \.rerankerLoss,
+                   "bce: binary cross-entropy on every (query, positive) = 1 and (query, negative) = 0 pair; listwise: softmax cross-entropy over each query's positive and its negatives.",
+                   check: oneOf(["bce", "listwise"])),
+        ]),
         ("Refreshed negatives (the filters also accepted under a [mining] table; as `embedtune mine` takes them)", [
             option("refresh_negatives_steps", \.refreshNegativesSteps,
                    "Every N steps (from the first) re-mine each row's num_negatives negatives with the current adapter; 0 = never.",
@@ -275,6 +294,30 @@ public struct NegativeMiningFilters: Equatable, Sendable {
 }
 
 extension TrainingOptions {
+    /// Options of contrastive embedding training that a reranker run does not use.
+    static let embeddingOnly: Set<String> = [
+        "loss_type", "temperature_mode", "temperature", "temperature_end", "temperature_min", "temperature_max", "adaptive_base",
+        "adaptive_step", "adaptive_floor", "adaptive_terms", "gradcache_mini_batch", "gather_across_ranks", "balance_ranks",
+        "fusion_adapters", "fusion_dev", "preserve_data", "preserve_weight", "preserve_batch", "refresh_negatives_steps",
+    ]
+
+    /// Each task's options only with that task: a setting the run would ignore is an error naming
+    /// it. The trainers check it (a config may hold both tasks' settings, for `--print_config`).
+    public func validateTask() throws {
+        let defaults = TrainingOptions()
+        let set = TrainingOption.all.filter { $0.value(self) != $0.value(defaults) }
+        if taskType == "reranker" {
+            if let o = set.first(where: { Self.embeddingOnly.contains($0.key) || $0.table == "infonce" || $0.table == "mining" }) {
+                throw FormatError("--\(o.key) is an option of embedding training: a reranker (--task_type reranker) does not use it")
+            }
+            if numNegatives == 0 {
+                throw FormatError("--task_type reranker trains each query's positive against its negatives: --num_negatives must be at least 1")
+            }
+        } else if let o = set.first(where: { ["num_labels", "reranker_loss"].contains($0.key) }) {
+            throw FormatError("--\(o.key) is an option of reranker training: it needs --task_type reranker")
+        }
+    }
+
     /// Mining filters only mean something when negatives are refreshed, and a reranker filter needs a reranker.
     func validateRefresh() throws {
         if refreshNegativesSteps == 0 {

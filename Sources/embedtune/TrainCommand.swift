@@ -11,7 +11,8 @@ import Foundation
 /// flags or as keys of a TOML config they override, and the same behaviour with or without mpirun.
 struct TrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "train", abstract: "LoRA contrastive training (InfoNCE), single process or data-parallel under mpirun.",
+        commandName: "train",
+        abstract: "LoRA training of an embedding model (InfoNCE) or, with --task_type reranker, a cross-encoder; single process or data-parallel under mpirun.",
         discussion: trainingOptionsHelp())
 
     @Option(name: .spelled("config"), help: "TOML config whose keys are the training options above; flags override it.")
@@ -44,15 +45,24 @@ struct TrainCommand: ParsableCommand {
         (communicator as? MPICommunicator)?.setCollectiveTimeout(options.collectiveTimeout)
         let speak = communicator.isRoot || verbose
         do {
-            let trainer = try Trainer(options: options, communicator: communicator)
+            let reranker = options.taskType == "reranker"
+            let run: (String?, Int?, (TrainingEvent) -> Void) throws -> URL, totalSteps: Int
+            if reranker {
+                let trainer = try RerankerTrainer(options: options, communicator: communicator)
+                (run, totalSteps) = (trainer.run, trainer.totalSteps)
+            } else {
+                let trainer = try Trainer(options: options, communicator: communicator)
+                (run, totalSteps) = (trainer.run, trainer.totalSteps)
+            }
             let bar = communicator.size > 1 ? "[rank \(communicator.rank)/\(communicator.size)] " : ""
-            try trainer.run(resume: resume, stopAfter: stopAfter) { event in
+            _ = try run(resume, stopAfter) { event in
                 guard speak else { return }
                 switch event {
                 case .started(let s): print("\(bar)train: \(s) (BLAS \(BLASRuntime.coreName) × \(BLASRuntime.threads))")
                 case .step(let s):
-                    print(String(format: "%@step %d/%d  loss %.4f  lr %.2e  tau %.4f  |g| %.3f  %.0f ms/step  %.0f tok/s",
-                                 bar, s.step, trainer.totalSteps, s.loss, s.lr, s.tau, s.gradNorm, s.msPerStep, s.tokensPerSecond)
+                    print(String(format: "%@step %d/%d  loss %.4f  lr %.2e", bar, s.step, totalSteps, s.loss, s.lr)
+                          + (reranker ? "" : String(format: "  tau %.4f", s.tau))
+                          + String(format: "  |g| %.3f  %.0f ms/step  %.0f tok/s", s.gradNorm, s.msPerStep, s.tokensPerSecond)
                           + (s.mpiFraction.map { String(format: "  MPI %.1f%%", $0 * 100) } ?? ""))
                 case .eval(let e):
                     print(String(format: "%@eval step %d  held-out loss %.4f  margin %.4f  NDCG@10 %.4f  Recall@5 %.4f  MRR@10 %.4f (%d queries, %d documents)",

@@ -6,6 +6,7 @@ import Testing
 /// Every training key, written out so that a key dropped from the table is noticed.
 let everyTrainingKeyConfig = """
 model = "models/m"
+task_type = "reranker"
 train_type = "lora"
 loss_type = "infonce"
 lora_r = 4
@@ -83,6 +84,8 @@ reranker = "rerankers/r"
 reranker_adapter = "rerankers/a"
 max_reranker_score = 0.9
 reranker_relative_margin = 0.1
+num_labels = 1
+reranker_loss = "bce"
 
 """
 
