@@ -66,8 +66,9 @@ public final class DataPlan {
         if options.batchSampler == "no_duplicates" {
             let kept = negatives
             sampleKeys = train.map { t in [fnv1a(t.query), fnv1a(t.positive)] + t.negatives.prefix(kept).map { fnv1a($0) } }
-            if noDuplicateBatches(0) == nil {
-                throw FormatError(file: source, "--batch_sampler no_duplicates: the rows share too many texts to fill \(microBatchesPerEpoch) batches of \(globalBatch) without a repeated text (lower the batch size or use batch_sampler)")
+            let filled = noDuplicateBatches(0)?.count ?? 0
+            if filled < microBatchesPerEpoch {
+                throw FormatError(file: source, "--batch_sampler no_duplicates: the rows share too many texts (query, positive or one of \(negatives) negatives) to fill an epoch's \(microBatchesPerEpoch) batches of \(globalBatch) without a repeated text; \(1 + NoDuplicateBatches.extraPasses) passes filled \(filled) (lower the batch size or the negatives, or use batch_sampler)")
             }
         }
     }
@@ -90,7 +91,7 @@ public final class DataPlan {
     /// With `batch_sampler = "no_duplicates"` the epoch's batches are `NoDuplicateBatches`'.
     public func microBatch(_ micro: Int) -> [Int] {
         let epoch = micro / microBatchesPerEpoch, position = micro % microBatchesPerEpoch
-        if sampleKeys != nil, let batches = noDuplicateBatches(epoch) { return batches[position] }
+        if sampleKeys != nil, let batches = noDuplicateBatches(epoch), batches.count == microBatchesPerEpoch { return batches[position] }
         let order = epochOrder(epoch)
         return (0..<globalBatch).map { order[(position * globalBatch + $0) % order.count] }
     }
@@ -116,8 +117,8 @@ public final class DataPlan {
     private var sampleKeys: [[UInt64]]?
     private var cachedBatches: (epoch: Int, batches: [[Int]]?)?
     /// The epoch's no-duplicates batches: the first pass walks the epoch order, further passes
-    /// fresh shuffles of (seed, epoch, pass); nil when the rows share too many texts to fill the
-    /// epoch (the plain order then stands in; `init` has checked that epoch 0 fills).
+    /// fresh shuffles of (seed, epoch, pass). When the rows share too many texts to fill the
+    /// epoch the plain order stands in (`init` has checked that epoch 0 fills).
     func noDuplicateBatches(_ epoch: Int) -> [[Int]]? {
         if let c = cachedBatches, c.epoch == epoch { return c.batches }
         guard let keys = sampleKeys else { return nil }

@@ -39,13 +39,13 @@ public enum NoDuplicateBatches {
         return batches
     }
 
-    /// `count` batches: the first pass over `order(0)`, then passes over `order(1)`, `order(2)`…
-    /// (at most `extraPasses` of them); nil when they cannot fill `count`.
-    public static func batches(count: Int, size: Int, order: (Int) -> [Int], keys: (Int) -> [UInt64]) -> [[Int]]? {
+    /// Up to `count` batches: the first pass over `order(0)`, then passes over `order(1)`,
+    /// `order(2)`… (at most `extraPasses` of them); fewer when the rows share too many texts.
+    public static func batches(count: Int, size: Int, order: (Int) -> [Int], keys: (Int) -> [UInt64]) -> [[Int]] {
         var out = [[Int]]()
         for p in 0...extraPasses where out.count < count {
             out += pass(order: order(p), size: size, keys: keys)
         }
-        return out.count >= count ? Array(out.prefix(count)) : nil
+        return Array(out.prefix(count))
     }
 }

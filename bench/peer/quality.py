@@ -123,6 +123,12 @@ def main() -> None:
             t0 = time.perf_counter()
             trainer.train()
             row["train_s"] = time.perf_counter() - t0
+            row["steps_run"] = trainer.state.global_step
+            if trainer.state.global_step != args.steps:
+                # NoDuplicatesBatchSampler yields fewer batches than an epoch advertises when the rows
+                # share too many texts; the trainer then ends early, and the run is not at equal steps.
+                raise SystemExit(f"quality: the trainer ran {trainer.state.global_step} of {args.steps} steps "
+                                 f"(batch sampler {args.batch_sampler} could not fill its epochs)")
             row["losses"] = [h["loss"] for h in trainer.state.log_history if "loss" in h]
             row["learning_rates"] = [h["learning_rate"] for h in trainer.state.log_history if "learning_rate" in h]
         row.update({"rows": len(dataset), "batch": args.batch_size, "negatives": args.negatives, "lr": args.lr,

