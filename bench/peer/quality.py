@@ -6,7 +6,7 @@ questions over the whole corpus with its InformationRetrievalEvaluator.
     quality.py --model DIR --train TRIPLETS.jsonl --beir DIR [--steps 24 --warmup-steps 3
                --lr 5e-4 --batch-size 32 --negatives 5 --max-length 128 --temperature 0.05
                --lora-dropout 0 --dropout default|nodrop --batch-sampler no_duplicates|batch_sampler
-               --seed 42 --threads N --json FILE]
+               --mini-batch 0 --seed 42 --threads N --json FILE]
 
 TRIPLETS.jsonl is `embedtune data export --format triplets` (anchor, positive, negative_1…);
 DIR is `embedtune data export --format beir --db_split test` (corpus.jsonl, queries.jsonl,
@@ -70,6 +70,8 @@ def main() -> None:
                     help="default: the backbone's own dropout in train mode; nodrop: every backbone dropout 0")
     ap.add_argument("--batch-sampler", choices=["no_duplicates", "batch_sampler"], default="no_duplicates")
     ap.add_argument("--drop-last", type=int, default=1)
+    ap.add_argument("--mini-batch", type=int, default=0,
+                    help="> 0: CachedMultipleNegativesRankingLoss with this mini-batch (same gradient, bounded memory)")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: every core)")
     ap.add_argument("--json")
@@ -118,7 +120,13 @@ def main() -> None:
                 dataloader_drop_last=bool(args.drop_last), save_strategy="no", eval_strategy="no",
                 logging_steps=1, report_to="none", use_cpu=True, disable_tqdm=True,
                 prompts=column_prompts if (query_prompt or document_prompt) else None)
-            loss = losses.MultipleNegativesRankingLoss(model, scale=1.0 / args.temperature)
+            if args.mini_batch:
+                # GradCache: the same loss and gradient (dropout replayed by RandContext), activations
+                # for mini_batch texts at a time instead of the batch's 32 × 7.
+                loss = losses.CachedMultipleNegativesRankingLoss(model, scale=1.0 / args.temperature,
+                                                                 mini_batch_size=args.mini_batch)
+            else:
+                loss = losses.MultipleNegativesRankingLoss(model, scale=1.0 / args.temperature)
             trainer = SentenceTransformerTrainer(model=model, args=training_args, train_dataset=dataset, loss=loss)
             t0 = time.perf_counter()
             trainer.train()
@@ -134,6 +142,8 @@ def main() -> None:
         row.update({"rows": len(dataset), "batch": args.batch_size, "negatives": args.negatives, "lr": args.lr,
                     "warmup_steps": args.warmup_steps, "scheduler": args.scheduler, "temperature": args.temperature,
                     "lora_dropout": args.lora_dropout, "backbone_dropouts_live": live, "batch_sampler": args.batch_sampler,
+                    "loss": "CachedMultipleNegativesRankingLoss" if args.mini_batch else "MultipleNegativesRankingLoss",
+                    "mini_batch": args.mini_batch,
                     "lora_targets": targets, "lora_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
                     "train_max_length": args.max_length})
 
