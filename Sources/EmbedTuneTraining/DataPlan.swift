@@ -63,6 +63,14 @@ public final class DataPlan {
         if train.count < globalBatch {
             throw FormatError(file: source, "\(train.count) training rows, fewer than one global batch of \(globalBatch)")
         }
+        if options.batchSampler == "no_duplicates" {
+            let kept = negatives
+            sampleKeys = train.map { t in [fnv1a(t.query), fnv1a(t.positive)] + t.negatives.prefix(kept).map { fnv1a($0) } }
+            let filled = noDuplicateBatches(0)?.count ?? 0
+            if filled < microBatchesPerEpoch {
+                throw FormatError(file: source, "--batch_sampler no_duplicates: the rows share too many texts (query, positive or one of \(negatives) negatives) to fill an epoch's \(microBatchesPerEpoch) batches of \(globalBatch) without a repeated text; \(1 + NoDuplicateBatches.extraPasses) passes filled \(filled) (lower the batch size or the negatives, or use batch_sampler)")
+            }
+        }
     }
 
     public var globalBatch: Int {
@@ -80,8 +88,10 @@ public final class DataPlan {
 
     /// Triple indices of global micro-batch `micro`: epoch order from (seed, epoch), independent
     /// of the world size; without drop_last the tail wraps to the start of the epoch order.
-    func microBatch(_ micro: Int) -> [Int] {
+    /// With `batch_sampler = "no_duplicates"` the epoch's batches are `NoDuplicateBatches`'.
+    public func microBatch(_ micro: Int) -> [Int] {
         let epoch = micro / microBatchesPerEpoch, position = micro % microBatchesPerEpoch
+        if sampleKeys != nil, let batches = noDuplicateBatches(epoch), batches.count == microBatchesPerEpoch { return batches[position] }
         let order = epochOrder(epoch)
         return (0..<globalBatch).map { order[(position * globalBatch + $0) % order.count] }
     }
@@ -89,11 +99,34 @@ public final class DataPlan {
     private var cachedOrder: (epoch: Int, order: [Int])?
     func epochOrder(_ epoch: Int) -> [Int] {
         if let c = cachedOrder, c.epoch == epoch { return c.order }
-        var order = Array(train.indices)
-        var rng = SplitMix64(seed: options.seed ^ mix64(UInt64(epoch) &+ 0x5EED))
-        for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+        let order = shuffledRows(seed: options.seed ^ mix64(UInt64(epoch) &+ 0x5EED))
         cachedOrder = (epoch, order)
         return order
+    }
+
+    private func shuffledRows(seed: UInt64) -> [Int] {
+        var order = Array(train.indices)
+        var rng = SplitMix64(seed: seed)
+        for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+        return order
+    }
+
+    /// Per training row, its texts' hashes for `no_duplicates`: query, positive and the first
+    /// `negatives` negatives as the rows came (refreshed negatives do not move the batches, so a
+    /// resumed run keeps them); nil with the plain sampler.
+    private var sampleKeys: [[UInt64]]?
+    private var cachedBatches: (epoch: Int, batches: [[Int]]?)?
+    /// The epoch's no-duplicates batches: the first pass walks the epoch order, further passes
+    /// fresh shuffles of (seed, epoch, pass). When the rows share too many texts to fill the
+    /// epoch the plain order stands in (`init` has checked that epoch 0 fills).
+    func noDuplicateBatches(_ epoch: Int) -> [[Int]]? {
+        if let c = cachedBatches, c.epoch == epoch { return c.batches }
+        guard let keys = sampleKeys else { return nil }
+        let batches = NoDuplicateBatches.batches(count: microBatchesPerEpoch, size: globalBatch, order: { pass in
+            pass == 0 ? self.epochOrder(epoch) : self.shuffledRows(seed: self.options.seed ^ mix64(UInt64(epoch) &+ 0x5EED) ^ mix64(UInt64(pass)))
+        }, keys: { keys[$0] })
+        cachedBatches = (epoch, batches)
+        return batches
     }
 
     /// A row's negatives fixed to `negatives`: truncated, or padded by seeded resampling.

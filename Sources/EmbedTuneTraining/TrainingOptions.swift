@@ -54,6 +54,8 @@ public struct TrainingOptions: Equatable, Sendable {
     public var saveSteps = 0
     public var saveTotalLimit = 2
     public var dataloaderDropLast = true
+    /// batch_sampler: the epoch's shuffled order; no_duplicates: no text twice in a global batch.
+    public var batchSampler = "batch_sampler"
     public var seed: UInt64 = 42
 
     public var infonce = InfoNCEOptions()
@@ -198,6 +200,9 @@ extension TrainingOption {
             option("save_steps", \.saveSteps, "Write a checkpoint every N steps; 0 = none.", check: atLeast(0)),
             option("save_total_limit", \.saveTotalLimit, "Checkpoints kept (the newest); 0 = all."),
             option("dataloader_drop_last", \.dataloaderDropLast, "Drop the last incomplete batch of an epoch."),
+            option("batch_sampler", \.batchSampler,
+                   "batch_sampler: rows in shuffled order; no_duplicates: no text (query, positive or negative) twice in a global batch, a clashing row waits for a later one (sentence-transformers' NoDuplicatesBatchSampler).",
+                   check: oneOf(["batch_sampler", "no_duplicates"])),
             option("seed", \.seed, "Seed of the adapter initialisation, data order, dropout and held-out split."),
         ]),
         ("InfoNCE loss (also accepted under an [infonce] table)", [

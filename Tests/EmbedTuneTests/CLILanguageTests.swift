@@ -44,6 +44,7 @@ eval_steps = 5
 save_steps = 5
 save_total_limit = 1
 dataloader_drop_last = false
+batch_sampler = "no_duplicates"
 seed = 7
 use_batch = false
 mask_fake_negative = true
