@@ -12,6 +12,11 @@ public struct RerankingEvaluator {
     public var metrics = RetrievalEvaluator()
     /// First-stage hits per query the reranker re-scores.
     public var topK: Int
+    /// Share of the first stage in the reranked order, in [0, 1]: 0 orders by the reranker alone;
+    /// otherwise both stages' scores are standardised over each query's `topK` hits and mixed
+    /// (linear interpolation, as two-stage IR systems do when the reranker is weaker than the
+    /// tuned first stage on its own).
+    public var firstStageWeight: Float = 0
     /// Called after each query's candidates are scored: (queries done, queries to score).
     public var progress: ((Int, Int) -> Void)?
 
@@ -36,7 +41,8 @@ public struct RerankingEvaluator {
             for ranking in firstStage { for hit in ranking[q].prefix(topK) where seen.insert(hit.index).inserted { candidates.append(hit.index) } }
             let scores = try reranker.relevance(query: set.queries[q], documents: candidates.map { set.corpus[$0] })
             let byDocument = Dictionary(uniqueKeysWithValues: zip(candidates, scores))
-            for s in reranked.indices { reranked[s][q] = rerankedRanking(firstStage[s][q], scores: byDocument, topK: topK) }
+            for s in reranked.indices { reranked[s][q] = rerankedRanking(firstStage[s][q], scores: byDocument, topK: topK,
+                                                                               firstStageWeight: firstStageWeight) }
             progress?(done + 1, scored.count)
         }
         var before = [String: Double](), after = [String: Double]()
@@ -50,9 +56,27 @@ public struct RerankingEvaluator {
 
 /// A first-stage ranking with its `topK` best hits reordered by `scores` (corpus index → the
 /// reranker's score; every one of those hits needs one), best first, equal scores in first-stage
-/// order, followed by the other hits in first-stage order with their first-stage scores.
-public func rerankedRanking(_ ranking: RetrievalEvaluator.Ranking, scores: [Int: Float], topK: Int) -> RetrievalEvaluator.Ranking {
+/// order, followed by the other hits in first-stage order with their first-stage scores. With a
+/// `firstStageWeight` w > 0 the hits are ordered by (1 − w)·z(reranker) + w·z(first stage), each
+/// score standardised over the hits (z = (s − mean) / std; a constant list gives zeros).
+public func rerankedRanking(_ ranking: RetrievalEvaluator.Ranking, scores: [Int: Float], topK: Int,
+                            firstStageWeight: Float = 0) -> RetrievalEvaluator.Ranking {
     let head = Array(ranking.prefix(max(0, topK)))
-    let order = topRanked(head.map { scores[$0.index]! })
+    var second = head.map { scores[$0.index]! }
+    if firstStageWeight > 0 {
+        let a = standardised(second), b = standardised(head.map(\.score))
+        second = zip(a, b).map { (1 - firstStageWeight) * $0 + firstStageWeight * $1 }
+    }
+    let order = topRanked(second)
     return order.map { (head[$0.index].index, $0.score) } + ranking.dropFirst(head.count)
+}
+
+/// (x − mean) / standard deviation, in Double; all zeros when the values are equal.
+func standardised(_ x: [Float]) -> [Float] {
+    guard !x.isEmpty else { return [] }
+    let mean = x.reduce(0.0) { $0 + Double($1) } / Double(x.count)
+    let variance = x.reduce(0.0) { $0 + (Double($1) - mean) * (Double($1) - mean) } / Double(x.count)
+    guard variance > 0 else { return x.map { _ in 0 } }
+    let sd = variance.squareRoot()
+    return x.map { Float((Double($0) - mean) / sd) }
 }

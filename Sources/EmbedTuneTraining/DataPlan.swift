@@ -67,31 +67,65 @@ public final class DataPlan {
             let kept = negatives
             sampleKeys = train.map { t in [fnv1a(t.query), fnv1a(t.positive)] + t.negatives.prefix(kept).map { fnv1a($0) } }
             let filled = noDuplicateBatches(0)?.count ?? 0
+            if filled == 0 {
+                throw FormatError(file: source, "--batch_sampler no_duplicates: the rows share too many texts (query, positive or one of \(negatives) negatives) to fill a single batch of \(globalBatch) without a repeated text in \(1 + NoDuplicateBatches.extraPasses) passes (lower the batch size or the negatives, or use batch_sampler)")
+            }
             if filled < microBatchesPerEpoch {
-                throw FormatError(file: source, "--batch_sampler no_duplicates: the rows share too many texts (query, positive or one of \(negatives) negatives) to fill an epoch's \(microBatchesPerEpoch) batches of \(globalBatch) without a repeated text; \(1 + NoDuplicateBatches.extraPasses) passes filled \(filled) (lower the batch size or the negatives, or use batch_sampler)")
+                // sentence-transformers' NoDuplicatesBatchSampler warns and yields the shorter epoch alike.
+                warnings.append("--batch_sampler no_duplicates: the rows share too many texts to fill an epoch's \(microBatchesPerEpoch) batches of \(globalBatch) without a repeated text; \(1 + NoDuplicateBatches.extraPasses) passes filled \(filled), so epoch 1 has \(filled) batches (each epoch as many as it fills)")
             }
         }
     }
 
+    /// Problems worth a warning when the run starts (the rows are usable as they are).
+    public private(set) var warnings: [String] = []
+
     public var globalBatch: Int {
         options.globalBatchSize > 0 ? options.globalBatchSize : options.perDeviceTrainBatchSize * ranks
     }
+    /// Micro-batches of a full epoch: the rows over the global batch (with drop_last, whole batches only).
     public var microBatchesPerEpoch: Int {
         options.dataloaderDropLast ? train.count / globalBatch : (train.count + globalBatch - 1) / globalBatch
     }
     public var totalSteps: Int {
         if options.maxSteps > 0 { return options.maxSteps }
-        return max(1, options.numTrainEpochs * microBatchesPerEpoch / options.gradientAccumulationSteps)
+        let micros = sampleKeys == nil ? options.numTrainEpochs * microBatchesPerEpoch
+            : (0..<options.numTrainEpochs).reduce(0) { $0 + batchesInEpoch($1) }
+        return max(1, micros / options.gradientAccumulationSteps)
     }
     /// Texts per row as embedded: query, positive, then the fixed negatives.
     public var textsPerRow: Int { 2 + negatives }
+
+    /// Micro-batches of epoch `epoch`: `microBatchesPerEpoch`, or with `no_duplicates` the full
+    /// batches its passes fill (at most that many), as sentence-transformers' sampler yields them.
+    public func batchesInEpoch(_ epoch: Int) -> Int {
+        guard sampleKeys != nil else { return microBatchesPerEpoch }
+        // An epoch that fills none (epoch 0 fills one, so only by chance) takes one batch in plain order.
+        while epochLengths.count <= epoch { epochLengths.append(max(1, noDuplicateBatches(epochLengths.count)?.count ?? 0)) }
+        return epochLengths[epoch]
+    }
+    private var epochLengths: [Int] = []
+
+    /// The epoch of global micro-batch `micro` and its position in it.
+    public func locate(_ micro: Int) -> (epoch: Int, position: Int) {
+        guard sampleKeys != nil else { return (micro / microBatchesPerEpoch, micro % microBatchesPerEpoch) }
+        var epoch = 0, position = micro
+        while position >= batchesInEpoch(epoch) { position -= batchesInEpoch(epoch); epoch += 1 }
+        return (epoch, position)
+    }
+
+    /// Epochs done before global micro-batch `micro`, fractional (the log's epoch column).
+    public func epochProgress(_ micro: Int) -> Double {
+        let (epoch, position) = locate(micro)
+        return Double(epoch) + Double(position) / Double(max(1, batchesInEpoch(epoch)))
+    }
 
     /// Triple indices of global micro-batch `micro`: epoch order from (seed, epoch), independent
     /// of the world size; without drop_last the tail wraps to the start of the epoch order.
     /// With `batch_sampler = "no_duplicates"` the epoch's batches are `NoDuplicateBatches`'.
     public func microBatch(_ micro: Int) -> [Int] {
-        let epoch = micro / microBatchesPerEpoch, position = micro % microBatchesPerEpoch
-        if sampleKeys != nil, let batches = noDuplicateBatches(epoch), batches.count == microBatchesPerEpoch { return batches[position] }
+        let (epoch, position) = locate(micro)
+        if sampleKeys != nil, let batches = noDuplicateBatches(epoch), position < batches.count { return batches[position] }
         let order = epochOrder(epoch)
         return (0..<globalBatch).map { order[(position * globalBatch + $0) % order.count] }
     }
@@ -117,8 +151,8 @@ public final class DataPlan {
     private var sampleKeys: [[UInt64]]?
     private var cachedBatches: (epoch: Int, batches: [[Int]]?)?
     /// The epoch's no-duplicates batches: the first pass walks the epoch order, further passes
-    /// fresh shuffles of (seed, epoch, pass). When the rows share too many texts to fill the
-    /// epoch the plain order stands in (`init` has checked that epoch 0 fills).
+    /// fresh shuffles of (seed, epoch, pass); fewer than `microBatchesPerEpoch` when the rows
+    /// share too many texts to fill them (`init` has checked that epoch 0 fills one).
     func noDuplicateBatches(_ epoch: Int) -> [[Int]]? {
         if let c = cachedBatches, c.epoch == epoch { return c.batches }
         guard let keys = sampleKeys else { return nil }

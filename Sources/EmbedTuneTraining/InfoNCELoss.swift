@@ -34,7 +34,7 @@ public class InfoNCELoss: TrainingLoss {
         var share = LossShare(tau: 0)
         for a in 0..<accum {
             let micro = step * accum + a
-            let epoch = micro / plan.microBatchesPerEpoch
+            let epoch = plan.locate(micro).epoch
             let global = plan.microBatch(micro), positions = rankRows(global, epoch: epoch)
             let indices = positions.map { global[$0] }
             let texts = localTexts(indices.map { plan.train[$0] }, indices: indices, micro: micro, epoch: epoch, globalRows: positions)

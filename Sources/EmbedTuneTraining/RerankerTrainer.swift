@@ -164,7 +164,7 @@ public final class RerankerTerm: TrainingLoss {
         let groupsPerPass = max(1, Self.pairsPerPass / width)
         var share = LossShare()
         for a in 0..<accum {
-            let micro = step * accum + a, epoch = micro / plan.microBatchesPerEpoch
+            let micro = step * accum + a, epoch = plan.locate(micro).epoch
             let global = plan.microBatch(micro), mine = communicator.shard(of: global.count)
             let scale = 1 / Float(accum * objective.count(groups: global.count, width: width))
             for start in stride(from: mine.lowerBound, to: mine.upperBound, by: groupsPerPass) {

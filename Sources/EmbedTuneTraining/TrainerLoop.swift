@@ -74,7 +74,7 @@ extension TrainingRun {
             events(.started(startSummary))
         }
         for problem in plan.skipped { events(.warning("skipped \(problem)")) }
-        for warning in startWarnings { events(.warning(warning)) }
+        for warning in startWarnings + plan.warnings { events(.warning(warning)) }
         /// Mines the negatives again when step `step` + 1 is due for it.
         func refreshNegativesIfDue() throws {
             guard let refresh = negativeRefresh, refresh.isDue(at: step) else { return }
@@ -154,7 +154,7 @@ extension TrainingRun {
             }
             state.step += 1
             let ms = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
-            let entry = StepLog(step: step, epoch: Double(step * options.gradientAccumulationSteps) / Double(plan.microBatchesPerEpoch),
+            let entry = StepLog(step: step, epoch: plan.epochProgress(step * options.gradientAccumulationSteps),
                                 loss: loss, lr: lr, tau: tau, gradNorm: norm, msPerStep: ms,
                                 tokensPerSecond: Double(tokens) / (ms / 1000), examples: examples,
                                 mpiFraction: communicator.size > 1 ? (communicator.traffic.seconds - mpi0) * 1000 / ms : nil)

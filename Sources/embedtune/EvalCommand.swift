@@ -34,6 +34,9 @@ struct EvalCommand: ParsableCommand {
     @Option(name: .spelled("reranker_adapter"), help: "PEFT adapter for --reranker.") var rerankerAdapter: String?
     @Option(name: .spelled("rerank_top_k"), help: "First-stage hits per query the reranker re-scores; the rest keep their order after them.")
     var rerankTopK = 50
+    @Option(name: .spelled("rerank_first_stage_weight"),
+            help: "Share of the first-stage score in the reranked order, in [0, 1]: 0 = the reranker alone; else both scores are standardised per query and mixed.")
+    var rerankFirstStageWeight: Float = 0
     @Option(name: .spelled("reranker_instruction"), help: "Task instruction for a Qwen reranker (default: its own).") var rerankerInstruction: String?
     @Option(name: .spelled("truncate_dim"), parsing: .singleValue,
             help: "Matryoshka: score the embeddings cut to their first D components, renormalised (repeatable: one row per model and D).")
@@ -58,6 +61,10 @@ struct EvalCommand: ParsableCommand {
             throw ValidationError("--reranker_adapter and --reranker_instruction need --reranker")
         }
         guard rerankTopK > 0 else { throw ValidationError("--rerank_top_k must be at least 1") }
+        guard (0...1).contains(rerankFirstStageWeight) else {
+            throw ValidationError("--rerank_first_stage_weight must be in [0, 1] (got \(rerankFirstStageWeight))")
+        }
+        if reranker == nil && rerankFirstStageWeight != 0 { throw ValidationError("--rerank_first_stage_weight needs --reranker") }
         if let bad = truncateDim.first(where: { $0 <= 0 }) { throw ValidationError("--truncate_dim must be positive (got \(bad))") }
         if reranker != nil && !truncateDim.isEmpty { throw ValidationError("--truncate_dim and --reranker go in separate runs") }
     }
@@ -80,6 +87,7 @@ struct EvalCommand: ParsableCommand {
             let rerankerName = ([reranker] + [rerankerAdapter]).compactMap { $0.map { URL(fileURLWithPath: $0).lastPathComponent } }
                 .joined(separator: " + ")
             var reranking = RerankingEvaluator(set: set, topK: rerankTopK)
+            reranking.firstStageWeight = rerankFirstStageWeight
             reranking.metrics = evaluator.metrics
             var rows: [(name: String, metrics: [String: Double], reranked: Bool)] = []
             /// The first-stage row of these embeddings and, with a reranker, its reranked row; with
@@ -101,7 +109,8 @@ struct EvalCommand: ParsableCommand {
                 }
                 let (first, second) = try reranking.evaluate(queries: q, corpus: c, dim: dim, reranker: secondStage)
                 rows.append((name, first, false))
-                rows.append(("\(name) → \(rerankerName) (top \(rerankTopK))", second, true))
+                let mix = rerankFirstStageWeight > 0 ? ", first stage × \(rerankFirstStageWeight)" : ""
+                rows.append(("\(name) → \(rerankerName) (top \(rerankTopK)\(mix))", second, true))
             }
             if let queryEmbeddings, let corpusEmbeddings {
                 let q = try NPY.read(URL(fileURLWithPath: queryEmbeddings)), c = try NPY.read(URL(fileURLWithPath: corpusEmbeddings))
@@ -142,6 +151,7 @@ struct EvalCommand: ParsableCommand {
                                                  if row.reranked {
                                                      r["reranker"] = reranker!
                                                      r["rerank_top_k"] = rerankTopK
+                                                     r["rerank_first_stage_weight"] = Double(rerankFirstStageWeight)
                                                      if let rerankerAdapter { r["reranker_adapter"] = rerankerAdapter }
                                                  }
                                                  return r

@@ -88,4 +88,30 @@ struct NoDuplicateBatchesTests {
                          ranks: 1, queryPrefix: "", documentPrefix: "")
         }
     }
+
+    @Test("rows that fill fewer batches than an epoch has give shorter epochs and a warning, as sentence-transformers' sampler does")
+    func shorterEpochs() throws {
+        // Row type t holds positive p(t) and negatives p(t+1), p(t+2) (mod 6): two rows share no
+        // text only when their types are 3 apart. 20 rows of type 0 and four of types 3, 3, 1, 4
+        // fill at most 3 batches of 2 per pass, fewer than the epoch's 12.
+        let types = Array(repeating: 0, count: 20) + [3, 3, 1, 4]
+        let rows = types.enumerated().map { i, t in Triplet(query: "q\(i)", positive: "p\(t)", negatives: ["p\((t + 1) % 6)", "p\((t + 2) % 6)"]) }
+        var options = Self.options(seed: 5, perDevice: 2)
+        options.numTrainEpochs = 3
+        let plan = try DataPlan(rows: rows, skipped: [], source: "rows.jsonl", options: options, ranks: 1, queryPrefix: "", documentPrefix: "")
+        let lengths = (0..<3).map { plan.batchesInEpoch($0) }
+        #expect(plan.microBatchesPerEpoch == 12)
+        #expect(lengths.allSatisfy { (1...9).contains($0) }, "epoch lengths \(lengths)")
+        #expect(plan.totalSteps == lengths.reduce(0, +))
+        #expect(plan.warnings.count == 1 && plan.warnings[0].contains("so epoch 1 has \(lengths[0]) batches"))
+        var micro = 0
+        for (epoch, length) in lengths.enumerated() {
+            for position in 0..<length {
+                #expect(plan.locate(micro) == (epoch, position))
+                let texts = plan.microBatch(micro).flatMap { [rows[$0].query, rows[$0].positive] + rows[$0].negatives }
+                #expect(Set(texts).count == 8, "micro-batch \(micro) repeats a text")
+                micro += 1
+            }
+        }
+    }
 }
