@@ -191,7 +191,7 @@ TINY256 := out/bench/models/tiny-qwen3-256
 peer-venv:
 	@test -f $(PEER_VENV)/.ready || { $(REQUIRE_TORCH_WHEEL) && rm -rf $(PEER_VENV) && $(PYTHON) -m venv $(PEER_VENV) && \
 	  $(PEER_VENV)/bin/pip install --quiet "$(TORCH_WHEEL)" && \
-	  $(PEER_VENV)/bin/pip install --quiet transformers==5.24.0 peft==0.21.2 sentence-transformers==6.2.0 && \
+	  $(PEER_VENV)/bin/pip install --quiet transformers==5.24.0 peft==0.21.2 sentence-transformers==6.2.0 datasets==5.2.0 accelerate==1.16.0 && \
 	  touch $(PEER_VENV)/.ready; }
 	@mkdir -p out/bench
 

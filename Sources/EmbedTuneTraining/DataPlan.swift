@@ -68,11 +68,11 @@ public final class DataPlan {
             sampleKeys = train.map { t in [fnv1a(t.query), fnv1a(t.positive)] + t.negatives.prefix(kept).map { fnv1a($0) } }
             let filled = noDuplicateBatches(0)?.count ?? 0
             if filled == 0 {
-                throw FormatError(file: source, "--batch_sampler no_duplicates: the rows share too many texts (query, positive or one of \(negatives) negatives) to fill a single batch of \(globalBatch) without a repeated text in \(1 + NoDuplicateBatches.extraPasses) passes (lower the batch size or the negatives, or use batch_sampler)")
+                throw FormatError(file: source, "--batch_sampler no_duplicates: the rows share too many texts (query, positive or one of \(negatives) negatives) to fill a single batch of \(globalBatch) without a repeated text in \(1 + options.noDuplicatesResamplePasses) passes (lower the batch size or the negatives, or use batch_sampler)")
             }
             if filled < microBatchesPerEpoch {
                 // sentence-transformers' NoDuplicatesBatchSampler warns and yields the shorter epoch alike.
-                warnings.append("--batch_sampler no_duplicates: the rows share too many texts to fill an epoch's \(microBatchesPerEpoch) batches of \(globalBatch) without a repeated text; \(1 + NoDuplicateBatches.extraPasses) passes filled \(filled), so epoch 1 has \(filled) batches (each epoch as many as it fills)")
+                warnings.append("--batch_sampler no_duplicates: the rows share too many texts to fill an epoch's \(microBatchesPerEpoch) batches of \(globalBatch) without a repeated text; \(1 + options.noDuplicatesResamplePasses) passes filled \(filled), so epoch 1 has \(filled) batches (each epoch as many as it fills; more no_duplicates_resample_passes fill more, with rows repeated)")
             }
         }
     }
@@ -156,7 +156,8 @@ public final class DataPlan {
     func noDuplicateBatches(_ epoch: Int) -> [[Int]]? {
         if let c = cachedBatches, c.epoch == epoch { return c.batches }
         guard let keys = sampleKeys else { return nil }
-        let batches = NoDuplicateBatches.batches(count: microBatchesPerEpoch, size: globalBatch, order: { pass in
+        let batches = NoDuplicateBatches.batches(count: microBatchesPerEpoch, size: globalBatch,
+                                                  extraPasses: options.noDuplicatesResamplePasses, order: { pass in
             pass == 0 ? self.epochOrder(epoch) : self.shuffledRows(seed: self.options.seed ^ mix64(UInt64(epoch) &+ 0x5EED) ^ mix64(UInt64(pass)))
         }, keys: { keys[$0] })
         cachedBatches = (epoch, batches)

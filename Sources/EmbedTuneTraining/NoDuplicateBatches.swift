@@ -7,7 +7,8 @@
 /// yet; a row that clashes waits, in order, for a later batch. Only full batches count. When a
 /// pass gives fewer batches than the epoch needs, further passes over fresh shuffles add theirs.
 public enum NoDuplicateBatches {
-    /// sentence-transformers' `_MAX_RESAMPLE_PASSES`: passes after the first before giving up.
+    /// sentence-transformers' `_MAX_RESAMPLE_PASSES`: passes after the first before giving up
+    /// (the default of `no_duplicates_resample_passes`).
     public static let extraPasses = 2
 
     /// The full batches of `size` rows that one pass over `order` yields; `keys(row)` are the
@@ -41,9 +42,10 @@ public enum NoDuplicateBatches {
 
     /// Up to `count` batches: the first pass over `order(0)`, then passes over `order(1)`,
     /// `order(2)`… (at most `extraPasses` of them); fewer when the rows share too many texts.
-    public static func batches(count: Int, size: Int, order: (Int) -> [Int], keys: (Int) -> [UInt64]) -> [[Int]] {
+    public static func batches(count: Int, size: Int, extraPasses: Int = extraPasses, order: (Int) -> [Int],
+                               keys: (Int) -> [UInt64]) -> [[Int]] {
         var out = [[Int]]()
-        for p in 0...extraPasses where out.count < count {
+        for p in 0...max(0, extraPasses) where out.count < count {
             out += pass(order: order(p), size: size, keys: keys)
         }
         return Array(out.prefix(count))

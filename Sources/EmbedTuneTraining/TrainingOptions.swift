@@ -56,6 +56,8 @@ public struct TrainingOptions: Equatable, Sendable {
     public var dataloaderDropLast = true
     /// batch_sampler: the epoch's shuffled order; no_duplicates: no text twice in a global batch.
     public var batchSampler = "batch_sampler"
+    /// no_duplicates: passes over fresh shuffles after the first while an epoch is short of batches.
+    public var noDuplicatesResamplePasses = NoDuplicateBatches.extraPasses
     public var seed: UInt64 = 42
 
     public var infonce = InfoNCEOptions()
@@ -203,6 +205,9 @@ extension TrainingOption {
             option("batch_sampler", \.batchSampler,
                    "batch_sampler: rows in shuffled order; no_duplicates: no text (query, positive or negative) twice in a global batch, a clashing row waits for a later one (sentence-transformers' NoDuplicatesBatchSampler).",
                    check: oneOf(["batch_sampler", "no_duplicates"])),
+            option("no_duplicates_resample_passes", \.noDuplicatesResamplePasses,
+                   "no_duplicates: passes over fresh shuffles after the first while an epoch is short of batches (sentence-transformers' _MAX_RESAMPLE_PASSES, 2); an epoch still short is shorter, with a warning.",
+                   check: atLeast(0)),
             option("seed", \.seed, "Seed of the adapter initialisation, data order, dropout and held-out split."),
         ]),
         ("InfoNCE loss (also accepted under an [infonce] table)", [

@@ -69,6 +69,9 @@ def main() -> None:
     ap.add_argument("--dropout", choices=["default", "nodrop"], default="default",
                     help="default: the backbone's own dropout in train mode; nodrop: every backbone dropout 0")
     ap.add_argument("--batch-sampler", choices=["no_duplicates", "batch_sampler"], default="no_duplicates")
+    ap.add_argument("--resample-passes", type=int, default=2,
+                    help="no_duplicates: passes over fresh shuffles after the first while an epoch is short of batches "
+                         "(sentence-transformers' _MAX_RESAMPLE_PASSES, 2; EmbedTune's no_duplicates_resample_passes)")
     ap.add_argument("--drop-last", type=int, default=1)
     ap.add_argument("--mini-batch", type=int, default=0,
                     help="> 0: CachedMultipleNegativesRankingLoss with this mini-batch (same gradient, bounded memory)")
@@ -100,6 +103,10 @@ def main() -> None:
         from sentence_transformers.sentence_transformer import losses
         from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 
+        import sentence_transformers.base.sampler as sampler_module
+
+        # Read by NoDuplicatesBatchSampler.__iter__ at each epoch.
+        sampler_module._MAX_RESAMPLE_PASSES = args.resample_passes
         dataset, columns = training_dataset(args.train, args.negatives)
         targets = lora_targets(config.model_type)
         torch.manual_seed(args.seed)  # LoRA A's initialisation
@@ -142,6 +149,7 @@ def main() -> None:
         row.update({"rows": len(dataset), "batch": args.batch_size, "negatives": args.negatives, "lr": args.lr,
                     "warmup_steps": args.warmup_steps, "scheduler": args.scheduler, "temperature": args.temperature,
                     "lora_dropout": args.lora_dropout, "backbone_dropouts_live": live, "batch_sampler": args.batch_sampler,
+                    "resample_passes": args.resample_passes,
                     "loss": "CachedMultipleNegativesRankingLoss" if args.mini_batch else "MultipleNegativesRankingLoss",
                     "mini_batch": args.mini_batch,
                     "lora_targets": targets, "lora_params": sum(p.numel() for p in model.parameters() if p.requires_grad),

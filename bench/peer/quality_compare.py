@@ -90,7 +90,7 @@ def embedtune_run(args, spec, paths, seed: int, steps: int, warmup: int, d: str)
              "--target_modules", "query,key,value,dense", "--temperature_mode", "fixed", "--temperature", str(r["temperature"]),
              "--use_batch", "true", "--mask_fake_negative", "false", "--include_qq", "false", "--include_dd", "false",
              "--backbone_dropout", "true", "--mask_duplicates", "false", "--batch_sampler", args.batch_sampler,
-             "--dataloader_drop_last", "true",
+             "--no_duplicates_resample_passes", str(args.resample_passes), "--dataloader_drop_last", "true",
              "--split_dataset_ratio", "0", "--eval_steps", "0", "--save_steps", "0", "--max_grad_norm", "1",
              "--weight_decay", "0", "--threads", str(args.threads)] + shlex.split(args.embedtune_flags)
     import time
@@ -112,7 +112,7 @@ def peer_run(args, spec, paths, seed: int, steps: int, warmup: int, d: str) -> d
            "--batch-size", str(r["batch"]), "--negatives", str(r["negatives"]), "--max-length", str(r["max_length"]),
            "--temperature", str(r["temperature"]), "--lora-r", str(r["lora_r"]), "--lora-alpha", str(r["lora_alpha"]),
            "--lora-dropout", str(r["lora_dropout"]), "--dropout", "default", "--batch-sampler", args.batch_sampler,
-           "--seed", str(seed), "--threads", str(args.threads), "--mini-batch", str(args.peer_mini_batch)] + shlex.split(args.peer_flags)
+           "--resample-passes", str(args.resample_passes), "--seed", str(seed), "--threads", str(args.threads), "--mini-batch", str(args.peer_mini_batch)] + shlex.split(args.peer_flags)
     row = last_json_line(run(cmd))
     row["command"] = shlex.join(cmd)
     return row
@@ -141,6 +141,10 @@ def main() -> None:
     ap.add_argument("--batch-sampler", default="no_duplicates", choices=["no_duplicates", "batch_sampler"],
                     help="both sides: sentence-transformers' NoDuplicatesBatchSampler (EmbedTune's batch_sampler "
                          "no_duplicates) or shuffled rows")
+    ap.add_argument("--resample-passes", type=int, default=2,
+                    help="both sides: no_duplicates passes over fresh shuffles after the first while an epoch is short "
+                         "of batches (sentence-transformers' default 2). Sets whose rows share many texts (a small corpus "
+                         "under 5 negatives per row) need more to fill the epochs, so that both sides run every step")
     ap.add_argument("--tag", default="recipe", help="subdirectory of each set's runs (one per variant)")
     ap.add_argument("--peer-tag", default="", help="subdirectory of the peer's runs (default: --tag), to share them between "
                                                    "EmbedTune variants")
