@@ -4,7 +4,8 @@
 #   import pairs into the dataset store → split by question → mine hard negatives with the base model
 #   (2 MPI ranks, each embeds a shard) → LoRA training (2 MPI ranks) → base vs tuned retrieval on the
 #   held-out questions (NDCG@10, Recall@5, MRR@10; table + SVG chart) → the run's HTML report →
-#   export the tuned model merged into a Hugging Face / sentence-transformers directory.
+#   export the tuned model merged into a Hugging Face / sentence-transformers directory → (en) a
+#   cross-encoder trained on the merged model, reranking the tuned embedder's top 20.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.build/release/embedtune
@@ -76,6 +77,22 @@ def npy(path):
 a, b = npy(f"{sys.argv[1]}/merged.npy"), npy(f"{sys.argv[1]}/adapter.npy")
 print(f"merged model vs base + adapter on the fly: max |Δ| {max(abs(x - y) for x, y in zip(a, b)):.2e}")
 PY
+
+if [ "$DEMO" = en ]; then
+  step "a reranker: a cross-encoder on the tuned model, trained on the training split against the negatives the tuned model ranks highest (2 ranks)"
+  # A copy of the store, so the embedder's base-mined negatives stay as they were.
+  cp "$DB" "$OUT/reranker-store.sqlite"
+  $BIN mine --db "$OUT/reranker-store.sqlite" --db_dataset $NAME --model "$OUT/merged-model" --num_negatives 7 --range_max 50 --quiet
+  rm -rf "$OUT/reranker"
+  "${MPI[@]}" $BIN train --config configs/minilm-faq-reranker.toml --db "$OUT/reranker-store.sqlite" --threads 1 \
+    | grep -E "eval step|adapter:" || true
+  step "retrieval on the held-out questions: the tuned embedder's top 20 reranked, alone and mixed with the first stage"
+  for weight in 0 0.7; do
+    $BIN eval --db "$DB" --db_dataset $NAME --db_split test --model $MODEL --adapter "$ADAPTER" \
+        --reranker "$OUT/merged-model" --reranker_adapter "$OUT/reranker" --rerank_top_k 20 \
+        --rerank_first_stage_weight $weight --output "$OUT/rerank-$weight.json" | grep -F "→"
+  done
+fi
 
 step "runs recorded in the store"
 $BIN data list --db "$DB"

@@ -72,7 +72,7 @@ public func rerankedRanking(_ ranking: RetrievalEvaluator.Ranking, scores: [Int:
 }
 
 /// (x − mean) / standard deviation, in Double; all zeros when the values are equal.
-func standardised(_ x: [Float]) -> [Float] {
+public func standardised(_ x: [Float]) -> [Float] {
     guard !x.isEmpty else { return [] }
     let mean = x.reduce(0.0) { $0 + Double($1) } / Double(x.count)
     let variance = x.reduce(0.0) { $0 + (Double($1) - mean) * (Double($1) - mean) } / Double(x.count)

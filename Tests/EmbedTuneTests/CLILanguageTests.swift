@@ -45,6 +45,7 @@ save_steps = 5
 save_total_limit = 1
 dataloader_drop_last = false
 batch_sampler = "no_duplicates"
+no_duplicates_resample_passes = 5
 seed = 7
 use_batch = false
 mask_fake_negative = true

@@ -68,6 +68,20 @@ struct RerankingEvaluatorTests {
         #expect(rerankedRanking(Array(first.prefix(2)), scores: [7: 0, 3: 1], topK: 50).map(\.index) == [3, 7])
     }
 
+    @Test("a first-stage weight mixes both stages' standardised scores; 1 keeps the first-stage order, 0 the reranker's")
+    func firstStageWeight() {
+        // First stage 0.9, 0.8, 0.4 → z = 0.9258, 0.4629, −1.3887; reranker 0, 1, 2 → z = −1.2247, 0, 1.2247.
+        let first: RetrievalEvaluator.Ranking = [(7, 0.9), (3, 0.8), (5, 0.4), (1, 0.3)]
+        let scores: [Int: Float] = [7: 0, 3: 1, 5: 2]
+        #expect(rerankedRanking(first, scores: scores, topK: 3, firstStageWeight: 0).map(\.index) == [5, 3, 7, 1])
+        #expect(rerankedRanking(first, scores: scores, topK: 3, firstStageWeight: 1).map(\.index) == [7, 3, 5, 1])
+        let mixed = rerankedRanking(first, scores: scores, topK: 3, firstStageWeight: 0.7)
+        // 0.3·z(reranker) + 0.7·z(first): 7 → 0.2807, 3 → 0.3240, 5 → −0.6047: neither stage's order.
+        #expect(mixed.map(\.index) == [3, 7, 5, 1])
+        #expect(abs(mixed[0].score - 0.3240) < 1e-4 && abs(mixed[1].score - 0.2807) < 1e-4 && abs(mixed[2].score + 0.6047) < 1e-4)
+        #expect(standardised([2, 2, 2]) == [0, 0, 0])
+    }
+
     @Test("eval --reranker writes first-stage and reranked rows to JSON, Markdown and the chart, and report reads them")
     func evalCLI() throws {
         let tmp = try Paths.temporaryDirectory()
