@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """EmbedTune vs the Python peer on retrieval quality at equal steps (stdlib only).
 
-    quality_compare.py [--sets en,zh] [--seeds 1,2,3] [--steps N] [--batch-sampler no_duplicates|batch_sampler]
+    quality_compare.py [--sets en,zh] [--seeds 1,2,3] [--steps N] [--batch-size 32] [--resample-passes 2]
+                       [--batch-sampler no_duplicates|batch_sampler]
                        [--sides embedtune,peer] [--embedtune-flags "..."]
                        [--peer-flags "..."] [--tag NAME] [--out out/quality] [--json FILE]
 
@@ -84,7 +85,7 @@ def embedtune_run(args, spec, paths, seed: int, steps: int, warmup: int, d: str)
     train = [args.embedtune, "train", "--model", spec["model"], "--db", paths["store"], "--db_dataset", spec["name"],
              "--output_dir", adapter, "--seed", str(seed), "--max_steps", str(steps), "--warmup_steps", str(warmup),
              "--learning_rate", str(spec["lr"]), "--lr_scheduler_type", r["scheduler"],
-             "--per_device_train_batch_size", str(r["batch"]), "--global_batch_size", str(r["batch"]),
+             "--per_device_train_batch_size", str(args.batch_size), "--global_batch_size", str(args.batch_size),
              "--num_negatives", str(r["negatives"]), "--max_length", str(r["max_length"]),
              "--lora_r", str(r["lora_r"]), "--lora_alpha", str(r["lora_alpha"]), "--lora_dropout", str(r["lora_dropout"]),
              "--target_modules", "query,key,value,dense", "--temperature_mode", "fixed", "--temperature", str(r["temperature"]),
@@ -109,7 +110,7 @@ def peer_run(args, spec, paths, seed: int, steps: int, warmup: int, d: str) -> d
     r = RECIPE
     cmd = [args.python, QUALITY, "--model", spec["model"], "--train", paths["triplets"], "--beir", paths["beir"],
            "--steps", str(steps), "--warmup-steps", str(warmup), "--lr", str(spec["lr"]), "--scheduler", r["scheduler"],
-           "--batch-size", str(r["batch"]), "--negatives", str(r["negatives"]), "--max-length", str(r["max_length"]),
+           "--batch-size", str(args.batch_size), "--negatives", str(r["negatives"]), "--max-length", str(r["max_length"]),
            "--temperature", str(r["temperature"]), "--lora-r", str(r["lora_r"]), "--lora-alpha", str(r["lora_alpha"]),
            "--lora-dropout", str(r["lora_dropout"]), "--dropout", "default", "--batch-sampler", args.batch_sampler,
            "--resample-passes", str(args.resample_passes), "--seed", str(seed), "--threads", str(args.threads), "--mini-batch", str(args.peer_mini_batch)] + shlex.split(args.peer_flags)
@@ -118,11 +119,11 @@ def peer_run(args, spec, paths, seed: int, steps: int, warmup: int, d: str) -> d
     return row
 
 
-def steps_of(spec: dict, paths: dict) -> int:
+def steps_of(spec: dict, paths: dict, batch: int) -> int:
     """The demo's epochs (en 2, zh 1) of full batches."""
     with open(paths["triplets"], encoding="utf-8") as f:
         rows = sum(1 for line in f if line.strip())
-    return spec["epochs"] * (rows // RECIPE["batch"])
+    return spec["epochs"] * (rows // batch)
 
 
 def main() -> None:
@@ -141,6 +142,9 @@ def main() -> None:
     ap.add_argument("--batch-sampler", default="no_duplicates", choices=["no_duplicates", "batch_sampler"],
                     help="both sides: sentence-transformers' NoDuplicatesBatchSampler (EmbedTune's batch_sampler "
                          "no_duplicates) or shuffled rows")
+    ap.add_argument("--batch-size", type=int, default=RECIPE["batch"],
+                    help="rows per step on both sides (the recipe's 32; a set whose no-duplicate batches of 32 never "
+                         "fill needs fewer)")
     ap.add_argument("--resample-passes", type=int, default=2,
                     help="both sides: no_duplicates passes over fresh shuffles after the first while an epoch is short "
                          "of batches (sentence-transformers' default 2). Sets whose rows share many texts (a small corpus "
@@ -161,7 +165,7 @@ def main() -> None:
     for name in args.sets.split(","):
         spec = SETS[name]
         paths = prepare(name, spec, args.out, args.embedtune)
-        steps = args.steps or steps_of(spec, paths)
+        steps = args.steps or steps_of(spec, paths, args.batch_size)
         warmup = -(-steps * RECIPE["warmup_ratio"] // 1)  # ceil, as the HF trainer rounds warmup_ratio
         warmup = int(warmup)
         d = os.path.join(args.out, name, args.tag)
@@ -176,10 +180,10 @@ def main() -> None:
                              lambda: make(args, spec, paths, seed, steps, warmup, where))
                 runs[side].append(row)
                 print(f"{name} seed {seed} {side}: NDCG@10 {row['ndcg@10']:.4f}", file=sys.stderr, flush=True)
-        report[name] = {"steps": steps, "warmup": warmup, "lr": spec["lr"], "model": spec["model"], "runs": runs}
+        report[name] = {"steps": steps, "batch": args.batch_size, "warmup": warmup, "lr": spec["lr"], "model": spec["model"], "runs": runs}
         header = ["seed"] + [f"{s} NDCG@10" for s in sides]
         lines.append(f"\n**{name}** ({os.path.basename(os.path.dirname(spec['model']) if spec['model'].endswith('model') else spec['model'])}, "
-                     f"{steps} steps, lr {spec['lr']:g}, warm-up {warmup}, tag {args.tag})\n")
+                     f"{steps} steps of {args.batch_size}, lr {spec['lr']:g}, warm-up {warmup}, tag {args.tag})\n")
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "---|" * len(header))
         for i, seed in enumerate(seeds):
