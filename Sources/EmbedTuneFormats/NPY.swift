@@ -5,15 +5,29 @@ import Foundation
 public enum NPY {
     public static func encode(rows: Int, columns: Int, values: UnsafeBufferPointer<Float>) -> Data {
         precondition(rows * columns == values.count, "npy: \(rows)×\(columns) does not hold \(values.count) values")
-        var header = "{'descr': '<f4', 'fortran_order': False, 'shape': (\(rows), \(columns)), }"
+        var data = header(descr: "<f4", rows: rows, columns: columns)
+        data.append(UnsafeBufferPointer(start: UnsafeRawPointer(values.baseAddress!).assumingMemoryBound(to: UInt8.self),
+                                        count: values.count * 4))
+        return data
+    }
+
+    /// One-byte elements: `signed` int8 ('|i1', the bytes as two's complement) or uint8 ('|u1').
+    public static func encode(rows: Int, columns: Int, bytes: [UInt8], signed: Bool) -> Data {
+        precondition(rows * columns == bytes.count, "npy: \(rows)×\(columns) does not hold \(bytes.count) bytes")
+        var data = header(descr: signed ? "|i1" : "|u1", rows: rows, columns: columns)
+        data.append(contentsOf: bytes)
+        return data
+    }
+
+    /// Magic, version 1.0 and the header dictionary, padded so the data starts at a multiple of 64.
+    private static func header(descr: String, rows: Int, columns: Int) -> Data {
+        var header = "{'descr': '\(descr)', 'fortran_order': False, 'shape': (\(rows), \(columns)), }"
         // magic(6) + version(2) + length(2) + header + '\n' must be a multiple of 64.
         let unpadded = 10 + header.utf8.count + 1
         header += String(repeating: " ", count: (64 - unpadded % 64) % 64) + "\n"
         var data = Data([0x93] + Array("NUMPY".utf8) + [1, 0])
         withUnsafeBytes(of: UInt16(header.utf8.count).littleEndian) { data.append(contentsOf: $0) }
         data.append(contentsOf: Array(header.utf8))
-        data.append(UnsafeBufferPointer(start: UnsafeRawPointer(values.baseAddress!).assumingMemoryBound(to: UInt8.self),
-                                        count: values.count * 4))
         return data
     }
 

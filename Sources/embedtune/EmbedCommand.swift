@@ -2,6 +2,7 @@ import ArgumentParser
 import EmbedTuneFormats
 import EmbedTuneKernels
 import EmbedTuneModels
+import EmbedTuneRetrieval
 import Foundation
 
 struct ModelOptions: ParsableArguments {
@@ -17,7 +18,11 @@ struct EmbedCommand: ParsableCommand {
 
     @OptionGroup var modelOptions: ModelOptions
     @Option(help: "Input: .txt (one text per line) or .jsonl (see --field).") var input: String
-    @Option(help: "Output .npy file (float32, C order).") var output: String
+    @Option(help: "Output .npy file (C order; float32, or int8/uint8 with --precision).") var output: String
+    @Option(help: "float32 | int8 | uint8 | binary | ubinary: sentence-transformers' quantize_embeddings (binary: one bit per dimension, packed; int8/uint8: per-dimension ranges from --calibration).")
+    var precision = "float32"
+    @Option(help: "With --precision int8/uint8: float32 .npy embeddings whose per-dimension min and max set the ranges (default: the embeddings being written).")
+    var calibration: String?
     @Option(help: "JSONL field holding the text.") var field = "text"
     @Option(name: .spelled("batch_size"), help: "Texts per forward pass.") var batchSize = 32
     @Option(name: .spelled("max_length"), help: "Maximum tokens per text, special tokens included (default: the model's max_seq_length, else 512).")
@@ -44,6 +49,10 @@ struct EmbedCommand: ParsableCommand {
         if let maxLength, maxLength < 2 { throw ValidationError("--max_length must be at least 2") }
         if instruction != nil && promptName != nil { throw ValidationError("use --instruction or --prompt_name, not both") }
         guard output.hasSuffix(".npy") else { throw ValidationError("--output must end in .npy") }
+        guard let precision = EmbeddingPrecision(rawValue: precision) else {
+            throw ValidationError("--precision must be one of \(EmbeddingPrecision.allCases.map(\.rawValue).joined(separator: ", ")) (got \(self.precision))")
+        }
+        if calibration != nil && ![.int8, .uint8].contains(precision) { throw ValidationError("--calibration goes with --precision int8 or uint8") }
         if let route, route != "auto" { throw ValidationError("--route: only auto is supported") }
         if route != nil && (adapters == nil || router == nil) { throw ValidationError("--route auto needs --adapters and --router") }
         if adapters != nil && route == nil { throw ValidationError("--adapters needs --route auto (one adapter: --adapter)") }
@@ -64,9 +73,31 @@ struct EmbedCommand: ParsableCommand {
             let progress = ProgressBar(total: texts.count, label: "embed", enabled: !quiet && texts.count > batchSize)
             let (d, values) = route == nil ? try embedder.embed(texts, options: options, progress: progress.update)
                                            : try routedEmbed(texts, embedder: embedder, options: options)
-            try NPY.write(rows: texts.count, columns: d, values: values, to: URL(fileURLWithPath: output))
+            let precision = EmbeddingPrecision(rawValue: self.precision)!
+            let url = URL(fileURLWithPath: output)
+            if precision == .float32 {
+                try NPY.write(rows: texts.count, columns: d, values: values, to: url)
+            } else {
+                var ranges: QuantizationRanges?
+                if precision == .int8 || precision == .uint8 {
+                    if let calibration {
+                        let c = try NPY.read(URL(fileURLWithPath: calibration))
+                        guard c.columns == d else { throw FormatError(file: calibration, "\(c.columns) columns, but the embeddings have \(d)") }
+                        ranges = try QuantizationRanges(calibration: c.values, rows: c.rows, dim: d)
+                    } else {
+                        if texts.count < 100 && !quiet {
+                            FileHandle.standardError.write(Data("embedtune: warning: \(precision.rawValue) ranges from only \(texts.count) embeddings; --calibration with a representative set is more stable\n".utf8))
+                        }
+                        ranges = try QuantizationRanges(calibration: values, rows: texts.count, dim: d)
+                    }
+                }
+                let q = try QuantizedEmbeddings(values, rows: texts.count, dim: d, precision: precision, ranges: ranges)
+                try writeAtomically(NPY.encode(rows: q.rows, columns: q.stride, bytes: q.bytes,
+                                               signed: precision == .int8 || precision == .binary), to: url)
+            }
             if !quiet {
-                FileHandle.standardError.write(Data("embedtune: wrote \(texts.count) × \(d) embeddings to \(output)\n".utf8))
+                let what = precision == .float32 ? "" : " (\(precision.rawValue))"
+                FileHandle.standardError.write(Data("embedtune: wrote \(texts.count) × \(d) embeddings\(what) to \(output)\n".utf8))
             }
         }
     }

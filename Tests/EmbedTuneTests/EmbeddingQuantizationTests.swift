@@ -38,4 +38,33 @@ struct EmbeddingQuantizationTests {
                                         ranges: QuantizationRanges(minima: [0.5], maxima: [0.5]))
         #expect(q.bytes == [0, 0])
     }
+
+    @Test("embed --precision writes .npy files of int8/uint8 bytes equal to quantising embed's float32 output; bad values are one-line errors")
+    func embedCLI() throws {
+        let tmp = try Paths.temporaryDirectory()
+        let model = Paths.fixtures.appendingPathComponent("tiny-qwen3").path
+        let texts = tmp.appendingPathComponent("texts.txt")
+        try ["rice paddies", "fish ponds", "tea gardens", "apple orchards"].joined(separator: "\n").write(to: texts, atomically: true, encoding: .utf8)
+        let float = tmp.appendingPathComponent("float.npy")
+        #expect(try runCLI(["embed", "--model", model, "--input", texts.path, "--output", float.path, "--quiet"]).status == 0)
+        let f = try NPY.read(float)
+        for (precision, calibration) in [(EmbeddingPrecision.binary, false), (.ubinary, false), (.int8, true), (.uint8, false)] {
+            let out = tmp.appendingPathComponent("\(precision.rawValue).npy")
+            var args = ["embed", "--model", model, "--input", texts.path, "--output", out.path, "--precision", precision.rawValue]
+            if calibration { args += ["--calibration", float.path] }
+            let r = try runCLI(args)
+            #expect(r.status == 0, "\(r.stderr)")
+            let ranges = precision == .int8 || precision == .uint8 ? try QuantizationRanges(calibration: f.values, rows: f.rows, dim: f.columns) : nil
+            let expected = try QuantizedEmbeddings(f.values, rows: f.rows, dim: f.columns, precision: precision, ranges: ranges)
+            let data = try Data(contentsOf: out)
+            let signed = precision == .int8 || precision == .binary
+            #expect(data == NPY.encode(rows: f.rows, columns: expected.stride, bytes: expected.bytes, signed: signed))
+            #expect(String(decoding: data.prefix(64), as: UTF8.self).contains(signed ? "'|i1'" : "'|u1'"))
+        }
+        let bad = try runCLI(["embed", "--model", model, "--input", texts.path, "--output", float.path, "--precision", "int4"])
+        #expect(bad.status != 0 && bad.stderr.contains("--precision must be one of"))
+        let stray = try runCLI(["embed", "--model", model, "--input", texts.path, "--output", float.path, "--precision", "binary",
+                                "--calibration", float.path])
+        #expect(stray.status != 0 && stray.stderr.contains("--calibration goes with"))
+    }
 }
