@@ -11,6 +11,11 @@ import Foundation
 public enum EmbeddingPrecision: String, CaseIterable, Sendable {
     case float32, int8, uint8, binary, ubinary
 
+    /// int8 and binary: the stored bytes are signed values (numpy's int8).
+    public var isSigned: Bool { self == .int8 || self == .binary }
+    /// int8 and uint8: quantised within calibrated per-dimension ranges.
+    public var needsRanges: Bool { self == .int8 || self == .uint8 }
+
     /// Stored bytes per row of `dim` dimensions (float32: 4 × dim).
     public func bytesPerRow(dim: Int) -> Int {
         switch self {
@@ -83,7 +88,7 @@ public struct QuantizedEmbeddings: Equatable, Sendable {
                 let s = (hi - lo) / 255
                 return s == 0 ? 1 : s
             }
-            let offset: Int = precision == .int8 ? -128 : 0
+            let offset: Int = precision.isSigned ? -128 : 0
             bytes = [UInt8](repeating: 0, count: rows * dim)
             for r in 0..<rows {
                 for d in 0..<dim {
@@ -92,7 +97,7 @@ public struct QuantizedEmbeddings: Equatable, Sendable {
                 }
             }
         case .binary, .ubinary:
-            let stride = (dim + 7) / 8, offset: Int = precision == .binary ? -128 : 0
+            let stride = (dim + 7) / 8, offset: Int = precision.isSigned ? -128 : 0
             bytes = [UInt8](repeating: 0, count: rows * stride)
             for r in 0..<rows {
                 for byte in 0..<stride {
@@ -109,9 +114,6 @@ public struct QuantizedEmbeddings: Equatable, Sendable {
     /// Row `r` as the integers sentence-transformers returns (int8 values signed, bytes otherwise).
     public func integers(row r: Int) -> [Int] {
         let slice = bytes[(r * stride)..<((r + 1) * stride)]
-        switch precision {
-        case .int8, .binary: return slice.map { Int(Int8(bitPattern: $0)) }
-        default: return slice.map { Int($0) }
-        }
+        return precision.isSigned ? slice.map { Int(Int8(bitPattern: $0)) } : slice.map { Int($0) }
     }
 }

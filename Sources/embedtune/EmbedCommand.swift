@@ -52,7 +52,7 @@ struct EmbedCommand: ParsableCommand {
         guard let precision = EmbeddingPrecision(rawValue: precision) else {
             throw ValidationError("--precision must be one of \(EmbeddingPrecision.allCases.map(\.rawValue).joined(separator: ", ")) (got \(self.precision))")
         }
-        if calibration != nil && ![.int8, .uint8].contains(precision) { throw ValidationError("--calibration goes with --precision int8 or uint8") }
+        if calibration != nil && !precision.needsRanges { throw ValidationError("--calibration goes with --precision int8 or uint8") }
         if let route, route != "auto" { throw ValidationError("--route: only auto is supported") }
         if route != nil && (adapters == nil || router == nil) { throw ValidationError("--route auto needs --adapters and --router") }
         if adapters != nil && route == nil { throw ValidationError("--adapters needs --route auto (one adapter: --adapter)") }
@@ -79,7 +79,7 @@ struct EmbedCommand: ParsableCommand {
                 try NPY.write(rows: texts.count, columns: d, values: values, to: url)
             } else {
                 var ranges: QuantizationRanges?
-                if precision == .int8 || precision == .uint8 {
+                if precision.needsRanges {
                     if let calibration {
                         let c = try NPY.read(URL(fileURLWithPath: calibration))
                         guard c.columns == d else { throw FormatError(file: calibration, "\(c.columns) columns, but the embeddings have \(d)") }
@@ -93,7 +93,7 @@ struct EmbedCommand: ParsableCommand {
                 }
                 let q = try QuantizedEmbeddings(values, rows: texts.count, dim: d, precision: precision, ranges: ranges)
                 try writeAtomically(NPY.encode(rows: q.rows, columns: q.stride, bytes: q.bytes,
-                                               signed: precision == .int8 || precision == .binary), to: url)
+                                               signed: precision.isSigned), to: url)
             }
             if !quiet {
                 let what = precision == .float32 ? "" : " (\(precision.rawValue))"
