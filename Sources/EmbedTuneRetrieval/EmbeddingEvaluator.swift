@@ -52,4 +52,31 @@ public struct EmbeddingEvaluator {
         return score(queries: truncatedRows(queries, n: queries.count / dim, c: dim, dim: truncateDim),
                      corpus: truncatedRows(corpus, n: corpus.count / dim, c: dim, dim: truncateDim), dim: truncateDim)
     }
+
+    /// Cosine metrics of precomputed embeddings with the corpus quantised to `precision` (ranges
+    /// calibrated on the corpus itself, as `quantize_embeddings` does without a calibration set),
+    /// searched as `QuantizedSearch` would serve a top-`topK` request: the best topK·m rows of the
+    /// quantised first stage rescored by the float queries — against the float corpus (`rescore`
+    /// .float) or the stored codes (.stored, sentence-transformers' semantics) — and, for the
+    /// metrics deeper than that, the rest of the first stage in its own order after them.
+    public func score(queries: [Float], corpus: [Float], dim: Int, precision: EmbeddingPrecision,
+                      rescoreMultiplier: Int?, rescore: QuantizedSearch.Rescoring = .float, topK: Int = 10) throws -> [String: Double] {
+        guard precision != .float32 else { return score(queries: queries, corpus: corpus, dim: dim) }
+        var q = queries, c = corpus
+        let nq = q.count / dim, nc = c.count / dim
+        q.withUnsafeMutableBufferPointer { l2NormalizeRows($0.baseAddress!, n: nq, c: dim) }
+        c.withUnsafeMutableBufferPointer { l2NormalizeRows($0.baseAddress!, n: nc, c: dim) }
+        let ranges = precision.needsRanges ? try QuantizationRanges(calibration: c, rows: nc, dim: dim) : nil
+        let search = try QuantizedSearch(corpus: QuantizedEmbeddings(c, rows: nc, dim: dim, precision: precision, ranges: ranges),
+                                         ranges: ranges)
+        var rankings = try search.search(queries: q, topK: metrics.maxK, rescoreMultiplier: nil)
+        if let m = rescoreMultiplier {
+            let head = try search.search(queries: q, topK: topK * m, rescoreMultiplier: 1, floatCorpus: rescore == .float ? c : nil)
+            for i in 0..<nq {
+                let seen = Set(head[i].map(\.index))
+                rankings[i] = Array((head[i] + rankings[i].filter { !seen.contains($0.index) }).prefix(metrics.maxK))
+            }
+        }
+        return metrics.metrics(rankings: rankings, relevant: set.relevant, prefix: "cosine_")
+    }
 }

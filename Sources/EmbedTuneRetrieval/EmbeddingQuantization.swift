@@ -54,6 +54,13 @@ public struct QuantizationRanges: Equatable, Sendable {
         }
         self.init(minima: lo, maxima: hi)
     }
+
+    /// Width of one of the 255 steps of dimension d, in float32 as numpy computes it (1 where the
+    /// range is empty).
+    public func step(_ d: Int) -> Float {
+        let s = (maxima[d] - minima[d]) / 255
+        return s == 0 ? 1 : s
+    }
 }
 
 /// Row-major quantised embeddings: `rows` rows of `precision.bytesPerRow(dim:)` bytes (int8 values
@@ -84,10 +91,7 @@ public struct QuantizedEmbeddings: Equatable, Sendable {
                 throw FormatError("quantisation ranges have \(ranges.minima.count) dimensions, the embeddings \(dim)")
             }
             // float32 throughout, as numpy computes it.
-            let steps = zip(ranges.minima, ranges.maxima).map { lo, hi -> Float in
-                let s = (hi - lo) / 255
-                return s == 0 ? 1 : s
-            }
+            let steps = (0..<dim).map { ranges.step($0) }
             let offset: Int = precision.isSigned ? -128 : 0
             bytes = [UInt8](repeating: 0, count: rows * dim)
             for r in 0..<rows {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import EmbedTuneRetrieval
 import EmbedTuneTraining
 import Foundation
 
@@ -21,6 +22,9 @@ extension ArgumentHelp {
 
     static let booleanValueName = "true|false"
 }
+
+extension EmbeddingPrecision: ExpressibleByArgument {}
+extension QuantizedSearch.Rescoring: ExpressibleByArgument {}
 
 enum CommandLineSpelling {
     /// The arguments with an explicit `true` after each bare boolean option of the command they

@@ -19,8 +19,8 @@ struct EmbedCommand: ParsableCommand {
     @OptionGroup var modelOptions: ModelOptions
     @Option(help: "Input: .txt (one text per line) or .jsonl (see --field).") var input: String
     @Option(help: "Output .npy file (C order; float32, or int8/uint8 with --precision).") var output: String
-    @Option(help: "float32 | int8 | uint8 | binary | ubinary: sentence-transformers' quantize_embeddings (binary: one bit per dimension, packed; int8/uint8: per-dimension ranges from --calibration).")
-    var precision = "float32"
+    @Option(help: "sentence-transformers' quantize_embeddings (binary: one bit per dimension, packed; int8/uint8: per-dimension ranges from --calibration).")
+    var precision = EmbeddingPrecision.float32
     @Option(help: "With --precision int8/uint8: float32 .npy embeddings whose per-dimension min and max set the ranges (default: the embeddings being written).")
     var calibration: String?
     @Option(help: "JSONL field holding the text.") var field = "text"
@@ -49,9 +49,6 @@ struct EmbedCommand: ParsableCommand {
         if let maxLength, maxLength < 2 { throw ValidationError("--max_length must be at least 2") }
         if instruction != nil && promptName != nil { throw ValidationError("use --instruction or --prompt_name, not both") }
         guard output.hasSuffix(".npy") else { throw ValidationError("--output must end in .npy") }
-        guard let precision = EmbeddingPrecision(rawValue: precision) else {
-            throw ValidationError("--precision must be one of \(EmbeddingPrecision.allCases.map(\.rawValue).joined(separator: ", ")) (got \(self.precision))")
-        }
         if calibration != nil && !precision.needsRanges { throw ValidationError("--calibration goes with --precision int8 or uint8") }
         if let route, route != "auto" { throw ValidationError("--route: only auto is supported") }
         if route != nil && (adapters == nil || router == nil) { throw ValidationError("--route auto needs --adapters and --router") }
@@ -73,7 +70,6 @@ struct EmbedCommand: ParsableCommand {
             let progress = ProgressBar(total: texts.count, label: "embed", enabled: !quiet && texts.count > batchSize)
             let (d, values) = route == nil ? try embedder.embed(texts, options: options, progress: progress.update)
                                            : try routedEmbed(texts, embedder: embedder, options: options)
-            let precision = EmbeddingPrecision(rawValue: self.precision)!
             let url = URL(fileURLWithPath: output)
             if precision == .float32 {
                 try NPY.write(rows: texts.count, columns: d, values: values, to: url)

@@ -41,6 +41,15 @@ struct EvalCommand: ParsableCommand {
     @Option(name: .spelled("truncate_dim"), parsing: .singleValue,
             help: "Matryoshka: score the embeddings cut to their first D components, renormalised (repeatable: one row per model and D).")
     var truncateDim: [Int] = []
+    @Option(parsing: .singleValue,
+            help: "Also score the corpus quantised to int8, uint8, binary or ubinary (ranges calibrated on the corpus), searched in that precision and rescored by the float queries (repeatable: one row per precision).")
+    var precision: [EmbeddingPrecision] = []
+    @Option(name: .spelled("rescore_multiplier"),
+            help: "With --precision: the float queries rescore the quantised search's best 10 × this (sentence-transformers' rescore_multiplier); 0 keeps the quantised scores. Metrics deeper than 10 see the rest of the quantised order after them.")
+    var rescoreMultiplier = 4
+    @Option(name: .spelled("rescore_with"),
+            help: "float: rescore against the float corpus embeddings (only the candidates' rows are read); stored: against the quantised codes, decoded (sentence-transformers' semantics).")
+    var rescoreWith = QuantizedSearch.Rescoring.float
     @Option(help: "Write all metrics as JSON here.") var output: String?
     @Option(help: "Write the Markdown table here (it is printed too).") var markdown: String?
     @Option(help: "Write an SVG bar chart (NDCG@10, Recall@5, MRR@10 per model) here.") var chart: String?
@@ -67,6 +76,10 @@ struct EvalCommand: ParsableCommand {
         if reranker == nil && rerankFirstStageWeight != 0 { throw ValidationError("--rerank_first_stage_weight needs --reranker") }
         if let bad = truncateDim.first(where: { $0 <= 0 }) { throw ValidationError("--truncate_dim must be positive (got \(bad))") }
         if reranker != nil && !truncateDim.isEmpty { throw ValidationError("--truncate_dim and --reranker go in separate runs") }
+        if !precision.isEmpty && (reranker != nil || !truncateDim.isEmpty) {
+            throw ValidationError("--precision goes in a run of its own (without --reranker or --truncate_dim)")
+        }
+        guard rescoreMultiplier >= 0 else { throw ValidationError("--rescore_multiplier must be 0 or more (got \(rescoreMultiplier))") }
     }
 
     func run() throws {
@@ -98,6 +111,17 @@ struct EvalCommand: ParsableCommand {
                         var metrics = try evaluator.score(queries: q, corpus: c, dim: dim, truncateDim: d)
                         metrics["truncate_dim"] = Double(d)
                         rows.append(("\(name) (\(d)d)", metrics, false))
+                    }
+                    return
+                }
+                if !precision.isEmpty {
+                    rows.append((name, evaluator.score(queries: q, corpus: c, dim: dim), false))
+                    for p in precision where p != .float32 {
+                        let m = rescoreMultiplier > 0 ? rescoreMultiplier : nil
+                        var metrics = try evaluator.score(queries: q, corpus: c, dim: dim, precision: p, rescoreMultiplier: m, rescore: rescoreWith)
+                        metrics["rescore_multiplier"] = Double(rescoreMultiplier)
+                        let how = m.map { ", top 10 × \($0) rescored against the \(rescoreWith == .float ? "float corpus" : "stored codes")" } ?? ""
+                        rows.append(("\(name) (\(p.rawValue)\(how))", metrics, false))
                     }
                     return
                 }

@@ -62,9 +62,101 @@ struct EmbeddingQuantizationTests {
             #expect(String(decoding: data.prefix(64), as: UTF8.self).contains(signed ? "'|i1'" : "'|u1'"))
         }
         let bad = try runCLI(["embed", "--model", model, "--input", texts.path, "--output", float.path, "--precision", "int4"])
-        #expect(bad.status != 0 && bad.stderr.contains("--precision must be one of"))
+        #expect(bad.status != 0 && bad.stderr.contains("invalid for '--precision <precision>'. Please provide one of"))
         let stray = try runCLI(["embed", "--model", model, "--input", texts.path, "--output", float.path, "--precision", "binary",
                                 "--calibration", float.path])
         #expect(stray.status != 0 && stray.stderr.contains("--calibration goes with"))
+    }
+}
+
+@Suite("Quantised search and rescoring")
+struct QuantizedSearchTests {
+    /// 60 random unit rows of 24 dimensions and 7 queries, deterministic.
+    static func data() -> (corpus: [Float], queries: [Float], dim: Int) {
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        func next() -> Float {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Float(Int64(bitPattern: state >> 11) % 2001 - 1000) / 1000
+        }
+        func unitRows(_ n: Int, _ d: Int) -> [Float] {
+            var v = (0..<(n * d)).map { _ in next() }
+            for r in 0..<n {
+                let norm = sqrt((0..<d).reduce(Float(0)) { $0 + v[r * d + $1] * v[r * d + $1] })
+                for c in 0..<d { v[r * d + c] /= norm }
+            }
+            return v
+        }
+        return (unitRows(60, 24), unitRows(7, 24), 24)
+    }
+
+    @Test("binary first stage orders rows by agreeing bits, worked out bit by bit", arguments: [EmbeddingPrecision.binary, .ubinary])
+    func binaryFirstStage(_ precision: EmbeddingPrecision) throws {
+        let (corpus, queries, dim) = Self.data()
+        let search = try QuantizedSearch(corpus: QuantizedEmbeddings(corpus, rows: 60, dim: dim, precision: precision), ranges: nil)
+        let hits = try search.search(queries: queries, topK: 60, rescoreMultiplier: nil)
+        for qi in 0..<7 {
+            let agreeing = (0..<60).map { r in (0..<dim).filter { (queries[qi * dim + $0] > 0) == (corpus[r * dim + $0] > 0) }.count }
+            let scores = hits[qi].map { Int($0.score) }
+            // ±1 dot products: agreeing − disagreeing = 2·agreeing − dim.
+            #expect(scores == hits[qi].map { 2 * agreeing[$0.index] - dim })
+            #expect(scores == scores.sorted(by: >))
+        }
+    }
+
+    @Test("rescoring every row against the float corpus gives the exact float ranking", arguments: [EmbeddingPrecision.int8, .binary])
+    func floatRescoringIsExact(_ precision: EmbeddingPrecision) throws {
+        let (corpus, queries, dim) = Self.data()
+        let ranges = precision.needsRanges ? try QuantizationRanges(calibration: corpus, rows: 60, dim: dim) : nil
+        let search = try QuantizedSearch(corpus: QuantizedEmbeddings(corpus, rows: 60, dim: dim, precision: precision, ranges: ranges),
+                                         ranges: ranges)
+        let rescored = try search.search(queries: queries, topK: 5, rescoreMultiplier: 12, floatCorpus: corpus)
+        let exact = exactTopK(queries: queries, corpus: corpus, dim: dim, k: 5, normalize: false)
+        for qi in 0..<7 {
+            #expect(rescored[qi].map(\.index) == exact[qi].map(\.index))
+            for (a, b) in zip(rescored[qi], exact[qi]) { #expect(abs(a.score - b.score) <= 1e-5) }
+        }
+    }
+
+    @Test("rescoring against the stored codes multiplies the float query by the dequantised values or the 0/1 bits")
+    func storedRescoring() throws {
+        let (corpus, queries, dim) = Self.data()
+        let ranges = try QuantizationRanges(calibration: corpus, rows: 60, dim: dim)
+        for precision in [EmbeddingPrecision.int8, .uint8, .binary, .ubinary] {
+            let search = try QuantizedSearch(
+                corpus: QuantizedEmbeddings(corpus, rows: 60, dim: dim, precision: precision, ranges: precision.needsRanges ? ranges : nil),
+                ranges: precision.needsRanges ? ranges : nil)
+            for r in [0, 17, 59] {
+                let decoded = search.decodedRow(r)
+                for d in 0..<dim {
+                    let v = corpus[r * dim + d]
+                    if precision.needsRanges {
+                        // floor quantisation: the decoded value is the bottom of v's step.
+                        #expect(decoded[d] <= v + 1e-6 && v - decoded[d] <= ranges.step(d) * 1.0001, "\(precision) row \(r) dim \(d)")
+                    } else {
+                        #expect(decoded[d] == (v > 0 ? 1 : 0))
+                    }
+                }
+            }
+            let hits = try search.search(queries: queries, topK: 3, rescoreMultiplier: 2)
+            for qi in 0..<7 {
+                for hit in hits[qi] {
+                    let row = search.decodedRow(hit.index)
+                    let dot = (0..<dim).reduce(Float(0)) { $0 + queries[qi * dim + $1] * row[$1] }
+                    #expect(abs(hit.score - dot) <= 1e-5)
+                }
+                #expect(hits[qi].map(\.score) == hits[qi].map(\.score).sorted(by: >))
+            }
+        }
+    }
+
+    @Test("a float corpus of the wrong size and int8 without ranges are refused")
+    func refusals() throws {
+        let (corpus, queries, dim) = Self.data()
+        let codes = try QuantizedEmbeddings(corpus, rows: 60, dim: dim, precision: .binary)
+        let search = try QuantizedSearch(corpus: codes, ranges: nil)
+        #expect(throws: FormatError.self) { try search.search(queries: queries, topK: 3, rescoreMultiplier: 2, floatCorpus: [1, 2]) }
+        let int8 = try QuantizedEmbeddings(corpus, rows: 60, dim: dim, precision: .int8,
+                                           ranges: QuantizationRanges(calibration: corpus, rows: 60, dim: dim))
+        #expect(throws: FormatError.self) { try QuantizedSearch(corpus: int8, ranges: nil) }
     }
 }

@@ -1,0 +1,127 @@
+import EmbedTuneFormats
+import EmbedTuneKernels
+import Foundation
+
+/// Exact search over a quantised corpus, then float rescoring, with sentence-transformers'
+/// `semantic_search_faiss` / `semantic_search_usearch` semantics:
+///
+/// 1. the float queries are quantised to the corpus precision (int8 / uint8 within the corpus's
+///    calibration ranges) and every corpus row is scored in that space — the integer dot product
+///    of the codes for int8 / uint8, the number of agreeing bits (dim − Hamming distance) for
+///    binary / ubinary;
+/// 2. with a rescore multiplier m, the best k·m rows are rescored by the float query against
+///    the rows as stored (`decodedRow`: int8 / uint8 dequantised to the middle of their step,
+///    binary / ubinary unpacked to 0/1) and the best k kept.
+///
+/// The quantised corpus is all the search needs: no float copy of it is kept.
+public struct QuantizedSearch {
+    /// What the float queries rescore the candidates against.
+    public enum Rescoring: String, CaseIterable, Sendable {
+        /// The embeddings before quantisation (kept on disk beside the codes; only candidates are read).
+        case float
+        /// The stored codes, decoded (sentence-transformers' semantics: no float corpus needed).
+        case stored
+    }
+
+    public let corpus: QuantizedEmbeddings
+    /// The ranges the corpus was quantised with (int8 / uint8); the queries use the same.
+    public let ranges: QuantizationRanges?
+
+    public init(corpus: QuantizedEmbeddings, ranges: QuantizationRanges?) throws {
+        guard corpus.precision != .float32 else { throw FormatError("QuantizedSearch needs a quantised corpus, not float32") }
+        if corpus.precision.needsRanges {
+            guard let ranges, ranges.minima.count == corpus.dim else {
+                throw FormatError("\(corpus.precision.rawValue) search needs the corpus's \(corpus.dim)-dimensional calibration ranges")
+            }
+        }
+        self.corpus = corpus
+        self.ranges = ranges
+    }
+
+    /// Row `r` as the values rescoring multiplies the float query with: int8 / uint8 codes back in
+    /// the float range ((code [+ 128]) · step + min, as sentence-transformers' dequantisation),
+    /// binary / ubinary bits as 0 or 1.
+    public func decodedRow(_ r: Int) -> [Float] {
+        var out = [Float](repeating: 0, count: corpus.dim)
+        let base = r * corpus.stride
+        switch corpus.precision {
+        case .int8, .uint8:
+            let offset: Float = corpus.precision.isSigned ? 128 : 0
+            for d in 0..<corpus.dim {
+                let code = corpus.precision.isSigned ? Float(Int8(bitPattern: corpus.bytes[base + d])) : Float(corpus.bytes[base + d])
+                out[d] = (code + offset) * ranges!.step(d) + ranges!.minima[d]
+            }
+        case .binary, .ubinary:
+            let bits = packedBits(row: r)
+            for d in 0..<corpus.dim where bits[bits.startIndex + d / 8] & UInt8(0x80 >> (d % 8)) != 0 { out[d] = 1 }
+        case .float32:
+            break
+        }
+        return out
+    }
+
+    /// The row's packed bits (binary stores byte − 128: the bits are the unsigned byte's).
+    private func packedBits(row r: Int) -> ArraySlice<UInt8> {
+        let slice = corpus.bytes[(r * corpus.stride)..<((r + 1) * corpus.stride)]
+        return corpus.precision == .binary ? ArraySlice(slice.map { $0 ^ 0x80 }) : slice
+    }
+
+    /// Rows as first-stage float vectors whose dot products are the quantised scores: int8 / uint8
+    /// codes as their integer values (int8 sums stay exact in float up to 1024 dimensions; uint8's
+    /// larger ones round in the last bits, which can only reorder near-ties), binary bits as ±1
+    /// (dot = dim − 2·Hamming: the order of agreeing bits).
+    private static func firstStageVectors(_ q: QuantizedEmbeddings) -> [Float] {
+        var out = [Float](repeating: 0, count: q.rows * q.dim)
+        for r in 0..<q.rows {
+            switch q.precision {
+            case .int8, .uint8:
+                let ints = q.integers(row: r)
+                for d in 0..<q.dim { out[r * q.dim + d] = Float(ints[d]) }
+            case .binary, .ubinary:
+                let flip: UInt8 = q.precision == .binary ? 0x80 : 0
+                for d in 0..<q.dim {
+                    let byte = q.bytes[r * q.stride + d / 8] ^ flip
+                    out[r * q.dim + d] = byte & UInt8(0x80 >> (d % 8)) != 0 ? 1 : -1
+                }
+            case .float32:
+                break
+            }
+        }
+        return out
+    }
+
+    /// The best `topK` corpus rows for each float query (rows of `corpus.dim`), best first. With
+    /// `rescoreMultiplier` m ≥ 1 the first stage keeps k·m rows and the scores returned are the
+    /// float rescores; without it, the first stage's own scores. `floatCorpus` (rows of `corpus.dim`,
+    /// the embeddings before quantisation, e.g. memory-mapped from disk) replaces the decoded rows
+    /// in rescoring: only the k·m candidates' rows are read.
+    public func search(queries: [Float], topK: Int, rescoreMultiplier: Int?, floatCorpus: [Float]? = nil) throws -> [RetrievalEvaluator.Ranking] {
+        let dim = corpus.dim
+        guard queries.count % dim == 0 else { throw FormatError("\(queries.count) query values are not rows of \(dim)") }
+        if let floatCorpus, floatCorpus.count != corpus.rows * dim {
+            throw FormatError("the float corpus has \(floatCorpus.count) values, not \(corpus.rows) rows of \(dim)")
+        }
+        let nq = queries.count / dim
+        let quantizedQueries = try QuantizedEmbeddings(queries, rows: nq, dim: dim, precision: corpus.precision, ranges: ranges)
+        let depth = topK * max(rescoreMultiplier ?? 1, 1)
+        let firstStage = exactTopK(queries: Self.firstStageVectors(quantizedQueries), corpus: Self.firstStageVectors(corpus), dim: dim,
+                                   k: depth, normalize: false)
+        guard rescoreMultiplier != nil else { return firstStage.map { Array($0.prefix(topK)) } }
+        var decoded = [Int: [Float]]()
+        return firstStage.enumerated().map { qi, hits in
+            let query = queries[(qi * dim)..<((qi + 1) * dim)]
+            let rescored = hits.map { hit -> (index: Int, score: Float) in
+                if decoded[hit.index] == nil {
+                    decoded[hit.index] = floatCorpus.map { Array($0[(hit.index * dim)..<((hit.index + 1) * dim)]) } ?? decodedRow(hit.index)
+                }
+                let row = decoded[hit.index]!
+                var dot: Float = 0
+                for (d, v) in zip(query.indices, row) { dot += query[d] * v }
+                return (hit.index, dot)
+            }
+            // Stable: equal rescores keep the first stage's order.
+            return Array(rescored.enumerated().sorted { $0.element.score != $1.element.score ? $0.element.score > $1.element.score : $0.offset < $1.offset }
+                .map(\.element).prefix(topK))
+        }
+    }
+}
