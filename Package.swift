@@ -3,8 +3,8 @@ import PackageDescription
 
 // Targets depend one way, each only on targets listed before it:
 //   Kernels → Formats → Tokenizers → Models → Data → Retrieval → Training → embedtune (CLI)
-// with Distributed (the MPI communicator) a leaf that Retrieval, Training and the CLI use, and
-// Report (HTML and SVG rendering over Formats' JSON) a leaf that only the CLI uses; the fuzz
+// with Search (FAISS indexes, over Retrieval) beside Training, Distributed (the MPI
+// communicator) a leaf that Retrieval, Training and the CLI use, and Report (HTML and SVG rendering over Formats' JSON) a leaf that only the CLI uses; the fuzz
 // harness (EmbedTuneFuzz) sits on top beside the CLI.
 // Only the kernels are compiled with -Ounchecked: their hot loops index raw pointers whose
 // bounds are checked once, at the layer boundary. Every target that parses files keeps its checks.
@@ -19,7 +19,7 @@ let package = Package(
     products: [
         .executable(name: "embedtune", targets: ["embedtune"]),
         .executable(name: "embedtune-fuzz", targets: ["EmbedTuneFuzz"]),
-        .library(name: "EmbedTune", targets: ["EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneData", "EmbedTuneRetrieval", "EmbedTuneTraining", "EmbedTuneReport"]),
+        .library(name: "EmbedTune", targets: ["EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneData", "EmbedTuneRetrieval", "EmbedTuneTraining", "EmbedTuneSearch", "EmbedTuneReport"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -58,13 +58,23 @@ let package = Package(
                 "EmbedTuneFormats", "EmbedTuneKernels", "CZstd",
             ],
             swiftSettings: checked),
+        // FAISS behind a C face: Debian's libfaiss-dev is a static libfaiss.a (built with GCC's
+        // OpenMP, calling BLAS/LAPACK, which OpenBLAS provides) without FAISS's own C API.
+        .target(
+            name: "CFaiss", cxxSettings: [.headerSearchPath("openmp")],
+            linkerSettings: [.linkedLibrary("faiss"), .linkedLibrary("gomp"), .linkedLibrary("openblas")]),
+        // Vector indexes over a corpus (FAISS) and their search, with quantised rows and rescoring.
+        .target(
+            name: "EmbedTuneSearch",
+            dependencies: ["CFaiss", "EmbedTuneRetrieval", "EmbedTuneFormats", "EmbedTuneKernels"],
+            swiftSettings: checked),
         // Run reports and charts (HTML, SVG): rendering only, over JSONValue.
         .target(name: "EmbedTuneReport", dependencies: ["EmbedTuneFormats"], swiftSettings: checked),
         .executableTarget(
             name: "embedtune",
             dependencies: [
                 "EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneData", "EmbedTuneRetrieval", "EmbedTuneTraining", "EmbedTuneReport",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "EmbedTuneSearch", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: checked),
         // The libFuzzer harness over every reader of outside files (a replay tool in normal builds;
@@ -77,8 +87,9 @@ let package = Package(
             name: "EmbedTuneTests",
             dependencies: [
                 "EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneData", "EmbedTuneRetrieval", "EmbedTuneTraining", "EmbedTuneReport",
-                .product(name: "PropertyBased", package: "swift-property-based"),
+                "EmbedTuneSearch", .product(name: "PropertyBased", package: "swift-property-based"),
             ],
             swiftSettings: checked),
-    ]
+    ],
+    cxxLanguageStandard: .cxx17
 )

@@ -37,6 +37,35 @@ public enum NPY {
 
     /// Reads a 2-D (or 1-D, as one row) little-endian float32 C-order array.
     public static func read(_ url: URL) throws -> (rows: Int, columns: Int, values: [Float]) {
+        let m = try mapped(url)
+        var values = [Float](repeating: 0, count: m.rows * m.columns)
+        values.withUnsafeMutableBytes { dst in
+            if dst.count > 0 { memcpy(dst.baseAddress!, m.file.base + m.dataOffset, dst.count) }
+        }
+        return (m.rows, m.columns, values)
+    }
+
+    /// A float32 matrix left in its memory-mapped file: rows are read on demand, so a large
+    /// matrix of which only a few rows are needed costs no more than those pages.
+    public struct MappedMatrix: @unchecked Sendable {
+        public let file: MappedFile
+        public let rows: Int
+        public let columns: Int
+        let dataOffset: Int
+
+        /// Row i (0 ≤ i < rows).
+        public func row(_ i: Int) -> [Float] {
+            precondition(i >= 0 && i < rows, "row \(i) of \(rows)")
+            var out = [Float](repeating: 0, count: columns)
+            out.withUnsafeMutableBytes { dst in
+                if dst.count > 0 { memcpy(dst.baseAddress!, file.base + dataOffset + i * columns * 4, dst.count) }
+            }
+            return out
+        }
+    }
+
+    /// The file's header checked as `read` checks it, its data left mapped.
+    public static func mapped(_ url: URL) throws -> MappedMatrix {
         let map = try MappedFile(url: url)
         let all = map.bytes(0..<map.size)
         guard map.size >= 10, all[0] == 0x93, Array(all[1..<6]) == Array("NUMPY".utf8) else {
@@ -80,10 +109,6 @@ public enum NPY {
         guard map.size - start == bytes else {
             throw FormatError(url: url, "data is \(map.size - start) bytes, shape (\(rows), \(columns)) needs \(bytes)")
         }
-        var values = [Float](repeating: 0, count: elements)
-        values.withUnsafeMutableBytes { dst in
-            if dst.count > 0 { memcpy(dst.baseAddress!, map.base + start, dst.count) }
-        }
-        return (rows, columns, values)
+        return MappedMatrix(file: map, rows: rows, columns: columns, dataOffset: start)
     }
 }

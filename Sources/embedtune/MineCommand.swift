@@ -78,21 +78,7 @@ struct MineCommand: ParsableCommand {
         if let rangeMax, rangeMin >= rangeMax { throw ValidationError("--range_min (\(rangeMin)) must be smaller than --range_max (\(rangeMax))") }
     }
 
-    func run() throws {
-        let communicator: Communicator
-        do { communicator = try makeCommunicator() } catch {
-            FileHandle.standardError.write(Data("embedtune: error: \(error)\n".utf8))
-            throw ExitCode.failure
-        }
-        do {
-            try mine(communicator)
-            if let mpi = communicator as? MPICommunicator { mpi.finalize() }
-        } catch {
-            FileHandle.standardError.write(Data("embedtune: error: \(communicator.size > 1 ? "rank \(communicator.rank): " : "")\(error)\n".utf8))
-            if let mpi = communicator as? MPICommunicator { mpi.abort(code: 1) }  // never leave the other ranks waiting
-            throw ExitCode.failure
-        }
-    }
+    func run() throws { try runOnEveryRank(mine) }
 
     func mine(_ communicator: Communicator) throws {
         let (anchorName, positiveName, anchors, positives) = try readPairs()
