@@ -3,8 +3,9 @@ import PackageDescription
 
 // Targets depend one way, each only on targets listed before it:
 //   Kernels → Formats → Tokenizers → Models → Data → Retrieval → Training → embedtune (CLI)
-// with Search (FAISS indexes, over Retrieval) beside Training, Distributed (the MPI
-// communicator) a leaf that Retrieval, Training and the CLI use, and Report (HTML and SVG rendering over Formats' JSON) a leaf that only the CLI uses; the fuzz
+// with Search (FAISS indexes, over Retrieval) and Serving (the HTTP server, over Search) beside
+// Training, Distributed (the MPI communicator) a leaf that Retrieval, Training and the CLI use,
+// and Report (HTML and SVG rendering over Formats' JSON) a leaf that only the CLI uses; the fuzz
 // harness (EmbedTuneFuzz) sits on top beside the CLI.
 // Only the kernels are compiled with -Ounchecked: their hot loops index raw pointers whose
 // bounds are checked once, at the layer boundary. Every target that parses files keeps its checks.
@@ -19,12 +20,15 @@ let package = Package(
     products: [
         .executable(name: "embedtune", targets: ["embedtune"]),
         .executable(name: "embedtune-fuzz", targets: ["EmbedTuneFuzz"]),
-        .library(name: "EmbedTune", targets: ["EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneData", "EmbedTuneRetrieval", "EmbedTuneTraining", "EmbedTuneSearch", "EmbedTuneReport"]),
+        .library(name: "EmbedTune", targets: ["EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneData", "EmbedTuneRetrieval", "EmbedTuneTraining", "EmbedTuneSearch", "EmbedTuneServing", "EmbedTuneReport"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         // Property-based tests (generators, seeds, shrinking) for the tokenizers; tests only.
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
+        // The HTTP server (`embedtune serve`) and its /metrics.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.0"),
     ],
     targets: [
         .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
@@ -68,13 +72,23 @@ let package = Package(
             name: "EmbedTuneSearch",
             dependencies: ["CFaiss", "EmbedTuneRetrieval", "EmbedTuneFormats", "EmbedTuneKernels"],
             swiftSettings: checked),
+        // Serving: dynamic batching, caches, TEI / OpenAI routes (ServerRoutes, no HTTP) and the
+        // Hummingbird server with Prometheus metrics (EmbeddingServer).
+        .target(
+            name: "EmbedTuneServing",
+            dependencies: [
+                "EmbedTuneSearch", "EmbedTuneRetrieval", "EmbedTuneModels", "EmbedTuneFormats", "EmbedTuneKernels",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: checked),
         // Run reports and charts (HTML, SVG): rendering only, over JSONValue.
         .target(name: "EmbedTuneReport", dependencies: ["EmbedTuneFormats"], swiftSettings: checked),
         .executableTarget(
             name: "embedtune",
             dependencies: [
                 "EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneData", "EmbedTuneRetrieval", "EmbedTuneTraining", "EmbedTuneReport",
-                "EmbedTuneSearch", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "EmbedTuneSearch", "EmbedTuneServing", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: checked),
         // The libFuzzer harness over every reader of outside files (a replay tool in normal builds;
@@ -87,7 +101,7 @@ let package = Package(
             name: "EmbedTuneTests",
             dependencies: [
                 "EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneData", "EmbedTuneRetrieval", "EmbedTuneTraining", "EmbedTuneReport",
-                "EmbedTuneSearch", .product(name: "PropertyBased", package: "swift-property-based"),
+                "EmbedTuneSearch", "EmbedTuneServing", .product(name: "PropertyBased", package: "swift-property-based"),
             ],
             swiftSettings: checked),
     ],
