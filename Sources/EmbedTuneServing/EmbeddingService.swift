@@ -20,6 +20,7 @@ public final class EmbeddingService: @unchecked Sendable {
         public var maxClientBatchSize = 32
         /// Tokens per input (special tokens included); nil: the model's own limit.
         public var maxInputLength: Int?
+        /// Entries per cache; 0 turns both caches off.
         public var cacheEntries = 10_000
         public var cacheBytes = 64 << 20
         /// Near-duplicate threshold (cosine) of the embedding cache; nil: exact hits only.
@@ -58,8 +59,8 @@ public final class EmbeddingService: @unchecked Sendable {
     public let maxInputLength: Int
     private var embedBatches: BatchScheduler<String, [Float]>!
     private var rerankBatches: BatchScheduler<RerankPair, Float>?
-    private let embedCache: SemanticCache<[Float]>
-    private let searchCache: SemanticCache<[VectorIndex.Hit]>
+    private let embedCache: SemanticCache<[Float]>?
+    private let searchCache: SemanticCache<[VectorIndex.Hit]>?
     private let observer: Observer
 
     /// Groups are "adapter name \u{1} prompt": one batch, one adapter, one prompt.
@@ -79,10 +80,11 @@ public final class EmbeddingService: @unchecked Sendable {
         self.indexAdapter = indexAdapter
         self.observer = observer
         maxInputLength = configuration.maxInputLength ?? embedder.maxLength(Embedder.Options())
-        embedCache = SemanticCache(maxEntries: configuration.cacheEntries, maxBytes: configuration.cacheBytes,
-                                   similarityThreshold: configuration.embedCacheSimilarity)
-        searchCache = SemanticCache(maxEntries: configuration.cacheEntries, maxBytes: configuration.cacheBytes,
-                                    similarityThreshold: configuration.searchCacheSimilarity)
+        let cached = configuration.cacheEntries > 0
+        embedCache = cached ? SemanticCache(maxEntries: configuration.cacheEntries, maxBytes: configuration.cacheBytes,
+                                            similarityThreshold: configuration.embedCacheSimilarity) : nil
+        searchCache = cached ? SemanticCache(maxEntries: configuration.cacheEntries, maxBytes: configuration.cacheBytes,
+                                             similarityThreshold: configuration.searchCacheSimilarity) : nil
         if let d = configuration.defaultModel, d != "auto", named[d] == nil {
             throw ServingError.badRequest("the default model \"\(d)\" is not among the served ones (\(named.keys.sorted().joined(separator: ", ")))")
         }
@@ -123,7 +125,7 @@ public final class EmbeddingService: @unchecked Sendable {
 
     public var queued: Int { embedBatches.queued + (rerankBatches?.queued ?? 0) }
     public var cacheStatistics: (embed: SemanticCache<[Float]>.Counters, search: SemanticCache<[VectorIndex.Hit]>.Counters) {
-        (embedCache.statistics, searchCache.statistics)
+        (embedCache?.statistics ?? .init(), searchCache?.statistics ?? .init())
     }
 
     // MARK: Embedding
@@ -188,15 +190,18 @@ public final class EmbeddingService: @unchecked Sendable {
         var missing = [Int]()
         let keys = texts.map { "\(adapter)\u{1}\(prefix)\u{1}\(SemanticCache<[Float]>.normalised($0))" }
         for i in texts.indices {
-            if let row = embedCache.value(forKey: keys[i]) { rows[i] = row; observer.cache("embed", "hit") }
-            else { missing.append(i); observer.cache("embed", "miss") }
+            if let embedCache {
+                if let row = embedCache.value(forKey: keys[i]) { rows[i] = row; observer.cache("embed", "hit"); continue }
+                observer.cache("embed", "miss")
+            }
+            missing.append(i)
         }
         if !missing.isEmpty {
             let got = try await embedBatches.submit(group: "\(adapter)\u{1}\(prefix)", items: missing.map { texts[$0] },
                                                     tokens: missing.reduce(0) { $0 + counts[$1] })
             for (k, i) in missing.enumerated() {
                 rows[i] = got[k]
-                embedCache.insert(got[k], forKey: keys[i], embedding: configuration.embedCacheSimilarity == nil ? nil : got[k],
+                embedCache?.insert(got[k], forKey: keys[i], embedding: configuration.embedCacheSimilarity == nil ? nil : got[k],
                                   bytes: got[k].count * 4 + keys[i].utf8.count + 64)
             }
         }
@@ -226,18 +231,18 @@ public final class EmbeddingService: @unchecked Sendable {
         guard let index else { throw ServingError.notFound("no index is served (start the server with --index)") }
         guard k > 0 && k <= 1000 else { throw ServingError.unprocessable("top_k must be between 1 and 1000 (got \(k))") }
         let key = "\(k)\u{1}\(SemanticCache<[Float]>.normalised(query))"
-        if let hits = searchCache.value(forKey: key) { observer.cache("search", "hit"); return (hits, true) }
+        if let hits = searchCache?.value(forKey: key) { observer.cache("search", "hit"); return (hits, true) }
         let (rows, _) = try await embed([query], model: indexAdapter ?? configuration.modelID, prefix: index.manifest.queryPrompt)
         var q = rows[0]
         let width = q.count
         q.withUnsafeMutableBufferPointer { l2NormalizeRows($0.baseAddress!, n: 1, c: width) }
-        if let hits = searchCache.nearestValue(to: q), hits.count >= min(k, index.manifest.count) {
+        if let hits = searchCache?.nearestValue(to: q), hits.count >= min(k, index.manifest.count) {
             observer.cache("search", "near_hit")
             return (Array(hits.prefix(k)), true)
         }
-        observer.cache("search", "miss")
+        if searchCache != nil { observer.cache("search", "miss") }
         let hits = try index.search(queries: q, k: k)[0]
-        searchCache.insert(hits, forKey: key, embedding: q, bytes: q.count * 4 + hits.reduce(0) { $0 + $1.text.utf8.count + $1.id.utf8.count + 32 })
+        searchCache?.insert(hits, forKey: key, embedding: q, bytes: q.count * 4 + hits.reduce(0) { $0 + $1.text.utf8.count + $1.id.utf8.count + 32 })
         return (hits, false)
     }
 }

@@ -7,7 +7,7 @@ import Foundation
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Benchmarks: medians after warm-up, printed as a table and JSON.",
-        subcommands: [GEMMBench.self, EmbedBench.self, TrainBench.self, MineBench.self, AllReduceBench.self, IndexBench.self])
+        subcommands: [GEMMBench.self, EmbedBench.self, TrainBench.self, MineBench.self, AllReduceBench.self, IndexBench.self, ServeBench.self])
 }
 
 /// Runs this executable with `arguments`, under mpirun when `worldSize` > 1 (each rank with

@@ -38,7 +38,7 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .spelled("max_input_length"), help: "Tokens per input (default: the model's limit); longer inputs get 413 unless the request sets truncate.")
     var maxInputLength: Int?
     @Option(name: .spelled("max_request_bytes"), help: "Largest request body (413 above it).") var maxRequestBytes = 2 << 20
-    @Option(name: .spelled("cache_entries"), help: "Entries per cache (embeddings, search results).") var cacheEntries = 10_000
+    @Option(name: .spelled("cache_entries"), help: "Entries per cache (embeddings, search results); 0 turns the caches off.") var cacheEntries = 10_000
     @Option(name: .spelled("cache_mb"), help: "Megabytes per cache.") var cacheMB = 64
     @Option(name: .spelled("embed_cache_similarity"),
             help: "Near-duplicate hits for /embed: a text whose embedding has cosine ≥ this with a cached one (default off: exact text only).")
@@ -54,9 +54,10 @@ struct ServeCommand: ParsableCommand {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535") }
         for (flag, value) in [("--max_batch_tokens", maxBatchTokens), ("--max_concurrent_requests", maxConcurrentRequests),
                               ("--max_client_batch_size", maxClientBatchSize), ("--max_request_bytes", maxRequestBytes),
-                              ("--cache_entries", cacheEntries), ("--cache_mb", cacheMB)] where value < 1 {
+                              ("--cache_mb", cacheMB)] where value < 1 {
             throw ValidationError("\(flag) must be at least 1")
         }
+        guard cacheEntries >= 0 else { throw ValidationError("--cache_entries must be 0 (off) or more") }
         if let maxInputLength, maxInputLength < 2 { throw ValidationError("--max_input_length must be at least 2") }
     }
 
