@@ -2,10 +2,9 @@
 import PackageDescription
 
 // Targets depend one way, each only on targets listed before it:
-//   Kernels → Formats → Tokenizers → Models → Data → Retrieval → Training → embedtune (CLI)
-// with Search (FAISS indexes, over Retrieval) and Serving (the HTTP server, over Search) beside
-// Training, Distributed (the MPI communicator) a leaf that Retrieval, Training and the CLI use,
-// and Report (HTML and SVG rendering over Formats' JSON) a leaf that only the CLI uses; the fuzz
+//   Kernels → Formats → Tokenizers → Models → Data → Retrieval → Search → Training → Serving → embedtune (CLI)
+// with Distributed (the MPI communicator) a leaf that Retrieval, Training and the CLI use, and
+// Report (HTML and SVG rendering over Formats' JSON) a leaf that only the CLI uses; the fuzz
 // harness (EmbedTuneFuzz) sits on top beside the CLI.
 // Only the kernels are compiled with -Ounchecked: their hot loops index raw pointers whose
 // bounds are checked once, at the layer boundary. Every target that parses files keeps its checks.

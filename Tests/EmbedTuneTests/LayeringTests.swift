@@ -9,7 +9,7 @@ struct LayeringTests {
     /// Bottom to top; a target may import any target listed before it. Distributed, Report and
     /// the fuzz harness are leaves with their own lists of who may import them.
     static let layers = ["EmbedTuneKernels", "EmbedTuneFormats", "EmbedTuneTokenizers", "EmbedTuneModels", "EmbedTuneData",
-                         "EmbedTuneRetrieval", "EmbedTuneTraining", "embedtune"]
+                         "EmbedTuneRetrieval", "EmbedTuneSearch", "EmbedTuneTraining", "EmbedTuneServing", "embedtune"]
     static let leaves: [String: Set<String>] = [
         "EmbedTuneDistributed": ["EmbedTuneRetrieval", "EmbedTuneTraining", "embedtune"],
         "EmbedTuneReport": ["embedtune"],
