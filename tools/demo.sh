@@ -5,7 +5,8 @@
 #   (2 MPI ranks, each embeds a shard) → LoRA training (2 MPI ranks) → base vs tuned retrieval on the
 #   held-out questions (NDCG@10, Recall@5, MRR@10; table + SVG chart) → the run's HTML report →
 #   export the tuned model merged into a Hugging Face / sentence-transformers directory → (en) a
-#   cross-encoder trained on the merged model, reranking the tuned embedder's top 20.
+#   cross-encoder trained on the merged model, reranking the tuned embedder's top 20 → a FAISS index
+#   of the corpus and `embedtune serve` on the tuned model for a few requests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.build/release/embedtune
@@ -93,6 +94,35 @@ if [ "$DEMO" = en ]; then
         --rerank_first_stage_weight $weight --output "$OUT/rerank-$weight.json" | grep -F "→"
   done
 fi
+
+step "search and serving: a FAISS index of the corpus by the tuned model, then the server on it for a few requests"
+$BIN index build --model $MODEL --adapter "$ADAPTER" --db "$DB" --db_dataset $NAME --output "$OUT/index" --index_factory HNSW32 --quiet
+SERVE=(--model $MODEL --adapters "tuned=$ADAPTER" --index "$OUT/index" --port 0)
+if [ "$DEMO" = en ]; then SERVE+=(--reranker "$OUT/merged-model" --reranker_adapter "$OUT/reranker"); fi
+$BIN serve "${SERVE[@]}" 2> "$OUT/serve.log" &
+SERVER=$!
+for _ in $(seq 1 100); do grep -q "serving .* on http" "$OUT/serve.log" 2>/dev/null && break; sleep 0.1; done
+PORT=$(sed -n 's|.*serving .* on http://127.0.0.1:\([0-9]*\).*|\1|p' "$OUT/serve.log")
+python3 - "$PORT" "$DEMO" "$(sed -n 1p data/demo/texts.txt)" <<'PY'
+import json, sys, urllib.request
+port, demo, text = sys.argv[1], sys.argv[2], sys.argv[3]
+def post(path, body):
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", json.dumps(body).encode(), {"Content-Type": "application/json"})
+    return json.load(urllib.request.urlopen(request))
+query = "How long does a building permit take?" if demo == "en" else "水稻什么时候施肥？"
+e = post("/v1/embeddings", {"input": [text], "model": "tuned"})
+print(f"POST /v1/embeddings: {len(e['data'][0]['embedding'])} dimensions, {e['usage']['prompt_tokens']} tokens")
+hits = post("/search", {"query": query, "top_k": 3})["hits"]
+print(f"POST /search {query!r}:")
+for h in hits: print(f"  {h['rank']}. {h['score']:.3f} {h['text'][:90]}")
+if demo == "en":
+    ranked = post("/rerank", {"query": query, "texts": [h["text"] for h in hits]})
+    print("POST /rerank (the same three): " + ", ".join(f"#{r['index'] + 1} {r['score']:.3f}" for r in ranked))
+metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+print("GET /metrics: " + "; ".join(l for l in metrics.splitlines() if l.startswith("embedtune_requests_total")))
+PY
+kill -TERM $SERVER; wait $SERVER
+tail -1 "$OUT/serve.log"
 
 step "runs recorded in the store"
 $BIN data list --db "$DB"

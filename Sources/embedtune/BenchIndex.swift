@@ -22,6 +22,9 @@ struct IndexBench: ParsableCommand {
     @Option(name: .spelled("ef_search"), help: "HNSW efSearch values, one row each.") var efSearch = "32,64,128,256"
     @Option(help: "IVF nprobe values, one row each.") var nprobe = "8,16,32,64"
     @Option(help: "Threads FAISS builds with (searches run one query at a time).") var threads = ProcessInfo.processInfo.activeProcessorCount
+    @Option(name: .spelled("corpus_embeddings"), help: "Real corpus embeddings (.npy) instead of synthetic vectors (with --query_embeddings).")
+    var corpusEmbeddings: String?
+    @Option(name: .spelled("query_embeddings"), help: "Real query embeddings (.npy, same width).") var queryEmbeddings: String?
     @Option(help: "Write results as JSON here.") var json: String?
 
     func run() throws {
@@ -42,7 +45,18 @@ struct IndexBench: ParsableCommand {
                 v.withUnsafeMutableBufferPointer { l2NormalizeRows($0.baseAddress!, n: n, c: dim) }
                 return v
             }
-            let corpus = draw(documents), q = draw(queries)
+            var corpus = [Float](), q = [Float](), documents = self.documents, queries = self.queries, dim = self.dim
+            if let corpusEmbeddings, let queryEmbeddings {
+                let c = try NPY.read(URL(fileURLWithPath: corpusEmbeddings)), qe = try NPY.read(URL(fileURLWithPath: queryEmbeddings))
+                guard c.columns == qe.columns else { throw FormatError(file: queryEmbeddings, "\(qe.columns) columns, the corpus has \(c.columns)") }
+                (documents, queries, dim) = (c.rows, qe.rows, c.columns)
+                (corpus, q) = (c.values, qe.values)
+                corpus.withUnsafeMutableBufferPointer { l2NormalizeRows($0.baseAddress!, n: documents, c: dim) }
+                q.withUnsafeMutableBufferPointer { l2NormalizeRows($0.baseAddress!, n: queries, c: dim) }
+            } else {
+                guard corpusEmbeddings == nil && queryEmbeddings == nil else { throw ValidationError("--corpus_embeddings and --query_embeddings go together") }
+                (corpus, q) = (draw(documents), draw(queries))
+            }
             var truth = [RetrievalEvaluator.Ranking]()
             let exactSeconds = timed { truth = exactTopK(queries: q, corpus: corpus, dim: dim, k: topK, normalize: false) }
             FileHandle.standardError.write(Data("bench index: \(documents) × \(dim), exact top-\(topK) of \(queries) queries in \(String(format: "%.1f", exactSeconds)) s\n".utf8))
