@@ -58,17 +58,23 @@ public struct EmbeddingEvaluator {
     /// searched as `QuantizedSearch` would serve a top-`topK` request: the best topK·m rows of the
     /// quantised first stage rescored by the float queries — against the float corpus (`rescore`
     /// .float) or the stored codes (.stored, sentence-transformers' semantics) — and, for the
-    /// metrics deeper than that, the rest of the first stage in its own order after them.
+    /// metrics deeper than that, the rest of the first stage in its own order after them. Binary
+    /// codes are the signs of the rows minus the corpus mean (`centreBinary`; false: of the rows
+    /// themselves, as sentence-transformers quantises).
     public func score(queries: [Float], corpus: [Float], dim: Int, precision: EmbeddingPrecision,
-                      rescoreMultiplier: Int?, rescore: QuantizedSearch.Rescoring = .float, topK: Int = 10) throws -> [String: Double] {
+                      rescoreMultiplier: Int?, rescore: QuantizedSearch.Rescoring = .float, topK: Int = 10,
+                      centreBinary: Bool = true) throws -> [String: Double] {
         guard precision != .float32 else { return score(queries: queries, corpus: corpus, dim: dim) }
         var q = queries, c = corpus
         let nq = q.count / dim, nc = c.count / dim
         q.withUnsafeMutableBufferPointer { l2NormalizeRows($0.baseAddress!, n: nq, c: dim) }
         c.withUnsafeMutableBufferPointer { l2NormalizeRows($0.baseAddress!, n: nc, c: dim) }
         let ranges = precision.needsRanges ? try QuantizationRanges(calibration: c, rows: nc, dim: dim) : nil
-        let search = try QuantizedSearch(corpus: QuantizedEmbeddings(c, rows: nc, dim: dim, precision: precision, ranges: ranges),
-                                         ranges: ranges)
+        let centre = centreBinary && !precision.needsRanges ? columnMeans(c, rows: nc, dim: dim) : nil
+        var codes = c
+        if let centre { for i in 0..<codes.count { codes[i] -= centre[i % dim] } }
+        let search = try QuantizedSearch(corpus: QuantizedEmbeddings(codes, rows: nc, dim: dim, precision: precision, ranges: ranges),
+                                         ranges: ranges, centre: centre)
         var rankings = try search.search(queries: q, topK: metrics.maxK, rescoreMultiplier: nil)
         if let m = rescoreMultiplier {
             let head = try search.search(queries: q, topK: topK * m, rescoreMultiplier: 1, floatCorpus: rescore == .float ? c : nil)
@@ -79,4 +85,11 @@ public struct EmbeddingEvaluator {
         }
         return metrics.metrics(rankings: rankings, relevant: set.relevant, prefix: "cosine_")
     }
+}
+
+/// The mean of each column of `rows` row-major rows of width `dim`.
+public func columnMeans(_ values: [Float], rows: Int, dim: Int) -> [Float] {
+    var mean = [Double](repeating: 0, count: dim)
+    for r in 0..<rows { for d in 0..<dim { mean[d] += Double(values[r * dim + d]) } }
+    return mean.map { Float($0 / Double(max(rows, 1))) }
 }

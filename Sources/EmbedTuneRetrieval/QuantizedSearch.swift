@@ -26,16 +26,24 @@ public struct QuantizedSearch {
     public let corpus: QuantizedEmbeddings
     /// The ranges the corpus was quantised with (int8 / uint8); the queries use the same.
     public let ranges: QuantizationRanges?
+    /// Subtracted from every row before it was quantised (the corpus mean, for binary codes of
+    /// embeddings that share a large common direction); the queries' first stage subtracts it
+    /// too. Rescoring uses the queries as given.
+    public let centre: [Float]?
 
-    public init(corpus: QuantizedEmbeddings, ranges: QuantizationRanges?) throws {
+    public init(corpus: QuantizedEmbeddings, ranges: QuantizationRanges?, centre: [Float]? = nil) throws {
         guard corpus.precision != .float32 else { throw FormatError("QuantizedSearch needs a quantised corpus, not float32") }
         if corpus.precision.needsRanges {
             guard let ranges, ranges.minima.count == corpus.dim else {
                 throw FormatError("\(corpus.precision.rawValue) search needs the corpus's \(corpus.dim)-dimensional calibration ranges")
             }
         }
+        if let centre, centre.count != corpus.dim {
+            throw FormatError("the centre has \(centre.count) dimensions, the corpus \(corpus.dim)")
+        }
         self.corpus = corpus
         self.ranges = ranges
+        self.centre = centre
     }
 
     /// Row `r` as the values rescoring multiplies the float query with: int8 / uint8 codes back in
@@ -102,7 +110,9 @@ public struct QuantizedSearch {
             throw FormatError("the float corpus has \(floatCorpus.count) values, not \(corpus.rows) rows of \(dim)")
         }
         let nq = queries.count / dim
-        let quantizedQueries = try QuantizedEmbeddings(queries, rows: nq, dim: dim, precision: corpus.precision, ranges: ranges)
+        var firstStageQueries = queries
+        if let centre { for i in 0..<firstStageQueries.count { firstStageQueries[i] -= centre[i % dim] } }
+        let quantizedQueries = try QuantizedEmbeddings(firstStageQueries, rows: nq, dim: dim, precision: corpus.precision, ranges: ranges)
         let depth = topK * max(rescoreMultiplier ?? 1, 1)
         let firstStage = exactTopK(queries: Self.firstStageVectors(quantizedQueries), corpus: Self.firstStageVectors(corpus), dim: dim,
                                    k: depth, normalize: false)

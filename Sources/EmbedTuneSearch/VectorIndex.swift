@@ -26,6 +26,9 @@ public struct IndexManifest: Codable, Equatable, Sendable {
     /// With a binary precision, "float": the float queries rescore the Hamming search's candidates
     /// against the rows in embeddings.npy.
     public var rescore: String?
+    /// With a binary precision: the corpus mean the rows (normalised) had subtracted before their
+    /// signs were taken; queries subtract it too. nil: the signs of the rows themselves.
+    public var centre: [Float]?
     public var count: Int
     public var queryPrompt: String
     public var documentPrompt: String
@@ -33,7 +36,7 @@ public struct IndexManifest: Codable, Equatable, Sendable {
     public var buildSeconds: Double
 
     public init(model: String, modelFingerprint: String, adapter: String?, adapterFingerprint: String?, dimension: Int,
-                indexFactory: String, faissFactory: String, precision: String, rescore: String?, count: Int,
+                indexFactory: String, faissFactory: String, precision: String, rescore: String?, centre: [Float]? = nil, count: Int,
                 queryPrompt: String, documentPrompt: String, maxLength: Int?, buildSeconds: Double) {
         self.model = model
         self.modelFingerprint = modelFingerprint
@@ -44,6 +47,7 @@ public struct IndexManifest: Codable, Equatable, Sendable {
         self.faissFactory = faissFactory
         self.precision = precision
         self.rescore = rescore
+        self.centre = centre
         self.count = count
         self.queryPrompt = queryPrompt
         self.documentPrompt = documentPrompt
@@ -78,6 +82,9 @@ public final class VectorIndex: @unchecked Sendable {
         /// Rows an index that needs training (IVF, PQ) trains on: an even sample of this many
         /// (all when fewer), as FAISS's own examples sample.
         public var maxTrainingRows = 100_000
+        /// Binary precisions: bits are signs of the rows minus the corpus mean (embeddings that
+        /// share a large common direction, as E5's, keep far more of their order this way).
+        public var centreBinary = true
         public init() {}
     }
 
@@ -117,6 +124,9 @@ public final class VectorIndex: @unchecked Sendable {
                 throw FormatError(file: "\(documentsPath):\(n)", "needs string fields _id and text")
             }
             return Document(id: id, text: text)
+        }
+        if let centre = manifest.centre, centre.count != manifest.dimension {
+            throw FormatError(url: manifestURL, item: "centre", "\(centre.count) values, the dimension is \(manifest.dimension)")
         }
         guard documents.count == manifest.count else {
             throw FormatError(file: documentsPath, "\(documents.count) documents, index.json says \(manifest.count)")
@@ -158,7 +168,7 @@ public final class VectorIndex: @unchecked Sendable {
             return (0..<n).map { i in hits(ids: ids[(i * k)..<((i + 1) * k)], scores: scores[(i * k)..<((i + 1) * k)]) }
         }
         let depth = k * max(rescoreMultiplier, 1)
-        let codes = try QuantizedEmbeddings(q, rows: n, dim: dim, precision: .ubinary)
+        let codes = try QuantizedEmbeddings(Self.centred(q, manifest.centre), rows: n, dim: dim, precision: .ubinary)
         let (distances, ids) = try codes.bytes.withUnsafeBytes { try faiss.search(rows: n, $0.baseAddress!, k: depth) }
         return (0..<n).map { i in
             let query = q[(i * dim)..<((i + 1) * dim)]
@@ -178,6 +188,14 @@ public final class VectorIndex: @unchecked Sendable {
                 .prefix(k).map(\.element)
             return best.map { Hit(row: $0.0, id: documents[$0.0].id, text: documents[$0.0].text, score: $0.1) }
         }
+    }
+
+    /// Rows minus `centre` (each row; the rows as they are without one).
+    static func centred(_ rows: [Float], _ centre: [Float]?) -> [Float] {
+        guard let centre else { return rows }
+        var out = rows
+        for i in 0..<out.count { out[i] -= centre[i % centre.count] }
+        return out
     }
 
     /// FAISS's binary factory string for a float one: Flat → BFlat, HNSWn → BHNSWn, IVFn,Flat →
@@ -209,7 +227,8 @@ public final class VectorIndex: @unchecked Sendable {
         let binary = options.precision != .float32
         let factory = binary ? try binaryFactory(options.factory) : options.factory
         let index = try FaissIndex(factory: factory, dim: binary ? (dim + 7) / 8 * 8 : dim, binary: binary)
-        let vectors: [UInt8] = binary ? try QuantizedEmbeddings(rows, rows: n, dim: dim, precision: .ubinary).bytes
+        let centre = binary && options.centreBinary ? columnMeans(rows, rows: n, dim: dim) : nil
+        let vectors: [UInt8] = binary ? try QuantizedEmbeddings(centred(rows, centre), rows: n, dim: dim, precision: .ubinary).bytes
                                       : rows.withUnsafeBytes { Array($0) }
         let rowBytes = index.rowBytes
         if !index.isTrained {
@@ -243,6 +262,7 @@ public final class VectorIndex: @unchecked Sendable {
             manifest.faissFactory = factory
             manifest.precision = options.precision.rawValue
             manifest.rescore = binary ? QuantizedSearch.Rescoring.float.rawValue : nil
+            manifest.centre = centre
             manifest.count = n
             manifest.buildSeconds = Date().timeIntervalSince(started)
             let encoder = JSONEncoder()

@@ -50,6 +50,9 @@ struct EvalCommand: ParsableCommand {
     @Option(name: .spelled("rescore_with"),
             help: "float: rescore against the float corpus embeddings (only the candidates' rows are read); stored: against the quantised codes, decoded (sentence-transformers' semantics).")
     var rescoreWith = QuantizedSearch.Rescoring.float
+    @Option(name: .spelled("binary_centering"),
+            help: .boolean("With --precision binary/ubinary: the bits are signs of the embeddings minus the corpus mean (false: of the embeddings themselves, as sentence-transformers)."))
+    var binaryCentering = true
     @Option(help: "Write all metrics as JSON here.") var output: String?
     @Option(help: "Write the Markdown table here (it is printed too).") var markdown: String?
     @Option(help: "Write an SVG bar chart (NDCG@10, Recall@5, MRR@10 per model) here.") var chart: String?
@@ -118,9 +121,11 @@ struct EvalCommand: ParsableCommand {
                     rows.append((name, evaluator.score(queries: q, corpus: c, dim: dim), false))
                     for p in precision where p != .float32 {
                         let m = rescoreMultiplier > 0 ? rescoreMultiplier : nil
-                        var metrics = try evaluator.score(queries: q, corpus: c, dim: dim, precision: p, rescoreMultiplier: m, rescore: rescoreWith)
+                        var metrics = try evaluator.score(queries: q, corpus: c, dim: dim, precision: p, rescoreMultiplier: m, rescore: rescoreWith,
+                                                          centreBinary: binaryCentering)
                         metrics["rescore_multiplier"] = Double(rescoreMultiplier)
-                        let how = m.map { ", top 10 × \($0) rescored against the \(rescoreWith == .float ? "float corpus" : "stored codes")" } ?? ""
+                        let centred = !p.needsRanges && binaryCentering ? ", centred" : ""
+                        let how = centred + (m.map { ", top 10 × \($0) rescored against the \(rescoreWith == .float ? "float corpus" : "stored codes")" } ?? "")
                         rows.append(("\(name) (\(p.rawValue)\(how))", metrics, false))
                     }
                     return

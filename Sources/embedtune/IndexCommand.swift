@@ -31,6 +31,9 @@ struct IndexBuildCommand: ParsableCommand {
     var indexFactory = "Flat"
     @Option(help: "float32, or binary / ubinary: rows stored as sign bits (32× smaller), searched by Hamming distance and rescored by the float query against embeddings.npy.")
     var precision = EmbeddingPrecision.float32
+    @Option(name: .spelled("binary_centering"),
+            help: .boolean("With --precision binary/ubinary: bits are signs of the embeddings minus the corpus mean (false: of the embeddings themselves, as sentence-transformers)."))
+    var binaryCentering = true
     @Option(name: .spelled("max_training_rows"), help: "Rows an IVF / PQ index trains on (an even sample).") var maxTrainingRows = 100_000
     @Option(name: .spelled("document_prompt"), help: "Document prefix (default: the model's \"document\" prompt).") var documentPrompt: String?
     @Option(name: .spelled("query_prompt"), help: "Query prefix recorded for searches (default: the model's \"query\" prompt).") var queryPrompt: String?
@@ -81,10 +84,11 @@ struct IndexBuildCommand: ParsableCommand {
         buildOptions.factory = indexFactory
         buildOptions.precision = precision
         buildOptions.maxTrainingRows = maxTrainingRows
+        buildOptions.centreBinary = binaryCentering
         let manifest = IndexManifest(
             model: modelURL.path, modelFingerprint: try ModelFingerprint.of(modelURL), adapter: adapterURL?.path,
             adapterFingerprint: try adapterURL.map(ModelFingerprint.of), dimension: dim, indexFactory: indexFactory,
-            faissFactory: indexFactory, precision: precision.rawValue, rescore: nil, count: documents.count,
+            faissFactory: indexFactory, precision: precision.rawValue, rescore: nil, centre: nil, count: documents.count,
             queryPrompt: queryPrompt ?? directory.queryPrompt, documentPrompt: options.prefix, maxLength: maxLength, buildSeconds: 0)
         let started = Date()
         let written = try VectorIndex.build(embeddings: rows, documents: documents, manifest: manifest, options: buildOptions,

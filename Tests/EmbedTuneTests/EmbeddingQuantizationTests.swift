@@ -149,6 +149,24 @@ struct QuantizedSearchTests {
         }
     }
 
+    @Test("with a centre, the binary first stage compares the signs of rows and queries minus it")
+    func centredBinary() throws {
+        let (corpus, queries, dim) = Self.data()
+        let centre = columnMeans(corpus, rows: 60, dim: dim).map { $0 + 0.3 }
+        let shifted = (0..<corpus.count).map { corpus[$0] - centre[$0 % dim] }
+        let search = try QuantizedSearch(corpus: QuantizedEmbeddings(shifted, rows: 60, dim: dim, precision: .ubinary), ranges: nil, centre: centre)
+        let hits = try search.search(queries: queries, topK: 60, rescoreMultiplier: nil)
+        for qi in 0..<7 {
+            let agreeing = (0..<60).map { r in
+                (0..<dim).filter { (queries[qi * dim + $0] - centre[$0] > 0) == (shifted[r * dim + $0] > 0) }.count
+            }
+            #expect(hits[qi].map { Int($0.score) } == hits[qi].map { 2 * agreeing[$0.index] - dim })
+        }
+        #expect(throws: FormatError.self) {
+            try QuantizedSearch(corpus: QuantizedEmbeddings(shifted, rows: 60, dim: dim, precision: .ubinary), ranges: nil, centre: [1])
+        }
+    }
+
     @Test("a float corpus of the wrong size and int8 without ranges are refused")
     func refusals() throws {
         let (corpus, queries, dim) = Self.data()

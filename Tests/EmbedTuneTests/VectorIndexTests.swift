@@ -78,6 +78,7 @@ struct VectorIndexTests {
         try VectorIndex.build(embeddings: corpus, documents: Self.documents(300), manifest: Self.manifest(dim: dim), options: options, to: dir)
         let index = try VectorIndex(directory: dir)
         #expect(index.manifest.faissFactory == "BFlat" && index.manifest.rescore == "float")
+        #expect(index.manifest.centre?.count == dim)
         let all = try index.search(queries: queries, k: 5, rescoreMultiplier: 60)
         let exact = exactTopK(queries: queries, corpus: corpus, dim: dim, k: 5, normalize: true)
         for q in 0..<10 {
