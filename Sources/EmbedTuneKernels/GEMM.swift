@@ -210,6 +210,12 @@ public func linearForward(
     bias: UnsafePointer<Float>?, n: Int, c: Int, oc: Int, ldOut: Int? = nil, alpha: Float = 1
 ) {
     let ld = ldOut ?? oc
+    if let packed = Int8Weights.shared.packed(weight) {
+        // A frozen weight registered for INT8 inference (never a LoRA factor: those are not registered).
+        precondition(alpha == 1 && packed.inFeatures == c && packed.outFeatures == oc, "an INT8 weight used with another shape or scale")
+        packed.forward(out: out, ldOut: ld, inp: inp, bias: bias, n: n)
+        return
+    }
     guard let bias else {
         sgemm(transB: true, m: n, n: oc, k: c, alpha: alpha, a: inp, lda: c, b: weight, ldb: c, c: out, ldc: ld)
         return

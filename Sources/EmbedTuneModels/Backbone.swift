@@ -16,6 +16,19 @@ public protocol Backbone: AnyObject {
     /// output: a backbone may skip rows it never reads (a decoder under last-token pooling), and
     /// those rows of the hidden states are then unspecified.
     func forward(_ sequences: [[Int32]], pooling: PoolingConfig.Mode) throws -> Tensor
+    /// The frozen linear layers' weights, (OC, C) each, that INT8 inference quantises: the
+    /// attention and MLP projections (embeddings, norms and heads stay float32).
+    var frozenLinears: [(weight: UnsafePointer<Float>, outFeatures: Int, inFeatures: Int)] { get }
+}
+
+extension Backbone {
+    /// Runs this backbone's frozen linear layers in INT8 from now on (`Int8Weights`): each weight
+    /// is quantised per output channel and packed once. Returns the packed bytes.
+    @discardableResult
+    public func quantizeLinearsToInt8() -> Int {
+        for l in frozenLinears { Int8Weights.shared.register(l.weight, outFeatures: l.outFeatures, inFeatures: l.inFeatures) }
+        return Int8Weights.shared.byteCount
+    }
 }
 
 /// Loads the backbone a model directory's config.json names.

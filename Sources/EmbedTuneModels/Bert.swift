@@ -57,6 +57,14 @@ public final class BertModel: Backbone, TrainableBackbone {
         var outputNormWeight, outputNormBias: Tensor                          // (C)
     }
 
+    deinit { Int8Weights.shared.forget(frozenLinears.map(\.weight)) }
+
+    public var frozenLinears: [(weight: UnsafePointer<Float>, outFeatures: Int, inFeatures: Int)] {
+        layers.flatMap { l in
+            [l.query, l.key, l.value, l.attentionOutput, l.intermediate, l.output].map { (UnsafePointer($0.pointer), $0.shape[0], $0.shape[1]) }
+        }
+    }
+
     public var architecture: String { config.modelType }
     public var hiddenSize: Int { config.hiddenSize }
     public var vocabularySize: Int { config.vocabSize }

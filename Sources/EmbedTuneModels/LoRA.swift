@@ -178,6 +178,15 @@ func loraForward(out: UnsafeMutablePointer<Float>, ldOut: Int, bias: UnsafePoint
                   alpha: adapter.scale)
 }
 
+/// out += s · (dropout(x) · Aᵀ) · Bᵀ, keeping u: the adapter's term added onto a frozen product
+/// already in `out` (INT8 inference, whose product cannot accumulate).
+func addLowRankTerm(out: UnsafeMutablePointer<Float>, ldOut: Int, x: UnsafePointer<Float>, n: Int, slot s: LoRASlot,
+                    context: LoRAContext, u: UnsafeMutablePointer<Float>, dropped: UnsafeMutablePointer<Float>) {
+    loraDown(x: x, n: n, slot: s, context: context, u: u, dropped: dropped)
+    sgemm(transB: true, m: n, n: s.outFeatures, k: s.rank, alpha: context.adapter.scale, a: u, lda: s.rank, b: context.adapter.b(s),
+          ldb: s.rank, beta: 1, c: out, ldc: ldOut)
+}
+
 /// LoRA backward: dB += s·doutᵀ·u, du = s·dout·B, dA += duᵀ·dropout(x), dx += dropout'(du·A)
 /// (dx = du·A with `accumulateDx` false, without dropout). dout is (N, out) with rows `ldDout`
 /// apart (default out), x and dx are (N, in), u and du (N, r); `dropped` (N, in) scratch. With dx
@@ -235,6 +244,12 @@ public func adaptedLinearForward(
     let ld = ldOut ?? outFeatures
     guard let slot, let context else {
         linearForward(out: out, inp: inp, weight: weight, bias: bias, n: n, c: inFeatures, oc: outFeatures, ldOut: ld)
+        return
+    }
+    if Int8Weights.shared.packed(weight) != nil {
+        // INT8 inference: the frozen product (and bias) in INT8 first, then s·u·Bᵀ added in float32.
+        linearForward(out: out, inp: inp, weight: weight, bias: bias, n: n, c: inFeatures, oc: outFeatures, ldOut: ld)
+        addLowRankTerm(out: out, ldOut: ld, x: inp, n: n, slot: slot, context: context, u: u, dropped: dropped)
         return
     }
     if GEMMKernel.fusesLowRank(depth: inFeatures) {
@@ -323,6 +338,14 @@ public func adaptedGroupForward(
     let adapted = context != nil && slots.contains { $0 != nil }
     if g.contiguous, !adapted {
         linearForward(out: out, inp: inp, weight: g.weights[0], bias: g.biases[0], n: n, c: g.inFeatures, oc: g.total)
+        return
+    }
+    if g.contiguous, let context, Int8Weights.shared.packed(g.weights[0]) != nil {
+        // INT8 inference: the frozen product over ΣOC in INT8, then each adapted member's term added.
+        linearForward(out: out, inp: inp, weight: g.weights[0], bias: g.biases[0], n: n, c: g.inFeatures, oc: g.total)
+        for (i, slot) in slots.enumerated() {
+            if let slot { addLowRankTerm(out: out + g.offsets[i], ldOut: g.total, x: inp, n: n, slot: slot, context: context, u: u[i], dropped: dropped) }
+        }
         return
     }
     if g.contiguous, let context {

@@ -69,6 +69,17 @@ public final class QwenModel: Backbone, TrainableBackbone {
         var downProj: Tensor                // (C, I)
     }
 
+    deinit { Int8Weights.shared.forget(frozenLinears.map(\.weight)) }
+
+    public var frozenLinears: [(weight: UnsafePointer<Float>, outFeatures: Int, inFeatures: Int)] {
+        zip(layers, gateUps).flatMap { l, g in
+            // The gate and up projections as one product when they lie side by side (LinearGroup).
+            let mlp: [(UnsafePointer<Float>, Int, Int)] = g.contiguous ? [(g.weights[0], g.total, g.inFeatures)]
+                : [l.gateProj, l.upProj].map { (UnsafePointer($0.pointer), $0.shape[0], $0.shape[1]) }
+            return [l.qProj, l.kProj, l.vProj, l.oProj, l.downProj].map { (UnsafePointer($0.pointer), $0.shape[0], $0.shape[1]) } + mlp
+        }
+    }
+
     public var architecture: String { config.modelType }
     public var hiddenSize: Int { config.hiddenSize }
     public var vocabularySize: Int { config.vocabSize }

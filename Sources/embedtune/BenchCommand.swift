@@ -151,12 +151,18 @@ struct EmbedBench: ParsableCommand {
     @Option(name: .spelled("batch_size"), help: "Texts per forward pass.") var batchSize = 64
     @Option(name: .spelled("max_length"), help: "Tokens per text (the synthetic texts fill it).") var maxLength = 128
     @Option(help: "Batches to time after one warm-up batch.") var repeats = 5
+    @Option(help: .boolean("Also INT8 inference: fp32 and INT8 batches alternate in this one process; the ratio and the embeddings' agreement are reported."))
+    var int8 = false
     @Option(help: "Write results as JSON here.") var json: String?
 
     func run() throws {
         try runReportingErrors {
             let dir = try ModelDirectory(URL(fileURLWithPath: model))
             let embedder = try Embedder(directory: dir)
+            if int8 {
+                embedder.backbone.quantizeLinearsToInt8()
+                Int8Weights.shared.isEnabled = false
+            }
             // Synthetic passages long enough to fill max-length after truncation.
             let words = ["soil", "nitrogen", "orchard", "irrigation", "the", "of", "yield", "pest", "control",
                          "水稻", "施肥", "病虫害", "fish", "pond", "oxygen", "2024", "livestock", "vaccine"]
@@ -167,18 +173,47 @@ struct EmbedBench: ParsableCommand {
             var options = Embedder.Options()
             options.batchSize = batchSize
             options.maxLength = maxLength
-            _ = try embedder.embed(texts, options: options)
+            let reference = try embedder.embed(texts, options: options).values
             let tokens = embedder.tokenizer.encodeBatch(texts, maxLength: maxLength).reduce(0) { $0 + $1.count }
-            let times = try (0..<repeats).map { _ in try timed { _ = try embedder.embed(texts, options: options) } }
-            let s = median(times)
             let flopsPerToken = 2 * Double(embedder.backbone.parameterCount - embedder.backbone.vocabularySize * embedder.backbone.hiddenSize)
-            let rows: [[String: Any]] = [[
-                "model": dir.url.lastPathComponent, "batch": batchSize, "max_length": maxLength,
-                "threads": BLASRuntime.threads, "median_s_per_batch": s, "texts_per_s": Double(batchSize) / s,
-                "tokens_per_s": Double(tokens) / s, "gflops": flopsPerToken * Double(tokens) / s / 1e9,
-            ]]
-            try report("bench embed", rows, columns: ["model", "batch", "max_length", "threads", "median_s_per_batch",
-                                                      "texts_per_s", "tokens_per_s", "gflops"], jsonPath: json)
+            // Modes alternate batch by batch, so both see the same machine state.
+            let modes = int8 ? [false, true] : [false]
+            var times = [Bool: [Double]](), outputs = [Bool: [Float]]()
+            for mode in modes {
+                Int8Weights.shared.isEnabled = mode
+                outputs[mode] = try embedder.embed(texts, options: options).values  // warm-up
+            }
+            for _ in 0..<repeats {
+                for mode in modes {
+                    Int8Weights.shared.isEnabled = mode
+                    times[mode, default: []].append(try timed { _ = try embedder.embed(texts, options: options) })
+                }
+            }
+            Int8Weights.shared.isEnabled = true
+            let fp32 = median(times[false]!)
+            let rows: [[String: Any]] = modes.map { mode in
+                let s = median(times[mode]!)
+                var row: [String: Any] = [
+                    "model": dir.url.lastPathComponent, "precision": mode ? "int8 (\(Int8Path.active.name))" : "fp32", "batch": batchSize,
+                    "max_length": maxLength, "threads": BLASRuntime.threads, "median_s_per_batch": s, "texts_per_s": Double(batchSize) / s,
+                    "tokens_per_s": Double(tokens) / s, "gflops": flopsPerToken * Double(tokens) / s / 1e9, "speedup": fp32 / s,
+                ]
+                if mode {
+                    // Agreement with fp32: the lowest cosine between a text's two embeddings.
+                    let d = reference.count / batchSize, a = outputs[true]!
+                    row["min_cosine_vs_fp32"] = (0..<batchSize).map { i -> Double in
+                        var dot = 0.0, na = 0.0, nb = 0.0
+                        for j in 0..<d {
+                            let x = Double(reference[i * d + j]), y = Double(a[i * d + j])
+                            dot += x * y; na += x * x; nb += y * y
+                        }
+                        return dot / (na * nb).squareRoot()
+                    }.min()!
+                }
+                return row
+            }
+            try report("bench embed", rows, columns: ["model", "precision", "batch", "max_length", "threads", "median_s_per_batch",
+                                                      "texts_per_s", "tokens_per_s", "gflops", "speedup", "min_cosine_vs_fp32"], jsonPath: json)
         }
     }
 }

@@ -42,6 +42,8 @@ struct EmbedCommand: ParsableCommand {
     @Option(name: .spelled("route_mix"), help: .boolean("Mix the top two adapters of a text below --route_threshold (false: always the most likely one)."))
     var routeMix = true
     @Option(name: .spelled("routes_output"), help: "Write each text's route (domains, weights, probabilities) as JSONL here.") var routesOutput: String?
+    @Option(help: .boolean("INT8 inference: the attention and MLP projections in int8 (per-channel weights, per-row activations, int32 sums; VNNI where the CPU has it)."))
+    var int8 = false
     @Option(help: .boolean("No progress bar.")) var quiet = false
 
     func validate() throws {
@@ -61,6 +63,7 @@ struct EmbedCommand: ParsableCommand {
             let dir = try modelOptions.directory()
             let texts = try readTexts(input, field: field)
             let embedder = try Embedder(directory: dir)
+            if int8 { embedder.backbone.quantizeLinearsToInt8() }
             try embedder.setAdapter(adapter.map { URL(fileURLWithPath: $0) })
             var options = Embedder.Options()
             options.batchSize = batchSize

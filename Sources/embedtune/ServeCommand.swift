@@ -46,6 +46,7 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .spelled("search_cache_similarity"), help: "Near-duplicate hits for /search (cosine; 1 or more: exact text only).")
     var searchCacheSimilarity: Float = 0.98
     @Option(help: "Threads of the model's forward pass (default: all cores).") var threads: Int?
+    @Option(help: .boolean("INT8 inference of the embedding model (embed --int8).")) var int8 = false
 
     func validate() throws {
         if router != nil && adapters == nil { throw ValidationError("--router needs --adapters (its domains' adapters, in order)") }
@@ -77,6 +78,7 @@ struct ServeCommand: ParsableCommand {
             let modelURL = URL(fileURLWithPath: modelOptions.model).standardizedFileURL
             let directory = try modelOptions.directory()
             let embedder = try Embedder(directory: directory)
+            if int8 { embedder.backbone.quantizeLinearsToInt8() }
             var configuration = EmbeddingService.Configuration()
             configuration.modelID = modelID ?? modelURL.lastPathComponent
             configuration.maxBatchTokens = maxBatchTokens
@@ -149,7 +151,7 @@ struct ServeCommand: ParsableCommand {
                                                routerAdapters: named.map(\.name), reranker: rerankerValue, index: indexValue,
                                                indexAdapter: indexAdapter, observer: observer)
             var routes = ServerRoutes(service: service)
-            routes.info = ["model_dtype": "float32", "version": BuildInfo.commit ?? "unknown"]
+            routes.info = ["model_dtype": int8 ? "int8 (\(Int8Path.active.name))" : "float32", "version": BuildInfo.commit ?? "unknown"]
             var server = EmbeddingServer(routes: routes, metrics: metrics)
             server.host = host
             server.port = port
