@@ -210,6 +210,7 @@ public func linearForward(
     bias: UnsafePointer<Float>?, n: Int, c: Int, oc: Int, ldOut: Int? = nil, alpha: Float = 1
 ) {
     let ld = ldOut ?? oc
+    Int8Weights.shared.record(weight, inp: inp, n: n, c: c)
     if let packed = Int8Weights.shared.packed(weight) {
         // A frozen weight registered for INT8 inference (never a LoRA factor: those are not registered).
         precondition(alpha == 1 && packed.inFeatures == c && packed.outFeatures == oc, "an INT8 weight used with another shape or scale")

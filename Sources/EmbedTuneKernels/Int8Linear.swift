@@ -33,13 +33,28 @@ public final class Int8PackedWeight: @unchecked Sendable {
     public let inFeatures: Int
     let bytes: UnsafeMutableRawPointer
     let scales: UnsafeMutablePointer<Float>
+    /// SmoothQuant's per-input-channel factors 1/s (nil: none): the activations are multiplied by
+    /// them before quantisation, the weight's columns were multiplied by s before packing, so the
+    /// product is unchanged while an activation channel with outliers hands part of its range to
+    /// the weight.
+    let inverseSmoothing: [Float]?
 
-    public init(weight: UnsafePointer<Float>, outFeatures n: Int, inFeatures k: Int) {
+    /// `smoothing` s (C values) scales the weight's columns before packing (nil: none).
+    public init(weight: UnsafePointer<Float>, outFeatures n: Int, inFeatures k: Int, smoothing: [Float]? = nil) {
         outFeatures = n
         inFeatures = k
         bytes = UnsafeMutableRawPointer.allocate(byteCount: max(embedtune_int8_packed_size(n, k), 1), alignment: 64)
         scales = .allocate(capacity: max(n, 1))
-        embedtune_int8_pack_weights(weight, n, k, k, bytes, scales)
+        if let smoothing {
+            precondition(smoothing.count == k, "one smoothing factor per input channel")
+            var scaled = [Float](repeating: 0, count: n * k)
+            for i in 0..<n { for j in 0..<k { scaled[i * k + j] = weight[i * k + j] * smoothing[j] } }
+            embedtune_int8_pack_weights(scaled, n, k, k, bytes, scales)
+            inverseSmoothing = smoothing.map { 1 / $0 }
+        } else {
+            embedtune_int8_pack_weights(weight, n, k, k, bytes, scales)
+            inverseSmoothing = nil
+        }
     }
 
     deinit {
@@ -59,7 +74,19 @@ public final class Int8PackedWeight: @unchecked Sendable {
             let quantized = UnsafeMutablePointer<UInt8>.allocate(capacity: count * rowBytes)
             let rowScales = UnsafeMutablePointer<Float>.allocate(capacity: count)
             defer { quantized.deallocate(); rowScales.deallocate() }
-            embedtune_int8_quantize_rows(inp + r0 * c, count, c, c, quantized, rowBytes, rowScales)
+            if let inverse = inverseSmoothing {
+                let smoothed = UnsafeMutablePointer<Float>.allocate(capacity: count * c)
+                defer { smoothed.deallocate() }
+                inverse.withUnsafeBufferPointer { s in
+                    for i in 0..<count {
+                        let x = inp + (r0 + i) * c, y = smoothed + i * c
+                        for j in 0..<c { y[j] = x[j] * s[j] }
+                    }
+                }
+                embedtune_int8_quantize_rows(smoothed, count, c, c, quantized, rowBytes, rowScales)
+            } else {
+                embedtune_int8_quantize_rows(inp + r0 * c, count, c, c, quantized, rowBytes, rowScales)
+            }
             embedtune_int8_gemm(count, oc, c, quantized, rowBytes, rowScales, bytes, scales, bias, out + r0 * ld, ld)
         }
     }
@@ -76,11 +103,24 @@ public final class Int8Weights: @unchecked Sendable {
     /// false: registered weights run in float32 again (benchmarks alternate both in one process).
     public var isEnabled = true
 
-    /// Quantises and packs `weight` (OC, C); later products with this weight run in INT8.
-    public func register(_ weight: UnsafePointer<Float>, outFeatures: Int, inFeatures: Int) {
+    /// Per-input-channel max |x| of each observed weight's activations (calibration).
+    private var observed = [UInt: [Float]]()
+
+    /// Quantises and packs `weight` (OC, C); later products with this weight run in INT8. With
+    /// `activationMaxima` (max |x| per input channel, from `observe`) the product is smoothed
+    /// first (SmoothQuant, α = 0.5): s_j = √(max|x_j| / max|W_:j|).
+    public func register(_ weight: UnsafePointer<Float>, outFeatures: Int, inFeatures: Int, activationMaxima: [Float]? = nil) {
         let key = UInt(bitPattern: weight)
         if lock.withLock({ table[key] != nil }) { return }
-        let packed = Int8PackedWeight(weight: weight, outFeatures: outFeatures, inFeatures: inFeatures)
+        let smoothing = activationMaxima.map { a -> [Float] in
+            (0..<inFeatures).map { j in
+                var w: Float = 0
+                for i in 0..<outFeatures { w = max(w, abs(weight[i * inFeatures + j])) }
+                guard a[j] > 0, w > 0 else { return 1 }
+                return min(max((a[j] / w).squareRoot(), 1e-3), 1e3)
+            }
+        }
+        let packed = Int8PackedWeight(weight: weight, outFeatures: outFeatures, inFeatures: inFeatures, smoothing: smoothing)
         lock.withLock {
             table[key] = packed
             empty = false
@@ -96,6 +136,34 @@ public final class Int8Weights: @unchecked Sendable {
 
     public var count: Int { lock.withLock { table.count } }
     public var byteCount: Int { lock.withLock { table.values.reduce(0) { $0 + $1.byteCount } } }
+
+    /// Starts recording the per-channel max |x| of the activations these weights multiply (their
+    /// products stay float32 while observed), for `register(…, activationMaxima:)`.
+    public func observe<S: Sequence>(_ weights: S, inFeatures: [Int]) where S.Element == UnsafePointer<Float> {
+        lock.withLock { for (w, c) in zip(weights, inFeatures) { observed[UInt(bitPattern: w)] = [Float](repeating: 0, count: c) } }
+        watching = !observed.isEmpty
+    }
+
+    /// Stops observing and returns what was seen, by weight address.
+    public func stopObserving() -> [UInt: [Float]] {
+        lock.withLock {
+            defer { observed.removeAll(); watching = false }
+            return observed
+        }
+    }
+
+    private var watching = false
+
+    /// Records the rows `inp` (N, C) that `weight` multiplies, if it is observed.
+    @inline(__always)
+    public func record(_ weight: UnsafePointer<Float>, inp: UnsafePointer<Float>, n: Int, c: Int) {
+        guard watching else { return }
+        lock.withLock {
+            guard var maxima = observed[UInt(bitPattern: weight)], maxima.count == c else { return }
+            for i in 0..<n { for j in 0..<c { maxima[j] = max(maxima[j], abs(inp[i * c + j])) } }
+            observed[UInt(bitPattern: weight)] = maxima
+        }
+    }
 
     /// Forgets these weights (a model going away: its addresses may be reused by other tensors).
     public func forget<S: Sequence>(_ weights: S) where S.Element == UnsafePointer<Float> {

@@ -24,9 +24,20 @@ public protocol Backbone: AnyObject {
 extension Backbone {
     /// Runs this backbone's frozen linear layers in INT8 from now on (`Int8Weights`): each weight
     /// is quantised per output channel and packed once. Returns the packed bytes.
+    /// With `calibrate` (a float32 forward pass over calibration texts, run here with the linears
+    /// observed) each product is smoothed by its activations' channel maxima (SmoothQuant).
     @discardableResult
-    public func quantizeLinearsToInt8() -> Int {
-        for l in frozenLinears { Int8Weights.shared.register(l.weight, outFeatures: l.outFeatures, inFeatures: l.inFeatures) }
+    public func quantizeLinearsToInt8(calibrate: (() throws -> Void)? = nil) throws -> Int {
+        var maxima = [UInt: [Float]]()
+        if let calibrate {
+            Int8Weights.shared.observe(frozenLinears.map(\.weight), inFeatures: frozenLinears.map(\.inFeatures))
+            defer { maxima = Int8Weights.shared.stopObserving() }
+            try calibrate()
+        }
+        for l in frozenLinears {
+            Int8Weights.shared.register(l.weight, outFeatures: l.outFeatures, inFeatures: l.inFeatures,
+                                        activationMaxima: maxima[UInt(bitPattern: l.weight)])
+        }
         return Int8Weights.shared.byteCount
     }
 }

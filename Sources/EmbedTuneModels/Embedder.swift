@@ -91,6 +91,37 @@ public final class Embedder {
         public init() {}
     }
 
+    /// Runs the backbone's frozen linear layers in INT8 from now on. With calibration texts (the
+    /// default: a fixed mix of English and Chinese sentences), the base model embeds them first and
+    /// each product is smoothed by its activations' channel maxima (SmoothQuant); nil: plain
+    /// per-row / per-channel quantisation.
+    public func useInt8(calibrationTexts: [String]? = Embedder.int8CalibrationTexts) throws {
+        guard let texts = calibrationTexts, !texts.isEmpty else { try backbone.quantizeLinearsToInt8(); return }
+        let adapter = self.adapter
+        self.adapter = nil
+        defer { self.adapter = adapter }
+        var options = Options()
+        options.batchSize = texts.count
+        try backbone.quantizeLinearsToInt8 { _ = try self.embed(texts, options: options) }
+    }
+
+    /// Calibration texts for `useInt8`: the activation outliers SmoothQuant needs are properties of
+    /// the model's channels, visible on any ordinary text.
+    public static let int8CalibrationTexts = [
+        "How do I apply for a building permit, and how long does the municipality take to decide?",
+        "Rice-fish farming raises fish in flooded paddies; the fish eat weeds and pests and fertilise the rice.",
+        "The soil test showed low nitrogen, so the orchard needs a split application before flowering.",
+        "What vaccine schedule do piglets need in their first eight weeks?",
+        "稻田养鱼是一种生态农业模式，鱼在稻田中除草吃虫，粪便为水稻提供养分。",
+        "小麦什么时候施用追肥效果最好？拔节期追施氮肥可以提高产量。",
+        "池塘缺氧时鱼会浮头，应及时开启增氧机并减少投喂。",
+        "森林防火期内禁止野外用火，发现火情应立即报告。",
+        "query: what is the best irrigation interval for tomatoes in sandy soil",
+        "passage: Drip irrigation every two to three days keeps sandy soil moist without waterlogging the roots.",
+        "A 2024 survey counted 1,250 hives across 37 villages; average honey yield rose 12%.",
+        "def embed(texts): return model.encode(texts, normalize_embeddings=True)",
+    ]
+
     public func maxLength(_ options: Options) -> Int {
         options.maxLength ?? min(directory.maxSequenceLength ?? 512, backbone.maxPositions)
     }

@@ -160,7 +160,7 @@ struct EmbedBench: ParsableCommand {
             let dir = try ModelDirectory(URL(fileURLWithPath: model))
             let embedder = try Embedder(directory: dir)
             if int8 {
-                embedder.backbone.quantizeLinearsToInt8()
+                try embedder.useInt8()
                 Int8Weights.shared.isEnabled = false
             }
             // Synthetic passages long enough to fill max-length after truncation.

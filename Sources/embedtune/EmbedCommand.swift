@@ -63,7 +63,7 @@ struct EmbedCommand: ParsableCommand {
             let dir = try modelOptions.directory()
             let texts = try readTexts(input, field: field)
             let embedder = try Embedder(directory: dir)
-            if int8 { embedder.backbone.quantizeLinearsToInt8() }
+            if int8 { try embedder.useInt8() }
             try embedder.setAdapter(adapter.map { URL(fileURLWithPath: $0) })
             var options = Embedder.Options()
             options.batchSize = batchSize

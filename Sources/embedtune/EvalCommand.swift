@@ -156,7 +156,7 @@ struct EvalCommand: ParsableCommand {
             }
             for (mi, path) in model.enumerated() {
                 let embedder = try Embedder(directory: ModelDirectory(URL(fileURLWithPath: path)))
-                if int8 { embedder.backbone.quantizeLinearsToInt8() }
+                if int8 { try embedder.useInt8() }
                 let variants: [String?] = mi == 0 ? [nil] + adapter.map { Optional($0) } : [nil]
                 for variant in variants {
                     try embedder.setAdapter(variant.map { URL(fileURLWithPath: $0) })

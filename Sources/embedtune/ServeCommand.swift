@@ -78,7 +78,7 @@ struct ServeCommand: ParsableCommand {
             let modelURL = URL(fileURLWithPath: modelOptions.model).standardizedFileURL
             let directory = try modelOptions.directory()
             let embedder = try Embedder(directory: directory)
-            if int8 { embedder.backbone.quantizeLinearsToInt8() }
+            if int8 { try embedder.useInt8() }
             var configuration = EmbeddingService.Configuration()
             configuration.modelID = modelID ?? modelURL.lastPathComponent
             configuration.maxBatchTokens = maxBatchTokens
