@@ -148,7 +148,7 @@ public final class EmbeddingService: @unchecked Sendable {
     }
 
     /// The adapter name a request's `model` field asks for (nil field: the default).
-    func resolveModel(_ requested: String?) throws -> String {
+    public func resolveModel(_ requested: String?) throws -> String {
         let name = requested ?? configuration.defaultModel ?? (router != nil ? "auto" : configuration.modelID)
         if name == "auto" {
             guard router != nil else { throw ServingError.notFound("model \"auto\" needs a router; served models: \(servedModels.joined(separator: ", "))") }

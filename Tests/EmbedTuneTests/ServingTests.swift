@@ -112,6 +112,35 @@ struct ServingTests {
         service.shutdown()
     }
 
+    @Test("model \"auto\" routes each text to its router domain's adapter, as embedding it with that adapter directly")
+    func routed() async throws {
+        let model = Paths.fixtures.appendingPathComponent("tiny-qwen3")
+        let embedder = try Embedder(directory: ModelDirectory(model))
+        var options = Embedder.Options()
+        options.maxLength = 16
+        let texts = ["rice and fish", "building permits"]
+        let base = try embedder.embed(texts, options: options)
+        // One domain per text, its centroid that text's base embedding.
+        let router = try Router.train(kind: .centroid, domains: ["a0", "a1"], embeddings: [Array(base.values[0..<base.dim]), Array(base.values[base.dim...])],
+                                      dim: base.dim, baseModel: model.path, queryPrompt: "")
+        var adapters = [String: LoRAAdapter?]()
+        var direct = [[Float]]()
+        for (i, name) in ["a0", "a1"].enumerated() {
+            try embedder.setAdapter(Paths.fixtures.appendingPathComponent("merge/adapters/\(name)"))
+            adapters[name] = embedder.adapter
+            direct.append(try embedder.embed([texts[i]], options: options).values)
+        }
+        embedder.adapter = nil
+        var configuration = EmbeddingService.Configuration()
+        configuration.maxInputLength = 16
+        let service = try EmbeddingService(configuration: configuration, embedder: embedder, adapters: adapters, router: router,
+                                           routerAdapters: ["a0", "a1"], reranker: nil, index: nil, indexAdapter: nil)
+        #expect(try service.resolveModel(nil) == "auto")
+        let (rows, _) = try await service.embed(texts, model: "auto", prefix: "")
+        for i in 0..<2 { #expect(zip(rows[i], direct[i]).map { abs($0 - $1) }.max()! <= 1e-5, "text \(i)") }
+        service.shutdown()
+    }
+
     @Test("the OpenAI route: base64 is the float32 bytes, dimensions cut and renormalise, usage counts tokens")
     func openAI() async throws {
         let service = try Self.service()

@@ -34,14 +34,20 @@ struct VectorIndexTests {
 
     static func documents(_ n: Int) -> [VectorIndex.Document] { (0..<n).map { .init(id: "doc\($0)", text: "text \($0)") } }
 
+    /// An index of `corpus` (rows of `dim`, documents doc0, doc1, …) in a fresh directory, opened.
+    static func built(_ corpus: [Float], dim: Int, factory: String, precision: EmbeddingPrecision = .float32) throws -> VectorIndex {
+        let dir = try Paths.temporaryDirectory().appendingPathComponent("idx")
+        var options = VectorIndex.BuildOptions()
+        options.factory = factory
+        options.precision = precision
+        try VectorIndex.build(embeddings: corpus, documents: documents(corpus.count / dim), manifest: manifest(dim: dim), options: options, to: dir)
+        return try VectorIndex(directory: dir)
+    }
+
     @Test("a Flat index finds exactly what exact search finds, with the same scores, and keeps ids and texts")
     func flatIsExact() throws {
         let dim = 32, corpus = Self.clustered(800, dim: dim, seed: 1), queries = Self.clustered(25, dim: dim, seed: 2)
-        let dir = try Paths.temporaryDirectory().appendingPathComponent("idx")
-        var options = VectorIndex.BuildOptions()
-        options.factory = "Flat"
-        try VectorIndex.build(embeddings: corpus, documents: Self.documents(800), manifest: Self.manifest(dim: dim), options: options, to: dir)
-        let index = try VectorIndex(directory: dir)
+        let index = try Self.built(corpus, dim: dim, factory: "Flat")
         #expect(index.manifest.count == 800 && index.manifest.faissFactory == "Flat" && index.manifest.queryPrompt == "q: ")
         let hits = try index.search(queries: queries, k: 10)
         let exact = exactTopK(queries: queries, corpus: corpus, dim: dim, k: 10, normalize: true)
@@ -56,11 +62,7 @@ struct VectorIndexTests {
           arguments: [("HNSW32", "efSearch", 64.0), ("IVF16,Flat", "nprobe", 4.0)])
     func approximateRecall(_ factory: String, _ parameter: String, _ value: Double) throws {
         let dim = 32, corpus = Self.clustered(3000, dim: dim, seed: 3), queries = Self.clustered(50, dim: dim, seed: 4)
-        let dir = try Paths.temporaryDirectory().appendingPathComponent("idx")
-        var options = VectorIndex.BuildOptions()
-        options.factory = factory
-        try VectorIndex.build(embeddings: corpus, documents: Self.documents(3000), manifest: Self.manifest(dim: dim), options: options, to: dir)
-        let index = try VectorIndex(directory: dir)
+        let index = try Self.built(corpus, dim: dim, factory: factory)
         try index.faiss.setParameter(parameter, value)
         let hits = try index.search(queries: queries, k: 10)
         let exact = exactTopK(queries: queries, corpus: corpus, dim: dim, k: 10, normalize: true)
@@ -71,12 +73,7 @@ struct VectorIndexTests {
     @Test("a binary index rescoring every candidate by the float query ranks exactly as float search")
     func binaryRescoring() throws {
         let dim = 64, corpus = Self.clustered(300, dim: dim, seed: 5), queries = Self.clustered(10, dim: dim, seed: 6)
-        let dir = try Paths.temporaryDirectory().appendingPathComponent("idx")
-        var options = VectorIndex.BuildOptions()
-        options.factory = "Flat"
-        options.precision = .binary
-        try VectorIndex.build(embeddings: corpus, documents: Self.documents(300), manifest: Self.manifest(dim: dim), options: options, to: dir)
-        let index = try VectorIndex(directory: dir)
+        let index = try Self.built(corpus, dim: dim, factory: "Flat", precision: .binary)
         #expect(index.manifest.faissFactory == "BFlat" && index.manifest.rescore == "float")
         #expect(index.manifest.centre?.count == dim)
         let all = try index.search(queries: queries, k: 5, rescoreMultiplier: 60)
