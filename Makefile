@@ -122,7 +122,7 @@ serve-check: build
 ## a scratch corpus under .build-fuzz/corpus/ so the committed seeds stay small; crashes, leaks and
 ## hangs (> 1 s) are written to out/fuzz/<target>-*. Replay one with
 ## `EMBEDTUNE_FUZZ_TARGET=<target> .build/release/embedtune-fuzz FILE`.
-FUZZ_TARGETS := safetensors safetensors-index gguf e5s1 tokenizer-json tiktoken model-config toml rows beir npy peft checkpoint
+FUZZ_TARGETS := safetensors safetensors-index gguf e5s1 tokenizer-json tiktoken model-config toml rows beir npy peft checkpoint index
 FUZZ_RUNS ?= 1000000
 # A cap per target for `make fuzz` (0: none); the slowest target (e5s1, which converts a whole model
 # directory per input) runs a few hundred executions a second under ASan and leak checks.

@@ -94,7 +94,7 @@ let package = Package(
         // `make fuzz` builds it with -DFUZZING and -sanitize=fuzzer,address).
         .executableTarget(
             name: "EmbedTuneFuzz",
-            dependencies: ["EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneData", "EmbedTuneTraining"],
+            dependencies: ["EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneData", "EmbedTuneTraining", "EmbedTuneSearch"],
             swiftSettings: checked),
         .testTarget(
             name: "EmbedTuneTests",

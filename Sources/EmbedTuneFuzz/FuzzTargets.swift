@@ -1,6 +1,7 @@
 import EmbedTuneData
 import EmbedTuneFormats
 import EmbedTuneModels
+import EmbedTuneSearch
 import EmbedTuneTokenizers
 import Foundation
 
@@ -80,6 +81,7 @@ struct FuzzTarget {
             _ = try PEFTAdapter.savedModules(dir)
         },
         FuzzTarget(name: "checkpoint", files: ["trainer_state.json", "state.bin.zst"], run: TrainingFuzzTargets.checkpoint),
+        FuzzTarget(name: "index", files: ["index.json", "documents.jsonl", "embeddings.npy"], run: runIndex),
     ]
 
     static func named(_ name: String) -> FuzzTarget? { all.first { $0.name == name } }
@@ -102,6 +104,46 @@ private func runRows(_ dir: URL, _ parts: [[UInt8]]) throws {
     let path = FuzzScratch.write(Array(parts[0].dropFirst()), "rows.\(ext)", in: dir, keepEmpty: true).path
     _ = try? TripletReader.read(path, skipBadRows: selector & 0x80 != 0)
     _ = try FuzzStore.shared.importDataset(name: "rows", format: format, inputs: ImportInputs(input: path), replace: true)
+}
+
+/// An index directory as `search` and `serve` open it: the manifest, documents and float rows come
+/// from the input; index.faiss is a valid FAISS file (4 rows: float Flat of 8 dimensions, or
+/// binary BFlat of 16 bits when the manifest says binary), since FAISS's own reader is not ours to
+/// fuzz. An index that opens is searched.
+private func runIndex(_ dir: URL, _ parts: [[UInt8]]) throws {
+    let binary = String(decoding: parts[0], as: UTF8.self).contains("binary")
+    FuzzScratch.write(binary ? FuzzIndexFiles.binary : FuzzIndexFiles.float, "index.faiss", in: dir)
+    let index = try VectorIndex(directory: dir)
+    let dim = index.manifest.dimension
+    guard dim > 0 && dim <= 4096 else { return }
+    _ = try index.search(queries: (0..<(2 * dim)).map { Float($0 % 7) - 3 }, k: 3, rescoreMultiplier: 2)
+}
+
+/// The two fixed FAISS files of the index target, made once per process (read back with POSIX
+/// calls: Data(contentsOf:)'s buffer shows as a first-run leak, see fuzz/lsan.supp).
+enum FuzzIndexFiles {
+    static let float: [UInt8] = make(binary: false)
+    static let binary: [UInt8] = make(binary: true)
+
+    static func make(binary: Bool) -> [UInt8] {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("embedtune-fuzz-\(getpid())-\(binary).faiss")
+        do {
+            let index = try FaissIndex(factory: binary ? "BFlat" : "Flat", dim: binary ? 16 : 8, binary: binary)
+            let rows: [UInt8] = binary ? (0..<8).map { UInt8($0 * 37 & 0xFF) } : (0..<32).flatMap { i in withUnsafeBytes(of: Float(i % 5) - 2) { Array($0) } }
+            try rows.withUnsafeBytes { try index.add(rows: 4, $0.baseAddress!, ids: [0, 1, 2, 3]) }
+            try index.write(to: url)
+            defer { try? FileManager.default.removeItem(at: url) }
+            guard let file = fopen(url.path, "rb") else { fatalError("cannot read \(url.path)") }
+            defer { fclose(file) }
+            var bytes = [UInt8](), chunk = [UInt8](repeating: 0, count: 4096)
+            while true {
+                let got = fread(&chunk, 1, chunk.count, file)
+                if got == 0 { break }
+                bytes += chunk[0..<got]
+            }
+            return bytes
+        } catch { fatalError("cannot make the fuzz target's FAISS file: \(error)") }
+    }
 }
 
 /// One dataset store per process, outside the run directory: opening SQLite per input would

@@ -1,4 +1,6 @@
 #pragma once
+// The INT8 kernels' declarations come in with this header: one module, one header that names them all.
+#include "embedtune_int8.h"
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
