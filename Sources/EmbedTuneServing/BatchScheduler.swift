@@ -33,7 +33,6 @@ public final class BatchScheduler<Item: Sendable, Output: Sendable>: @unchecked 
     private let condition = NSCondition()
     private var queue = [Job]()
     private var stopping = false
-    private var worker: Thread?
 
     /// `execute` runs one batch of one group on the worker thread and returns one output per item.
     public init(maxBatchTokens: Int, maxQueued: Int, record: @escaping @Sendable (BatchRecord) -> Void = { _ in },
@@ -42,10 +41,10 @@ public final class BatchScheduler<Item: Sendable, Output: Sendable>: @unchecked 
         self.maxQueued = maxQueued
         self.execute = execute
         self.record = record
-        let thread = Thread { [unowned self] in self.loop() }
+        // The worker holds the scheduler until `shutdown` lets it finish.
+        let thread = Thread { self.loop() }
         thread.name = "embedtune-batch"
         thread.stackSize = 16 << 20
-        worker = thread
         thread.start()
     }
 
