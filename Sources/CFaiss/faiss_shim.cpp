@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <memory>
 #include <omp.h>
 #include <stdexcept>
 #include <string>
@@ -46,17 +47,23 @@ template <typename Body> int guarded(char *err, size_t errlen, Body body) {
     return -1;
 }
 
+// An id map over `inner`, which it then owns; `inner` is freed if the map cannot be made (an
+// index read from a file that already holds rows, without ids of its own).
 faiss::Index *withIDs(faiss::Index *inner) {
     if (dynamic_cast<faiss::IndexIDMap *>(inner)) return inner;
-    auto *map = new faiss::IndexIDMap2(inner);
+    std::unique_ptr<faiss::Index> owned(inner);
+    auto *map = new faiss::IndexIDMap2(owned.get());
     map->own_fields = true;
+    owned.release();
     return map;
 }
 
 faiss::IndexBinary *withIDs(faiss::IndexBinary *inner) {
     if (dynamic_cast<faiss::IndexBinaryIDMap *>(inner)) return inner;
-    auto *map = new faiss::IndexBinaryIDMap(inner);
+    std::unique_ptr<faiss::IndexBinary> owned(inner);
+    auto *map = new faiss::IndexBinaryIDMap(owned.get());
     map->own_fields = true;
+    owned.release();
     return map;
 }
 

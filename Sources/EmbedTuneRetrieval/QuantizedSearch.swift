@@ -10,7 +10,7 @@ import Foundation
 ///    of the codes for int8 / uint8, the number of agreeing bits (dim − Hamming distance) for
 ///    binary / ubinary;
 /// 2. with a rescore multiplier m, the best k·m rows are rescored by the float query against
-///    the rows as stored (`decodedRow`: int8 / uint8 dequantised to the middle of their step,
+///    the rows as stored (`decodedRow`: int8 / uint8 dequantised to the bottom of their step,
 ///    binary / ubinary unpacked to 0/1) and the best k kept.
 ///
 /// The quantised corpus is all the search needs: no float copy of it is kept.
@@ -47,7 +47,8 @@ public struct QuantizedSearch {
     }
 
     /// Row `r` as the values rescoring multiplies the float query with: int8 / uint8 codes back in
-    /// the float range ((code [+ 128]) · step + min, as sentence-transformers' dequantisation),
+    /// the float range, at the bottom of their step ((code [+ 128]) · step + min, as
+    /// sentence-transformers' dequantisation),
     /// binary / ubinary bits as 0 or 1.
     public func decodedRow(_ r: Int) -> [Float] {
         var out = [Float](repeating: 0, count: corpus.dim)

@@ -172,11 +172,12 @@ public final class VectorIndex: @unchecked Sendable {
         let (distances, ids) = try codes.bytes.withUnsafeBytes { try faiss.search(rows: n, $0.baseAddress!, k: depth) }
         return (0..<n).map { i in
             let query = q[(i * dim)..<((i + 1) * dim)]
-            let candidates = ids[(i * depth)..<((i + 1) * depth)].filter { $0 >= 0 }.map(Int.init)
+            // FAISS pads with −1; an id past the documents is a damaged index.faiss, not a crash.
+            let candidates = ids[(i * depth)..<((i + 1) * depth)].filter { $0 >= 0 && $0 < manifest.count }.map(Int.init)
             if rescoreMultiplier < 1 {
                 // Hamming distance as a similarity: the number of agreeing bits.
-                let agreeing = distances[(i * depth)..<((i + 1) * depth)].prefix(candidates.count).map { Float(dim) - $0 }
-                return hits(ids: ids[(i * depth)..<((i + 1) * depth)].prefix(candidates.count), scores: ArraySlice(agreeing))
+                let agreeing = distances[(i * depth)..<((i + 1) * depth)].map { Float(dim) - $0 }
+                return hits(ids: ids[(i * depth)..<((i + 1) * depth)], scores: ArraySlice(agreeing))
             }
             let rescored = candidates.map { row -> (Int, Float) in
                 let values = floatRows!.row(row)
@@ -279,7 +280,10 @@ public final class VectorIndex: @unchecked Sendable {
                     .appendingPathComponent(".\(directory.lastPathComponent).old-\(ProcessInfo.processInfo.processIdentifier)")
                 try? fm.removeItem(at: old)
                 try fm.moveItem(at: directory, to: old)
-                try fm.moveItem(at: staging, to: directory)
+                do { try fm.moveItem(at: staging, to: directory) } catch {
+                    try? fm.moveItem(at: old, to: directory)  // the old index back in place
+                    throw error
+                }
                 try? fm.removeItem(at: old)
             } else {
                 try fm.moveItem(at: staging, to: directory)

@@ -123,6 +123,8 @@ public final class BatchScheduler<Item: Sendable, Output: Sendable>: @unchecked 
 /// Errors a request can end in, each with its HTTP status.
 public enum ServingError: Error, CustomStringConvertible, Equatable {
     case badRequest(String)
+    /// An empty input (TEI: 400, error_type "Empty").
+    case empty(String)
     case notFound(String)
     case payloadTooLarge(String)
     case unprocessable(String)
@@ -130,7 +132,7 @@ public enum ServingError: Error, CustomStringConvertible, Equatable {
 
     public var status: Int {
         switch self {
-        case .badRequest: return 400
+        case .badRequest, .empty: return 400
         case .notFound: return 404
         case .payloadTooLarge: return 413
         case .unprocessable: return 422
@@ -140,7 +142,7 @@ public enum ServingError: Error, CustomStringConvertible, Equatable {
 
     public var description: String {
         switch self {
-        case .badRequest(let m), .notFound(let m), .payloadTooLarge(let m), .unprocessable(let m), .internalError(let m): return m
+        case .badRequest(let m), .empty(let m), .notFound(let m), .payloadTooLarge(let m), .unprocessable(let m), .internalError(let m): return m
         }
     }
 }

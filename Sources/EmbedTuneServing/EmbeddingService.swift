@@ -23,10 +23,8 @@ public final class EmbeddingService: @unchecked Sendable {
         /// Entries per cache; 0 turns both caches off.
         public var cacheEntries = 10_000
         public var cacheBytes = 64 << 20
-        /// Near-duplicate threshold (cosine) of the embedding cache; nil: exact hits only.
-        public var embedCacheSimilarity: Float?
-        /// Near-duplicate threshold of the search cache; nil: exact hits only.
-        public var searchCacheSimilarity: Float? = 0.98
+        /// Near-duplicate threshold (cosine) of the search cache; nil: exact hits only.
+        public var searchCacheSimilarity: Float? = 0.99
         /// The adapter a request without a `model` field gets ("auto": the router's choice).
         public var defaultModel: String?
         public init() {}
@@ -79,24 +77,27 @@ public final class EmbeddingService: @unchecked Sendable {
         self.index = index
         self.indexAdapter = indexAdapter
         self.observer = observer
+        let positions = embedder.backbone.maxPositions
+        if let asked = configuration.maxInputLength, asked > positions {
+            throw ServingError.badRequest("--max_input_length \(asked) is more than the model's \(positions) positions")
+        }
         maxInputLength = configuration.maxInputLength ?? embedder.maxLength(Embedder.Options())
         let cached = configuration.cacheEntries > 0
-        embedCache = cached ? SemanticCache(maxEntries: configuration.cacheEntries, maxBytes: configuration.cacheBytes,
-                                            similarityThreshold: configuration.embedCacheSimilarity) : nil
+        embedCache = cached ? SemanticCache(maxEntries: configuration.cacheEntries, maxBytes: configuration.cacheBytes) : nil
         searchCache = cached ? SemanticCache(maxEntries: configuration.cacheEntries, maxBytes: configuration.cacheBytes,
                                              similarityThreshold: configuration.searchCacheSimilarity) : nil
         if let d = configuration.defaultModel, d != "auto", named[d] == nil {
             throw ServingError.badRequest("the default model \"\(d)\" is not among the served ones (\(named.keys.sorted().joined(separator: ", ")))")
         }
         if configuration.defaultModel == "auto" && router == nil { throw ServingError.badRequest("the default model \"auto\" needs a router") }
-        let embedder = self.embedder, all = self.adapters
+        let embedder = self.embedder, all = self.adapters, maxLength = maxInputLength
         embedBatches = BatchScheduler(maxBatchTokens: configuration.maxBatchTokens, maxQueued: configuration.maxConcurrentRequests,
                                       record: { observer.batch("embed", $0) }) { group, texts in
             let parts = group.split(separator: Self.separator, maxSplits: 1, omittingEmptySubsequences: false)
             embedder.adapter = all[String(parts[0])] ?? nil
             var options = Embedder.Options()
             options.batchSize = texts.count
-            options.maxLength = self.maxInputLength
+            options.maxLength = maxLength
             options.prefix = parts.count > 1 ? String(parts[1]) : ""
             let (dim, values) = try embedder.embed(texts, options: options)
             return (0..<texts.count).map { Array(values[($0 * dim)..<(($0 + 1) * dim)]) }
@@ -133,12 +134,12 @@ public final class EmbeddingService: @unchecked Sendable {
     /// Token counts of `texts` with `prefix`, after checking the request limits; with `truncate`
     /// a long input is cut to the limit instead of refused (413, as TEI).
     func tokenCounts(_ texts: [String], prefix: String, truncate: Bool) throws -> [Int] {
-        guard !texts.isEmpty else { throw ServingError.unprocessable("the input is empty: give at least one text") }
+        guard !texts.isEmpty else { throw ServingError.empty("the input is empty: give at least one text") }
         guard texts.count <= configuration.maxClientBatchSize else {
             throw ServingError.payloadTooLarge("batch size \(texts.count) > maximum allowed batch size \(configuration.maxClientBatchSize)")
         }
         return try texts.enumerated().map { i, text in
-            guard !text.isEmpty else { throw ServingError.unprocessable("input \(i) is an empty string") }
+            guard !text.isEmpty else { throw ServingError.empty("input \(i) is an empty string") }
             let n = embedder.tokenizer.encode(prefix + text).count
             if n > maxInputLength && !truncate {
                 throw ServingError.payloadTooLarge("input \(i) has \(n) tokens; the maximum is \(maxInputLength) (or set truncate)")
@@ -188,7 +189,8 @@ public final class EmbeddingService: @unchecked Sendable {
     private func embedRows(_ texts: [String], counts: [Int], adapter: String, prefix: String) async throws -> [[Float]] {
         var rows = [[Float]?](repeating: nil, count: texts.count)
         var missing = [Int]()
-        let keys = texts.map { "\(adapter)\u{1}\(prefix)\u{1}\(SemanticCache<[Float]>.normalised($0))" }
+        // The exact text: two texts a tokenizer tells apart ("Apple", "apple") embed differently.
+        let keys = texts.map { "\(adapter)\u{1}\(prefix)\u{1}\($0)" }
         for i in texts.indices {
             if let embedCache {
                 if let row = embedCache.value(forKey: keys[i]) { rows[i] = row; observer.cache("embed", "hit"); continue }
@@ -201,8 +203,7 @@ public final class EmbeddingService: @unchecked Sendable {
                                                     tokens: missing.reduce(0) { $0 + counts[$1] })
             for (k, i) in missing.enumerated() {
                 rows[i] = got[k]
-                embedCache?.insert(got[k], forKey: keys[i], embedding: configuration.embedCacheSimilarity == nil ? nil : got[k],
-                                  bytes: got[k].count * 4 + keys[i].utf8.count + 64)
+                embedCache?.insert(got[k], forKey: keys[i], bytes: got[k].count * 4 + keys[i].utf8.count + 64)
             }
         }
         return rows.map { $0! }

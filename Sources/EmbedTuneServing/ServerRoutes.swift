@@ -55,7 +55,8 @@ public struct ServerRoutes: Sendable {
         case let e as ServingError:
             status = e.status
             message = e.description
-            kind = status == 413 || status == 422 || status == 400 ? "Validation" : status == 404 ? "NotFound" : "Backend"
+            if case .empty = e { kind = "Empty" }
+            else { kind = status == 413 || status == 422 || status == 400 ? "Validation" : status == 404 ? "NotFound" : "Backend" }
         case let e as BatchScheduler<String, [Float]>.Overloaded:
             (status, message, kind) = (429, e.description, "Overloaded")
         case let e as BatchScheduler<EmbeddingService.RerankPair, Float>.Overloaded:
@@ -152,7 +153,8 @@ public struct ServerRoutes: Sendable {
             throw ServingError.unprocessable("encoding_format must be \"float\" or \"base64\" (got \"\(format)\")")
         }
         let (rows, tokens) = try await service.embed(texts, model: model, prefix: prompt(request))
-        let shaped = try Self.shaped(rows, dimensions: Self.int(request, "dimensions"), normalize: false)
+        // Unit vectors, as OpenAI's API and TEI's OpenAI route return them.
+        let shaped = try Self.shaped(rows, dimensions: Self.int(request, "dimensions"), normalize: true)
         return [
             "object": "list",
             "model": model,

@@ -40,11 +40,11 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .spelled("max_request_bytes"), help: "Largest request body (413 above it).") var maxRequestBytes = 2 << 20
     @Option(name: .spelled("cache_entries"), help: "Entries per cache (embeddings, search results); 0 turns the caches off.") var cacheEntries = 10_000
     @Option(name: .spelled("cache_mb"), help: "Megabytes per cache.") var cacheMB = 64
-    @Option(name: .spelled("embed_cache_similarity"),
-            help: "Near-duplicate hits for /embed: a text whose embedding has cosine ≥ this with a cached one (default off: exact text only).")
-    var embedCacheSimilarity: Float?
-    @Option(name: .spelled("search_cache_similarity"), help: "Near-duplicate hits for /search (cosine; 1 or more: exact text only).")
-    var searchCacheSimilarity: Float = 0.98
+    @Option(name: .spelled("search_cache_similarity"),
+            help: "Near-duplicate hits for /search: a query whose embedding has cosine ≥ this with a cached query gets its hits (1 or more: exact text only).")
+    var searchCacheSimilarity: Float = 0.99
+    @Option(help: "IVF indexes: inverted lists visited per /search query (FAISS's nprobe; default the index's own, 1).") var nprobe: Int?
+    @Option(name: .spelled("ef_search"), help: "HNSW indexes: candidate list size during /search (FAISS's efSearch).") var efSearch: Int?
     @Option(help: "Threads of the model's forward pass (default: all cores).") var threads: Int?
     @Option(help: .boolean("INT8 inference of the embedding model (embed --int8).")) var int8 = false
 
@@ -60,13 +60,16 @@ struct ServeCommand: ParsableCommand {
         }
         guard cacheEntries >= 0 else { throw ValidationError("--cache_entries must be 0 (off) or more") }
         if let maxInputLength, maxInputLength < 2 { throw ValidationError("--max_input_length must be at least 2") }
+        if (nprobe != nil || efSearch != nil) && index == nil { throw ValidationError("--nprobe and --ef_search need --index") }
+        if let nprobe, nprobe < 1 { throw ValidationError("--nprobe must be at least 1") }
+        if let efSearch, efSearch < 1 { throw ValidationError("--ef_search must be at least 1") }
     }
 
     /// NAME=PATH or PATH (named by its last path component), in order.
     static func namedAdapters(_ list: String) throws -> [(name: String, path: String)] {
         try list.split(separator: ",").map { item in
-            let parts = item.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
-            let path = parts.last!, name = parts.count == 2 ? parts[0] : URL(fileURLWithPath: path).lastPathComponent
+            let parts = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+            let path = parts[parts.count - 1], name = parts.count == 2 ? parts[0] : URL(fileURLWithPath: path).lastPathComponent
             guard !name.isEmpty, !path.isEmpty else { throw ValidationError("--adapters: \"\(item)\" is not PATH or NAME=PATH") }
             return (name, path)
         }
@@ -87,7 +90,6 @@ struct ServeCommand: ParsableCommand {
             configuration.maxInputLength = maxInputLength
             configuration.cacheEntries = cacheEntries
             configuration.cacheBytes = cacheMB << 20
-            configuration.embedCacheSimilarity = embedCacheSimilarity
             configuration.searchCacheSimilarity = searchCacheSimilarity >= 1 ? nil : searchCacheSimilarity
 
             // Adapters, loaded once; the base model is served under the model id.
@@ -135,6 +137,8 @@ struct ServeCommand: ParsableCommand {
                 }
                 try vectors.checkQueryModel(fingerprint: modelFingerprint, adapterFingerprint: vectors.manifest.adapterFingerprint,
                                             describedAs: modelURL.path)
+                if let nprobe { try vectors.faiss.setParameter("nprobe", Double(nprobe)) }
+                if let efSearch { try vectors.faiss.setParameter("efSearch", Double(efSearch)) }
                 indexValue = vectors
             }
 

@@ -172,8 +172,8 @@ struct ServingTests {
           arguments: [
             ("/embed", "{not json", 400, "malformed JSON"),
             ("/embed", "[1, 2]", 400, "JSON object"),
-            ("/embed", "{\"inputs\": []}", 422, "empty"),
-            ("/embed", "{\"inputs\": \"\"}", 422, "empty string"),
+            ("/embed", "{\"inputs\": []}", 400, "empty"),
+            ("/embed", "{\"inputs\": \"\"}", 400, "empty string"),
             ("/embed", "{\"inputs\": [1]}", 422, "must be a string"),
             ("/embed", "{\"inputs\": [\"a\", \"b\", \"c\", \"d\", \"e\"]}", 413, "maximum allowed batch size 4"),
             ("/embed", "{\"inputs\": \"one two three four five six seven eight nine ten eleven twelve thirteen fourteen\"}", 413, "tokens; the maximum is 16"),
