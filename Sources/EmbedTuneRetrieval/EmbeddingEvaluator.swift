@@ -71,9 +71,7 @@ public struct EmbeddingEvaluator {
         c.withUnsafeMutableBufferPointer { l2NormalizeRows($0.baseAddress!, n: nc, c: dim) }
         let ranges = precision.needsRanges ? try QuantizationRanges(calibration: c, rows: nc, dim: dim) : nil
         let centre = centreBinary && !precision.needsRanges ? columnMeans(c, rows: nc, dim: dim) : nil
-        var codes = c
-        if let centre { for i in 0..<codes.count { codes[i] -= centre[i % dim] } }
-        let search = try QuantizedSearch(corpus: QuantizedEmbeddings(codes, rows: nc, dim: dim, precision: precision, ranges: ranges),
+        let search = try QuantizedSearch(corpus: QuantizedEmbeddings(centredRows(c, centre), rows: nc, dim: dim, precision: precision, ranges: ranges),
                                          ranges: ranges, centre: centre)
         var rankings = try search.search(queries: q, topK: metrics.maxK, rescoreMultiplier: nil)
         if let m = rescoreMultiplier {

@@ -111,28 +111,39 @@ public struct QuantizedSearch {
             throw FormatError("the float corpus has \(floatCorpus.count) values, not \(corpus.rows) rows of \(dim)")
         }
         let nq = queries.count / dim
-        var firstStageQueries = queries
-        if let centre { for i in 0..<firstStageQueries.count { firstStageQueries[i] -= centre[i % dim] } }
-        let quantizedQueries = try QuantizedEmbeddings(firstStageQueries, rows: nq, dim: dim, precision: corpus.precision, ranges: ranges)
+        let quantizedQueries = try QuantizedEmbeddings(centredRows(queries, centre), rows: nq, dim: dim, precision: corpus.precision, ranges: ranges)
         let depth = topK * max(rescoreMultiplier ?? 1, 1)
         let firstStage = exactTopK(queries: Self.firstStageVectors(quantizedQueries), corpus: Self.firstStageVectors(corpus), dim: dim,
                                    k: depth, normalize: false)
         guard rescoreMultiplier != nil else { return firstStage.map { Array($0.prefix(topK)) } }
         var decoded = [Int: [Float]]()
         return firstStage.enumerated().map { qi, hits in
-            let query = queries[(qi * dim)..<((qi + 1) * dim)]
-            let rescored = hits.map { hit -> (index: Int, score: Float) in
-                if decoded[hit.index] == nil {
-                    decoded[hit.index] = floatCorpus.map { Array($0[(hit.index * dim)..<((hit.index + 1) * dim)]) } ?? decodedRow(hit.index)
-                }
-                let row = decoded[hit.index]!
-                var dot: Float = 0
-                for (d, v) in zip(query.indices, row) { dot += query[d] * v }
-                return (hit.index, dot)
+            rescored(query: queries[(qi * dim)..<((qi + 1) * dim)], candidates: hits.map(\.index), topK: topK) { r in
+                if let row = decoded[r] { return row }
+                let row = floatCorpus.map { Array($0[(r * dim)..<((r + 1) * dim)]) } ?? decodedRow(r)
+                decoded[r] = row
+                return row
             }
-            // Stable: equal rescores keep the first stage's order.
-            return Array(rescored.enumerated().sorted { $0.element.score != $1.element.score ? $0.element.score > $1.element.score : $0.offset < $1.offset }
-                .map(\.element).prefix(topK))
         }
     }
+}
+
+/// The best `topK` of `candidates` by the dot product of `query` with each one's `row`, best
+/// first; equal scores keep the candidates' order (the first stage's).
+public func rescored(query: ArraySlice<Float>, candidates: [Int], topK: Int, row: (Int) -> [Float]) -> RetrievalEvaluator.Ranking {
+    let scored = candidates.map { c -> (index: Int, score: Float) in
+        var dot: Float = 0
+        for (d, v) in zip(query.indices, row(c)) { dot += query[d] * v }
+        return (c, dot)
+    }
+    return Array(scored.enumerated().sorted { $0.element.score != $1.element.score ? $0.element.score > $1.element.score : $0.offset < $1.offset }
+        .map(\.element).prefix(topK))
+}
+
+/// Each row (of `centre.count` values) minus `centre`; the rows as they are without one.
+public func centredRows(_ rows: [Float], _ centre: [Float]?) -> [Float] {
+    guard let centre else { return rows }
+    var out = rows
+    for i in 0..<out.count { out[i] -= centre[i % centre.count] }
+    return out
 }

@@ -168,7 +168,7 @@ public final class VectorIndex: @unchecked Sendable {
             return (0..<n).map { i in hits(ids: ids[(i * k)..<((i + 1) * k)], scores: scores[(i * k)..<((i + 1) * k)]) }
         }
         let depth = k * max(rescoreMultiplier, 1)
-        let codes = try QuantizedEmbeddings(Self.centred(q, manifest.centre), rows: n, dim: dim, precision: .ubinary)
+        let codes = try QuantizedEmbeddings(centredRows(q, manifest.centre), rows: n, dim: dim, precision: .ubinary)
         let (distances, ids) = try codes.bytes.withUnsafeBytes { try faiss.search(rows: n, $0.baseAddress!, k: depth) }
         return (0..<n).map { i in
             let query = q[(i * dim)..<((i + 1) * dim)]
@@ -179,24 +179,9 @@ public final class VectorIndex: @unchecked Sendable {
                 let agreeing = distances[(i * depth)..<((i + 1) * depth)].map { Float(dim) - $0 }
                 return hits(ids: ids[(i * depth)..<((i + 1) * depth)], scores: ArraySlice(agreeing))
             }
-            let rescored = candidates.map { row -> (Int, Float) in
-                let values = floatRows!.row(row)
-                var dot: Float = 0
-                for (d, v) in zip(query.indices, values) { dot += query[d] * v }
-                return (row, dot)
-            }
-            let best = rescored.enumerated().sorted { $0.element.1 != $1.element.1 ? $0.element.1 > $1.element.1 : $0.offset < $1.offset }
-                .prefix(k).map(\.element)
-            return best.map { Hit(row: $0.0, id: documents[$0.0].id, text: documents[$0.0].text, score: $0.1) }
+            return rescored(query: query, candidates: candidates, topK: k) { floatRows!.row($0) }
+                .map { Hit(row: $0.index, id: documents[$0.index].id, text: documents[$0.index].text, score: $0.score) }
         }
-    }
-
-    /// Rows minus `centre` (each row; the rows as they are without one).
-    static func centred(_ rows: [Float], _ centre: [Float]?) -> [Float] {
-        guard let centre else { return rows }
-        var out = rows
-        for i in 0..<out.count { out[i] -= centre[i % centre.count] }
-        return out
     }
 
     /// FAISS's binary factory string for a float one: Flat → BFlat, HNSWn → BHNSWn, IVFn,Flat →
@@ -229,7 +214,7 @@ public final class VectorIndex: @unchecked Sendable {
         let factory = binary ? try binaryFactory(options.factory) : options.factory
         let index = try FaissIndex(factory: factory, dim: binary ? (dim + 7) / 8 * 8 : dim, binary: binary)
         let centre = binary && options.centreBinary ? columnMeans(rows, rows: n, dim: dim) : nil
-        let vectors: [UInt8] = binary ? try QuantizedEmbeddings(centred(rows, centre), rows: n, dim: dim, precision: .ubinary).bytes
+        let vectors: [UInt8] = binary ? try QuantizedEmbeddings(centredRows(rows, centre), rows: n, dim: dim, precision: .ubinary).bytes
                                       : rows.withUnsafeBytes { Array($0) }
         let rowBytes = index.rowBytes
         if !index.isTrained {
