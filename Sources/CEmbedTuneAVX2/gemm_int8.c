@@ -29,6 +29,11 @@
 // path is chosen at run time.
 #include "embedtune_int8.h"
 
+// No contraction of a·b + c into one fused operation behind the code's back: a path whose target
+// has FMA would round differently from the portable one. Fused operations are written as fmaf or
+// FMA intrinsics where they are meant.
+#pragma clang fp contract(off)
+
 #include <math.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -153,8 +158,25 @@ static inline uint8_t quantize_one(float x, float s) {
     return (uint8_t)((int)nearbyintf(v) + 128);
 }
 
-static void quantize_portable(const float *x, size_t k, float s, uint8_t *q) {
-    for (size_t p = 0; p < k; p++) q[p] = quantize_one(x[p], s);
+// The value a centred row quantises: x·mul (mul NULL: x) minus the row's middle.
+static inline float centred_one(const float *x, const float *mul, float mid, size_t p) {
+    return (mul ? x[p] * mul[p] : x[p]) - mid;
+}
+
+static void quantize_portable(const float *x, const float *mul, float mid, size_t k, float s, uint8_t *q) {
+    for (size_t p = 0; p < k; p++) q[p] = quantize_one(centred_one(x, mul, mid, p), s);
+}
+
+// Smallest and largest x·mul (mul NULL: x); NaN is skipped (as vminps/vmaxps(v, m) skip it).
+static void minmax_portable(const float *x, const float *mul, size_t k, float *lo, float *hi) {
+    float l = INFINITY, h = -INFINITY;
+    for (size_t p = 0; p < k; p++) {
+        const float v = mul ? x[p] * mul[p] : x[p];
+        if (v < l) l = v;
+        if (v > h) h = v;
+    }
+    *lo = l;
+    *hi = h;
 }
 
 static inline float dequant(int32_t acc, float sa, float sw, const float *bias, size_t j) {
@@ -278,8 +300,13 @@ static T2 float absmax_avx2(const float *x, size_t k) {
 }
 
 // x / s rounded (vcvtps2dq: the current rounding mode, as nearbyintf), NaN → 0, clamped, in int32.
-ALWAYS T2 __m256i quantize8(const float *x, __m256 s) {
-    const __m256 v = _mm256_div_ps(_mm256_loadu_ps(x), s);
+ALWAYS T2 __m256 load_centred8(const float *x, const float *mul, __m256 mid) {
+    const __m256 v = _mm256_loadu_ps(x);
+    return _mm256_sub_ps(mul ? _mm256_mul_ps(v, _mm256_loadu_ps(mul)) : v, mid);
+}
+
+ALWAYS T2 __m256i quantize8(const float *x, const float *mul, __m256 mid, __m256 s) {
+    const __m256 v = _mm256_div_ps(load_centred8(x, mul, mid), s);
     const __m256 finite = _mm256_and_ps(v, _mm256_cmp_ps(v, v, _CMP_ORD_Q));
     return _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(finite, _mm256_set1_ps(-127.0f)), _mm256_set1_ps(127.0f)));
 }
@@ -287,17 +314,40 @@ ALWAYS T2 __m256i quantize8(const float *x, __m256 s) {
 // 32 values at a time: four int32 ymm narrow through two signed packs (exact: |v| ≤ 127), whose
 // 128-bit lanes interleave the sources' dwords; vpermd puts them back in order, and xor 0x80 adds 128.
 // The last k mod 32 go through quantize_one: the same operations one at a time.
-static T2 void quantize_avx2(const float *x, size_t k, float s, uint8_t *q) {
-    const __m256 sv = _mm256_set1_ps(s);
+static T2 void quantize_avx2(const float *x, const float *mul, float mid, size_t k, float s, uint8_t *q) {
+    const __m256 sv = _mm256_set1_ps(s), mv = _mm256_set1_ps(mid);
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7), flip = _mm256_set1_epi8((char)0x80);
     size_t p = 0;
     for (; p + 32 <= k; p += 32) {
-        const __m256i i01 = _mm256_packs_epi32(quantize8(x + p, sv), quantize8(x + p + 8, sv));
-        const __m256i i23 = _mm256_packs_epi32(quantize8(x + p + 16, sv), quantize8(x + p + 24, sv));
+        const float *m = mul ? mul + p : NULL;
+        const __m256i i01 = _mm256_packs_epi32(quantize8(x + p, m, mv, sv), quantize8(x + p + 8, m ? m + 8 : NULL, mv, sv));
+        const __m256i i23 = _mm256_packs_epi32(quantize8(x + p + 16, m ? m + 16 : NULL, mv, sv),
+                                               quantize8(x + p + 24, m ? m + 24 : NULL, mv, sv));
         const __m256i b = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(i01, i23), order);
         _mm256_storeu_si256((__m256i *)(void *)(q + p), _mm256_xor_si256(b, flip));
     }
-    for (; p < k; p++) q[p] = quantize_one(x[p], s);
+    for (; p < k; p++) q[p] = quantize_one(centred_one(x, mul, mid, p), s);
+}
+
+static T2 void minmax_avx2(const float *x, const float *mul, size_t k, float *lo, float *hi) {
+    __m256 l = _mm256_set1_ps(INFINITY), h = _mm256_set1_ps(-INFINITY);
+    const __m256 zero = _mm256_setzero_ps();
+    size_t p = 0;
+    for (; p + 8 <= k; p += 8) {
+        const __m256 v = load_centred8(x + p, mul ? mul + p : NULL, zero);
+        l = _mm256_min_ps(v, l);
+        h = _mm256_max_ps(v, h);
+    }
+    __m128 a = _mm_min_ps(_mm256_castps256_ps128(l), _mm256_extractf128_ps(l, 1));
+    a = _mm_min_ps(a, _mm_movehl_ps(a, a));
+    float lv = _mm_cvtss_f32(_mm_min_ss(a, _mm_movehdup_ps(a))), hv = hmax8(h);
+    for (; p < k; p++) {
+        const float v = mul ? x[p] * mul[p] : x[p];
+        if (v < lv) lv = v;
+        if (v > hv) hv = v;
+    }
+    *lo = lv;
+    *hi = hv;
 }
 
 static T512 float absmax_avx512(const float *x, size_t k) {
@@ -315,23 +365,43 @@ static T512 float absmax_avx512(const float *x, size_t k) {
 }
 
 // 16 values at a time, vpmovdb narrowing (and storing, masked on the tail) the biased int32.
-ALWAYS T512 void quantize16(const float *x, __m512 s, __mmask16 mask, uint8_t *q) {
-    __m512 v = _mm512_div_ps(_mm512_maskz_loadu_ps(mask, x), s);
+ALWAYS T512 __m512 load_centred16(const float *x, const float *mul, __m512 mid, __mmask16 mask) {
+    const __m512 v = _mm512_maskz_loadu_ps(mask, x);
+    return _mm512_sub_ps(mul ? _mm512_mul_ps(v, _mm512_maskz_loadu_ps(mask, mul)) : v, mid);
+}
+
+ALWAYS T512 void quantize16(const float *x, const float *mul, __m512 mid, __m512 s, __mmask16 mask, uint8_t *q) {
+    __m512 v = _mm512_div_ps(load_centred16(x, mul, mid, mask), s);
     v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v);
     v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-127.0f)), _mm512_set1_ps(127.0f));
     _mm512_mask_cvtepi32_storeu_epi8(q, mask, _mm512_add_epi32(_mm512_cvtps_epi32(v), _mm512_set1_epi32(128)));
 }
 
-static T512 void quantize_avx512(const float *x, size_t k, float s, uint8_t *q) {
-    const __m512 sv = _mm512_set1_ps(s);
+static T512 void quantize_avx512(const float *x, const float *mul, float mid, size_t k, float s, uint8_t *q) {
+    const __m512 sv = _mm512_set1_ps(s), mv = _mm512_set1_ps(mid);
     size_t p = 0;
     for (; p + 64 <= k; p += 64) {
-        quantize16(x + p, sv, 0xFFFF, q + p);
-        quantize16(x + p + 16, sv, 0xFFFF, q + p + 16);
-        quantize16(x + p + 32, sv, 0xFFFF, q + p + 32);
-        quantize16(x + p + 48, sv, 0xFFFF, q + p + 48);
+        const float *m = mul ? mul + p : NULL;
+        quantize16(x + p, m, mv, sv, 0xFFFF, q + p);
+        quantize16(x + p + 16, m ? m + 16 : NULL, mv, sv, 0xFFFF, q + p + 16);
+        quantize16(x + p + 32, m ? m + 32 : NULL, mv, sv, 0xFFFF, q + p + 32);
+        quantize16(x + p + 48, m ? m + 48 : NULL, mv, sv, 0xFFFF, q + p + 48);
     }
-    for (; p < k; p += 16) quantize16(x + p, sv, lanes16((ptrdiff_t)(k - p)), q + p);
+    for (; p < k; p += 16) quantize16(x + p, mul ? mul + p : NULL, mv, sv, lanes16((ptrdiff_t)(k - p)), q + p);
+}
+
+// Masked-off tail lanes are excluded by mask moves (a loaded 0 would take part in the minimum).
+static T512 void minmax_avx512(const float *x, const float *mul, size_t k, float *lo, float *hi) {
+    __m512 l = _mm512_set1_ps(INFINITY), h = _mm512_set1_ps(-INFINITY);
+    const __m512 zero = _mm512_setzero_ps();
+    for (size_t p = 0; p < k; p += 16) {
+        const __mmask16 mask = lanes16((ptrdiff_t)(k - p));
+        const __m512 v = load_centred16(x + p, mul ? mul + p : NULL, zero, mask);
+        l = _mm512_mask_min_ps(l, mask, v, l);
+        h = _mm512_mask_max_ps(h, mask, v, h);
+    }
+    *lo = _mm512_reduce_min_ps(l);
+    *hi = _mm512_reduce_max_ps(h);
 }
 
 // --- AVX512-VNNI: 6 rows × 64 columns, 24 zmm accumulators ---
@@ -606,14 +676,25 @@ static float absmax(int isa, const float *x, size_t k) {
     return absmax_portable(x, k);
 }
 
-static void quantize(int isa, const float *x, size_t k, float s, uint8_t *q) {
+// q = quantised x·mul − mid (mul NULL: x − mid) at scale s.
+static void quantize(int isa, const float *x, const float *mul, float mid, size_t k, float s, uint8_t *q) {
     (void)isa;
 #if defined(__x86_64__)
-    if (isa == EMBEDTUNE_INT8_AVX512VNNI) quantize_avx512(x, k, s, q);
-    else if (isa >= EMBEDTUNE_INT8_AVX2) quantize_avx2(x, k, s, q);
+    if (isa == EMBEDTUNE_INT8_AVX512VNNI) quantize_avx512(x, mul, mid, k, s, q);
+    else if (isa >= EMBEDTUNE_INT8_AVX2) quantize_avx2(x, mul, mid, k, s, q);
     else
 #endif
-        quantize_portable(x, k, s, q);
+        quantize_portable(x, mul, mid, k, s, q);
+}
+
+static void minmax(int isa, const float *x, const float *mul, size_t k, float *lo, float *hi) {
+    (void)isa;
+#if defined(__x86_64__)
+    if (isa == EMBEDTUNE_INT8_AVX512VNNI) minmax_avx512(x, mul, k, lo, hi);
+    else if (isa >= EMBEDTUNE_INT8_AVX2) minmax_avx2(x, mul, k, lo, hi);
+    else
+#endif
+        minmax_portable(x, mul, k, lo, hi);
 }
 
 void embedtune_int8_quantize_rows(const float *a, size_t m, size_t k, size_t lda, uint8_t *out, size_t ldq,
@@ -625,8 +706,65 @@ void embedtune_int8_quantize_rows(const float *a, size_t m, size_t k, size_t lda
         uint8_t *q = out + i * ldq;
         const float s = scale_of(absmax(isa, x, k));
         scales[i] = s;
-        quantize(isa, x, k, s, q);
+        quantize(isa, x, NULL, 0.0f, k, s, q);
         memset(q + k, 128, kp - k);  // the value 0: the kernels read whole quads
+    }
+}
+
+void embedtune_int8_quantize_rows_centred(const float *a, size_t m, size_t k, size_t lda, const float *mul, uint8_t *out,
+                                          size_t ldq, float *scales, float *middles) {
+    const int isa = embedtune_int8_active_isa();
+    const size_t kp = round_up(k, 4);
+    for (size_t i = 0; i < m; i++) {
+        const float *x = a + i * lda;
+        uint8_t *q = out + i * ldq;
+        float lo, hi;
+        minmax(isa, x, mul, k, &lo, &hi);
+        // No finite value, or an infinite one: no centre (the row is garbage either way).
+        float mid = lo <= hi ? lo + (hi - lo) * 0.5f : 0.0f;
+        if (!isfinite(mid) || mid == 0.0f) mid = 0.0f;  // and +0, never −0: the same bits on every path
+        // The largest |fl(v − mid)| is at v = lo or v = hi (rounding is monotonic).
+        const float reach = lo <= hi ? fmaxf(hi - mid, mid - lo) : 0.0f;
+        const float s = scale_of(reach);
+        scales[i] = s;
+        middles[i] = mid;
+        quantize(isa, x, mul, mid, k, s, q);
+        memset(q + k, 128, kp - k);
+    }
+}
+
+// c += partial + mid · rowsum as c + fmaf(mid, rowsum, partial) (partial NULL: c = fmaf(mid, rowsum, c)).
+static void add_centring_portable(float *c, size_t n, const float *p, float mid, const float *rs) {
+    if (p) for (size_t j = 0; j < n; j++) c[j] += fmaf(mid, rs[j], p[j]);
+    else for (size_t j = 0; j < n; j++) c[j] = fmaf(mid, rs[j], c[j]);
+}
+
+#if defined(__x86_64__)
+static T2 void add_centring_avx2(float *c, size_t n, const float *p, float mid, const float *rs) {
+    const __m256 m = _mm256_set1_ps(mid);
+    size_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        const __m256 r = _mm256_loadu_ps(rs + j), cj = _mm256_loadu_ps(c + j);
+        _mm256_storeu_ps(c + j, p ? _mm256_add_ps(cj, _mm256_fmadd_ps(m, r, _mm256_loadu_ps(p + j))) : _mm256_fmadd_ps(m, r, cj));
+    }
+    add_centring_portable(c + j, n - j, p ? p + j : NULL, mid, rs + j);
+}
+#endif
+
+void embedtune_int8_add_centring(float *c, size_t m, size_t n, size_t ldc, const float *partial, size_t ldp,
+                                 const float *middles, const float *row_sums) {
+    const int isa = embedtune_int8_active_isa();
+    (void)isa;
+    for (size_t i = 0; i < m; i++) {
+        const float *p = partial ? partial + i * ldp : NULL;
+        if (!p && middles[i] == 0.0f) continue;  // fmaf(0, r, c) is c for finite r
+#if defined(__x86_64__)
+        if (isa >= EMBEDTUNE_INT8_AVX2) {
+            add_centring_avx2(c + i * ldc, n, p, middles[i], row_sums);
+            continue;
+        }
+#endif
+        add_centring_portable(c + i * ldc, n, p, middles[i], row_sums);
     }
 }
 
@@ -649,7 +787,7 @@ void embedtune_int8_pack_weights(const float *w, size_t n, size_t k, size_t ldw,
         for (size_t p0 = 0; p0 < k; p0 += 256) {
             uint8_t chunk[256];
             const size_t len = k - p0 < 256 ? k - p0 : 256;
-            quantize(isa, x + p0, len, s, chunk);
+            quantize(isa, x + p0, NULL, 0.0f, len, s, chunk);
             for (size_t t = 0; t < len; t++) {
                 const size_t p = p0 + t;
                 const int v = (int)chunk[t] - 128;

@@ -26,8 +26,9 @@ extension Backbone {
     /// is quantised per output channel and packed once. Returns the packed bytes.
     /// With `calibrate` (a float32 forward pass over calibration texts, run here with the linears
     /// observed) each product is smoothed by its activations' channel maxima (SmoothQuant).
+    /// `groupSize`: input channels per activation scale (0: one per row).
     @discardableResult
-    public func quantizeLinearsToInt8(calibrate: (() throws -> Void)? = nil) throws -> Int {
+    public func quantizeLinearsToInt8(groupSize: Int = Int8Weights.defaultGroupSize, calibrate: (() throws -> Void)? = nil) throws -> Int {
         var maxima = [UInt: [Float]]()
         if let calibrate {
             Int8Weights.shared.observe(frozenLinears.map(\.weight), inFeatures: frozenLinears.map(\.inFeatures))
@@ -36,7 +37,7 @@ extension Backbone {
         }
         for l in frozenLinears {
             Int8Weights.shared.register(l.weight, outFeatures: l.outFeatures, inFeatures: l.inFeatures,
-                                        activationMaxima: maxima[UInt(bitPattern: l.weight)])
+                                        activationMaxima: maxima[UInt(bitPattern: l.weight)], groupSize: groupSize)
         }
         return Int8Weights.shared.byteCount
     }

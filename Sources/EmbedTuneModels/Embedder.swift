@@ -95,14 +95,14 @@ public final class Embedder {
     /// default: a fixed mix of English and Chinese sentences), the base model embeds them first and
     /// each product is smoothed by its activations' channel maxima (SmoothQuant); nil: plain
     /// per-row / per-channel quantisation.
-    public func useInt8(calibrationTexts: [String]? = Embedder.int8CalibrationTexts) throws {
-        guard let texts = calibrationTexts, !texts.isEmpty else { try backbone.quantizeLinearsToInt8(); return }
+    public func useInt8(groupSize: Int = Int8Weights.defaultGroupSize, calibrationTexts: [String]? = Embedder.int8CalibrationTexts) throws {
+        guard let texts = calibrationTexts, !texts.isEmpty else { try backbone.quantizeLinearsToInt8(groupSize: groupSize); return }
         let adapter = self.adapter
         self.adapter = nil
         defer { self.adapter = adapter }
         var options = Options()
         options.batchSize = texts.count
-        try backbone.quantizeLinearsToInt8 { _ = try self.embed(texts, options: options) }
+        try backbone.quantizeLinearsToInt8(groupSize: groupSize) { _ = try self.embed(texts, options: options) }
     }
 
     /// Calibration texts for `useInt8`: the activation outliers SmoothQuant needs are properties of

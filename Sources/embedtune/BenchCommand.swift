@@ -151,16 +151,17 @@ struct EmbedBench: ParsableCommand {
     @Option(name: .spelled("batch_size"), help: "Texts per forward pass.") var batchSize = 64
     @Option(name: .spelled("max_length"), help: "Tokens per text (the synthetic texts fill it).") var maxLength = 128
     @Option(help: "Batches to time after one warm-up batch.") var repeats = 5
-    @Option(help: .boolean("Also INT8 inference: fp32 and INT8 batches alternate in this one process; the ratio and the embeddings' agreement are reported."))
-    var int8 = false
+    /// --int8 here also runs INT8: fp32 and INT8 batches alternate in this one process; the ratio and
+    /// the embeddings' agreement are reported.
+    @OptionGroup var int8Options: Int8Options
     @Option(help: "Write results as JSON here.") var json: String?
 
     func run() throws {
         try runReportingErrors {
             let dir = try ModelDirectory(URL(fileURLWithPath: model))
             let embedder = try Embedder(directory: dir)
-            if int8 {
-                try embedder.useInt8()
+            if int8Options.int8 {
+                try int8Options.apply(to: embedder)
                 Int8Weights.shared.isEnabled = false
             }
             // Synthetic passages long enough to fill max-length after truncation.
@@ -177,7 +178,7 @@ struct EmbedBench: ParsableCommand {
             let tokens = embedder.tokenizer.encodeBatch(texts, maxLength: maxLength).reduce(0) { $0 + $1.count }
             let flopsPerToken = 2 * Double(embedder.backbone.parameterCount - embedder.backbone.vocabularySize * embedder.backbone.hiddenSize)
             // Modes alternate batch by batch, so both see the same machine state.
-            let modes = int8 ? [false, true] : [false]
+            let modes = int8Options.int8 ? [false, true] : [false]
             var times = [Bool: [Double]](), outputs = [Bool: [Float]]()
             for mode in modes {
                 Int8Weights.shared.isEnabled = mode
@@ -194,7 +195,7 @@ struct EmbedBench: ParsableCommand {
             let rows: [[String: Any]] = modes.map { mode in
                 let s = median(times[mode]!)
                 var row: [String: Any] = [
-                    "model": dir.url.lastPathComponent, "precision": mode ? "int8 (\(Int8Path.active.name))" : "fp32", "batch": batchSize,
+                    "model": dir.url.lastPathComponent, "precision": mode ? "int8 (\(Int8Path.active.name), group \(int8Options.int8GroupSize))" : "fp32", "batch": batchSize,
                     "max_length": maxLength, "threads": BLASRuntime.threads, "median_s_per_batch": s, "texts_per_s": Double(batchSize) / s,
                     "tokens_per_s": Double(tokens) / s, "gflops": flopsPerToken * Double(tokens) / s / 1e9, "speedup": fp32 / s,
                 ]

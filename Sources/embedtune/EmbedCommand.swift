@@ -12,6 +12,24 @@ struct ModelOptions: ParsableArguments {
     func directory() throws -> ModelDirectory { try ModelDirectory(URL(fileURLWithPath: model)) }
 }
 
+/// INT8 inference, for every command that embeds (embed, eval, serve, bench embed).
+struct Int8Options: ParsableArguments {
+    @Option(help: .boolean("INT8 inference: the attention and MLP projections in int8 (per-channel weights; activations per row and group of input channels, centred; int32 sums; VNNI where the CPU has it)."))
+    var int8 = false
+    @Option(name: .spelled("int8_group_size"),
+            help: "With --int8: input channels that share an activation scale (0: one scale per row). Smaller groups are closer to float32 and slower.")
+    var int8GroupSize = Int8Weights.defaultGroupSize
+
+    func validate() throws {
+        if int8GroupSize < 0 { throw ValidationError("--int8_group_size must be 0 (one scale per row) or positive, not \(int8GroupSize)") }
+    }
+
+    /// Switches `embedder` to INT8 when asked.
+    func apply(to embedder: Embedder) throws {
+        if int8 { try embedder.useInt8(groupSize: int8GroupSize) }
+    }
+}
+
 struct EmbedCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "embed", abstract: "Embed texts into a float32 .npy matrix (one row per input, input order).")
@@ -42,8 +60,7 @@ struct EmbedCommand: ParsableCommand {
     @Option(name: .spelled("route_mix"), help: .boolean("Mix the top two adapters of a text below --route_threshold (false: always the most likely one)."))
     var routeMix = true
     @Option(name: .spelled("routes_output"), help: "Write each text's route (domains, weights, probabilities) as JSONL here.") var routesOutput: String?
-    @Option(help: .boolean("INT8 inference: the attention and MLP projections in int8 (per-channel weights, per-row activations, int32 sums; VNNI where the CPU has it)."))
-    var int8 = false
+    @OptionGroup var int8Options: Int8Options
     @Option(help: .boolean("No progress bar.")) var quiet = false
 
     func validate() throws {
@@ -63,7 +80,7 @@ struct EmbedCommand: ParsableCommand {
             let dir = try modelOptions.directory()
             let texts = try readTexts(input, field: field)
             let embedder = try Embedder(directory: dir)
-            if int8 { try embedder.useInt8() }
+            try int8Options.apply(to: embedder)
             try embedder.setAdapter(adapter.map { URL(fileURLWithPath: $0) })
             var options = Embedder.Options()
             options.batchSize = batchSize

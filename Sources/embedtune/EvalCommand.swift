@@ -53,8 +53,7 @@ struct EvalCommand: ParsableCommand {
     @Option(name: .spelled("binary_centering"),
             help: .boolean("With --precision binary/ubinary: the bits are signs of the embeddings minus the corpus mean (false: of the embeddings themselves, as sentence-transformers)."))
     var binaryCentering = true
-    @Option(help: .boolean("INT8 inference of the models (embed --int8); rows are named \"… (int8)\"."))
-    var int8 = false
+    @OptionGroup var int8Options: Int8Options
     @Option(help: "Write all metrics as JSON here.") var output: String?
     @Option(help: "Write the Markdown table here (it is printed too).") var markdown: String?
     @Option(help: "Write an SVG bar chart (NDCG@10, Recall@5, MRR@10 per model) here.") var chart: String?
@@ -156,12 +155,12 @@ struct EvalCommand: ParsableCommand {
             }
             for (mi, path) in model.enumerated() {
                 let embedder = try Embedder(directory: ModelDirectory(URL(fileURLWithPath: path)))
-                if int8 { try embedder.useInt8() }
+                try int8Options.apply(to: embedder)
                 let variants: [String?] = mi == 0 ? [nil] + adapter.map { Optional($0) } : [nil]
                 for variant in variants {
                     try embedder.setAdapter(variant.map { URL(fileURLWithPath: $0) })
                     let base = URL(fileURLWithPath: path).lastPathComponent
-                    let name = (variant.map { "\(base) + \(URL(fileURLWithPath: $0).lastPathComponent)" } ?? base) + (int8 ? " (int8)" : "")
+                    let name = (variant.map { "\(base) + \(URL(fileURLWithPath: $0).lastPathComponent)" } ?? base) + (int8Options.int8 ? " (int8)" : "")
                     let (dim, q, c) = try evaluator.embed(embedder)
                     let first = rows.count
                     try addRows(name, queries: q, corpus: c, dim: dim)

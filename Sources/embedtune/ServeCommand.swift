@@ -46,7 +46,7 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "IVF indexes: inverted lists visited per /search query (FAISS's nprobe; default the index's own, 1).") var nprobe: Int?
     @Option(name: .spelled("ef_search"), help: "HNSW indexes: candidate list size during /search (FAISS's efSearch).") var efSearch: Int?
     @Option(help: "Threads of the model's forward pass (default: all cores).") var threads: Int?
-    @Option(help: .boolean("INT8 inference of the embedding model (embed --int8).")) var int8 = false
+    @OptionGroup var int8Options: Int8Options
 
     func validate() throws {
         if router != nil && adapters == nil { throw ValidationError("--router needs --adapters (its domains' adapters, in order)") }
@@ -81,7 +81,7 @@ struct ServeCommand: ParsableCommand {
             let modelURL = URL(fileURLWithPath: modelOptions.model).standardizedFileURL
             let directory = try modelOptions.directory()
             let embedder = try Embedder(directory: directory)
-            if int8 { try embedder.useInt8() }
+            try int8Options.apply(to: embedder)
             var configuration = EmbeddingService.Configuration()
             configuration.modelID = modelID ?? modelURL.lastPathComponent
             configuration.maxBatchTokens = maxBatchTokens
@@ -155,7 +155,7 @@ struct ServeCommand: ParsableCommand {
                                                routerAdapters: named.map(\.name), reranker: rerankerValue, index: indexValue,
                                                indexAdapter: indexAdapter, observer: observer)
             var routes = ServerRoutes(service: service)
-            routes.info = ["model_dtype": int8 ? "int8 (\(Int8Path.active.name))" : "float32", "version": BuildInfo.commit ?? "unknown"]
+            routes.info = ["model_dtype": int8Options.int8 ? "int8 (\(Int8Path.active.name))" : "float32", "version": BuildInfo.commit ?? "unknown"]
             var server = EmbeddingServer(routes: routes, metrics: metrics)
             server.host = host
             server.port = port

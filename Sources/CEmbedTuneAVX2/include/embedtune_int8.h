@@ -65,6 +65,22 @@ void embedtune_int8_pack_weights(const float *w, size_t n, size_t k, size_t ldw,
 void embedtune_int8_quantize_rows(const float *a, size_t m, size_t k, size_t lda, uint8_t *out, size_t ldq,
                                   float *scales);
 
+/// Quantises A (m, k), row stride lda ≥ k, per row, centred: each row's values v = x·mul (mul, k
+/// floats, may be NULL: v = x) are quantised as v − mid, mid = the middle of the row's [min, max]
+/// (NaN skipped; 0 when the row has no finite value or an infinite one), so the 255 levels span
+/// the row's range (scale = max |v − mid| / 127). Writes the bytes as quantize_rows does, m scales
+/// and m middles. The product of such rows with a weight is then
+///   out = dequant(Aq · Wqᵀ) + mid_i · rowsum_j,   rowsum_j = scale_w[j] · Σ_p Wq[j][p]
+/// (embedtune_int8_add_centring adds the second term).
+void embedtune_int8_quantize_rows_centred(const float *a, size_t m, size_t k, size_t lda, const float *mul, uint8_t *out,
+                                          size_t ldq, float *scales, float *middles);
+
+/// c (m, n), row stride ldc, += partial (m, n, stride ldp; may be NULL) + middles[i] · row_sums[j]:
+/// each element c + fmaf(mid, rowsum, p), or without partial fmaf(mid, rowsum, c) (rows whose
+/// middle is 0 unchanged).
+void embedtune_int8_add_centring(float *c, size_t m, size_t n, size_t ldc, const float *partial, size_t ldp,
+                                 const float *middles, const float *row_sums);
+
 /// Single-threaded (split m across threads): c (m, n), row stride ldc ≥ n, =
 /// dequant(Aq · Wqᵀ) + bias, Aq from embedtune_int8_quantize_rows (ldq as written there, its m
 /// scales scale_a), Wq from embedtune_int8_pack_weights (its n scales scale_w), bias n floats or
