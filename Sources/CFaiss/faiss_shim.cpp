@@ -4,6 +4,7 @@
 #include <faiss/IndexBinary.h>
 #include <faiss/IndexBinaryHNSW.h>
 #include <faiss/IndexBinaryIVF.h>
+#include <faiss/IndexHNSW.h>
 #include <faiss/IndexIDMap.h>
 #include <faiss/index_factory.h>
 #include <faiss/index_io.h>
@@ -144,11 +145,24 @@ int embedtune_faiss_search(const embedtune_faiss_index *index, int64_t n, const 
 int embedtune_faiss_set_parameter(embedtune_faiss_index *index, const char *name, double value, char *err, size_t errlen) {
     return guarded(err, errlen, [&] {
         if (index->floats) {
+            if (std::strcmp(name, "efConstruction") == 0) {
+                // Not one of ParameterSpace's: the graph's candidate list while rows are added.
+                faiss::Index *inner = index->floats;
+                if (auto *map = dynamic_cast<faiss::IndexIDMap *>(inner)) inner = map->index;
+                auto *hnsw = dynamic_cast<faiss::IndexHNSW *>(inner);
+                if (!hnsw) throw std::invalid_argument("efConstruction needs an HNSW index");
+                hnsw->hnsw.efConstruction = static_cast<int>(value);
+                return;
+            }
             faiss::ParameterSpace().set_index_parameter(index->floats, name, value);
             return;
         }
         faiss::IndexBinary *inner = unwrapped(index->bits);
-        if (std::strcmp(name, "nprobe") == 0) {
+        if (std::strcmp(name, "efConstruction") == 0) {
+            auto *hnsw = dynamic_cast<faiss::IndexBinaryHNSW *>(inner);
+            if (!hnsw) throw std::invalid_argument("efConstruction needs an HNSW index");
+            hnsw->hnsw.efConstruction = static_cast<int>(value);
+        } else if (std::strcmp(name, "nprobe") == 0) {
             auto *ivf = dynamic_cast<faiss::IndexBinaryIVF *>(inner);
             if (!ivf) throw std::invalid_argument("nprobe needs an IVF index");
             ivf->nprobe = static_cast<size_t>(value);

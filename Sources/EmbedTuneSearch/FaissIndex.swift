@@ -57,7 +57,8 @@ public final class FaissIndex: @unchecked Sendable {
         return (scores, ids)
     }
 
-    /// A search-time parameter: "nprobe" (IVF), "efSearch" (HNSW).
+    /// A parameter: "nprobe" (IVF), "efSearch" (HNSW) for searches; "efConstruction" (HNSW) for rows
+    /// added after it.
     public func setParameter(_ name: String, _ value: Double) throws {
         try Self.check("setting \(name) = \(value)") { err, len in embedtune_faiss_set_parameter(handle, name, value, err, len) }
     }

@@ -34,10 +34,13 @@ public struct IndexManifest: Codable, Equatable, Sendable {
     public var documentPrompt: String
     public var maxLength: Int?
     public var buildSeconds: Double
+    /// A routed index (nil: one adapter or none): every document was embedded with the adapters a
+    /// router picked for it, and queries are routed the same way.
+    public var routing: IndexRouting?
 
     public init(model: String, modelFingerprint: String, adapter: String?, adapterFingerprint: String?, dimension: Int,
                 indexFactory: String, faissFactory: String, precision: String, rescore: String?, centre: [Float]? = nil, count: Int,
-                queryPrompt: String, documentPrompt: String, maxLength: Int?, buildSeconds: Double) {
+                queryPrompt: String, documentPrompt: String, maxLength: Int?, buildSeconds: Double, routing: IndexRouting? = nil) {
         self.model = model
         self.modelFingerprint = modelFingerprint
         self.adapter = adapter
@@ -53,6 +56,46 @@ public struct IndexManifest: Codable, Equatable, Sendable {
         self.documentPrompt = documentPrompt
         self.maxLength = maxLength
         self.buildSeconds = buildSeconds
+        self.routing = routing
+    }
+}
+
+/// How a routed index's rows were embedded (`RoutedEmbedding`): the router file, the adapters in
+/// its domain order, their fingerprints (`ModelFingerprint`), and the mixing rule.
+public struct IndexRouting: Codable, Equatable, Sendable {
+    public var router: String
+    public var routerFingerprint: String
+    public var adapters: [String]
+    public var adapterFingerprints: [String]
+    public var threshold: Float
+    public var mix: Bool
+
+    public init(router: String, routerFingerprint: String, adapters: [String], adapterFingerprints: [String], threshold: Float, mix: Bool) {
+        self.router = router
+        self.routerFingerprint = routerFingerprint
+        self.adapters = adapters
+        self.adapterFingerprints = adapterFingerprints
+        self.threshold = threshold
+        self.mix = mix
+    }
+
+    /// The routing of files at these paths (fingerprinted now).
+    public static func of(router: URL, adapters: [URL], threshold: Float, mix: Bool) throws -> IndexRouting {
+        IndexRouting(router: router.path, routerFingerprint: try ModelFingerprint.of(router), adapters: adapters.map(\.path),
+                     adapterFingerprints: try adapters.map(ModelFingerprint.of), threshold: threshold, mix: mix)
+    }
+
+    /// Throws unless the router and adapters at `router` and `adapters` are the ones recorded, in order.
+    public func check(router routerURL: URL, adapters adapterURLs: [URL], index: URL) throws {
+        guard try ModelFingerprint.of(routerURL) == routerFingerprint else {
+            throw FormatError(url: index, "was routed by \(router); \(routerURL.path) is a different router (fingerprints differ)")
+        }
+        guard adapterURLs.count == adapters.count else {
+            throw FormatError(url: index, "was routed over \(adapters.count) adapters, not \(adapterURLs.count)")
+        }
+        for (i, url) in adapterURLs.enumerated() where try ModelFingerprint.of(url) != adapterFingerprints[i] {
+            throw FormatError(url: index, "was routed with adapter \(adapters[i]) for the router's domain \(i); \(url.path) is a different adapter (fingerprints differ)")
+        }
     }
 }
 
@@ -85,6 +128,9 @@ public final class VectorIndex: @unchecked Sendable {
         /// Binary precisions: bits are signs of the rows minus the corpus mean (embeddings that
         /// share a large common direction, as E5's, keep far more of their order this way).
         public var centreBinary = true
+        /// HNSW: the candidate list while the graph is built (nil: FAISS's 40). Larger builds a
+        /// better connected graph, slower.
+        public var efConstruction: Int?
         public init() {}
     }
 
@@ -227,6 +273,7 @@ public final class VectorIndex: @unchecked Sendable {
             }
             try sample.withUnsafeBytes { try index.train(rows: take, $0.baseAddress!) }
         }
+        if let ef = options.efConstruction { try index.setParameter("efConstruction", Double(ef)) }
         try vectors.withUnsafeBytes { try index.add(rows: n, $0.baseAddress!, ids: (0..<n).map(Int64.init)) }
 
         let fm = FileManager.default

@@ -21,6 +21,7 @@ struct IndexBench: ParsableCommand {
     var indexFactory: [String] = ["Flat", "HNSW32", "IVF1024,Flat", "IVF1024,PQ32"]
     @Option(name: .spelled("ef_search"), help: "HNSW efSearch values, one row each.") var efSearch = "32,64,128,256"
     @Option(help: "IVF nprobe values, one row each.") var nprobe = "8,16,32,64"
+    @Option(name: .spelled("ef_construction"), help: "HNSW efConstruction while building (FAISS's default: 40).") var efConstruction: Int?
     @Option(help: "Threads FAISS builds with (searches run one query at a time).") var threads = ProcessInfo.processInfo.activeProcessorCount
     @Option(name: .spelled("corpus_embeddings"), help: "Real corpus embeddings (.npy) instead of synthetic vectors (with --query_embeddings).")
     var corpusEmbeddings: String?
@@ -66,6 +67,7 @@ struct IndexBench: ParsableCommand {
             for factory in indexFactory {
                 FaissIndex.setThreads(threads)
                 let index = try FaissIndex(factory: factory, dim: dim)
+                if let efConstruction, factory.hasPrefix("HNSW") { try index.setParameter("efConstruction", Double(efConstruction)) }
                 let build = try timed {
                     try corpus.withUnsafeBytes { raw in
                         if !index.isTrained {
@@ -98,6 +100,7 @@ struct IndexBench: ParsableCommand {
                         "setting": setting.map { "\($0.0)=\(Int($0.1))" } ?? "exact",
                     ]
                     row["threads"] = threads
+                    if factory.hasPrefix("HNSW") { row["ef_construction"] = efConstruction ?? 40 }
                     rows.append(row)
                 }
             }

@@ -12,6 +12,29 @@ struct ModelOptions: ParsableArguments {
     func directory() throws -> ModelDirectory { try ModelDirectory(URL(fileURLWithPath: model)) }
 }
 
+/// Domain adapters picked per text by a router (`embed --route auto`, `index build`).
+struct RoutingOptions: ParsableArguments {
+    @Option(help: "Comma-separated domain adapters to route between, in the router's domain order (with --router).") var adapters: String?
+    @Option(help: "Router file from `embedtune route build` (its domains in --adapters order).") var router: String?
+    @Option(name: .spelled("route_threshold"), help: "Below this top probability a text mixes its top two adapters by router weight.")
+    var routeThreshold: Float = 0.5
+    @Option(name: .spelled("route_mix"), help: .boolean("Mix the top two adapters of a text below --route_threshold (false: always the most likely one)."))
+    var routeMix = true
+
+    var isRouted: Bool { adapters != nil && router != nil }
+    var adapterPaths: [String] { (adapters ?? "").split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
+
+    func validate() throws {
+        if (adapters == nil) != (router == nil) { throw ValidationError("--adapters and --router go together") }
+        guard routeThreshold >= 0 && routeThreshold <= 1 else { throw ValidationError("--route_threshold must be in [0, 1]") }
+    }
+
+    func embedding(for embedder: Embedder, modelPath: String) throws -> RoutedEmbedding {
+        try RoutedEmbedding(router: Router.load(URL(fileURLWithPath: router!)), routerPath: router!, adapterPaths: adapterPaths,
+                            embedder: embedder, modelPath: modelPath, threshold: routeThreshold, mix: routeMix)
+    }
+}
+
 /// INT8 inference, for every command that embeds (embed, eval, serve, bench embed).
 struct Int8Options: ParsableArguments {
     @Option(help: .boolean("INT8 inference: the attention and MLP projections in int8 (per-channel weights; activations per row and group of input channels, centred; int32 sums; VNNI where the CPU has it)."))
@@ -52,13 +75,8 @@ struct EmbedCommand: ParsableCommand {
     @Option(help: "Matryoshka: keep the first D dimensions, then renormalise.") var dim: Int?
     @Option(help: "A LoRA adapter directory in PEFT format (adapter_config.json + adapter_model.safetensors).")
     var adapter: String?
-    @Option(help: "Comma-separated domain adapters to route between (with --route auto --router).") var adapters: String?
+    @OptionGroup var routing: RoutingOptions
     @Option(help: "auto: pick each text's adapter with --router.") var route: String?
-    @Option(help: "Router file from `embedtune route build` (its domains in --adapters order).") var router: String?
-    @Option(name: .spelled("route_threshold"), help: "Below this top probability a text mixes its top two adapters by router weight.")
-    var routeThreshold: Float = 0.5
-    @Option(name: .spelled("route_mix"), help: .boolean("Mix the top two adapters of a text below --route_threshold (false: always the most likely one)."))
-    var routeMix = true
     @Option(name: .spelled("routes_output"), help: "Write each text's route (domains, weights, probabilities) as JSONL here.") var routesOutput: String?
     @OptionGroup var int8Options: Int8Options
     @Option(help: .boolean("No progress bar.")) var quiet = false
@@ -70,9 +88,9 @@ struct EmbedCommand: ParsableCommand {
         guard output.hasSuffix(".npy") else { throw ValidationError("--output must end in .npy") }
         if calibration != nil && !precision.needsRanges { throw ValidationError("--calibration goes with --precision int8 or uint8") }
         if let route, route != "auto" { throw ValidationError("--route: only auto is supported") }
-        if route != nil && (adapters == nil || router == nil) { throw ValidationError("--route auto needs --adapters and --router") }
-        if adapters != nil && route == nil { throw ValidationError("--adapters needs --route auto (one adapter: --adapter)") }
-        if adapter != nil && adapters != nil { throw ValidationError("use --adapter or --adapters, not both") }
+        if route != nil && !routing.isRouted { throw ValidationError("--route auto needs --adapters and --router") }
+        if routing.adapters != nil && route == nil { throw ValidationError("--adapters needs --route auto (one adapter: --adapter)") }
+        if adapter != nil && routing.adapters != nil { throw ValidationError("use --adapter or --adapters, not both") }
     }
 
     func run() throws {
@@ -118,41 +136,12 @@ struct EmbedCommand: ParsableCommand {
         }
     }
 
-    /// Routes every text on its base embedding, then embeds each group of texts that share a route
-    /// with that route's adapter (one adapter, or the top two mixed exactly on ΔW).
+    /// Each text embedded with its routed adapter (RoutedEmbedding); the routes are written to
+    /// --routes_output and counted on stderr.
     func routedEmbed(_ texts: [String], embedder: Embedder, options: Embedder.Options) throws -> (Int, [Float]) {
-        let router = try Router.load(URL(fileURLWithPath: self.router!))
-        let paths = adapters!.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
-        guard paths.count == router.domains.count else {
-            throw FormatError("--adapters has \(paths.count) adapter(s), the router \(self.router!) has \(router.domains.count) domains (\(router.domains.joined(separator: ", ")))")
-        }
-        guard router.dim == embedder.backbone.hiddenSize else {
-            throw FormatError("the router was built on a \(router.dim)-dimensional model, \(modelOptions.model) is \(embedder.backbone.hiddenSize)-dimensional")
-        }
-        guard let trainable = embedder.backbone as? TrainableBackbone else { throw FormatError("this model cannot carry adapters") }
-        let loaded = try paths.map { try PEFTAdapter.load(URL(fileURLWithPath: $0)) }
-        try AdapterMerge.validate(loaded, MergeSpec(method: .taskArithmetic))
-        try AdapterMerge.checkCompatible(loaded, with: trainable, modelPath: modelOptions.model)
-        var routing = options
-        routing.prefix = router.queryPrompt
-        routing.dimension = nil
-        embedder.adapter = nil
-        let base = try embedder.embed(texts, options: routing).values
-        let dim = router.dim
-        let probabilities = (0..<texts.count).map { router.probabilities(base[($0 * dim)..<(($0 + 1) * dim)]) }
-        let choices = probabilities.map { RouteChoice.from($0, threshold: routeThreshold, mix: routeMix) }
-        var groups = [RouteChoice: [Int]]()
-        for (i, c) in choices.enumerated() { groups[c, default: []].append(i) }
-        var out = [Float](), width = 0
-        for (choice, rows) in groups.sorted(by: { $0.value[0] < $1.value[0] }) {
-            // One adapter, or the top two mixed: both are an exact task_arithmetic of the chosen ones.
-            let merged = try AdapterMerge.factors(choice.adapters.map { loaded[$0] }, MergeSpec(method: .taskArithmetic, weights: choice.weights))
-            embedder.adapter = try LoRAAdapter.fromFactors(merged.modules, rank: merged.rank)
-            let (d, values) = try embedder.embed(rows.map { texts[$0] }, options: options)
-            if out.isEmpty { width = d; out = [Float](repeating: 0, count: texts.count * d) }
-            for (k, i) in rows.enumerated() { out.replaceSubrange((i * d)..<((i + 1) * d), with: values[(k * d)..<((k + 1) * d)]) }
-        }
-        embedder.adapter = nil
+        let routed = try routing.embedding(for: embedder, modelPath: modelOptions.model)
+        let result = try routed.embed(texts, embedder: embedder, options: options)
+        let (router, choices, probabilities) = (routed.router, result.choices, result.probabilities)
         if let routesOutput {
             var lines = ""
             for (c, p) in zip(choices, probabilities) {
@@ -167,7 +156,7 @@ struct EmbedCommand: ParsableCommand {
         if !quiet {
             FileHandle.standardError.write(Data("embedtune: routed \(zip(router.domains, counts).map { "\($0) \($1)" }.joined(separator: ", ")), mixed \(mixed)\n".utf8))
         }
-        return (width, out)
+        return (result.dim, result.values)
     }
 
     func promptPrefix(_ dir: ModelDirectory) throws -> String {

@@ -21,6 +21,7 @@ struct IndexBuildCommand: ParsableCommand {
 
     @OptionGroup var modelOptions: ModelOptions
     @Option(help: "A PEFT adapter applied to --model.") var adapter: String?
+    @OptionGroup var routing: RoutingOptions
     @Option(help: "The corpus: BEIR corpus.jsonl ({_id, title, text}) or .txt (one document per line; ids are line numbers from 0).")
     var corpus: String?
     @Option(help: "Dataset store (SQLite): index --db_dataset's corpus.") var db: String?
@@ -35,6 +36,8 @@ struct IndexBuildCommand: ParsableCommand {
             help: .boolean("With --precision binary/ubinary: bits are signs of the embeddings minus the corpus mean (false: of the embeddings themselves, as sentence-transformers)."))
     var binaryCentering = true
     @Option(name: .spelled("max_training_rows"), help: "Rows an IVF / PQ index trains on (an even sample).") var maxTrainingRows = 100_000
+    @Option(name: .spelled("ef_construction"), help: "HNSW: candidate list while the graph is built (FAISS's efConstruction, default 40); larger is a better graph, built slower.")
+    var efConstruction: Int?
     @Option(name: .spelled("document_prompt"), help: "Document prefix (default: the model's \"document\" prompt).") var documentPrompt: String?
     @Option(name: .spelled("query_prompt"), help: "Query prefix recorded for searches (default: the model's \"query\" prompt).") var queryPrompt: String?
     @Option(name: .spelled("batch_size"), help: "Texts per forward pass.") var batchSize = 32
@@ -45,11 +48,13 @@ struct IndexBuildCommand: ParsableCommand {
     func validate() throws {
         if (corpus == nil) == (db == nil) { throw ValidationError("give --corpus FILE, or --db and --db_dataset") }
         if db != nil && dbDataset == nil { throw ValidationError("--db needs --db_dataset") }
+        if adapter != nil && routing.adapters != nil { throw ValidationError("use --adapter or --adapters with --router, not both") }
         guard [.float32, .binary, .ubinary].contains(precision) else {
             throw ValidationError("--precision \(precision.rawValue): an index stores float32 or binary rows (8-bit rows: --index_factory with SQ8, e.g. \"HNSW32,SQ8\")")
         }
         guard batchSize > 0 else { throw ValidationError("--batch_size must be positive") }
         guard maxTrainingRows > 0 else { throw ValidationError("--max_training_rows must be positive") }
+        if let efConstruction, efConstruction < 1 { throw ValidationError("--ef_construction must be at least 1") }
         if precision != .float32 { _ = try VectorIndex.binaryFactory(indexFactory) }
     }
 
@@ -76,20 +81,32 @@ struct IndexBuildCommand: ParsableCommand {
         let shard = communicator.shard(of: documents.count)
         let progress = ProgressBar(total: shard.count, label: communicator.size > 1 ? "embed (rank \(communicator.rank))" : "embed",
                                    enabled: !quiet && communicator.isRoot && shard.count > batchSize)
+        // Routed: each rank routes and embeds its own shard, as `embed --route auto` would.
+        let routed = routing.isRouted ? try routing.embedding(for: embedder, modelPath: modelOptions.model) : nil
         let rows = try communicator.gatherRows(count: documents.count, width: dim) { range in
-            try embedder.embed(documents[range].map(\.text), options: options, progress: progress.update).values
+            if let routed {
+                let result = try routed.embed(documents[range].map(\.text), embedder: embedder, options: options)
+                progress.update(range.count)
+                return result.values
+            }
+            return try embedder.embed(documents[range].map(\.text), options: options, progress: progress.update).values
         }
         guard communicator.isRoot else { return }
         var buildOptions = VectorIndex.BuildOptions()
         buildOptions.factory = indexFactory
         buildOptions.precision = precision
         buildOptions.maxTrainingRows = maxTrainingRows
+        buildOptions.efConstruction = efConstruction
         buildOptions.centreBinary = binaryCentering
         let manifest = IndexManifest(
             model: modelURL.path, modelFingerprint: try ModelFingerprint.of(modelURL), adapter: adapterURL?.path,
             adapterFingerprint: try adapterURL.map(ModelFingerprint.of), dimension: dim, indexFactory: indexFactory,
             faissFactory: indexFactory, precision: precision.rawValue, rescore: nil, centre: nil, count: documents.count,
-            queryPrompt: queryPrompt ?? directory.queryPrompt, documentPrompt: options.prefix, maxLength: maxLength, buildSeconds: 0)
+            queryPrompt: queryPrompt ?? directory.queryPrompt, documentPrompt: options.prefix, maxLength: maxLength, buildSeconds: 0,
+            routing: try routed.map { r in
+                try IndexRouting.of(router: URL(fileURLWithPath: routing.router!).standardizedFileURL,
+                                    adapters: routing.adapterPaths.map { URL(fileURLWithPath: $0).standardizedFileURL }, threshold: r.threshold, mix: r.mix)
+            })
         let started = Date()
         let written = try VectorIndex.build(embeddings: rows, documents: documents, manifest: manifest, options: buildOptions,
                                             to: URL(fileURLWithPath: output))
@@ -146,6 +163,9 @@ struct SearchCommand: ParsableCommand {
             let vectors = try VectorIndex(directory: indexDirectory)
             let m = vectors.manifest
             let modelURL = URL(fileURLWithPath: model ?? m.model).standardizedFileURL
+            if m.routing != nil && adapter != nil {
+                throw ValidationError("\(index) is a routed index: its queries take the router and adapters its index.json names, not --adapter")
+            }
             let adapterURL = (adapter ?? (model == nil ? m.adapter : nil)).map { URL(fileURLWithPath: $0).standardizedFileURL }
             try vectors.checkQueryModel(fingerprint: ModelFingerprint.of(modelURL), adapterFingerprint: adapterURL.map(ModelFingerprint.of),
                                         describedAs: modelURL.path + (adapterURL.map { " + adapter \($0.path)" } ?? ""))
@@ -169,7 +189,16 @@ struct SearchCommand: ParsableCommand {
             options.batchSize = batchSize
             options.maxLength = m.maxLength
             options.prefix = m.queryPrompt
-            let (_, embedded) = try embedder.embed(texts, options: options)
+            let embedded: [Float]
+            if let routing = m.routing {
+                let routerURL = URL(fileURLWithPath: routing.router), adapterURLs = routing.adapters.map { URL(fileURLWithPath: $0) }
+                try routing.check(router: routerURL, adapters: adapterURLs, index: indexDirectory)
+                let routed = try RoutedEmbedding(router: Router.load(routerURL), routerPath: routing.router, adapterPaths: routing.adapters,
+                                                 embedder: embedder, modelPath: modelURL.path, threshold: routing.threshold, mix: routing.mix)
+                embedded = try routed.embed(texts, embedder: embedder, options: options).values
+            } else {
+                embedded = try embedder.embed(texts, options: options).values
+            }
             let hits = try vectors.search(queries: embedded, k: topK, rescoreMultiplier: rescoreMultiplier)
             var out = Data()
             for (i, text) in texts.enumerated() {

@@ -128,8 +128,21 @@ struct ServeCommand: ParsableCommand {
             if let index {
                 let vectors = try VectorIndex(directory: URL(fileURLWithPath: index))
                 let modelFingerprint = try ModelFingerprint.of(modelURL)
-                // The served adapter whose fingerprint the index records (or the base model).
-                if let wanted = vectors.manifest.adapterFingerprint {
+                // The served adapter whose fingerprint the index records, the router for a routed
+                // index, or the base model.
+                if let routing = vectors.manifest.routing {
+                    guard let router else {
+                        throw FormatError(file: index, "is a routed index: serve it with --router \(routing.router) and --adapters in its domain order")
+                    }
+                    try routing.check(router: URL(fileURLWithPath: router), adapters: named.map { URL(fileURLWithPath: $0.path) },
+                                      index: URL(fileURLWithPath: index))
+                    // The server routes each query to its most likely adapter; an index whose documents
+                    // near the threshold mixed two adapters would see its queries embedded differently.
+                    guard !routing.mix || routing.threshold == 0 else {
+                        throw FormatError(file: index, "mixes adapters below a route threshold of \(routing.threshold); the server routes to one adapter: build the index with --route_mix false to serve it (`embedtune search` handles it as built)")
+                    }
+                    indexAdapter = "auto"
+                } else if let wanted = vectors.manifest.adapterFingerprint {
                     guard let name = fingerprints.first(where: { $0.value == wanted })?.key else {
                         throw FormatError(file: index, "was built with adapter \(vectors.manifest.adapter ?? "?"), which is not among the served adapters")
                     }

@@ -1,6 +1,7 @@
 import EmbedTuneData
 import EmbedTuneFormats
 import EmbedTuneModels
+import EmbedTuneRetrieval
 import EmbedTuneTraining
 import Foundation
 import Testing
@@ -78,6 +79,60 @@ struct PipelineTests {
         #expect(FileManager.default.fileExists(atPath: out.appendingPathComponent("fused-model/model.safetensors").path))
         let table = try String(contentsOf: out.appendingPathComponent("fusion.md"), encoding: .utf8)
         #expect(table.contains("| domain | base | own adapter |"))
+    }
+
+    @Test("a routed index holds embed --route auto's rows and routes its queries the same way; --adapter and a changed adapter are refused")
+    func routedIndex() throws {
+        let tmp = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: tmp) }
+        // Copies of the fixture adapters, so that one can be changed afterwards.
+        let a = try ["a0", "a2"].map { name -> String in
+            let copy = tmp.appendingPathComponent(name)
+            try FileManager.default.copyItem(at: Paths.fixtures.appendingPathComponent("merge/adapters/\(name)"), to: copy)
+            return copy.path
+        }
+        let english = tmp.appendingPathComponent("en.txt"), chinese = tmp.appendingPathComponent("zh.txt")
+        try "How do I plant rice?\nWhen is wheat harvested?\nWhich pests attack tea?\nHow much water do pigs need?\n".write(to: english, atomically: true, encoding: .utf8)
+        try "水稻怎么种？\n小麦什么时候收？\n茶树有哪些害虫？\n猪每天喝多少水？\n".write(to: chinese, atomically: true, encoding: .utf8)
+        let router = tmp.appendingPathComponent("router.json").path
+        #expect(try runCLI(["route", "build", "--model", model, "--domain", "en=\(english.path)", "--domain", "zh=\(chinese.path)",
+                            "--output", router]).status == 0)
+        let corpus = tmp.appendingPathComponent("corpus.txt"), queries = tmp.appendingPathComponent("queries.txt")
+        try "Rice is planted in flooded paddies.\n水稻在水田里插秧。\nWheat is harvested in early summer.\n小麦在初夏收获。\nTea pests include aphids.\n猪每天需要大量饮水。\n"
+            .write(to: corpus, atomically: true, encoding: .utf8)
+        try "how to plant rice\n小麦什么时候收\n".write(to: queries, atomically: true, encoding: .utf8)
+        let idx = tmp.appendingPathComponent("idx").path
+        let routing = ["--adapters", a.joined(separator: ","), "--router", router, "--route_threshold", "0.9"]
+        let built = try runCLI(["index", "build", "--model", model, "--corpus", corpus.path, "--output", idx, "--quiet"] + routing)
+        #expect(built.status == 0, "\(built.stderr)")
+        let found = try runCLI(["search", "--index", idx, "--queries", queries.path, "--top_k", "6"])
+        #expect(found.status == 0, "\(found.stderr)")
+
+        // The same ranking and scores as exact search over embed --route auto's vectors, with the
+        // model's document and query prompts as the index takes them.
+        let cv = tmp.appendingPathComponent("c.npy"), qv = tmp.appendingPathComponent("q.npy")
+        for (input, output, prompt) in [(corpus, cv, "document"), (queries, qv, "query")] {
+            let r = try runCLI(["embed", "--model", model, "--input", input.path, "--output", output.path, "--prompt_name", prompt,
+                                "--route", "auto", "--quiet"] + routing)
+            #expect(r.status == 0, "\(r.stderr)")
+        }
+        let c = try NPY.read(cv), q = try NPY.read(qv)
+        let texts = try String(contentsOf: corpus, encoding: .utf8).split(separator: "\n").map(String.init)
+        let exact = exactTopK(queries: q.values, corpus: c.values, dim: c.columns, k: 6, normalize: true)
+        let lines = found.stdout.split(separator: "\n")
+        #expect(lines.count == 2)
+        for (line, row) in zip(lines, exact) {
+            let hits = try JSONValue.parse(Data(line.utf8), file: "stdout")["hits"]!.array!
+            #expect(hits.map { $0["text"]!.string! } == row.map { texts[$0.index] })
+            for (hit, e) in zip(hits, row) { #expect(abs(hit["score"]!.double! - Double(e.score)) <= 1e-5) }
+        }
+
+        let withAdapter = try runCLI(["search", "--index", idx, "--query", "rice", "--adapter", a[0]])
+        #expect(withAdapter.status != 0 && withAdapter.stderr.contains("routed index"), "\(withAdapter.stderr)")
+        let config = URL(fileURLWithPath: a[1]).appendingPathComponent("adapter_config.json")
+        try (String(contentsOf: config, encoding: .utf8) + " ").write(to: config, atomically: true, encoding: .utf8)
+        let changed = try runCLI(["search", "--index", idx, "--query", "rice"])
+        #expect(changed.status != 0 && changed.stderr.contains("different adapter"), "\(changed.stderr)")
     }
 
     @Test("a routed embedding equals the chosen adapter's; a mixed route equals the two adapters merged by router weight")

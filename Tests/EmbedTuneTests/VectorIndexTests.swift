@@ -35,11 +35,13 @@ struct VectorIndexTests {
     static func documents(_ n: Int) -> [VectorIndex.Document] { (0..<n).map { .init(id: "doc\($0)", text: "text \($0)") } }
 
     /// An index of `corpus` (rows of `dim`, documents doc0, doc1, …) in a fresh directory, opened.
-    static func built(_ corpus: [Float], dim: Int, factory: String, precision: EmbeddingPrecision = .float32) throws -> VectorIndex {
+    static func built(_ corpus: [Float], dim: Int, factory: String, precision: EmbeddingPrecision = .float32,
+                      efConstruction: Int? = nil) throws -> VectorIndex {
         let dir = try Paths.temporaryDirectory().appendingPathComponent("idx")
         var options = VectorIndex.BuildOptions()
         options.factory = factory
         options.precision = precision
+        options.efConstruction = efConstruction
         try VectorIndex.build(embeddings: corpus, documents: documents(corpus.count / dim), manifest: manifest(dim: dim), options: options, to: dir)
         return try VectorIndex(directory: dir)
     }
@@ -68,6 +70,25 @@ struct VectorIndexTests {
         let exact = exactTopK(queries: queries, corpus: corpus, dim: dim, k: 10, normalize: true)
         let found = (0..<50).reduce(0) { $0 + Set(hits[$1].map(\.row)).intersection(exact[$1].map(\.index)).count }
         #expect(Double(found) / 500 >= 0.95, "\(factory): recall@10 \(Double(found) / 500)")
+    }
+
+    @Test("efConstruction builds a better HNSW graph (float and binary) and is refused, named, for an index without one")
+    func efConstruction() throws {
+        let dim = 32, corpus = Self.clustered(3000, dim: dim, seed: 7), queries = Self.clustered(50, dim: dim, seed: 8)
+        let exact = exactTopK(queries: queries, corpus: corpus, dim: dim, k: 10, normalize: true)
+        func recall(_ ef: Int, _ precision: EmbeddingPrecision = .float32) throws -> Int {
+            let index = try Self.built(corpus, dim: dim, factory: "HNSW8", precision: precision, efConstruction: ef)
+            try index.faiss.setParameter("efSearch", 10)
+            let hits = try index.search(queries: queries, k: 10, rescoreMultiplier: 1)
+            return (0..<50).reduce(0) { $0 + Set(hits[$1].map(\.row)).intersection(exact[$1].map(\.index)).count }
+        }
+        let sparse = try recall(1), dense = try recall(200)
+        #expect(dense > sparse, "efConstruction 200: \(dense) of 500 found, 1: \(sparse)")
+        _ = try recall(200, .binary)
+        #expect(throws: FormatError.self) { try Self.built(corpus, dim: dim, factory: "Flat", efConstruction: 100) }
+        var message = "no error"
+        do { _ = try Self.built(corpus, dim: dim, factory: "IVF16,Flat", efConstruction: 100) } catch { message = "\(error)" }
+        #expect(message.contains("efConstruction needs an HNSW index"), "\(message)")
     }
 
     @Test("a binary index rescoring every candidate by the float query ranks exactly as float search")
