@@ -1,5 +1,6 @@
 import CEmbedTuneAVX2
 import Foundation
+import Synchronization
 
 /// INT8 inference of frozen linear layers: per-output-channel symmetric int8 weights, packed once;
 /// per-row symmetric int8 activations, quantised at each call; int32 accumulation; out =
@@ -137,9 +138,16 @@ public final class Int8Weights: @unchecked Sendable {
     public static let shared = Int8Weights()
     private let lock = NSLock()
     private var table = [UInt: Int8PackedWeight]()
-    private var empty = true
+    // Read on every linear layer's call from any thread, written rarely: atomics, so that the hot
+    // path takes no lock when nothing is registered or observed.
+    private let empty = Atomic<Bool>(true)
+    private let enabled = Atomic<Bool>(true)
+    private let watching = Atomic<Bool>(false)
     /// false: registered weights run in float32 again (benchmarks alternate both in one process).
-    public var isEnabled = true
+    public var isEnabled: Bool {
+        get { enabled.load(ordering: .relaxed) }
+        set { enabled.store(newValue, ordering: .relaxed) }
+    }
 
     /// Per-input-channel max |x| of each observed weight's activations (calibration).
     private var observed = [UInt: [Float]]()
@@ -169,14 +177,14 @@ public final class Int8Weights: @unchecked Sendable {
                                       groupSize: groupSize > 0 ? groupSize : nil)
         lock.withLock {
             table[key] = packed
-            empty = false
+            empty.store(false, ordering: .releasing)
         }
     }
 
     /// The packed form of `weight`, if it was registered.
     @inline(__always)
     public func packed(_ weight: UnsafePointer<Float>) -> Int8PackedWeight? {
-        if empty || !isEnabled { return nil }
+        if empty.load(ordering: .acquiring) || !isEnabled { return nil }
         return lock.withLock { table[UInt(bitPattern: weight)] }
     }
 
@@ -187,23 +195,21 @@ public final class Int8Weights: @unchecked Sendable {
     /// products stay float32 while observed), for `register(…, activationMaxima:)`.
     public func observe<S: Sequence>(_ weights: S, inFeatures: [Int]) where S.Element == UnsafePointer<Float> {
         lock.withLock { for (w, c) in zip(weights, inFeatures) { observed[UInt(bitPattern: w)] = [Float](repeating: 0, count: c) } }
-        watching = !observed.isEmpty
+        lock.withLock { watching.store(!observed.isEmpty, ordering: .releasing) }
     }
 
     /// Stops observing and returns what was seen, by weight address.
     public func stopObserving() -> [UInt: [Float]] {
         lock.withLock {
-            defer { observed.removeAll(); watching = false }
+            defer { observed.removeAll(); watching.store(false, ordering: .releasing) }
             return observed
         }
     }
 
-    private var watching = false
-
     /// Records the rows `inp` (N, C) that `weight` multiplies, if it is observed.
     @inline(__always)
     public func record(_ weight: UnsafePointer<Float>, inp: UnsafePointer<Float>, n: Int, c: Int) {
-        guard watching else { return }
+        guard watching.load(ordering: .acquiring) else { return }
         lock.withLock {
             guard var maxima = observed[UInt(bitPattern: weight)], maxima.count == c else { return }
             for i in 0..<n { for j in 0..<c { maxima[j] = max(maxima[j], abs(inp[i * c + j])) } }
@@ -213,10 +219,10 @@ public final class Int8Weights: @unchecked Sendable {
 
     /// Forgets these weights (a model going away: its addresses may be reused by other tensors).
     public func forget<S: Sequence>(_ weights: S) where S.Element == UnsafePointer<Float> {
-        if empty { return }
+        if empty.load(ordering: .acquiring) { return }
         lock.withLock {
             for w in weights { table[UInt(bitPattern: w)] = nil }
-            empty = table.isEmpty
+            empty.store(table.isEmpty, ordering: .releasing)
         }
     }
 
@@ -224,7 +230,7 @@ public final class Int8Weights: @unchecked Sendable {
     public func removeAll() {
         lock.withLock {
             table.removeAll()
-            empty = true
+            empty.store(true, ordering: .releasing)
         }
     }
 }

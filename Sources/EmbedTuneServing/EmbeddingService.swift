@@ -225,6 +225,11 @@ public final class EmbeddingService: @unchecked Sendable {
 
     // MARK: Search
 
+    /// A FAISS search blocks its thread for up to milliseconds: searches run on a queue of their
+    /// own, never on the cooperative threads that answer requests. Searches of one index only read
+    /// it, so they may overlap.
+    private static let searchQueue = DispatchQueue(label: "embedtune.search", attributes: .concurrent)
+
     /// The index's best `k` documents for `query`: the query embedded as the index's queries are
     /// (its adapter and query prompt), then the cache (exact text, then a near-duplicate query),
     /// then the index.
@@ -242,7 +247,10 @@ public final class EmbeddingService: @unchecked Sendable {
             return (Array(hits.prefix(k)), true)
         }
         if searchCache != nil { observer.cache("search", "miss") }
-        let hits = try index.search(queries: q, k: k)[0]
+        let query = q
+        let hits = try await withCheckedThrowingContinuation { (done: CheckedContinuation<[VectorIndex.Hit], Error>) in
+            Self.searchQueue.async { done.resume(with: Result { try index.search(queries: query, k: k)[0] }) }
+        }
         searchCache?.insert(hits, forKey: key, embedding: q, bytes: q.count * 4 + hits.reduce(0) { $0 + $1.text.utf8.count + $1.id.utf8.count + 32 })
         return (hits, false)
     }
