@@ -61,6 +61,11 @@ let package = Package(
                 "EmbedTuneFormats", "EmbedTuneKernels", "CZstd",
             ],
             swiftSettings: checked),
+        // Adapters generated for new domains: Text-to-LoRA's hypernetwork (and its training).
+        .target(
+            name: "EmbedTuneGeneration",
+            dependencies: ["EmbedTuneTraining", "EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneFormats", "EmbedTuneKernels"],
+            swiftSettings: checked),
         // FAISS behind a C face: Debian's libfaiss-dev is a static libfaiss.a (built with GCC's
         // OpenMP, calling BLAS/LAPACK, which OpenBLAS provides) without FAISS's own C API.
         .target(
@@ -87,7 +92,7 @@ let package = Package(
             name: "embedtune",
             dependencies: [
                 "EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneData", "EmbedTuneRetrieval", "EmbedTuneTraining", "EmbedTuneReport",
-                "EmbedTuneSearch", "EmbedTuneServing", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "EmbedTuneSearch", "EmbedTuneServing", "EmbedTuneGeneration", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: checked),
         // The libFuzzer harness over every reader of outside files (a replay tool in normal builds;
@@ -100,7 +105,7 @@ let package = Package(
             name: "EmbedTuneTests",
             dependencies: [
                 "EmbedTuneModels", "EmbedTuneDistributed", "EmbedTuneData", "EmbedTuneRetrieval", "EmbedTuneTraining", "EmbedTuneReport",
-                "EmbedTuneSearch", "EmbedTuneServing", .product(name: "PropertyBased", package: "swift-property-based"),
+                "EmbedTuneSearch", "EmbedTuneServing", "EmbedTuneGeneration", .product(name: "PropertyBased", package: "swift-property-based"),
             ],
             swiftSettings: checked),
     ],

@@ -9,9 +9,9 @@ struct LayeringTests {
     /// Bottom to top; a target may import any target listed before it. Distributed, Report and
     /// the fuzz harness are leaves with their own lists of who may import them.
     static let layers = ["EmbedTuneKernels", "EmbedTuneFormats", "EmbedTuneTokenizers", "EmbedTuneModels", "EmbedTuneData",
-                         "EmbedTuneRetrieval", "EmbedTuneSearch", "EmbedTuneTraining", "EmbedTuneServing", "embedtune"]
+                         "EmbedTuneRetrieval", "EmbedTuneSearch", "EmbedTuneTraining", "EmbedTuneGeneration", "EmbedTuneServing", "embedtune"]
     static let leaves: [String: Set<String>] = [
-        "EmbedTuneDistributed": ["EmbedTuneRetrieval", "EmbedTuneTraining", "embedtune"],
+        "EmbedTuneDistributed": ["EmbedTuneRetrieval", "EmbedTuneTraining", "EmbedTuneGeneration", "embedtune"],
         "EmbedTuneReport": ["embedtune"],
         "EmbedTuneFuzz": [],
     ]

@@ -1,0 +1,264 @@
+import EmbedTuneDistributed
+import EmbedTuneFormats
+import EmbedTuneKernels
+import EmbedTuneModels
+import EmbedTuneTraining
+import Foundation
+
+/// Where each LoRA module of an adapter sits for the hypernetwork: its layer index (the first
+/// number in its path) and its module type (the path with that number replaced by "*").
+public struct ModuleLayout: Equatable, Sendable {
+    public struct Entry: Equatable, Sendable {
+        public let module: String
+        public let layer: Int
+        public let type: Int
+    }
+
+    public let types: [Hypernetwork.Config.ModuleType]
+    public let layers: Int
+    public let rank: Int
+    public let entries: [Entry]
+
+    public init(adapter: LoRAAdapter) throws {
+        var types = [Hypernetwork.Config.ModuleType](), typeIndex = [String: Int](), entries = [Entry]()
+        var maxLayer = -1
+        for s in adapter.slots {
+            let parts = s.module.split(separator: ".").map(String.init)
+            guard let at = parts.firstIndex(where: { Int($0) != nil }), let layer = Int(parts[at]) else {
+                throw FormatError("\(adapter.name): module \(s.module) has no layer index")
+            }
+            var typed = parts
+            typed[at] = "*"
+            let name = typed.joined(separator: ".")
+            if typeIndex[name] == nil {
+                typeIndex[name] = types.count
+                types.append(.init(name: name, inFeatures: s.inFeatures, outFeatures: s.outFeatures))
+            }
+            let t = types[typeIndex[name]!]
+            guard t.inFeatures == s.inFeatures, t.outFeatures == s.outFeatures else {
+                throw FormatError("\(adapter.name): module \(s.module) is \(s.outFeatures)×\(s.inFeatures), others of its type are \(t.outFeatures)×\(t.inFeatures)")
+            }
+            entries.append(Entry(module: s.module, layer: layer, type: typeIndex[name]!))
+            maxLayer = max(maxLayer, layer)
+        }
+        guard let rank = adapter.slots.first?.rank else { throw FormatError("\(adapter.name): the adapter has no LoRA modules") }
+        self.types = types
+        layers = maxLayer + 1
+        self.rank = rank
+        self.entries = entries
+    }
+}
+
+/// The library's adapters as the hypernetwork's targets: per module (layer, type), A and B
+/// z-scored by that module's mean and standard deviation over the library (separately for A and
+/// B), so every module weighs alike in the loss.
+public struct HypernetworkTargets {
+    public let layout: ModuleLayout
+    /// scale = lora_alpha / r of the library's adapters (they must share it).
+    public let scale: Float
+    /// Per domain: per entry of `layout`, the z-scored [A | B].
+    public let targets: [[[Float]]]
+    /// Per entry: (mean, std) of A and of B.
+    public let statistics: [(meanA: Float, stdA: Float, meanB: Float, stdB: Float)]
+
+    public init(adapters: [LoRAAdapter]) throws {
+        guard let first = adapters.first else { throw FormatError("the library has no adapters") }
+        let layout = try ModuleLayout(adapter: first)
+        for a in adapters.dropFirst() {
+            guard try ModuleLayout(adapter: a) == layout else { throw FormatError("adapter \(a.name) has other modules or shapes than \(first.name)") }
+            guard a.scale == first.scale else { throw FormatError("adapter \(a.name) has scale \(a.scale), \(first.name) \(first.scale)") }
+        }
+        var statistics = [(meanA: Float, stdA: Float, meanB: Float, stdB: Float)]()
+        var targets = [[[Float]]](repeating: [], count: adapters.count)
+        for e in layout.entries {
+            let factors = adapters.map { $0.factors(e.module)! }
+            func moments(_ values: [[Float]]) -> (Float, Float) {
+                let all = values.joined(), n = Double(all.count)
+                let mean = all.reduce(0.0) { $0 + Double($1) } / n
+                let variance = all.reduce(0.0) { $0 + (Double($1) - mean) * (Double($1) - mean) } / n
+                return (Float(mean), Float(max(variance.squareRoot(), 1e-8)))
+            }
+            let (ma, sa) = moments(factors.map(\.a)), (mb, sb) = moments(factors.map(\.b))
+            statistics.append((ma, sa, mb, sb))
+            for (d, f) in factors.enumerated() { targets[d].append(f.a.map { ($0 - ma) / sa } + f.b.map { ($0 - mb) / sb }) }
+        }
+        self.layout = layout
+        scale = first.scale
+        self.targets = targets
+        self.statistics = statistics
+    }
+}
+
+/// A trained hypernetwork with what generation needs: the layout it emits, the targets' scales,
+/// the embedding model and prompt of descriptions. A directory: hypernetwork.json +
+/// hypernetwork.safetensors.
+public final class TextToLoRA {
+    public struct Manifest: Codable {
+        public var format = "embedtune-t2l"
+        public var version = 1
+        public var config: Hypernetwork.Config
+        /// The base model the adapters are for, and the model and prompt descriptions are embedded with.
+        public var baseModel: String
+        public var descriptionModel: String
+        public var descriptionPrompt: String
+        public var modules: [String]
+        public var moduleLayers: [Int]
+        public var moduleTypes: [Int]
+        public var scale: Float
+        public var objective: String
+        public var trainingDomains: [String]
+        public var steps: Int
+
+        public init(config: Hypernetwork.Config, baseModel: String, descriptionModel: String, descriptionPrompt: String, modules: [String],
+                    moduleLayers: [Int], moduleTypes: [Int], scale: Float, objective: String, trainingDomains: [String], steps: Int) {
+            self.config = config; self.baseModel = baseModel; self.descriptionModel = descriptionModel
+            self.descriptionPrompt = descriptionPrompt; self.modules = modules; self.moduleLayers = moduleLayers
+            self.moduleTypes = moduleTypes; self.scale = scale; self.objective = objective
+            self.trainingDomains = trainingDomains; self.steps = steps
+        }
+    }
+
+    public var manifest: Manifest
+    public let network: Hypernetwork
+    /// Per module entry: meanA, stdA, meanB, stdB.
+    public var statistics: [Float]
+
+    public init(manifest: Manifest, network: Hypernetwork, statistics: [Float]) {
+        self.manifest = manifest
+        self.network = network
+        self.statistics = statistics
+    }
+
+    /// The adapter for one description embedding (normalised, D values): every module's A and B,
+    /// de-normalised, with B scaled so that the saved adapter (alpha = r) has the library's ΔW.
+    public func generate(descriptionEmbedding e: [Float]) throws -> LoRAAdapter {
+        let m = manifest
+        let rows = m.modules.indices.map { (description: 0, layer: m.moduleLayers[$0], module: m.moduleTypes[$0]) }
+        let act = network.forward(descriptions: e, rows: rows)
+        var position = [Int](repeating: 0, count: m.config.moduleTypes.count)
+        var factors = [LoRAFactors]()
+        for (i, module) in m.modules.enumerated() {
+            let t = m.moduleTypes[i], type = m.config.moduleTypes[t], r = m.config.rank
+            let p = m.config.outputs(t), row = position[t]
+            position[t] += 1
+            let y = act.outputs[t][(row * p)..<((row + 1) * p)]
+            let (ma, sa, mb, sb) = (statistics[4 * i], statistics[4 * i + 1], statistics[4 * i + 2], statistics[4 * i + 3])
+            let na = r * type.inFeatures
+            let a = y.prefix(na).map { $0 * sa + ma }
+            let b = y.dropFirst(na).map { ($0 * sb + mb) * m.scale }
+            factors.append(LoRAFactors(module: module, rank: r, inFeatures: type.inFeatures, outFeatures: type.outFeatures, a: a, b: b))
+        }
+        return try LoRAAdapter.fromFactors(factors, rank: m.config.rank)
+    }
+
+    public func save(to directory: URL) throws {
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try statistics.withUnsafeBufferPointer { stats in
+            try SafetensorsWriter.write([
+                .init(name: "params", shape: [network.parameterCount], values: UnsafeBufferPointer(start: network.params.pointer, count: network.parameterCount)),
+                .init(name: "statistics", shape: [statistics.count / 4, 4], values: stats),
+            ], metadata: ["format": "embedtune-t2l"], to: directory.appendingPathComponent("hypernetwork.safetensors"))
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try writeAtomically(try encoder.encode(manifest), to: directory.appendingPathComponent("hypernetwork.json"))
+    }
+
+    public static func load(_ directory: URL) throws -> TextToLoRA {
+        let manifestURL = directory.appendingPathComponent("hypernetwork.json")
+        guard FileManager.default.fileExists(atPath: manifestURL.path) else {
+            throw FormatError(url: manifestURL, "missing: not a hypernetwork directory (`embedtune t2l train` writes one)")
+        }
+        let manifest: Manifest
+        do { manifest = try JSONDecoder().decode(Manifest.self, from: Data(contentsOf: manifestURL)) } catch {
+            throw FormatError(url: manifestURL, "not a hypernetwork manifest (\(error))")
+        }
+        guard manifest.format == "embedtune-t2l", manifest.modules.count == manifest.moduleLayers.count,
+              manifest.modules.count == manifest.moduleTypes.count else {
+            throw FormatError(url: manifestURL, "inconsistent manifest (format or module lists)")
+        }
+        let network = Hypernetwork(config: manifest.config)
+        let file = try SafetensorsFile(url: directory.appendingPathComponent("hypernetwork.safetensors"))
+        let params = try file.entry("params"), stats = try file.entry("statistics")
+        guard params.count == network.parameterCount else {
+            throw FormatError(url: file.url, item: "params", "\(params.count) values, the configuration needs \(network.parameterCount)")
+        }
+        guard stats.count == 4 * manifest.modules.count else {
+            throw FormatError(url: file.url, item: "statistics", "\(stats.count) values, expected \(4 * manifest.modules.count)")
+        }
+        try file.read(params, into: network.params.pointer)
+        var statistics = [Float](repeating: 0, count: stats.count)
+        try statistics.withUnsafeMutableBufferPointer { try file.read(stats, into: $0.baseAddress!) }
+        return TextToLoRA(manifest: manifest, network: network, statistics: statistics)
+    }
+}
+
+/// Reconstruction training: the L1 distance between the generated and the library's z-scored A
+/// and B, for (domain, description) pairs drawn each step; data-parallel, each rank taking an
+/// equal share of the step's pairs and the gradients summed over ranks.
+public struct ReconstructionTrainer {
+    public var steps = 1000
+    public var batch = 8
+    public var learningRate: Float = 1e-3
+    public var weightDecay: Float = 0.01
+    public var warmupSteps = 50
+    public var seed: UInt64 = 42
+
+    public init() {}
+
+    /// `descriptions[d]`: domain d's description embeddings, (count, D) row-major. Returns the
+    /// loss after each step (the mean over the step's pairs).
+    public func train(_ network: Hypernetwork, targets: HypernetworkTargets, descriptions: [[Float]], communicator: Communicator,
+                      progress: (Int, Float) -> Void = { _, _ in }) throws -> [Float] {
+        let dim = network.config.descriptionDim
+        let optimizer = AdamW(count: network.parameterCount, weightDecay: weightDecay)
+        var rng = SplitMix64(seed: seed)
+        var losses = [Float]()
+        for step in 1...steps {
+            // Every rank draws the same pairs; each takes its share.
+            let pairs = (0..<batch).map { _ -> (Int, Int) in
+                let d = Int(rng.next() % UInt64(descriptions.count))
+                return (d, Int(rng.next() % UInt64(descriptions[d].count / dim)))
+            }
+            let mine = pairs.enumerated().filter { $0.offset % communicator.size == communicator.rank }.map(\.element)
+            network.zeroGrads()
+            var lossSum: Float = 0
+            if !mine.isEmpty {
+                var embeddings = [Float]()
+                for (d, k) in mine { embeddings += descriptions[d][(k * dim)..<((k + 1) * dim)] }
+                var rows = [(description: Int, layer: Int, module: Int)]()
+                for (j, _) in mine.enumerated() { for e in targets.layout.entries { rows.append((j, e.layer, e.type)) } }
+                let act = network.forward(descriptions: embeddings, rows: rows)
+                // Per type, the outputs are in row order: pair j's entries of that type, in layout order.
+                let count = Float(batch * targets.targets[0].reduce(0) { $0 + $1.count })
+                var dOutputs = act.outputs.map { [Float](repeating: 0, count: $0.count) }
+                var cursor = [Int](repeating: 0, count: network.config.moduleTypes.count)
+                for (d, _) in mine {
+                    for (ei, e) in targets.layout.entries.enumerated() {
+                        let t = e.type, p = network.config.outputs(t), r = cursor[t]
+                        cursor[t] += 1
+                        let target = targets.targets[d][ei]
+                        for q in 0..<p {
+                            let diff = act.outputs[t][r * p + q] - target[q]
+                            lossSum += abs(diff)
+                            dOutputs[t][r * p + q] = diff > 0 ? 1 / count : diff < 0 ? -1 / count : 0
+                        }
+                    }
+                }
+                network.backward(act, dOutputs: dOutputs)
+                lossSum /= count
+            }
+            var totals = [lossSum]
+            if communicator.size > 1 {
+                try communicator.allReduceSum(network.grads.pointer, count: network.parameterCount)
+                try totals.withUnsafeMutableBufferPointer { try communicator.allReduceSum($0.baseAddress!, count: 1) }
+            }
+            let lr = learningRate * min(1, Float(step) / Float(max(warmupSteps, 1)))
+                * (step > warmupSteps ? 0.5 * (1 + cos(.pi * Float(step - warmupSteps) / Float(max(steps - warmupSteps, 1)))) : 1)
+            optimizer.update(params: network.params.pointer, grads: network.grads.pointer, lr: lr)
+            losses.append(totals[0])
+            progress(step, totals[0])
+        }
+        return losses
+    }
+}
