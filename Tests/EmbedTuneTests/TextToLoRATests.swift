@@ -49,6 +49,30 @@ struct TextToLoRATests {
         #expect(worst < 2e-2, "largest relative error \(worst)")
     }
 
+    @Test("outputs and every parameter's gradient match PyTorch (tools/reference/make_t2l_fixture.py) within 1e-4 relative")
+    func pytorchParity() throws {
+        let fixture = try JSONValue.load(Paths.fixtures.appendingPathComponent("t2l/hypernetwork.json"))
+        let net = Hypernetwork(config: Self.tinyConfig())
+        #expect(net.parameterCount == fixture["parameter_count"]!.int!)
+        for i in 0..<net.parameterCount { net.params.pointer[i] = Float(0.3 * sin(0.37 * Double(i) + 0.1)) }
+        let descriptions = fixture["descriptions"]!.array!.map { Float($0.double!) }
+        let rows = fixture["rows"]!.array!.map { $0.array!.map(\.int!) }.map { r in (description: r[0], layer: r[1], module: r[2]) }
+        let act = net.forward(descriptions: descriptions, rows: rows)
+        func close(_ a: Float, _ b: Double) -> Bool { abs(Double(a) - b) <= 1e-4 * max(abs(b), 1e-2) }
+        let expectedOutputs = fixture["outputs"]!.array!.map { $0.array!.map(\.double!) }
+        for (m, (got, want)) in zip(act.outputs, expectedOutputs).enumerated() {
+            #expect(got.count == want.count)
+            for (a, b) in zip(got, want) { #expect(close(a, b), "type \(m) output \(a) vs \(b)") }
+        }
+        let weights = act.outputs.enumerated().map { m, y in (0..<y.count).map { Float(sin(1.3 * Double($0) + Double(m))) } }
+        net.zeroGrads()
+        net.backward(act, dOutputs: weights)
+        let grads = fixture["grads"]!.array!.map(\.double!)
+        var bad = 0
+        for (i, want) in grads.enumerated() where !close(net.grads.pointer[i], want) { bad += 1 }
+        #expect(bad == 0, "\(bad) of \(grads.count) gradients differ from PyTorch by more than 1e-4 relative")
+    }
+
     @Test("t2l train on 1 and 2 MPI ranks gives the same hypernetwork after 3 steps; generate writes an adapter embed takes; bad input is refused")
     func trainGenerate() throws {
         let tmp = try Paths.temporaryDirectory()
