@@ -122,11 +122,39 @@ public final class TextToLoRA {
     public let network: Hypernetwork
     /// Per module entry: meanA, stdA, meanB, stdB.
     public var statistics: [Float]
+    /// Per dimension of a description embedding: the library's mean and standard deviation. A
+    /// model's embeddings of any texts share a large common component; the network sees each
+    /// description standardised, (e − mean) / std, so that what tells domains apart is not a
+    /// small ripple on a constant input.
+    public var descriptionMean: [Float]
+    public var descriptionStd: [Float]
 
-    public init(manifest: Manifest, network: Hypernetwork, statistics: [Float]) {
+    public init(manifest: Manifest, network: Hypernetwork, statistics: [Float], descriptionMean: [Float], descriptionStd: [Float]) {
         self.manifest = manifest
         self.network = network
         self.statistics = statistics
+        self.descriptionMean = descriptionMean
+        self.descriptionStd = descriptionStd
+    }
+
+    /// Each dimension's mean and standard deviation over the rows of `embeddings` (row-major, `dim` wide).
+    public static func standardisation(_ embeddings: [Float], dim: Int) -> (mean: [Float], std: [Float]) {
+        let n = embeddings.count / dim
+        var mean = [Float](repeating: 0, count: dim), std = [Float](repeating: 0, count: dim)
+        for j in 0..<dim {
+            var s = 0.0, ss = 0.0
+            for i in 0..<n { let v = Double(embeddings[i * dim + j]); s += v; ss += v * v }
+            let m = s / Double(max(n, 1))
+            mean[j] = Float(m)
+            std[j] = Float(max((ss / Double(max(n, 1)) - m * m).squareRoot(), 1e-6))
+        }
+        return (mean, std)
+    }
+
+    /// `embeddings` (rows of the description dimension) standardised by the library's statistics.
+    public func standardised(_ embeddings: [Float]) -> [Float] {
+        let dim = descriptionMean.count
+        return embeddings.enumerated().map { i, v in (v - descriptionMean[i % dim]) / descriptionStd[i % dim] }
     }
 
     /// The adapter for one description embedding (normalised, D values): every module's A and B,
@@ -134,7 +162,7 @@ public final class TextToLoRA {
     public func generate(descriptionEmbedding e: [Float]) throws -> LoRAAdapter {
         let m = manifest
         let rows = m.modules.indices.map { (description: 0, layer: m.moduleLayers[$0], module: m.moduleTypes[$0]) }
-        let act = network.forward(descriptions: e, rows: rows)
+        let act = network.forward(descriptions: standardised(e), rows: rows)
         var position = [Int](repeating: 0, count: m.config.moduleTypes.count)
         var factors = [LoRAFactors]()
         for (i, module) in m.modules.enumerated() {
@@ -154,10 +182,16 @@ public final class TextToLoRA {
     public func save(to directory: URL) throws {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         try statistics.withUnsafeBufferPointer { stats in
-            try SafetensorsWriter.write([
-                .init(name: "params", shape: [network.parameterCount], values: UnsafeBufferPointer(start: network.params.pointer, count: network.parameterCount)),
-                .init(name: "statistics", shape: [statistics.count / 4, 4], values: stats),
-            ], metadata: ["format": "embedtune-t2l"], to: directory.appendingPathComponent("hypernetwork.safetensors"))
+            try descriptionMean.withUnsafeBufferPointer { mean in
+                try descriptionStd.withUnsafeBufferPointer { std in
+                    try SafetensorsWriter.write([
+                        .init(name: "params", shape: [network.parameterCount], values: UnsafeBufferPointer(start: network.params.pointer, count: network.parameterCount)),
+                        .init(name: "statistics", shape: [statistics.count / 4, 4], values: stats),
+                        .init(name: "description_mean", shape: [mean.count], values: mean),
+                        .init(name: "description_std", shape: [std.count], values: std),
+                    ], metadata: ["format": "embedtune-t2l"], to: directory.appendingPathComponent("hypernetwork.safetensors"))
+                }
+            }
         }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -187,9 +221,16 @@ public final class TextToLoRA {
             throw FormatError(url: file.url, item: "statistics", "\(stats.count) values, expected \(4 * manifest.modules.count)")
         }
         try file.read(params, into: network.params.pointer)
-        var statistics = [Float](repeating: 0, count: stats.count)
-        try statistics.withUnsafeMutableBufferPointer { try file.read(stats, into: $0.baseAddress!) }
-        return TextToLoRA(manifest: manifest, network: network, statistics: statistics)
+        func vector(_ name: String, count: Int) throws -> [Float] {
+            let e = try file.entry(name)
+            guard e.count == count else { throw FormatError(url: file.url, item: name, "\(e.count) values, expected \(count)") }
+            var v = [Float](repeating: 0, count: count)
+            try v.withUnsafeMutableBufferPointer { try file.read(e, into: $0.baseAddress!) }
+            return v
+        }
+        let dim = manifest.config.descriptionDim
+        return TextToLoRA(manifest: manifest, network: network, statistics: try vector("statistics", count: stats.count),
+                          descriptionMean: try vector("description_mean", count: dim), descriptionStd: try vector("description_std", count: dim))
     }
 }
 

@@ -56,7 +56,9 @@ struct T2LTrainCommand: ParsableCommand {
         let embedder = try Embedder(directory: ModelDirectory(URL(fileURLWithPath: baseModel)))
         var options = Embedder.Options()
         options.prefix = embedder.directory.queryPrompt
-        let descriptions = try domains.map { try embedder.embed($0.descriptions, options: options).values }
+        let raw = try domains.map { try embedder.embed($0.descriptions, options: options).values }
+        let (descriptionMean, descriptionStd) = TextToLoRA.standardisation(raw.flatMap { $0 }, dim: embedder.backbone.hiddenSize)
+        let descriptions = raw.map { e in e.enumerated().map { i, v in (v - descriptionMean[i % descriptionMean.count]) / descriptionStd[i % descriptionStd.count] } }
         var config = Hypernetwork.Config(descriptionDim: embedder.backbone.hiddenSize, layers: targets.layout.layers,
                                          rank: targets.layout.rank, moduleTypes: targets.layout.types)
         config.hidden = hiddenSize
@@ -83,7 +85,8 @@ struct T2LTrainCommand: ParsableCommand {
             modules: layout.entries.map(\.module), moduleLayers: layout.entries.map(\.layer), moduleTypes: layout.entries.map(\.type),
             scale: targets.scale, objective: objective, trainingDomains: domains.map(\.name), steps: steps)
         let statistics = targets.statistics.flatMap { [$0.meanA, $0.stdA, $0.meanB, $0.stdB] }
-        try TextToLoRA(manifest: manifest, network: network, statistics: statistics).save(to: URL(fileURLWithPath: output))
+        try TextToLoRA(manifest: manifest, network: network, statistics: statistics, descriptionMean: descriptionMean,
+                       descriptionStd: descriptionStd).save(to: URL(fileURLWithPath: output))
         print(String(format: "t2l: wrote %@ (%.0f s)", output, Date().timeIntervalSince(started)))
     }
 }

@@ -12,7 +12,7 @@ BIN=${BIN:-.build/release/embedtune}
 library=$1 adapters=$2 hyper=$3 out=$4
 shift 4
 mkdir -p "$out"
-model=$(sed -n 's/.*"baseModel" *: *"\(.*\)".*/\1/p' "$hyper/hypernetwork.json" | head -1)
+model=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["baseModel"])' "$hyper/hypernetwork.json")
 for domain in "$@"; do
   description=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[0])' "$library/$domain/descriptions.json")
   junk=$(python3 -c 'import random; r=random.Random(7); print("".join(r.choice("abcdefghijklmnopqrstuvwxyz0123456789 ") for _ in range(120)))')
