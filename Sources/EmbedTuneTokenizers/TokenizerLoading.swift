@@ -227,14 +227,19 @@ extension Tokenizer {
         case "default", "gpt-2", "gpt2": pattern = .gpt2
         default: throw FormatError(file: file, item: "tokenizer.ggml.pre", "unknown pre-tokenizer \"\(pre)\"")
         }
+        // A special token id must name a token of the vocabulary (a hostile file may hold any integer).
+        func tokenID(_ key: String) throws -> Int32? {
+            guard let id = metadata[key]?.int else { return nil }
+            guard id >= 0 && id < tokens.count else {
+                throw FormatError(file: file, item: key, "token id \(id) is outside the vocabulary of \(tokens.count) tokens")
+            }
+            return Int32(id)
+        }
         var template = [TemplateProcessor.Piece.sequence]
-        if metadata["tokenizer.ggml.add_bos_token"]?.bool == true, let bos = metadata["tokenizer.ggml.bos_token_id"]?.int {
-            template.insert(.special([Int32(bos)]), at: 0)
-        }
-        if metadata["tokenizer.ggml.add_eos_token"]?.bool == true, let eos = metadata["tokenizer.ggml.eos_token_id"]?.int {
-            template.append(.special([Int32(eos)]))
-        }
-        let padID = Int32(metadata["tokenizer.ggml.padding_token_id"]?.int ?? metadata["tokenizer.ggml.eos_token_id"]?.int ?? 0)
+        let bosID = try tokenID("tokenizer.ggml.bos_token_id"), eosID = try tokenID("tokenizer.ggml.eos_token_id")
+        if metadata["tokenizer.ggml.add_bos_token"]?.bool == true, let bosID { template.insert(.special([bosID]), at: 0) }
+        if metadata["tokenizer.ggml.add_eos_token"]?.bool == true, let eosID { template.append(.special([eosID])) }
+        let padID = try tokenID("tokenizer.ggml.padding_token_id") ?? eosID ?? 0
         return Tokenizer(normalizer: pattern == .gpt2 ? nil : UnicodeNormalizer(form: .NFC),
                          preTokenizer: SplitPreTokenizer(pattern: pattern), model: bpe,
                          postProcessor: template.count > 1 ? TemplateProcessor(single: template) : nil,
