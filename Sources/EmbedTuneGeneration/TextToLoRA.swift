@@ -152,9 +152,11 @@ public final class TextToLoRA {
     }
 
     /// `embeddings` (rows of the description dimension) standardised by the library's statistics.
-    public func standardised(_ embeddings: [Float]) -> [Float] {
-        let dim = descriptionMean.count
-        return embeddings.enumerated().map { i, v in (v - descriptionMean[i % dim]) / descriptionStd[i % dim] }
+    public func standardised(_ embeddings: [Float]) -> [Float] { Self.standardised(embeddings, mean: descriptionMean, std: descriptionStd) }
+
+    /// Rows of `embeddings` as (e − mean) / std, per dimension.
+    public static func standardised(_ embeddings: [Float], mean: [Float], std: [Float]) -> [Float] {
+        embeddings.enumerated().map { i, v in (v - mean[i % mean.count]) / std[i % std.count] }
     }
 
     /// The adapter for one description embedding (normalised, D values): every module's A and B,

@@ -58,7 +58,7 @@ struct T2LTrainCommand: ParsableCommand {
         options.prefix = embedder.directory.queryPrompt
         let raw = try domains.map { try embedder.embed($0.descriptions, options: options).values }
         let (descriptionMean, descriptionStd) = TextToLoRA.standardisation(raw.flatMap { $0 }, dim: embedder.backbone.hiddenSize)
-        let descriptions = raw.map { e in e.enumerated().map { i, v in (v - descriptionMean[i % descriptionMean.count]) / descriptionStd[i % descriptionStd.count] } }
+        let descriptions = raw.map { TextToLoRA.standardised($0, mean: descriptionMean, std: descriptionStd) }
         var config = Hypernetwork.Config(descriptionDim: embedder.backbone.hiddenSize, layers: targets.layout.layers,
                                          rank: targets.layout.rank, moduleTypes: targets.layout.types)
         config.hidden = hiddenSize
