@@ -159,24 +159,54 @@ public final class TextToLoRA {
         embeddings.enumerated().map { i, v in (v - mean[i % mean.count]) / std[i % std.count] }
     }
 
+    /// The hypernetwork's rows for one description: every module entry of the manifest, in order.
+    public var rows: [(description: Int, layer: Int, module: Int)] {
+        manifest.modules.indices.map { (description: 0, layer: manifest.moduleLayers[$0], module: manifest.moduleTypes[$0]) }
+    }
+
+    /// Where module entry i's outputs sit in `act.outputs[type]`: its rank among the entries of its type.
+    var positionInType: [Int] {
+        var seen = [Int](repeating: 0, count: manifest.config.moduleTypes.count)
+        return manifest.moduleTypes.map { t in defer { seen[t] += 1 }; return seen[t] }
+    }
+
+    /// Per module entry, the outputs of a forward over `rows` with the library's z-scoring undone:
+    /// A = y_A·stdA + meanA (r × in) and B = y_B·stdB + meanB (out × r), as the library's adapters
+    /// hold them (B before the LoRA scale).
+    public func factors(_ act: Hypernetwork.Activations) -> [(a: [Float], b: [Float])] {
+        let m = manifest, position = positionInType
+        return m.modules.indices.map { i in
+            let t = m.moduleTypes[i], p = m.config.outputs(t), na = m.config.rank * m.config.moduleTypes[t].inFeatures
+            let y = act.outputs[t][(position[i] * p)..<((position[i] + 1) * p)]
+            let (ma, sa, mb, sb) = (statistics[4 * i], statistics[4 * i + 1], statistics[4 * i + 2], statistics[4 * i + 3])
+            return (y.prefix(na).map { $0 * sa + ma }, y.dropFirst(na).map { $0 * sb + mb })
+        }
+    }
+
+    /// The chain rule of `factors`: dL/dy per module type (the shapes of `act.outputs`) from each
+    /// entry's dL/dA and dL/dB, read from `gradients(i)`.
+    public func outputGradients(_ act: Hypernetwork.Activations,
+                                _ gradients: (Int) -> (dA: UnsafePointer<Float>, dB: UnsafePointer<Float>)) -> [[Float]] {
+        let m = manifest, position = positionInType
+        var d = act.outputs.map { [Float](repeating: 0, count: $0.count) }
+        for i in m.modules.indices {
+            let t = m.moduleTypes[i], p = m.config.outputs(t), na = m.config.rank * m.config.moduleTypes[t].inFeatures
+            let (sa, sb) = (statistics[4 * i + 1], statistics[4 * i + 3]), (dA, dB) = gradients(i), base = position[i] * p
+            for j in 0..<na { d[t][base + j] = dA[j] * sa }
+            for j in 0..<(p - na) { d[t][base + na + j] = dB[j] * sb }
+        }
+        return d
+    }
+
     /// The adapter for one description embedding (normalised, D values): every module's A and B,
     /// de-normalised, with B scaled so that the saved adapter (alpha = r) has the library's ΔW.
     public func generate(descriptionEmbedding e: [Float]) throws -> LoRAAdapter {
         let m = manifest
-        let rows = m.modules.indices.map { (description: 0, layer: m.moduleLayers[$0], module: m.moduleTypes[$0]) }
         let act = network.forward(descriptions: standardised(e), rows: rows)
-        var position = [Int](repeating: 0, count: m.config.moduleTypes.count)
-        var factors = [LoRAFactors]()
-        for (i, module) in m.modules.enumerated() {
-            let t = m.moduleTypes[i], type = m.config.moduleTypes[t], r = m.config.rank
-            let p = m.config.outputs(t), row = position[t]
-            position[t] += 1
-            let y = act.outputs[t][(row * p)..<((row + 1) * p)]
-            let (ma, sa, mb, sb) = (statistics[4 * i], statistics[4 * i + 1], statistics[4 * i + 2], statistics[4 * i + 3])
-            let na = r * type.inFeatures
-            let a = y.prefix(na).map { $0 * sa + ma }
-            let b = y.dropFirst(na).map { ($0 * sb + mb) * m.scale }
-            factors.append(LoRAFactors(module: module, rank: r, inFeatures: type.inFeatures, outFeatures: type.outFeatures, a: a, b: b))
+        let factors = zip(m.modules.indices, self.factors(act)).map { i, f in
+            let type = m.config.moduleTypes[m.moduleTypes[i]]
+            return LoRAFactors(module: m.modules[i], rank: m.config.rank, inFeatures: type.inFeatures, outFeatures: type.outFeatures,
+                               a: f.a, b: f.b.map { $0 * m.scale })
         }
         return try LoRAAdapter.fromFactors(factors, rank: m.config.rank)
     }

@@ -1,6 +1,10 @@
+import EmbedTuneData
+import EmbedTuneDistributed
 import EmbedTuneFormats
 import EmbedTuneGeneration
 import EmbedTuneKernels
+import EmbedTuneModels
+import EmbedTuneTraining
 import Foundation
 import Testing
 
@@ -47,6 +51,64 @@ struct TextToLoRATests {
             worst = max(worst, error)
         }
         #expect(worst < 2e-2, "largest relative error \(worst)")
+    }
+
+    @Test("contrastive: the hypernetwork's gradient through the generated adapter and the model matches central finite differences of InfoNCE")
+    func contrastiveFiniteDifferences() throws {
+        let model = Paths.fixtures.appendingPathComponent("tiny-bert-zh").path
+        let tmp = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: tmp) }
+        let crops = ["rice", "wheat", "tea", "maize", "barley", "millet"]
+        let lines = crops.enumerated().map { i, c in
+            "{\"anchor\": \"How do I grow \(c)?\", \"positive\": \"Sow \(c) in spring, water weekly.\", \"negative_1\": \"\(crops[(i + 1) % 6]) is harvested in autumn.\"}"
+        }
+        var o = TrainingOptions()
+        o.model = model
+        o.dataset = tmp.appendingPathComponent("rows.jsonl").path
+        try lines.joined(separator: "\n").write(toFile: o.dataset, atomically: true, encoding: .utf8)
+        o.loraR = 2; o.loraAlpha = 4; o.perDeviceTrainBatchSize = 4; o.numNegatives = 1; o.temperature = 0.05; o.maxLength = 16
+        o.queryPrompt = ""; o.documentPrompt = ""
+        let embedder = try Embedder(directory: ModelDirectory(URL(fileURLWithPath: model)))
+        let backbone = try #require(embedder.backbone as? Backbone & TrainableBackbone)
+        let adapter = try LoRAAdapter(config: LoRAConfig(r: 2, alpha: 4, targetModules: ["query", "value", "dense"]), linears: backbone.linearLayers)
+        let layout = try ModuleLayout(adapter: adapter)
+        var config = Hypernetwork.Config(descriptionDim: 6, layers: layout.layers, rank: 2, moduleTypes: layout.types)
+        config.layerEmbeddingDim = 3; config.moduleEmbeddingDim = 2; config.hidden = 8; config.blocks = 1
+        let net = Hypernetwork(config: config, seed: 5)
+        for i in 0..<net.parameterCount { net.params.pointer[i] *= 3 }
+        let manifest = TextToLoRA.Manifest(config: config, baseModel: model, descriptionModel: model, descriptionPrompt: "",
+                                           modules: layout.entries.map(\.module), moduleLayers: layout.entries.map(\.layer),
+                                           moduleTypes: layout.entries.map(\.type), scale: adapter.scale, objective: "contrastive",
+                                           trainingDomains: ["d"], steps: 1)
+        let t2l = TextToLoRA(manifest: manifest, network: net, statistics: layout.entries.flatMap { _ in [0.01, 0.2, -0.01, 0.2] },
+                             descriptionMean: Array(repeating: 0, count: 6), descriptionStd: Array(repeating: 1, count: 6))
+        let rows = try TripletReader.read(o.dataset, skipBadRows: false).triplets
+        let plan = try DataPlan(rows: rows, skipped: [], source: "pairs", options: o, ranks: 1, queryPrefix: "", documentPrefix: "")
+        let state = TrainerState(adapter: adapter, optimizer: AdamW(count: 0), logTau: logf(0.05))
+        let pass = EmbeddingPass(model: backbone, adapter: adapter, pooling: embedder.directory.pooling, backboneDropout: false)
+        let loss = InfoNCELoss(plan: plan, pass: pass, state: state, communicator: SingleProcessCommunicator(), tokenizer: embedder.tokenizer)
+        var rng = SplitMix64(seed: 11)
+        let descriptions = (0..<12).map { _ in Float(rng.next() >> 40) / Float(1 << 24) * 2 - 1 }
+        let trainer = try ContrastiveTrainer(t2l: t2l, adapter: adapter, domains: [.init(name: "d", descriptions: descriptions, loss: loss)],
+                                             communicator: SingleProcessCommunicator())
+        net.zeroGrads()
+        _ = try trainer.accumulate(domain: 0, description: 1, micro: 0, weight: 1)
+        let analytic = net.grads.array
+        func value() throws -> Double { try trainer.accumulate(domain: 0, description: 1, micro: 0, weight: 0) }
+        var worst = 0.0, checked = 0
+        for i in stride(from: 0, to: net.parameterCount, by: max(1, net.parameterCount / 80)) {
+            let saved = net.params.pointer[i], h: Float = 1e-2
+            net.params.pointer[i] = saved + h
+            let up = try value()
+            net.params.pointer[i] = saved - h
+            let down = try value()
+            net.params.pointer[i] = saved
+            let numeric = (up - down) / (2 * Double(h)), exact = Double(analytic[i])
+            worst = max(worst, abs(numeric - exact) / max(abs(numeric), abs(exact), 1e-2))
+            checked += 1
+        }
+        #expect(checked >= 80)
+        #expect(worst < 2e-2, "largest relative error \(worst) over \(checked) parameters")
     }
 
     @Test("outputs and every parameter's gradient match PyTorch (tools/reference/make_t2l_fixture.py) within 1e-4 relative")
@@ -106,7 +168,27 @@ struct TextToLoRATests {
         #expect(empty.status != 0 && empty.stderr.contains("--description is empty"))
         let notHyper = try runCLI(["t2l", "generate", "--hyper", tmp.path, "--description", "x", "--output", adapter.path])
         #expect(notHyper.status != 0 && notHyper.stderr.contains("hypernetwork.json"), "\(notHyper.stderr)")
-        let contrastive = try runCLI(["t2l", "train", "--output", one.path, "--objective", "contrastive"] + common)
-        #expect(contrastive.status != 0 && contrastive.stderr.contains("only reconstruction"))
+        let unknown = try runCLI(["t2l", "train", "--output", one.path, "--objective", "sft"] + common)
+        #expect(unknown.status != 0 && unknown.stderr.contains("expected reconstruction or contrastive"), "\(unknown.stderr)")
+
+        // Contrastive, started from the reconstruction-trained network: 1 and 2 ranks agree.
+        let config = tmp.appendingPathComponent("c.toml")
+        try "global_batch_size = 2\nnum_negatives = 1\nmax_length = 32\ntemperature = 0.05\n".write(to: config, atomically: true, encoding: .utf8)
+        let c1 = tmp.appendingPathComponent("c1"), c2 = tmp.appendingPathComponent("c2")
+        let contrastive = ["--library", lib.path, "--adapters", out.path, "--objective", "contrastive", "--config", config.path,
+                           "--init_from", one.path, "--steps", "2", "--batch_size", "2", "--learning_rate", "1e-2"]
+        let k1 = try runCLI(["t2l", "train", "--output", c1.path] + contrastive)
+        #expect(k1.status == 0 && k1.stdout.contains("step 2/2  InfoNCE"), "\(k1.stdout)\(k1.stderr)")
+        let k2 = try runMPI(2, ["t2l", "train", "--output", c2.path] + contrastive)
+        #expect(k2.status == 0, "\(k2.stderr)")
+        let x = try TextToLoRA.load(c1), y = try TextToLoRA.load(c2)
+        var moved: Float = 0, apart: Float = 0
+        for i in 0..<x.network.parameterCount {
+            moved = max(moved, abs(x.network.params.pointer[i] - a.params.pointer[i]))
+            apart = max(apart, abs(x.network.params.pointer[i] - y.network.params.pointer[i]))
+        }
+        #expect(moved > 1e-3, "contrastive training left the network where it was")
+        #expect(apart <= 1e-5, "contrastive, 1 vs 2 ranks: largest parameter difference \(apart)")
+        #expect(x.manifest.objective == "reconstruction+contrastive")
     }
 }
