@@ -12,7 +12,7 @@ import Foundation
 /// training set of Text-to-LoRA.
 struct LibraryCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "library", abstract: "A library of retrieval domains and their adapters.", subcommands: [LibraryTrainCommand.self])
+        commandName: "library", abstract: "A library of retrieval domains and their adapters.", subcommands: [LibraryTrainCommand.self, LibraryMultitaskCommand.self])
 }
 
 /// A library directory: library.json listing the domains, one BEIR directory each.
@@ -105,9 +105,7 @@ struct LibraryTrainCommand: ParsableCommand {
         let runsFile = out.appendingPathComponent("library-runs.json")
         if communicator.isRoot { try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true) }
         try communicator.barrier()
-        var base = TrainingOptions()
-        if let config { try base.apply(config: TOML.parse(try TextFile.read(config), file: config), file: config) }
-        try base.apply(arguments: trainingArguments)
+        let base = try Self.options(config: config, arguments: trainingArguments)
         for (i, domain) in selected.enumerated() {
             var runs = try LibraryRuns.load(runsFile)
             let adapterDir = out.appendingPathComponent("adapters").appendingPathComponent(domain.name)
@@ -204,8 +202,76 @@ struct LibraryTrainCommand: ParsableCommand {
         try communicator.barrier()
     }
 
+    /// Training options from a TOML config and `--key value` arguments (which override it).
+    static func options(config: String?, arguments: [String]) throws -> TrainingOptions {
+        var options = TrainingOptions()
+        if let config { try options.apply(config: TOML.parse(try TextFile.read(config), file: config), file: config) }
+        try options.apply(arguments: arguments)
+        return options
+    }
+
     static func hasCheckpoint(_ dir: URL) -> Bool {
         ((try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []).contains { $0.hasPrefix("checkpoint-") }
+    }
+}
+
+/// `embedtune library multitask`: the multi-task baseline of Text-to-LoRA — one adapter trained on
+/// the training triples of every trained domain of the library (minus the held-out ones), mixed in
+/// each batch, with the library's training options.
+struct LibraryMultitaskCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "multitask",
+        abstract: "Train one LoRA adapter on every trained domain's triples together (the multi-task baseline); data-parallel under mpirun.",
+        discussion: """
+            The rows are the library store's training triples (negatives as library train mined them) of each domain \
+            library train has finished, minus --exclude. Training options as for library train; give max_steps for \
+            the budget (the library's per-domain steps are too few for many domains).
+            """)
+
+    @Option(help: "The domain library (`make domains`: .cache/domains/library).") var library: String
+    @Option(help: "library train's output (its store OUTPUT/library.sqlite and library-runs.json).") var adapters: String
+    @Option(help: "The adapter directory to write (checkpoints and the final adapter).") var output: String
+    @Option(help: "Comma-separated domains to leave out (held out from the library).") var exclude: String?
+    @Option(name: .spelled("config"), help: "TOML config of training options; flags override it.") var config: String?
+    @Argument(parsing: .allUnrecognized, help: ArgumentHelp("Training options, as --key value (see embedtune train --help).", valueName: "training_option"))
+    var trainingArguments: [String] = []
+
+    func validate() throws {
+        for key in LibraryTrainCommand.setHere where trainingArguments.contains(where: { $0 == "--\(key)" || $0 == "--\(key.replacingOccurrences(of: "_", with: "-"))" }) {
+            throw ValidationError("--\(key) is set by library multitask (the rows are the library store's; --output is the adapter)")
+        }
+    }
+
+    func run() throws { try runOnEveryRank(train) }
+
+    func train(_ communicator: Communicator) throws {
+        let library = try DomainLibrary(URL(fileURLWithPath: self.library))
+        let root = URL(fileURLWithPath: adapters), store = root.appendingPathComponent("library.sqlite").path
+        let runs = try LibraryRuns.load(root.appendingPathComponent("library-runs.json"))
+        let domains = try library.select(nil, excluding: exclude).filter { runs.done($0.name) }
+        guard !domains.isEmpty else { throw FormatError(url: root, "no domain outside --exclude has been trained by library train") }
+        let rows = try DatasetStore(path: store)
+        let triplets = try domains.flatMap { try rows.trainingRows(dataset: $0.name, split: "train") }
+        var options = try LibraryTrainCommand.options(config: config, arguments: trainingArguments)
+        options.db = store
+        options.dbDataset = domains[0].name
+        options.outputDir = output
+        let trainer = try Trainer(options: options, communicator: communicator, rows: triplets)
+        if communicator.isRoot {
+            print("multitask: \(triplets.count) rows of \(domains.count) domains (\(domains.map(\.name).joined(separator: ", "))), \(trainer.totalSteps) steps")
+        }
+        let started = Date()
+        let final = try trainer.run(resume: LibraryTrainCommand.hasCheckpoint(URL(fileURLWithPath: output)) ? "latest" : nil) { event in
+            guard communicator.isRoot else { return }
+            switch event {
+            case .step(let s) where s.step % 10 == 0 || s.step == trainer.totalSteps:
+                print(String(format: "  step %d/%d  loss %.4f", s.step, trainer.totalSteps, s.loss))
+            case .warning(let w): FileHandle.standardError.write(Data("embedtune: warning: \(w)\n".utf8))
+            default: break
+            }
+            fflush(nil)
+        }
+        if communicator.isRoot { print(String(format: "multitask: wrote %@ (%.0f s)", final.path, Date().timeIntervalSince(started))) }
     }
 }
 

@@ -22,7 +22,7 @@ struct LibraryTests {
         return lib
     }
 
-    @Test("library train: one adapter per domain with base and adapter metrics recorded; a second run skips finished domains; held-out and unknown domains")
+    @Test("library train: one adapter per domain with base and adapter metrics recorded; a second run skips finished domains; held-out and unknown domains; library multitask trains one adapter on the trained domains")
     func train() throws {
         let tmp = try Paths.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: tmp) }
@@ -47,6 +47,16 @@ struct LibraryTests {
         #expect(second.status == 0, "\(second.stderr)")
         #expect(second.stdout.contains("farm (1/2) done before, skipped"), "\(second.stdout)")
         #expect(second.stdout.contains("library: garden NDCG@10 base"), "\(second.stdout)")
+
+        let multitask = tmp.appendingPathComponent("multitask")
+        let mt = try runCLI(["library", "multitask", "--library", lib.path, "--adapters", out.path, "--output", multitask.path,
+                             "--exclude", "garden", "--model", model, "--max_steps", "2", "--per_device_train_batch_size", "2", "--lora_r", "4"])
+        #expect(mt.status == 0, "\(mt.stderr)")
+        #expect(mt.stdout.contains("of 1 domains (farm)"), "\(mt.stdout)")
+        #expect(FileManager.default.fileExists(atPath: multitask.appendingPathComponent("adapter_model.safetensors").path))
+        let mtSetHere = try runCLI(["library", "multitask", "--library", lib.path, "--adapters", out.path, "--output", multitask.path,
+                                    "--model", model, "--db_dataset", "farm"])
+        #expect(mtSetHere.status != 0 && mtSetHere.stderr.contains("set by library multitask"), "\(mtSetHere.stderr)")
 
         let unknown = try runCLI(arguments + ["--domains", "orchard"])
         #expect(unknown.status != 0 && unknown.stderr.contains("no domain \"orchard\"") && unknown.stderr.contains("farm, garden"), "\(unknown.stderr)")
