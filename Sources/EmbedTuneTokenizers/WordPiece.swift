@@ -9,6 +9,9 @@ public final class WordPiece: TokenizerModel, @unchecked Sendable {
     public let unkID: Int32
     public let prefix: String
     public let maxInputCharsPerWord: Int
+    /// The longest token, in Unicode scalars: no longer candidate can match, so the greedy search
+    /// starts there (O(n·L) per word instead of O(n²) when max_input_chars_per_word is large).
+    let longestToken: Int
 
     public init(vocab: [String: Int32], unkToken: String, prefix: String = "##", maxInputCharsPerWord: Int = 100,
                 file: String) throws {
@@ -22,6 +25,7 @@ public final class WordPiece: TokenizerModel, @unchecked Sendable {
         unkID = unk
         self.prefix = prefix
         self.maxInputCharsPerWord = maxInputCharsPerWord
+        longestToken = vocab.keys.reduce(0) { max($0, $1.unicodeScalars.count) }
     }
 
     /// vocab.txt: one token per line, id = line number.
@@ -42,7 +46,8 @@ public final class WordPiece: TokenizerModel, @unchecked Sendable {
         if piece.count > maxInputCharsPerWord { return [unkID] }
         var out = [Int32](), start = 0
         while start < piece.count {
-            var end = piece.count, found: Int32?
+            // A continuation's candidate carries the prefix, so its piece is shorter still.
+            var end = min(piece.count, start + longestToken), found: Int32?
             while start < end {
                 var candidate = String(String.UnicodeScalarView(piece[start..<end]))
                 if start > 0 { candidate = prefix + candidate }

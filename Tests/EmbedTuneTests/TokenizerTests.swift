@@ -1,3 +1,4 @@
+import EmbedTuneKernels
 import EmbedTuneModels
 import EmbedTuneTokenizers
 import Foundation
@@ -89,5 +90,44 @@ struct TokenizerTests {
         let bad = try runCLI(["tokenize", "--tokenizer", Paths.qwenTiktoken.path, "--input", input.path])
         #expect(bad.status == 1)
         #expect(bad.stderr.contains("in.jsonl:1: text: is not a string"), "\(bad.stderr)")
+    }
+}
+
+@Suite("WordPiece")
+struct WordPieceTests {
+    /// BERT's greedy longest-match-first as HF writes it: every end from the word's end down.
+    static func reference(_ wp: WordPiece, _ piece: [Unicode.Scalar]) -> [Int32] {
+        if piece.count > wp.maxInputCharsPerWord { return [wp.unkID] }
+        var out = [Int32](), start = 0
+        while start < piece.count {
+            var end = piece.count, found: Int32?
+            while start < end {
+                let candidate = (start > 0 ? wp.prefix : "") + String(String.UnicodeScalarView(piece[start..<end]))
+                if let id = wp.vocab[candidate] { found = id; break }
+                end -= 1
+            }
+            guard let id = found else { return [wp.unkID] }
+            out.append(id)
+            start = end
+        }
+        return out
+    }
+
+    @Test("the search bounded by the longest token gives HF's pieces; a 20,000-character word with a huge max_input_chars_per_word is encoded (fuzz: tokenizer-json timeout)")
+    func longWords() throws {
+        let tokens = ["[UNK]", "a", "ab", "abc", "##a", "##b", "##ab", "##bca", "##c", "中", "##文", "##中文"]
+        let vocab = Dictionary(uniqueKeysWithValues: tokens.enumerated().map { ($1, Int32($0)) })
+        let wp = try WordPiece(vocab: vocab, unkToken: "[UNK]", maxInputCharsPerWord: 1_000_000, file: "test")
+        var rng = SplitMix64(seed: 9)
+        let alphabet = Array("abc中文".unicodeScalars)
+        for length in [1, 2, 3, 7, 50, 300] {
+            for _ in 0..<20 {
+                let word = (0..<length).map { _ in alphabet[Int(rng.next() % UInt64(alphabet.count))] }
+                #expect(wp.encode(word) == Self.reference(wp, word), "\(String(String.UnicodeScalarView(word)))")
+            }
+        }
+        let long = Array(String(repeating: "ab", count: 10_000).unicodeScalars)
+        let ids = wp.encode(long)
+        #expect(ids.count == 10_000 && ids.first == vocab["ab"] && ids.last == vocab["##ab"])
     }
 }
