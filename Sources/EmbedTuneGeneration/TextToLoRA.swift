@@ -285,6 +285,7 @@ public struct ReconstructionTrainer {
                       progress: (Int, Float) -> Void = { _, _ in }) throws -> [Float] {
         let dim = network.config.descriptionDim
         let optimizer = AdamW(count: network.parameterCount, weightDecay: weightDecay)
+        let schedule = LearningRateSchedule(peak: learningRate, warmupSteps: warmupSteps, totalSteps: steps, decay: .cosine)
         var rng = SplitMix64(seed: seed)
         var losses = [Float]()
         for step in 1...steps {
@@ -326,9 +327,7 @@ public struct ReconstructionTrainer {
                 try communicator.allReduceSum(network.grads.pointer, count: network.parameterCount)
                 try totals.withUnsafeMutableBufferPointer { try communicator.allReduceSum($0.baseAddress!, count: 1) }
             }
-            let lr = learningRate * min(1, Float(step) / Float(max(warmupSteps, 1)))
-                * (step > warmupSteps ? 0.5 * (1 + cos(.pi * Float(step - warmupSteps) / Float(max(steps - warmupSteps, 1)))) : 1)
-            optimizer.update(params: network.params.pointer, grads: network.grads.pointer, lr: lr)
+            optimizer.update(params: network.params.pointer, grads: network.grads.pointer, lr: schedule.rate(at: step - 1))
             losses.append(totals[0])
             progress(step, totals[0])
         }

@@ -134,16 +134,7 @@ struct LibraryTrainCommand: ParsableCommand {
             // 3. The adapter, resumed from its latest checkpoint when a run was interrupted.
             let trainer = try Trainer(options: options, communicator: communicator)
             let resume = Self.hasCheckpoint(adapterDir) ? "latest" : nil
-            _ = try trainer.run(resume: resume) { event in
-                guard communicator.isRoot, !quiet else { return }
-                switch event {
-                case .step(let s) where s.step % 10 == 0 || s.step == trainer.totalSteps:
-                    print(String(format: "  step %d/%d  loss %.4f", s.step, trainer.totalSteps, s.loss))
-                case .warning(let w): FileHandle.standardError.write(Data("embedtune: warning: \(w)\n".utf8))
-                default: break
-                }
-                fflush(nil)
-            }
+            _ = try trainer.run(resume: resume, events: Self.progress(trainer, communicator: communicator, quiet: quiet))
             // 4. Base and adapter on the domain's test queries (rank 0), recorded.
             if communicator.isRoot {
                 let store = try DatasetStore(path: storePath)
@@ -210,6 +201,20 @@ struct LibraryTrainCommand: ParsableCommand {
         return options
     }
 
+    /// Rank 0 prints every 10th step's loss and each warning (only warnings when `quiet`).
+    static func progress(_ trainer: Trainer, communicator: Communicator, quiet: Bool) -> (TrainingEvent) -> Void {
+        { event in
+            guard communicator.isRoot else { return }
+            switch event {
+            case .step(let s) where !quiet && (s.step % 10 == 0 || s.step == trainer.totalSteps):
+                print(String(format: "  step %d/%d  loss %.4f", s.step, trainer.totalSteps, s.loss))
+            case .warning(let w): FileHandle.standardError.write(Data("embedtune: warning: \(w)\n".utf8))
+            default: break
+            }
+            fflush(nil)
+        }
+    }
+
     static func hasCheckpoint(_ dir: URL) -> Bool {
         ((try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []).contains { $0.hasPrefix("checkpoint-") }
     }
@@ -261,16 +266,8 @@ struct LibraryMultitaskCommand: ParsableCommand {
             print("multitask: \(triplets.count) rows of \(domains.count) domains (\(domains.map(\.name).joined(separator: ", "))), \(trainer.totalSteps) steps")
         }
         let started = Date()
-        let final = try trainer.run(resume: LibraryTrainCommand.hasCheckpoint(URL(fileURLWithPath: output)) ? "latest" : nil) { event in
-            guard communicator.isRoot else { return }
-            switch event {
-            case .step(let s) where s.step % 10 == 0 || s.step == trainer.totalSteps:
-                print(String(format: "  step %d/%d  loss %.4f", s.step, trainer.totalSteps, s.loss))
-            case .warning(let w): FileHandle.standardError.write(Data("embedtune: warning: \(w)\n".utf8))
-            default: break
-            }
-            fflush(nil)
-        }
+        let final = try trainer.run(resume: LibraryTrainCommand.hasCheckpoint(URL(fileURLWithPath: output)) ? "latest" : nil,
+                                    events: LibraryTrainCommand.progress(trainer, communicator: communicator, quiet: false))
         if communicator.isRoot { print(String(format: "multitask: wrote %@ (%.0f s)", final.path, Date().timeIntervalSince(started))) }
     }
 }
