@@ -6,7 +6,7 @@ struct EmbedTuneCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "embedtune",
         abstract: "Adapt text-embedding models to a domain with LoRA, on CPUs, over MPI.",
-        subcommands: [EmbedCommand.self, TrainCommand.self, MineCommand.self, EvalCommand.self, RerankCommand.self, DataCommand.self, TokenizeCommand.self, InfoCommand.self, ConvertCommand.self, MergeCommand.self, RouteCommand.self, BenchCommand.self, ReportCommand.self, IndexCommand.self, SearchCommand.self, ServeCommand.self, LibraryCommand.self, T2LCommand.self])
+        subcommands: [EmbedCommand.self, TrainCommand.self, MineCommand.self, EvalCommand.self, RerankCommand.self, DataCommand.self, TokenizeCommand.self, InfoCommand.self, ConvertCommand.self, MergeCommand.self, RouteCommand.self, BenchCommand.self, ReportCommand.self, IndexCommand.self, SearchCommand.self, ServeCommand.self, LibraryCommand.self, T2LCommand.self, DnDCommand.self])
 }
 
 /// Runs a command body, turning any error into one line on stderr and exit status 1 (argument

@@ -66,3 +66,47 @@ struct HyperConvTests {
         #expect(throws: FormatError.self) { try HyperConvDecoder(config: .init(features: [[1, 2, 3], [1, 2, 3]], kernel: 4)) }
     }
 }
+
+@Suite("Drag-and-Drop through the CLI", .serialized)
+struct DragAndDropCLITests {
+    @Test("dnd train on the library's checkpoints and adapters gives the same generator on 1 and 2 MPI ranks; generate writes an adapter embed takes; bad input is refused")
+    func trainGenerate() throws {
+        let tmp = try Paths.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: tmp) }
+        let model = Paths.fixtures.appendingPathComponent("tiny-bert-zh").path
+        let lib = try LibraryTests.library(in: tmp), out = tmp.appendingPathComponent("out")
+        let trained = try runCLI(["library", "train", "--library", lib.path, "--output", out.path, "--model", model, "--max_steps", "3",
+                                  "--per_device_train_batch_size", "2", "--lora_r", "4", "--save_steps", "1", "--quiet"])
+        #expect(trained.status == 0, "\(trained.stderr)")
+        let one = tmp.appendingPathComponent("g1"), two = tmp.appendingPathComponent("g2")
+        let common = ["--library", lib.path, "--adapters", out.path, "--queries", "4", "--steps", "3", "--batch_size", "4",
+                      "--hidden_shapes", "4,8,8", "--chunk_shape", "16,32"]
+        let r1 = try runCLI(["dnd", "train", "--output", one.path] + common)
+        #expect(r1.status == 0, "\(r1.stderr)")
+        #expect(r1.stdout.contains("2 domains, 6 adapters (checkpoints included)"), "\(r1.stdout)")
+        let r2 = try runMPI(2, ["dnd", "train", "--output", two.path] + common)
+        #expect(r2.status == 0, "\(r2.stderr)")
+        let a = try DragAndDrop.load(one).decoder, b = try DragAndDrop.load(two).decoder
+        var largest: Float = 0
+        for i in 0..<a.parameterCount { largest = max(largest, abs(a.params.pointer[i] - b.params.pointer[i])) }
+        #expect(largest <= 1e-5, "1 vs 2 ranks: largest parameter difference \(largest)")
+
+        let queries = tmp.appendingPathComponent("q.txt"), adapter = tmp.appendingPathComponent("generated")
+        try "How do I water rice?\nWhen is wheat harvested?\n".write(to: queries, atomically: true, encoding: .utf8)
+        let g = try runCLI(["dnd", "generate", "--generator", one.path, "--queries", queries.path, "--output", adapter.path])
+        #expect(g.status == 0, "\(g.stderr)")
+        #expect(FileManager.default.fileExists(atPath: adapter.appendingPathComponent("README.md").path))
+        let e = try runCLI(["embed", "--model", model, "--adapter", adapter.path, "--input", queries.path,
+                            "--output", tmp.appendingPathComponent("e.npy").path])
+        #expect(e.status == 0, "\(e.stderr)")
+
+        let empty = tmp.appendingPathComponent("empty.txt")
+        try "\n  \n".write(to: empty, atomically: true, encoding: .utf8)
+        let none = try runCLI(["dnd", "generate", "--generator", one.path, "--queries", empty.path, "--output", adapter.path])
+        #expect(none.status != 0 && none.stderr.contains("no queries"), "\(none.stderr)")
+        let notGenerator = try runCLI(["dnd", "generate", "--generator", tmp.path, "--queries", queries.path, "--output", adapter.path])
+        #expect(notGenerator.status != 0 && notGenerator.stderr.contains("generator.json"), "\(notGenerator.stderr)")
+        let badShape = try runCLI(["dnd", "train", "--output", one.path, "--library", lib.path, "--adapters", out.path, "--chunk_shape", "16"])
+        #expect(badShape.status != 0 && badShape.stderr.contains("--chunk_shape"), "\(badShape.stderr)")
+    }
+}
