@@ -125,57 +125,34 @@ public final class DragAndDrop {
         return try adapter(fromOutput: act.output[...])
     }
 
+    static func files(_ directory: URL) -> GeneratorDirectory {
+        GeneratorDirectory(directory: directory, manifestName: "generator.json", weightsName: "generator.safetensors",
+                           format: "embedtune-dnd", writer: "embedtune dnd train")
+    }
+
     public func save(to directory: URL) throws {
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        try statistics.withUnsafeBufferPointer { stats in
-            try conditionMean.withUnsafeBufferPointer { mean in
-                try conditionStd.withUnsafeBufferPointer { std in
-                    try SafetensorsWriter.write([
-                        .init(name: "params", shape: [decoder.parameterCount], values: UnsafeBufferPointer(start: decoder.params.pointer, count: decoder.parameterCount)),
-                        .init(name: "statistics", shape: [statistics.count / 4, 4], values: stats),
-                        .init(name: "condition_mean", shape: [mean.count], values: mean),
-                        .init(name: "condition_std", shape: [std.count], values: std),
-                    ], metadata: ["format": "embedtune-dnd"], to: directory.appendingPathComponent("generator.safetensors"))
-                }
-            }
-        }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try writeAtomically(try encoder.encode(manifest), to: directory.appendingPathComponent("generator.json"))
+        try Self.files(directory).save(manifest, params: decoder.params, vectors: [
+            ("statistics", [statistics.count / 4, 4], statistics), ("condition_mean", [conditionMean.count], conditionMean),
+            ("condition_std", [conditionStd.count], conditionStd),
+        ])
     }
 
     public static func load(_ directory: URL) throws -> DragAndDrop {
-        let manifestURL = directory.appendingPathComponent("generator.json")
-        guard FileManager.default.fileExists(atPath: manifestURL.path) else {
-            throw FormatError(url: manifestURL, "missing: not a generator directory (`embedtune dnd train` writes one)")
-        }
-        let manifest: Manifest
-        do { manifest = try JSONDecoder().decode(Manifest.self, from: Data(contentsOf: manifestURL)) } catch {
-            throw FormatError(url: manifestURL, "not a generator manifest (\(error))")
-        }
+        let files = files(directory)
+        let manifest = try files.manifest(Manifest.self)
         guard manifest.format == "embedtune-dnd", manifest.modules.count == manifest.moduleShapes.count,
               manifest.moduleShapes.allSatisfy({ $0.count == 2 && $0.allSatisfy { $0 > 0 } }), manifest.moduleRank > 0 else {
-            throw FormatError(url: manifestURL, "inconsistent manifest (format, module lists or shapes)")
+            throw FormatError(url: files.manifestURL, "inconsistent manifest (format, module lists or shapes)")
         }
         let decoder = try HyperConvDecoder(config: manifest.decoder)
-        let file = try SafetensorsFile(url: directory.appendingPathComponent("generator.safetensors"))
-        let params = try file.entry("params")
-        guard params.count == decoder.parameterCount else {
-            throw FormatError(url: file.url, item: "params", "\(params.count) values, the configuration needs \(decoder.parameterCount)")
-        }
-        try file.read(params, into: decoder.params.pointer)
-        func vector(_ name: String, count: Int) throws -> [Float] {
-            let e = try file.entry(name)
-            guard e.count == count else { throw FormatError(url: file.url, item: name, "\(e.count) values, expected \(count)") }
-            var v = [Float](repeating: 0, count: count)
-            try v.withUnsafeMutableBufferPointer { try file.read(e, into: $0.baseAddress!) }
-            return v
-        }
+        let file = try files.weights(into: decoder.params)
         let dim = manifest.decoder.features[0][1] * manifest.decoder.features[0][2]
         do {
-            return try DragAndDrop(manifest: manifest, decoder: decoder, statistics: try vector("statistics", count: 4 * manifest.modules.count),
-                                   conditionMean: try vector("condition_mean", count: dim), conditionStd: try vector("condition_std", count: dim))
-        } catch let error as FormatError { throw FormatError(url: manifestURL, error.problem) }
+            return try DragAndDrop(manifest: manifest, decoder: decoder,
+                                   statistics: try GeneratorDirectory.vector(file, "statistics", count: 4 * manifest.modules.count),
+                                   conditionMean: try GeneratorDirectory.vector(file, "condition_mean", count: dim),
+                                   conditionStd: try GeneratorDirectory.vector(file, "condition_std", count: dim))
+        } catch let error as FormatError where error.file.isEmpty { throw FormatError(url: files.manifestURL, error.problem) }
     }
 }
 

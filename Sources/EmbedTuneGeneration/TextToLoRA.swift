@@ -211,58 +211,32 @@ public final class TextToLoRA {
         return try LoRAAdapter.fromFactors(factors, rank: m.config.rank)
     }
 
+    static func files(_ directory: URL) -> GeneratorDirectory {
+        GeneratorDirectory(directory: directory, manifestName: "hypernetwork.json", weightsName: "hypernetwork.safetensors",
+                           format: "embedtune-t2l", writer: "embedtune t2l train")
+    }
+
     public func save(to directory: URL) throws {
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        try statistics.withUnsafeBufferPointer { stats in
-            try descriptionMean.withUnsafeBufferPointer { mean in
-                try descriptionStd.withUnsafeBufferPointer { std in
-                    try SafetensorsWriter.write([
-                        .init(name: "params", shape: [network.parameterCount], values: UnsafeBufferPointer(start: network.params.pointer, count: network.parameterCount)),
-                        .init(name: "statistics", shape: [statistics.count / 4, 4], values: stats),
-                        .init(name: "description_mean", shape: [mean.count], values: mean),
-                        .init(name: "description_std", shape: [std.count], values: std),
-                    ], metadata: ["format": "embedtune-t2l"], to: directory.appendingPathComponent("hypernetwork.safetensors"))
-                }
-            }
-        }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try writeAtomically(try encoder.encode(manifest), to: directory.appendingPathComponent("hypernetwork.json"))
+        try Self.files(directory).save(manifest, params: network.params, vectors: [
+            ("statistics", [statistics.count / 4, 4], statistics), ("description_mean", [descriptionMean.count], descriptionMean),
+            ("description_std", [descriptionStd.count], descriptionStd),
+        ])
     }
 
     public static func load(_ directory: URL) throws -> TextToLoRA {
-        let manifestURL = directory.appendingPathComponent("hypernetwork.json")
-        guard FileManager.default.fileExists(atPath: manifestURL.path) else {
-            throw FormatError(url: manifestURL, "missing: not a hypernetwork directory (`embedtune t2l train` writes one)")
-        }
-        let manifest: Manifest
-        do { manifest = try JSONDecoder().decode(Manifest.self, from: Data(contentsOf: manifestURL)) } catch {
-            throw FormatError(url: manifestURL, "not a hypernetwork manifest (\(error))")
-        }
+        let files = files(directory)
+        let manifest = try files.manifest(Manifest.self)
         guard manifest.format == "embedtune-t2l", manifest.modules.count == manifest.moduleLayers.count,
               manifest.modules.count == manifest.moduleTypes.count else {
-            throw FormatError(url: manifestURL, "inconsistent manifest (format or module lists)")
+            throw FormatError(url: files.manifestURL, "inconsistent manifest (format or module lists)")
         }
         let network = Hypernetwork(config: manifest.config)
-        let file = try SafetensorsFile(url: directory.appendingPathComponent("hypernetwork.safetensors"))
-        let params = try file.entry("params"), stats = try file.entry("statistics")
-        guard params.count == network.parameterCount else {
-            throw FormatError(url: file.url, item: "params", "\(params.count) values, the configuration needs \(network.parameterCount)")
-        }
-        guard stats.count == 4 * manifest.modules.count else {
-            throw FormatError(url: file.url, item: "statistics", "\(stats.count) values, expected \(4 * manifest.modules.count)")
-        }
-        try file.read(params, into: network.params.pointer)
-        func vector(_ name: String, count: Int) throws -> [Float] {
-            let e = try file.entry(name)
-            guard e.count == count else { throw FormatError(url: file.url, item: name, "\(e.count) values, expected \(count)") }
-            var v = [Float](repeating: 0, count: count)
-            try v.withUnsafeMutableBufferPointer { try file.read(e, into: $0.baseAddress!) }
-            return v
-        }
+        let file = try files.weights(into: network.params)
         let dim = manifest.config.descriptionDim
-        return TextToLoRA(manifest: manifest, network: network, statistics: try vector("statistics", count: stats.count),
-                          descriptionMean: try vector("description_mean", count: dim), descriptionStd: try vector("description_std", count: dim))
+        return TextToLoRA(manifest: manifest, network: network,
+                          statistics: try GeneratorDirectory.vector(file, "statistics", count: 4 * manifest.modules.count),
+                          descriptionMean: try GeneratorDirectory.vector(file, "description_mean", count: dim),
+                          descriptionStd: try GeneratorDirectory.vector(file, "description_std", count: dim))
     }
 }
 
