@@ -66,9 +66,7 @@ public final class HyperConvDecoder {
     /// layer bias U(±1/numel) as the reference implementation draws it.
     func initialise(seed: UInt64) {
         var rng = SplitMix64(seed: seed)
-        func uniform(_ v: View, bound: Float) {
-            for i in 0..<v.count { params.pointer[v.offset + i] = (Float(rng.next() >> 40) / Float(1 << 24) * 2 - 1) * bound }
-        }
+        func uniform(_ v: View, bound: Float) { params.fillUniform(offset: v.offset, count: v.count, bound: bound, rng: &rng) }
         let kk = Float(config.kernel * config.kernel)
         for l in layers {
             p(l.normWeight).update(repeating: 1, count: l.normWeight.count)

@@ -85,9 +85,7 @@ public final class Hypernetwork {
     /// near the identity and the first outputs near the targets' mean.
     func initialise(seed: UInt64) {
         var rng = SplitMix64(seed: seed)
-        func uniform(_ v: View, bound: Float) {
-            for i in 0..<v.count { params.pointer[v.offset + i] = (Float(rng.next() >> 40) / Float(1 << 24) * 2 - 1) * bound }
-        }
+        func uniform(_ v: View, bound: Float) { params.fillUniform(offset: v.offset, count: v.count, bound: bound, rng: &rng) }
         func normal(_ v: View, scale: Float) {
             for i in 0..<v.count {
                 let u1 = Float(rng.next() >> 40 + 1) / Float(1 << 24), u2 = Float(rng.next() >> 40) / Float(1 << 24)
@@ -222,5 +220,12 @@ public final class Hypernetwork {
                       c: dx.baseAddress!, ldc: inFeatures)
             }
         }
+    }
+}
+
+extension FloatBuffer {
+    /// Values offset..<offset+count drawn from U(−bound, bound), as nn.init.uniform_ does.
+    func fillUniform(offset: Int, count: Int, bound: Float, rng: inout SplitMix64) {
+        for i in 0..<count { pointer[offset + i] = (Float(rng.next() >> 40) / Float(1 << 24) * 2 - 1) * bound }
     }
 }

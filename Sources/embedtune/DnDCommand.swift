@@ -26,10 +26,8 @@ struct DnDTrainCommand: ParsableCommand {
             of the domain's training queries (at most --max_domain_queries of them, embedded once by the base model).
             """)
 
-    @Option(help: "The domain library (`make domains`).") var library: String
-    @Option(help: "The output of `embedtune library train` (adapters/DOMAIN, library.sqlite, library-runs.json).") var adapters: String
+    @OptionGroup var trained: TrainedLibraryOptions
     @Option(help: "The generator directory to write.") var output: String
-    @Option(help: "Comma-separated domains held out of training.") var exclude: String?
     @Option(help: "Queries per condition (the decoder's first S).") var queries = 128
     @Option(name: .spelled("max_domain_queries"), help: "Training queries of a domain the conditions are drawn from.") var maxDomainQueries = 512
     @Option(name: .spelled("hidden_shapes"), help: "The decoder's shapes between condition and output, S,H,W;S,H,W;…") var hiddenShapes = "32,16,24"
@@ -60,17 +58,11 @@ struct DnDTrainCommand: ParsableCommand {
     func run() throws { try runOnEveryRank(train) }
 
     func train(_ communicator: Communicator) throws {
-        let library = try DomainLibrary(URL(fileURLWithPath: self.library))
-        let root = URL(fileURLWithPath: adapters)
-        let runs = try LibraryRuns.load(root.appendingPathComponent("library-runs.json"))
-        let domains = try library.select(nil, excluding: exclude).filter { runs.done($0.name) }
-        guard domains.count >= 2 else {
-            throw FormatError(url: root, "needs at least two trained domains outside --exclude (found \(domains.map(\.name)))")
-        }
+        let domains = try trained.domains(minimum: 2), root = trained.root
         // The adapters: each domain's checkpoints, then its final adapter.
         var loaded = [LoRAAdapter](), domainOf = [Int]()
         for (d, domain) in domains.enumerated() {
-            let dir = root.appendingPathComponent("adapters").appendingPathComponent(domain.name)
+            let dir = trained.adapterDirectory(domain.name)
             let checkpoints = ((try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []).filter { $0.hasPrefix("checkpoint-") }.sorted()
             for c in checkpoints + ["."] {
                 let path = c == "." ? dir : dir.appendingPathComponent(c)
@@ -85,7 +77,7 @@ struct DnDTrainCommand: ParsableCommand {
         var options = Embedder.Options()
         options.prefix = embedder.directory.queryPrompt
         let dim = embedder.backbone.hiddenSize
-        let store = try DatasetStore(path: root.appendingPathComponent("library.sqlite").path)
+        let store = try DatasetStore(path: trained.store)
         let queryEmbeddings = try domains.map { domain -> [Float] in
             let texts = Array(try store.pairs(dataset: domain.name, split: "train").map(\.query).prefix(maxDomainQueries))
             guard !texts.isEmpty else { throw FormatError(url: root, "domain \(domain.name) has no training queries in the store") }

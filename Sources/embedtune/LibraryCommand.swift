@@ -220,6 +220,30 @@ struct LibraryTrainCommand: ParsableCommand {
     }
 }
 
+/// The trained library a generator or the multi-task baseline learns from: the domains
+/// `library train` finished, minus the held-out ones. One declaration of the options for `t2l
+/// train`, `dnd train` and `library multitask`.
+struct TrainedLibraryOptions: ParsableArguments {
+    @Option(help: "The domain library (`make domains`: .cache/domains/library).") var library: String
+    @Option(help: "The output of `embedtune library train` (adapters/DOMAIN, library.sqlite, library-runs.json).") var adapters: String
+    @Option(help: "Comma-separated domains held out (never seen in training).") var exclude: String?
+
+    var root: URL { URL(fileURLWithPath: adapters) }
+    var store: String { root.appendingPathComponent("library.sqlite").path }
+    func adapterDirectory(_ domain: String) -> URL { root.appendingPathComponent("adapters").appendingPathComponent(domain) }
+
+    /// The trained domains outside --exclude, in library order; at least `minimum` of them.
+    func domains(minimum: Int = 1) throws -> [DomainLibrary.Domain] {
+        let library = try DomainLibrary(URL(fileURLWithPath: self.library))
+        let runs = try LibraryRuns.load(root.appendingPathComponent("library-runs.json"))
+        let domains = try library.select(nil, excluding: exclude).filter { runs.done($0.name) }
+        guard domains.count >= minimum else {
+            throw FormatError(url: root, "needs at least \(minimum) domain(s) trained by library train outside --exclude (found \(domains.map(\.name)))")
+        }
+        return domains
+    }
+}
+
 /// `embedtune library multitask`: the multi-task baseline of Text-to-LoRA — one adapter trained on
 /// the training triples of every trained domain of the library (minus the held-out ones), mixed in
 /// each batch, with the library's training options.
@@ -233,10 +257,8 @@ struct LibraryMultitaskCommand: ParsableCommand {
             the budget (the library's per-domain steps are too few for many domains).
             """)
 
-    @Option(help: "The domain library (`make domains`: .cache/domains/library).") var library: String
-    @Option(help: "library train's output (its store OUTPUT/library.sqlite and library-runs.json).") var adapters: String
+    @OptionGroup var trained: TrainedLibraryOptions
     @Option(help: "The adapter directory to write (checkpoints and the final adapter).") var output: String
-    @Option(help: "Comma-separated domains to leave out (held out from the library).") var exclude: String?
     @Option(name: .spelled("config"), help: "TOML config of training options; flags override it.") var config: String?
     @Argument(parsing: .allUnrecognized, help: ArgumentHelp("Training options, as --key value (see embedtune train --help).", valueName: "training_option"))
     var trainingArguments: [String] = []
@@ -250,11 +272,7 @@ struct LibraryMultitaskCommand: ParsableCommand {
     func run() throws { try runOnEveryRank(train) }
 
     func train(_ communicator: Communicator) throws {
-        let library = try DomainLibrary(URL(fileURLWithPath: self.library))
-        let root = URL(fileURLWithPath: adapters), store = root.appendingPathComponent("library.sqlite").path
-        let runs = try LibraryRuns.load(root.appendingPathComponent("library-runs.json"))
-        let domains = try library.select(nil, excluding: exclude).filter { runs.done($0.name) }
-        guard !domains.isEmpty else { throw FormatError(url: root, "no domain outside --exclude has been trained by library train") }
+        let domains = try trained.domains(), store = trained.store
         let rows = try DatasetStore(path: store)
         let triplets = try domains.flatMap { try rows.trainingRows(dataset: $0.name, split: "train") }
         var options = try LibraryTrainCommand.options(config: config, arguments: trainingArguments)

@@ -27,12 +27,10 @@ struct T2LTrainCommand: ParsableCommand {
             --init_from starts from a trained hypernetwork (e.g. reconstruction first, then contrastive).
             """)
 
-    @Option(help: "The domain library (`make domains`): descriptions of each domain.") var library: String
-    @Option(help: "The output of `embedtune library train` (adapters/DOMAIN, library.sqlite, library-runs.json).") var adapters: String
+    @OptionGroup var trained: TrainedLibraryOptions
     @Option(help: "The hypernetwork directory to write.") var output: String
     @Option(help: "reconstruction (L1 to the library's z-scored A and B) or contrastive (InfoNCE through the generated adapter).")
     var objective = "reconstruction"
-    @Option(help: "Comma-separated domains held out of training.") var exclude: String?
     @Option(help: "Model that embeds descriptions (default: the adapters' base model).") var model: String?
     @Option(name: .spelled("config"), help: "TOML training options of the contrastive objective (e.g. the library's configs/library-e5.toml).")
     var config: String?
@@ -62,14 +60,8 @@ struct T2LTrainCommand: ParsableCommand {
     func run() throws { try runOnEveryRank(train) }
 
     func train(_ communicator: Communicator) throws {
-        let library = try DomainLibrary(URL(fileURLWithPath: self.library))
-        let root = URL(fileURLWithPath: adapters)
-        let runs = try LibraryRuns.load(root.appendingPathComponent("library-runs.json"))
-        let domains = try library.select(nil, excluding: exclude).filter { runs.done($0.name) }
-        guard domains.count >= 2 else {
-            throw FormatError(url: root, "needs at least two trained domains outside --exclude (found \(domains.map(\.name)))")
-        }
-        let loaded = try domains.map { try PEFTAdapter.load(root.appendingPathComponent("adapters").appendingPathComponent($0.name)) }
+        let domains = try trained.domains(minimum: 2)
+        let loaded = try domains.map { try PEFTAdapter.load(trained.adapterDirectory($0.name)) }
         let targets = try HypernetworkTargets(adapters: loaded)
         guard let baseModel = model ?? loaded[0].baseModel else {
             throw ValidationError("the adapters do not name their base model: give --model")
@@ -110,7 +102,7 @@ struct T2LTrainCommand: ParsableCommand {
         let started = Date()
         if contrastive {
             try trainContrastive(t2l, domains: domains, descriptions: descriptions, library: loaded[0], embedder: embedder,
-                                 store: root.appendingPathComponent("library.sqlite").path, communicator: communicator)
+                                 store: trained.store, communicator: communicator)
         } else {
             var trainer = ReconstructionTrainer()
             trainer.steps = steps ?? 1000
