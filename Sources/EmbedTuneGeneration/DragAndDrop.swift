@@ -179,6 +179,8 @@ public struct DragAndDropTrainer {
         let decoder = dnd.decoder, dim = dnd.conditionMean.count, n = dnd.manifest.queries
         let optimizer = AdamW(count: decoder.parameterCount, weightDecay: weightDecay)
         let schedule = LearningRateSchedule(peak: learningRate, warmupSteps: warmupSteps, totalSteps: steps, decay: .cosine)
+        // Each target's unpadded positions, times the pairs of a step: the mean's denominator.
+        let denominators = targets.map { $0.mask.reduce(0, +) * Float(batch) }
         var rng = SplitMix64(seed: seed)
         var losses = [Float]()
         for step in 1...steps {
@@ -200,7 +202,7 @@ public struct DragAndDropTrainer {
                 var dOutput = [Float](repeating: 0, count: act.output.count)
                 for (j, p) in mine.enumerated() {
                     let (values, mask) = targets[p.adapter]
-                    let count = mask.reduce(0, +) * Float(batch)
+                    let count = denominators[p.adapter]
                     for i in 0..<per where mask[i] != 0 {
                         let diff = act.output[j * per + i] - values[i]
                         lossSum += diff * diff / count
