@@ -111,8 +111,6 @@ INLINE float softmax_row(float *row, size_t valid, size_t width, bool normalise)
     return inv;
 }
 
-#define TILE_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
-
 // Scores of a strip: s[0..<mr][0..<16·panels] = α · Q[0..<mr] · Kᵀ, Kᵀ in packed panels of d × 16.
 INLINE void strip_scores(const int mr, size_t d, const float *q, size_t ldq, const float *kp, size_t panels, float *s,
                          size_t lds, __m256 alpha) {
@@ -122,8 +120,8 @@ INLINE void strip_scores(const int mr, size_t d, const float *q, size_t ldq, con
         float *col = s + jp * NR;
 #define STORE(i)                                                                                    \
         if (mr > i) {                                                                               \
-            _mm256_storeu_ps(col + i * lds, _mm256_mul_ps(alpha, t.c##i##0));                       \
-            _mm256_storeu_ps(col + i * lds + 8, _mm256_mul_ps(alpha, t.c##i##1));                   \
+            _mm256_storeu_ps(col + i * lds, _mm256_mul_ps(alpha, t.c[i][0]));                       \
+            _mm256_storeu_ps(col + i * lds + 8, _mm256_mul_ps(alpha, t.c[i][1]));                   \
         }
         TILE_ROWS(STORE)
 #undef STORE
@@ -140,8 +138,8 @@ INLINE void strip_values(const int mr, size_t depth, const float *p, size_t ldp,
 #define STORE(i)                                                                                    \
         if (mr > i) {                                                                               \
             const __m256 f = v(rowScale ? rowScale[i] : 1.0f);                                      \
-            _mm256_storeu_ps(out + i * ldo + c0, rowScale ? _mm256_mul_ps(f, t.c##i##0) : t.c##i##0); \
-            _mm256_storeu_ps(out + i * ldo + c0 + 8, rowScale ? _mm256_mul_ps(f, t.c##i##1) : t.c##i##1); \
+            _mm256_storeu_ps(out + i * ldo + c0, rowScale ? _mm256_mul_ps(f, t.c[i][0]) : t.c[i][0]); \
+            _mm256_storeu_ps(out + i * ldo + c0 + 8, rowScale ? _mm256_mul_ps(f, t.c[i][1]) : t.c[i][1]); \
         }
         TILE_ROWS(STORE)
 #undef STORE
@@ -215,8 +213,8 @@ INLINE void strip_transposed(const int mr, size_t p0, size_t p1, const float *a,
 #define ADD(i)                                                                                      \
         if (mr > i) {                                                                               \
             float *row = c + i * ldc + c0;                                                          \
-            _mm256_storeu_ps(row, _mm256_add_ps(_mm256_loadu_ps(row), t.c##i##0));                  \
-            _mm256_storeu_ps(row + 8, _mm256_add_ps(_mm256_loadu_ps(row + 8), t.c##i##1));          \
+            _mm256_storeu_ps(row, _mm256_add_ps(_mm256_loadu_ps(row), t.c[i][0]));                  \
+            _mm256_storeu_ps(row + 8, _mm256_add_ps(_mm256_loadu_ps(row + 8), t.c[i][1]));          \
         }
         TILE_ROWS(ADD)
 #undef ADD

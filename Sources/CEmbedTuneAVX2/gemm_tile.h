@@ -1,40 +1,51 @@
-// The 6×16 register tile of the AVX2 GEMM kernels (gemm_avx2.c) and the fused attention
-// (attention_avx2.c): C's tile in 12 ymm accumulators, A broadcast from rows read in place.
+// The register tile of the GEMM kernels (gemm_kernels.inc) and the fused attention
+// (attention_avx2.c): MR rows × NR = 2 vectors of C in MR·2 accumulators, A broadcast from rows
+// read in place. AVX2: 6 × 16 in 12 of the 16 ymm registers; AVX-512: 8 × 32 in 16 of the 32 zmm
+// registers (two B vectors and a broadcast beside them, 19 in flight).
 #pragma once
-#include "avx2_math.h"
+#include "simd_vec.h"
 
-enum { MR = 6, NR = 16 };
+#if EMBEDTUNE_VEC_BITS == 512
+enum { MR = 8, NR = 2 * VW };
+#else
+enum { MR = 6, NR = 2 * VW };
+#endif
 
 typedef struct {
-    __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+    vf c[MR][2];
 } Tile;
 
+// X(i) for every row a tile can have; each use is guarded by `mr > i` with a constant mr.
+#if EMBEDTUNE_VEC_BITS == 512
+#define TILE_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+#else
+#define TILE_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
+#endif
+
 INLINE Tile zero_tile(void) {
-    const __m256 z = _mm256_setzero_ps();
-    const Tile t = {z, z, z, z, z, z, z, z, z, z, z, z};
+    Tile t;
+    for (int i = 0; i < MR; i++) t.c[i][0] = t.c[i][1] = vzero();
     return t;
 }
 
-// tile += A[0..<mr][0..<kc] · B[0..<kc][0..<16]; A's row i, element p at a + i·lda + p·astep
+// tile += A[0..<mr][0..<kc] · B[0..<kc][0..<NR]; A's row i, element p at a + i·lda + p·astep
 // (astep 1: A's rows; lda 1 and astep a row stride: Aᵀ, for products over the token dimension),
-// B rows ldb apart (NR for a packed panel, a matrix's row stride when 16 columns are read in place).
+// B rows ldb apart (NR for a packed panel, a matrix's row stride when NR columns are read in place).
 // `mr` is a compile-time constant at every call site, so each row count gets its own body.
 INLINE void accumulate(Tile *t, const int mr, size_t kc, const float *a, size_t lda, size_t astep, const float *bp,
                        size_t ldb) {
-    __m256 c00 = t->c00, c01 = t->c01, c10 = t->c10, c11 = t->c11, c20 = t->c20, c21 = t->c21;
-    __m256 c30 = t->c30, c31 = t->c31, c40 = t->c40, c41 = t->c41, c50 = t->c50, c51 = t->c51;
-    const float *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda, *a3 = a + 3 * lda, *a4 = a + 4 * lda, *a5 = a + 5 * lda;
+    Tile acc = *t;
 #define ROW(i)                                                                                      \
     if (mr > i) {                                                                                   \
-        const __m256 av = _mm256_broadcast_ss(a##i + p * astep);                                            \
-        c##i##0 = _mm256_fmadd_ps(av, b0, c##i##0);                                                 \
-        c##i##1 = _mm256_fmadd_ps(av, b1, c##i##1);                                                 \
+        const vf av = vbroadcast(a + (i) * lda + p * astep);                                        \
+        acc.c[i][0] = vfmadd(av, b0, acc.c[i][0]);                                                  \
+        acc.c[i][1] = vfmadd(av, b1, acc.c[i][1]);                                                  \
     }
 #define STEP(q)                                                                                     \
     do {                                                                                            \
         const size_t p = (q);                                                                       \
-        const __m256 b0 = _mm256_loadu_ps(bp + p * ldb), b1 = _mm256_loadu_ps(bp + p * ldb + 8);        \
-        ROW(0) ROW(1) ROW(2) ROW(3) ROW(4) ROW(5)                                                   \
+        const vf b0 = vloadu(bp + p * ldb), b1 = vloadu(bp + p * ldb + VW);                         \
+        TILE_ROWS(ROW)                                                                              \
     } while (0)
     size_t p0 = 0;
     for (; p0 + 4 <= kc; p0 += 4) {
@@ -43,7 +54,5 @@ INLINE void accumulate(Tile *t, const int mr, size_t kc, const float *a, size_t 
     for (; p0 < kc; p0++) STEP(p0);
 #undef STEP
 #undef ROW
-    t->c00 = c00, t->c01 = c01, t->c10 = c10, t->c11 = c11, t->c20 = c20, t->c21 = c21;
-    t->c30 = c30, t->c31 = c31, t->c40 = c40, t->c41 = c41, t->c50 = c50, t->c51 = c51;
+    *t = acc;
 }
-

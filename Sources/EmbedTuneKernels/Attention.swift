@@ -61,7 +61,7 @@ public func attentionForward(
         let qh = q + start * qStride + h * d
         let kh = k + start * kvStride + (h / group) * d
         let vh = v + start * kvStride + (h / group) * d
-        if GEMMKernel.current == .avx2 {
+        if GEMMKernel.current.isOwn {
             let fused = withKernelMask(dropout, rows: t, firstToken: start, head: h) { mask in
                 embedtune_attention_forward(t, d, scale, causal, qh, qStride, kh, kvStride, vh, kvStride,
                                             keepProbs ? p : nil, out + start * qStride + h * d, qStride, mask)

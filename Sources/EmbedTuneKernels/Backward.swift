@@ -34,7 +34,7 @@ public func rmsnormBackward(
     weight: UnsafePointer<Float>, rstd: UnsafePointer<Float>, n: Int, c: Int
 ) {
     ComputeTeam.current.parallelFor(n, grain: rowGrain(c)) { rows in
-        if GEMMKernel.current == .avx2 {  // the same arithmetic in C with FMA
+        if GEMMKernel.current.isOwn {  // the same arithmetic in C with FMA
             let r0 = rows.lowerBound
             return embedtune_rmsnorm_backward_rows(dinp + r0 * c, dout + r0 * c, inp + r0 * c, weight, rstd + r0, rows.count, c)
         }
@@ -62,7 +62,7 @@ public func layernormBackward(
     accumulate: Bool = true
 ) {
     ComputeTeam.current.parallelFor(n, grain: rowGrain(c)) { rows in
-        if GEMMKernel.current == .avx2 {  // the same arithmetic in C with FMA (Swift's SIMD8 has none here)
+        if GEMMKernel.current.isOwn {  // the same arithmetic in C with FMA (Swift's SIMD8 has none here)
             let r0 = rows.lowerBound
             return embedtune_layernorm_backward_rows(dinp + r0 * c, dout + r0 * c, inp + r0 * c, weight, mean + r0, rstd + r0,
                                                      rows.count, c, accumulate)
@@ -105,7 +105,7 @@ public func swigluBackward(
     ComputeTeam.current.parallelFor(rows, grain: rowGrain(cols)) { range in
         for r in range {
             let g0 = gate + r * ld, u0 = up + r * ld, d0 = dout + r * cols, dg = dgate + r * ld, du = dup + r * ld
-            if GEMMKernel.current == .avx2 {
+            if GEMMKernel.current.isOwn {
                 embedtune_swiglu_backward(dg, du, d0, g0, u0, cols)
                 continue
             }
@@ -125,7 +125,7 @@ public func swigluBackward(
     dgate: UnsafeMutablePointer<Float>, dup: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>,
     gate: UnsafePointer<Float>, up: UnsafePointer<Float>, count: Int
 ) {
-    if GEMMKernel.current == .avx2 {
+    if GEMMKernel.current.isOwn {
         forEachRange(count) { r in
             let o = r.lowerBound
             embedtune_swiglu_backward(dgate + o, dup + o, dout + o, gate + o, up + o, r.count)
@@ -216,7 +216,7 @@ public func attentionBackward(
             let p = probs + probBase[s] + h * t * t
             let qh = q + start * qStride + h * d, dqh = dq + start * qStride + h * d
             let doh = dout + start * qStride + h * d
-            if GEMMKernel.current == .avx2,
+            if GEMMKernel.current.isOwn,
                withKernelMask(dropout, rows: t, firstToken: start, head: h, { mask in
                    embedtune_attention_backward(t, d, scale, causal, qh, qStride, kh, kvStride, vh, kvStride, doh, qStride, p,
                                                 dqh, qStride, dkh, dvh, kvStride, mask)
@@ -261,7 +261,7 @@ public func l2NormalizeBackward(
 /// gradient into the logits' space (scale is the logits' factor). dS holds dP on entry; both (rows, length).
 @inline(__always)
 public func softmaxBackwardRows(_ dS: UnsafeMutablePointer<Float>, probs p: UnsafePointer<Float>, rows: Int, length t: Int, scale: Float) {
-    if GEMMKernel.current == .avx2 { return embedtune_softmax_backward_rows(dS, p, rows, t, scale) }
+    if GEMMKernel.current.isOwn { return embedtune_softmax_backward_rows(dS, p, rows, t, scale) }
     for i in 0..<rows {
         let pr = p + i * t, dr = dS + i * t
         let dot = dot8(pr, dr, t)

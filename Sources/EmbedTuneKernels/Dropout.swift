@@ -25,7 +25,7 @@ public func dropoutBase(tokenSeed: UInt64, site: UInt64) -> UInt64 { mix64(token
 /// costs 12% of a MiniLM training step with dropout.)
 @inline(__always)
 public func dropoutRow(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, count: Int, p: Float, base: UInt64) {
-    if GEMMKernel.current == .avx2 { return embedtune_dropout_row(out, inp, count, dropoutLimit(p), 1 / (1 - p), base) }
+    if GEMMKernel.current.isOwn { return embedtune_dropout_row(out, inp, count, dropoutLimit(p), 1 / (1 - p), base) }
     portableDropoutRow(out: out, inp: inp, count: count, p: p, base: base)
 }
 
@@ -65,7 +65,7 @@ public func addLowRankThroughDropout(dx: UnsafeMutablePointer<Float>, du: Unsafe
                                      a: UnsafePointer<Float>, n: Int, c: Int, p: Float,
                                      tokenSeeds: UnsafePointer<UInt64>, site: UInt64,
                                      scratch: UnsafeMutablePointer<Float>) {
-    guard GEMMKernel.current == .avx2 else {
+    guard GEMMKernel.current.isOwn else {
         sgemm(m: n, n: c, k: rank, a: du, lda: rank, b: a, ldb: c, c: scratch, ldc: c)
         dropoutRows(out: scratch, inp: scratch, n: n, c: c, p: p, tokenSeeds: tokenSeeds, site: site)
         addInPlace(dx, scratch, count: n * c)

@@ -4,44 +4,71 @@ import Foundation
 
 /// The kernel behind `sgemm` and the linear layers.
 ///
-/// `avx2` is our own AVX2/FMA code (`Sources/CEmbedTuneAVX2`). Its gain is the low-rank adapter:
-/// OpenBLAS packs every operand of every call, so through it a rank-8 projection copies the whole
-/// (N, in) activation to produce 8 columns, and the adapter's products take 13% of a MiniLM
-/// training step for 4% of its FLOPs. The own kernels read activations in place, pack only the weight, run
-/// narrow outputs (a rank) in one zero-padded panel, stream Aᵀ·B weight gradients without
-/// packing, and fold s·u·Bᵀ (forward) and du·A (input gradient) into the frozen weight's product,
-/// so C is written once (`linearForwardPlusLowRank`, `linearBackwardInputPlusLowRank`). On the
-/// frozen weights' large products alone it is level with OpenBLAS's Zen kernel up to 512 deep and
-/// 3–5% behind it deeper, where OpenBLAS keeps them (`ownMaxDepth`); there the own kernel writes
-/// the adapter's term first and OpenBLAS accumulates onto it (`loraForward`). Attention's
-/// per-head products and the GELU / SwiGLU activations run here too.
+/// `avx2` and `avx512` are our own kernels (`Sources/CEmbedTuneAVX2`, one source compiled for
+/// 256- and 512-bit vectors). Their gain is the low-rank adapter: OpenBLAS packs every operand of
+/// every call, so through it a rank-8 projection copies the whole (N, in) activation to produce 8
+/// columns, and the adapter's products take 13% of a MiniLM training step for 4% of its FLOPs. The
+/// own kernels read activations in place, pack only the weight, run narrow outputs (a rank) in one
+/// zero-padded panel, stream Aᵀ·B weight gradients without packing, and fold s·u·Bᵀ (forward) and
+/// du·A (input gradient) into the frozen weight's product, so C is written once
+/// (`linearForwardPlusLowRank`, `linearBackwardInputPlusLowRank`). Deep products into wide outputs
+/// go to OpenBLAS where it is faster (`ownMaxDepth`); there the own kernel writes the adapter's term
+/// first and OpenBLAS accumulates onto it (`loraForward`). Attention's per-head products, the norms
+/// and the GELU / SwiGLU activations run on the AVX2 code with either own GEMM width.
 ///
-/// Chosen when the CPU runs AVX2 and FMA but not AVX-512 (OpenBLAS's AVX-512 kernels are twice
-/// as wide); `EMBEDTUNE_GEMM=openblas|avx2` overrides the choice.
+/// Chosen by the CPU: `avx512` where it runs AVX-512 F/VL/DQ/BW, `avx2` where it runs AVX2 and
+/// FMA; `EMBEDTUNE_GEMM=openblas|avx2|avx512` overrides the choice (a width the CPU lacks is never
+/// taken).
 public enum GEMMKernel: String, Sendable, CaseIterable {
-    case openblas, avx2
+    case openblas, avx2, avx512
 
     /// The process-wide choice, fixed at first use.
     public static let current: GEMMKernel = select(
         environment: ProcessInfo.processInfo.environment["EMBEDTUNE_GEMM"],
-        cpu: BLASRuntime.cpuInfo().simdClass, avx2Available: embedtune_gemm_available())
+        cpu: BLASRuntime.cpuInfo().simdClass, avx2Available: avx2.isAvailable, avx512Available: avx512.isAvailable)
 
-    public static func select(environment: String?, cpu: BLASRuntime.SIMDClass, avx2Available: Bool) -> GEMMKernel {
-        if environment == "openblas" || !avx2Available { return .openblas }
-        if environment == "avx2" { return .avx2 }
-        return cpu == .avx2 ? .avx2 : .openblas
+    /// Whether this CPU runs the kernel (OpenBLAS runs everywhere).
+    public var isAvailable: Bool {
+        switch self {
+        case .openblas: return true
+        case .avx2: return embedtune_gemm_available()
+        case .avx512: return embedtune_gemm512_available()
+        }
     }
+
+    public static func select(environment: String?, cpu: BLASRuntime.SIMDClass, avx2Available: Bool,
+                              avx512Available: Bool = false) -> GEMMKernel {
+        let avx512 = avx512Available && cpu >= .avx512, avx2 = avx2Available && cpu >= .avx2
+        switch environment {
+        case "openblas": return .openblas
+        case "avx2" where avx2: return .avx2
+        case "avx512" where avx512: return .avx512
+        default: return avx512 ? .avx512 : avx2 ? .avx2 : .openblas
+        }
+    }
+
+    /// Whether this choice runs the own kernels (either width); the element-wise and attention
+    /// kernels are AVX2 code and run with both.
+    public var isOwn: Bool { self != .openblas }
+
+    /// Columns of the own GEMM's panels: two vectors.
+    public var panelColumns: Int { self == .avx512 ? 32 : 16 }
 
     /// What `info` and the benchmarks print.
     public static var summary: String {
-        current == .avx2 ? "avx2 (own: LoRA, attention, linears ≤ 512 deep, GELU, SwiGLU; OpenBLAS \(BLASRuntime.coreName) deeper)"
-            : "openblas (\(BLASRuntime.coreName))"
+        switch current {
+        case .openblas: return "openblas (\(BLASRuntime.coreName))"
+        case .avx512: return "avx512 (own: LoRA, linears, attention, norms, GELU, SwiGLU)"
+        case .avx2: return "avx2 (own: LoRA, attention, linears ≤ \(current.ownMaxDepth) deep, norms, GELU, SwiGLU; OpenBLAS \(BLASRuntime.coreName) deeper)"
+        }
     }
 
-    /// The deepest product the own kernel takes into a wide output. Deeper, its C tile is re-read
-    /// once per 384-deep block and OpenBLAS's Zen kernel is 3–5% faster (Qwen3-0.6B's
-    /// 1024–3072-deep products); narrow outputs (a LoRA rank) stay with the own kernel.
-    static let ownMaxDepth = 512
+    /// The deepest product the own kernel takes into a wide output. AVX2: deeper, its C tile is
+    /// re-read once per 384-deep block and OpenBLAS's Zen kernel is 3–5% faster (Qwen3-0.6B's
+    /// 1024–3072-deep products). AVX-512: every depth; on Zen 5 the 8×32 kernel ran 0.97–1.11× OpenBLAS
+    /// Cooperlake on 2048 × 384…3072 × 1024…3072 (and 2× the Haswell kernel the machine's environment
+    /// forces). Narrow outputs (a LoRA rank) always stay with the own kernel.
+    var ownMaxDepth: Int { self == .avx512 ? Int.max : 512 }
 
     /// Rows per chunk when a product is split over threads, chosen so that no split changes a
     /// value. OpenBLAS computes a row of C differently when it falls into a partial block of its
@@ -87,11 +114,11 @@ public enum GEMMKernel: String, Sendable, CaseIterable {
 
     /// Whether this choice runs a product of depth k into n columns on the own kernel.
     @inline(__always)
-    func takes(depth k: Int, columns n: Int) -> Bool { self == .avx2 && (k <= Self.ownMaxDepth || n < 64) }
+    func takes(depth k: Int, columns n: Int) -> Bool { isOwn && (k <= ownMaxDepth || n < 64) }
 
     /// Whether a linear layer of this depth has its adapter product ride in the frozen weight's GEMM.
     @inline(__always)
-    public static func fusesLowRank(depth k: Int) -> Bool { current == .avx2 && k <= ownMaxDepth }
+    public static func fusesLowRank(depth k: Int) -> Bool { current.isOwn && k <= current.ownMaxDepth }
 }
 
 /// Row-major single-precision GEMM: C = alpha · op(A) · op(B) + beta · C,
@@ -121,10 +148,10 @@ public func sgemm(
         }
         if n >= 64, route != .openblas {
             // Whole panels; the last block takes the remainder, so no block is narrow enough for
-            // the own kernel's 8-wide path.
-            let panels = n / 16
+            // the own kernel's one-vector path.
+            let width = kernel.panelColumns, panels = n / width
             team.parallelFor(panels) { range in
-                let lower = range.lowerBound * 16, upper = range.upperBound == panels ? n : range.upperBound * 16
+                let lower = range.lowerBound * width, upper = range.upperBound == panels ? n : range.upperBound * width
                 blockSGEMM(route, transA, transB, m, upper - lower, k, alpha, a, lda, b + (transB ? lower * ldb : lower),
                            ldb, beta, c + lower, ldc)
             }
@@ -139,17 +166,17 @@ public func sgemm(
 enum GEMMRoute: Equatable {
     /// `cblas_sgemm`.
     case openblas
-    /// `embedtune_sgemm`: C = α·A·op(B) (+ C), A read in place.
-    case own
-    /// `embedtune_sgemm_tn`: C (+)= α·Aᵀ·B over the token dimension; a narrow C (an adapter's dB:
-    /// out × rank) computed transposed, so the kernel's 16-wide tiles run along its long side.
-    case ownTransposedA(transposeC: Bool)
+    /// `embedtune_sgemm_*`: C = α·A·op(B) (+ C), A read in place.
+    case own(GEMMKernel)
+    /// `embedtune_sgemm_tn_*`: C (+)= α·Aᵀ·B over the token dimension; a narrow C (an adapter's
+    /// dB: out × rank) computed transposed, so the kernel's panel-wide tiles run along its long side.
+    case ownTransposedA(GEMMKernel, transposeC: Bool)
 
     @inline(__always)
     init(_ kernel: GEMMKernel, _ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, _ beta: Float) {
-        if kernel == .avx2, beta == 0 || beta == 1 {
-            if !transA, kernel.takes(depth: k, columns: n) { self = .own; return }
-            if transA, !transB { self = .ownTransposedA(transposeC: n < 16 && m > n); return }
+        if kernel.isOwn, beta == 0 || beta == 1 {
+            if !transA, kernel.takes(depth: k, columns: n) { self = .own(kernel); return }
+            if transA, !transB { self = .ownTransposedA(kernel, transposeC: n < kernel.panelColumns && m > n); return }
         }
         self = .openblas
     }
@@ -172,14 +199,14 @@ func blockSGEMM(
     _ c: UnsafeMutablePointer<Float>, _ ldc: Int
 ) {
     switch route {
-    case .own:
-        embedtune_sgemm(transB, m, n, k, alpha, a, lda, b, ldb, beta == 1, nil, c, ldc)
-    case .ownTransposedA(let transposeC):
+    case .own(let kernel):
+        kernel.ownSGEMM(transB, m, n, k, alpha, a, lda, b, ldb, beta == 1, nil, c, ldc)
+    case .ownTransposedA(let kernel, let transposeC):
         if beta == 0 { for row in 0..<m { (c + row * ldc).update(repeating: 0, count: n) } }
         if transposeC {
-            embedtune_sgemm_tn(n, m, k, alpha, b, ldb, a, lda, c, ldc, true)
+            kernel.ownSGEMMTN(n, m, k, alpha, b, ldb, a, lda, c, ldc, true)
         } else {
-            embedtune_sgemm_tn(m, n, k, alpha, a, lda, b, ldb, c, ldc, false)
+            kernel.ownSGEMMTN(m, n, k, alpha, a, lda, b, ldb, c, ldc, false)
         }
     case .openblas:
         blasSGEMM(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
@@ -225,7 +252,7 @@ public func linearForward(
         let inp = inp + rows.lowerBound * c, out = out + rows.lowerBound * ld
         if GEMMKernel.current.takes(depth: c, columns: oc) {
             // The kernel starts its tiles from the bias: no separate pass over `out`.
-            embedtune_sgemm(true, rows.count, oc, c, alpha, inp, c, weight, c, false, bias, out, ld)
+            GEMMKernel.current.ownSGEMM(true, rows.count, oc, c, alpha, inp, c, weight, c, false, bias, out, ld)
             return
         }
         for row in 0..<rows.count { (out + row * ld).update(from: bias, count: oc) }
@@ -240,11 +267,11 @@ public func linearForwardPlusLowRank(
     out: UnsafeMutablePointer<Float>, ldOut: Int? = nil, inp: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
     n: Int, c: Int, oc: Int, u: UnsafePointer<Float>, up: UnsafePointer<Float>, rank: Int, scale: Float
 ) {
-    precondition(GEMMKernel.current == .avx2, "linearForwardPlusLowRank needs the own kernels")
+    precondition(GEMMKernel.current.isOwn, "linearForwardPlusLowRank needs the own kernels")
     let ld = ldOut ?? oc
     ComputeTeam.current.parallelFor(n, grain: 16) { rows in
         let r0 = rows.lowerBound
-        embedtune_sgemm_sum(true, rows.count, oc, c, inp + r0 * c, c, weight, c, true, rank, scale, u + r0 * rank, rank,
+        GEMMKernel.current.ownSGEMMSum(true, rows.count, oc, c, inp + r0 * c, c, weight, c, true, rank, scale, u + r0 * rank, rank,
                             up, rank, false, bias, out + r0 * ld, ld, nil, 0)
     }
 }
@@ -258,12 +285,51 @@ public func linearBackwardInputPlusLowRank(
     dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, weight: UnsafePointer<Float>, n: Int, c: Int, oc: Int,
     accumulate: Bool, du: UnsafePointer<Float>, down: UnsafePointer<Float>, rank: Int, slope: UnsafePointer<Float>? = nil
 ) {
-    precondition(GEMMKernel.current == .avx2, "linearBackwardInputPlusLowRank needs the own kernels")
+    precondition(GEMMKernel.current.isOwn, "linearBackwardInputPlusLowRank needs the own kernels")
     precondition(slope == nil || !accumulate, "a slope multiplies the whole input gradient: no accumulation")
     ComputeTeam.current.parallelFor(n, grain: 16) { rows in
         let r0 = rows.lowerBound
-        embedtune_sgemm_sum(false, rows.count, c, oc, dout + r0 * oc, oc, weight, c, false, rank, 1, du + r0 * rank, rank,
+        GEMMKernel.current.ownSGEMMSum(false, rows.count, c, oc, dout + r0 * oc, oc, weight, c, false, rank, 1, du + r0 * rank, rank,
                             down, c, accumulate, nil, dinp + r0 * c, c, slope.map { $0 + r0 * c }, c)
+    }
+}
+
+/// The own kernels' entry points, by width (the C functions of gemm_kernels.inc).
+extension GEMMKernel {
+    @inline(__always)
+    func ownSGEMM(_ transB: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float, _ a: UnsafePointer<Float>, _ lda: Int,
+                  _ b: UnsafePointer<Float>, _ ldb: Int, _ accumulate: Bool, _ bias: UnsafePointer<Float>?,
+                  _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
+        if self == .avx512 {
+            embedtune_sgemm_avx512(transB, m, n, k, alpha, a, lda, b, ldb, accumulate, bias, c, ldc)
+        } else {
+            embedtune_sgemm_avx2(transB, m, n, k, alpha, a, lda, b, ldb, accumulate, bias, c, ldc)
+        }
+    }
+
+    @inline(__always)
+    func ownSGEMMSum(_ transB: Bool, _ m: Int, _ n: Int, _ k: Int, _ a: UnsafePointer<Float>, _ lda: Int,
+                     _ b: UnsafePointer<Float>, _ ldb: Int, _ transB2: Bool, _ k2: Int, _ alpha2: Float,
+                     _ a2: UnsafePointer<Float>, _ lda2: Int, _ b2: UnsafePointer<Float>, _ ldb2: Int, _ accumulate: Bool,
+                     _ bias: UnsafePointer<Float>?, _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
+                     _ mul: UnsafePointer<Float>?, _ ldm: Int) {
+        if self == .avx512 {
+            embedtune_sgemm_sum_avx512(transB, m, n, k, a, lda, b, ldb, transB2, k2, alpha2, a2, lda2, b2, ldb2, accumulate,
+                                       bias, c, ldc, mul, ldm)
+        } else {
+            embedtune_sgemm_sum_avx2(transB, m, n, k, a, lda, b, ldb, transB2, k2, alpha2, a2, lda2, b2, ldb2, accumulate,
+                                     bias, c, ldc, mul, ldm)
+        }
+    }
+
+    @inline(__always)
+    func ownSGEMMTN(_ m: Int, _ n: Int, _ k: Int, _ alpha: Float, _ a: UnsafePointer<Float>, _ lda: Int,
+                    _ b: UnsafePointer<Float>, _ ldb: Int, _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ transposeC: Bool) {
+        if self == .avx512 {
+            embedtune_sgemm_tn_avx512(m, n, k, alpha, a, lda, b, ldb, c, ldc, transposeC)
+        } else {
+            embedtune_sgemm_tn_avx2(m, n, k, alpha, a, lda, b, ldb, c, ldc, transposeC)
+        }
     }
 }
 

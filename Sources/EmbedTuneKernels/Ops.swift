@@ -15,7 +15,7 @@ public func rmsnormForward(
     inp: UnsafePointer<Float>, weight: UnsafePointer<Float>, n: Int, c: Int, eps: Float
 ) {
     ComputeTeam.current.parallelFor(n, grain: rowGrain(c)) { rows in
-        if GEMMKernel.current == .avx2 {  // the same arithmetic in C with FMA
+        if GEMMKernel.current.isOwn {  // the same arithmetic in C with FMA
             let r0 = rows.lowerBound
             return embedtune_rmsnorm_rows(out + r0 * c, rstd.map { $0 + r0 }, inp + r0 * c, weight, rows.count, c, eps)
         }
@@ -37,7 +37,7 @@ public func layernormForward(
     weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, n: Int, c: Int, eps: Float
 ) {
     ComputeTeam.current.parallelFor(n, grain: rowGrain(c)) { rows in
-        if GEMMKernel.current == .avx2 {
+        if GEMMKernel.current.isOwn {
             let r0 = rows.lowerBound
             // inp is only read (no residual), and out may alias it.
             return embedtune_add_layernorm_rows(out + r0 * c, mean.map { $0 + r0 }, rstd.map { $0 + r0 },
@@ -58,7 +58,7 @@ public func addLayernormForward(
     weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, n: Int, c: Int, eps: Float
 ) {
     ComputeTeam.current.parallelFor(n, grain: rowGrain(c)) { rows in
-        if GEMMKernel.current == .avx2 {
+        if GEMMKernel.current.isOwn {
             let r0 = rows.lowerBound
             return embedtune_add_layernorm_rows(out + r0 * c, mean.map { $0 + r0 }, rstd.map { $0 + r0 }, sum + r0 * c,
                                                 residual + r0 * c, weight, bias, rows.count, c, eps)
@@ -156,7 +156,7 @@ public func swigluForward(
     ComputeTeam.current.parallelFor(rows, grain: rowGrain(cols)) { range in
         for r in range {
             let g0 = gate + r * ld, u0 = up + r * ld, o = out + r * cols
-            if GEMMKernel.current == .avx2 {
+            if GEMMKernel.current.isOwn {
                 embedtune_swiglu(o, g0, u0, cols)
                 continue
             }
@@ -173,7 +173,7 @@ public func swigluForward(
 public func swigluForward(
     out: UnsafeMutablePointer<Float>, gate: UnsafePointer<Float>, up: UnsafePointer<Float>, count: Int
 ) {
-    if GEMMKernel.current == .avx2 {
+    if GEMMKernel.current.isOwn {
         forEachRange(count) { r in embedtune_swiglu(out + r.lowerBound, gate + r.lowerBound, up + r.lowerBound, r.count) }
         return
     }
@@ -208,7 +208,7 @@ func geluTanh8(_ v: Float8) -> (value: Float8, slope: Float8) {
 /// Exact (erf) GELU, as BERT's "gelu" activation: out = x·Φ(x). inp, out are (count); out may
 /// alias inp.
 public func geluForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, count: Int) {
-    if GEMMKernel.current == .avx2 {
+    if GEMMKernel.current.isOwn {
         forEachRange(count) { r in embedtune_gelu(out + r.lowerBound, inp + r.lowerBound, r.count) }
         return
     }
@@ -229,7 +229,7 @@ public func geluTanhForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer
 /// with f'(x) (the pre-activation is not needed again), so backward is one multiply
 /// (`multiplySlope`) instead of recomputing erf/tanh and exp. All (count).
 public func geluForward(out: UnsafeMutablePointer<Float>, slopeInPlace x: UnsafeMutablePointer<Float>, count: Int) {
-    if GEMMKernel.current == .avx2 {
+    if GEMMKernel.current.isOwn {
         forEachRange(count) { r in embedtune_gelu_slope(out + r.lowerBound, x + r.lowerBound, r.count) }
         return
     }
@@ -305,7 +305,7 @@ public func truncatedRows(_ x: [Float], n: Int, c: Int, dim: Int, normalize: Boo
 /// their first i + 1 entries (the rest become 0), otherwise every entry counts.
 @inline(__always)
 public func softmaxRows(_ p: UnsafeMutablePointer<Float>, rows: Int, len: Int, causal: Bool) {
-    if GEMMKernel.current == .avx2 { return embedtune_softmax_rows(p, rows, len, causal) }
+    if GEMMKernel.current.isOwn { return embedtune_softmax_rows(p, rows, len, causal) }
     for i in 0..<rows { softmaxPrefix(p + i * len, valid: causal ? i + 1 : len, len: len) }
 }
 

@@ -66,7 +66,7 @@ struct ComputeTeamTests {
     func splitProductsAreExact() {
         #expect(GEMMKernel.splitInvariantRows != nil, "this OpenBLAS keeps no row split exact")
         var rng = SeededGenerator(seed: 11)
-        for kernel in GEMMKernel.allCases where kernel == .openblas || GEMMKernel.current == .avx2 {
+        for kernel in GEMMKernel.allCases where kernel.isAvailable {
             // Row splits (OpenBLAS and own), a few-row product split by columns (whose blocks alone
             // would have chosen the own kernel: the path is chosen for the whole product), and
             // an adapter's dA (columns) and dB (rows, computed transposed).

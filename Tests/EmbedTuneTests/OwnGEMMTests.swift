@@ -2,22 +2,30 @@ import EmbedTuneKernels
 import Foundation
 import Testing
 
-/// The own AVX2/FMA kernels against OpenBLAS on every operand form `sgemm` routes to them, and the
-/// fused low-rank products against the separate ones. Skipped on CPUs without AVX2/FMA.
+/// The own kernels (AVX2/FMA and AVX-512) against OpenBLAS on every operand form `sgemm` routes to
+/// them, and the fused low-rank products against the separate ones. A width the CPU lacks is skipped,
+/// and the skip says so.
 @Suite("Own GEMM kernels", .enabled(if: BLASRuntime.cpuInfo().flags.isSuperset(of: ["avx2", "fma"])))
 struct OwnGEMMTests {
     static func random(_ count: Int, _ rng: inout SeededGenerator) -> [Float] {
         (0..<count).map { _ in Float.random(in: -1...1, using: &rng) }
     }
 
-    /// Row counts around the 6-row strips, widths around the 16-column panels (8 = a LoRA rank),
-    /// depths around the 384-deep blocks.
-    /// n ≤ 8 goes to the narrow kernel (12-row strips, tails of 1–11 rows).
-    static let shapes = [(1, 8, 33), (5, 16, 1), (7, 19, 64), (13, 40, 400), (37, 40, 800), (64, 8, 384), (130, 300, 130), (20, 24, 3000),
-                         (29, 3, 700), (13, 1, 64)]
+    /// Row counts around the 6- and 8-row strips, widths around the 16- and 32-column panels (8 and 16
+    /// = LoRA ranks), depths around the 384-deep blocks and past the AVX2 kernel's 512.
+    /// n ≤ 8 (AVX2) or ≤ 16 (AVX-512) goes to the narrow kernel (12- or 24-row strips and their tails).
+    static let shapes = [(1, 8, 33), (5, 16, 1), (7, 19, 64), (9, 33, 100), (13, 40, 400), (37, 40, 800), (64, 8, 384), (130, 300, 130),
+                         (20, 24, 3000), (29, 3, 700), (13, 1, 64), (50, 16, 200), (61, 12, 1024), (17, 70, 1100)]
 
-    @Test("C = α·A·op(B) + β·C and C += α·Aᵀ·B equal OpenBLAS's, with strides and partial panels")
-    func kernelsMatchOpenBLAS() {
+    @Test("the AVX2 kernels' C = α·A·op(B) + β·C and C += α·Aᵀ·B equal OpenBLAS's, with strides and partial panels",
+          .enabled(if: GEMMKernel.avx2.isAvailable, "this CPU has no AVX2 + FMA"))
+    func avx2KernelsMatchOpenBLAS() { Self.kernelsMatchOpenBLAS(.avx2) }
+
+    @Test("the AVX-512 kernels' C = α·A·op(B) + β·C and C += α·Aᵀ·B equal OpenBLAS's, with strides and partial panels",
+          .enabled(if: GEMMKernel.avx512.isAvailable, "this CPU has no AVX-512 F/VL/DQ/BW: the AVX-512 kernels are not tested here"))
+    func avx512KernelsMatchOpenBLAS() { Self.kernelsMatchOpenBLAS(.avx512) }
+
+    static func kernelsMatchOpenBLAS(_ kernel: GEMMKernel) {
         var rng = SeededGenerator(seed: 11)
         for (m, n, k) in Self.shapes {
             let lda = k + 3, ldb = n + 5, ldbT = k + 2, ldc = n + 1
@@ -27,36 +35,36 @@ struct OwnGEMMTests {
                 var own = c0, blas = c0
                 let bb = transB ? bT : b, ld = transB ? ldbT : ldb
                 sgemm(transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: bb, ldb: ld, beta: beta, c: &own, ldc: ldc,
-                      kernel: .avx2)
+                      kernel: kernel)
                 sgemm(transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: bb, ldb: ld, beta: beta, c: &blas, ldc: ldc,
                       kernel: .openblas)
                 let diff = maxAbsDifference(own, blas)
-                #expect(diff <= 1e-5 * Float(k + 1), "\(m)×\(n)×\(k) transB \(transB) α \(alpha) β \(beta): max |Δ| \(diff)")
+                #expect(diff <= 1e-5 * Float(k + 1), "\(kernel) \(m)×\(n)×\(k) transB \(transB) α \(alpha) β \(beta): max |Δ| \(diff)")
             }
             // Aᵀ·B: A is (k, m), B (k, n); both the wide form and the narrow one computed transposed.
             let at = Self.random(k * (m + 2), &rng)
             for beta in [Float(0), 1] {
                 var own = c0, blas = c0
                 sgemm(transA: true, m: m, n: n, k: k, alpha: 0.7, a: at, lda: m + 2, b: b, ldb: ldb, beta: beta, c: &own, ldc: ldc,
-                      kernel: .avx2)
+                      kernel: kernel)
                 sgemm(transA: true, m: m, n: n, k: k, alpha: 0.7, a: at, lda: m + 2, b: b, ldb: ldb, beta: beta, c: &blas, ldc: ldc,
                       kernel: .openblas)
                 let diff = maxAbsDifference(own, blas)
-                #expect(diff <= 1e-5 * Float(k + 1), "Aᵀ·B \(m)×\(n)×\(k) β \(beta): max |Δ| \(diff)")
+                #expect(diff <= 1e-5 * Float(k + 1), "\(kernel) Aᵀ·B \(m)×\(n)×\(k) β \(beta): max |Δ| \(diff)")
             }
         }
         // Rows exactly 4 KB apart (K = 1024, as Qwen3-0.6B's): the narrow kernel's 6-row strips.
         let m = 31, k = 1024
-        let a = Self.random(m * k, &rng), b = Self.random(8 * k, &rng), c0 = Self.random(m * 8, &rng)
-        for n in [8, 5] {
+        let a = Self.random(m * k, &rng), b = Self.random(16 * k, &rng), c0 = Self.random(m * 16, &rng)
+        for n in [16, 13, 8, 5] {
             var own = c0, blas = c0
-            sgemm(transB: true, m: m, n: n, k: k, alpha: 0.5, a: a, lda: k, b: b, ldb: k, beta: 1, c: &own, ldc: 8, kernel: .avx2)
-            sgemm(transB: true, m: m, n: n, k: k, alpha: 0.5, a: a, lda: k, b: b, ldb: k, beta: 1, c: &blas, ldc: 8, kernel: .openblas)
-            #expect(maxAbsDifference(own, blas) <= 1e-5 * Float(k + 1), "\(m)×\(n)×\(k), rows 4 KB apart")
+            sgemm(transB: true, m: m, n: n, k: k, alpha: 0.5, a: a, lda: k, b: b, ldb: k, beta: 1, c: &own, ldc: 16, kernel: kernel)
+            sgemm(transB: true, m: m, n: n, k: k, alpha: 0.5, a: a, lda: k, b: b, ldb: k, beta: 1, c: &blas, ldc: 16, kernel: .openblas)
+            #expect(maxAbsDifference(own, blas) <= 1e-5 * Float(k + 1), "\(kernel) \(m)×\(n)×\(k), rows 4 KB apart")
         }
     }
 
-    @Test("a linear layer with its low-rank term in one GEMM equals the two products", .enabled(if: GEMMKernel.current == .avx2))
+    @Test("a linear layer with its low-rank term in one GEMM equals the two products", .enabled(if: GEMMKernel.current.isOwn))
     func lowRankSums() {
         var rng = SeededGenerator(seed: 12)
         for (n, c, oc, rank) in [(37, 64, 48, 8), (200, 96, 400, 4), (7, 400, 16, 16)] {
@@ -282,12 +290,13 @@ struct OwnGEMMTests {
         }
     }
 
-    @Test("the own kernels are chosen on AVX2 CPUs only, unless EMBEDTUNE_GEMM says otherwise")
+    @Test("the own kernels are chosen by the CPU's widest vectors, unless EMBEDTUNE_GEMM says otherwise")
     func selection() {
-        #expect(GEMMKernel.select(environment: nil, cpu: .avx2, avx2Available: true) == .avx2)
-        #expect(GEMMKernel.select(environment: nil, cpu: .avx512, avx2Available: true) == .openblas)
-        #expect(GEMMKernel.select(environment: "avx2", cpu: .avx512, avx2Available: true) == .avx2)
-        #expect(GEMMKernel.select(environment: "openblas", cpu: .avx2, avx2Available: true) == .openblas)
-        #expect(GEMMKernel.select(environment: "avx2", cpu: .sse, avx2Available: false) == .openblas)
+        #expect(GEMMKernel.select(environment: nil, cpu: .avx2, avx2Available: true, avx512Available: false) == .avx2)
+        #expect(GEMMKernel.select(environment: nil, cpu: .avx512, avx2Available: true, avx512Available: true) == .avx512)
+        #expect(GEMMKernel.select(environment: "avx2", cpu: .avx512, avx2Available: true, avx512Available: true) == .avx2)
+        #expect(GEMMKernel.select(environment: "avx512", cpu: .avx2, avx2Available: true, avx512Available: false) == .avx2)
+        #expect(GEMMKernel.select(environment: "openblas", cpu: .avx512, avx2Available: true, avx512Available: true) == .openblas)
+        #expect(GEMMKernel.select(environment: "avx2", cpu: .sse, avx2Available: false, avx512Available: false) == .openblas)
     }
 }

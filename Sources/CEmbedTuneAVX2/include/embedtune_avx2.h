@@ -7,32 +7,41 @@
 
 /// True when this CPU runs the AVX2/FMA kernels (checked once, at the first call).
 bool embedtune_gemm_available(void);
+/// True when this CPU runs the AVX-512 kernels (F, VL, DQ, BW; checked once).
+bool embedtune_gemm512_available(void);
 
-/// Row-major, single-threaded C = α · A · op(B) + base, where base is C itself when `accumulate`,
-/// else `bias` broadcast over the rows when not NULL, else 0. A is (m, k) with row stride lda;
-/// op(B) is (k, n): B itself when !transB ((k, n), row stride ldb), Bᵀ when transB ((n, k), row
-/// stride ldb: a PyTorch linear weight). bias has n entries. Any n: a last partial panel of 16
-/// columns is zero-padded (small n, as a LoRA rank, still runs at the kernel's rate).
-void embedtune_sgemm(bool transB, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
-                     const float *b, size_t ldb, bool accumulate, const float *bias, float *c, size_t ldc);
+// The own GEMMs come in two widths with the same contract: `_avx2` (ymm, panels of 16 columns,
+// narrow path for n ≤ 8) and `_avx512` (zmm, panels of 32 columns, narrow path for n ≤ 16). Call
+// one only when its `available` function says so.
+#define EMBEDTUNE_GEMM_DECLARATIONS(suffix)                                                                          \
+    void embedtune_sgemm_##suffix(bool transB, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda, \
+                                  const float *b, size_t ldb, bool accumulate, const float *bias, float *c, size_t ldc); \
+    void embedtune_sgemm_sum_##suffix(bool transB, size_t m, size_t n, size_t k, const float *a, size_t lda,        \
+                                      const float *b, size_t ldb, bool transB2, size_t k2, float alpha2,            \
+                                      const float *a2, size_t lda2, const float *b2, size_t ldb2, bool accumulate,  \
+                                      const float *bias, float *c, size_t ldc, const float *mul, size_t ldm);       \
+    void embedtune_sgemm_tn_##suffix(size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,          \
+                                     const float *b, size_t ldb, float *c, size_t ldc, bool transposeC);
 
-/// Two products into the same tiles, C written once:
+/// embedtune_sgemm_*: row-major, single-threaded C = α · A · op(B) + base, where base is C itself
+/// when `accumulate`, else `bias` broadcast over the rows when not NULL, else 0. A is (m, k) with
+/// row stride lda; op(B) is (k, n): B itself when !transB ((k, n), row stride ldb), Bᵀ when transB
+/// ((n, k), row stride ldb: a PyTorch linear weight). bias has n entries. Any n: a last partial
+/// panel is zero-padded (small n, as a LoRA rank, still runs at the kernel's rate).
+///
+/// embedtune_sgemm_sum_*: two products into the same tiles, C written once:
 /// C = (A · op(B) + α₂ · A₂ · op(B₂) + base) ⊙ M (base as in embedtune_sgemm; M, (m, n) with row
 /// stride ldm, only when `mul` is not NULL). A₂ is (m, k₂), op(B₂) (k₂, n). For a LoRA-adapted
 /// linear: the frozen weight's product plus s · u · Bᵀ (forward), or dy · W plus du · A (input
 /// gradient), with no pass over C for the adapter; M is an activation's kept slope, so the input
 /// gradient comes out already through the activation.
-void embedtune_sgemm_sum(bool transB, size_t m, size_t n, size_t k, const float *a, size_t lda, const float *b,
-                         size_t ldb, bool transB2, size_t k2, float alpha2, const float *a2, size_t lda2,
-                         const float *b2, size_t ldb2, bool accumulate, const float *bias, float *c, size_t ldc,
-                         const float *mul, size_t ldm);
-
-/// C += α · Aᵀ · B over a long k, A (k, m) with row stride lda, B (k, n) with row stride ldb:
-/// C (m, n) with row stride ldc, or when transposeC, C holds the result transposed ((n, m), row
-/// stride ldc). For weight gradients of a low-rank adapter (m the rank, k the tokens): neither
-/// operand is packed, both stream once.
-void embedtune_sgemm_tn(size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda, const float *b,
-                        size_t ldb, float *c, size_t ldc, bool transposeC);
+///
+/// embedtune_sgemm_tn_*: C += α · Aᵀ · B over a long k, A (k, m) with row stride lda, B (k, n)
+/// with row stride ldb: C (m, n) with row stride ldc, or when transposeC, C holds the result
+/// transposed ((n, m), row stride ldc). For weight gradients of a low-rank adapter (m the rank, k
+/// the tokens): neither operand is packed, both stream once.
+EMBEDTUNE_GEMM_DECLARATIONS(avx2)
+EMBEDTUNE_GEMM_DECLARATIONS(avx512)
 
 /// Dropout on one head's attention probabilities: row i of P is masked as `embedtune_dropout_row`
 /// with base[i] (the row's query token and the head's site), threshold and scale.
