@@ -7,6 +7,11 @@ public protocol Communicator: AnyObject {
     var size: Int { get }
     /// In-place elementwise sum across ranks.
     func allReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws
+    /// In-place elementwise sum across ranks, in double precision (losses and statistics).
+    func allReduceSum(doubles buffer: UnsafeMutablePointer<Double>, count: Int) throws
+    /// Every rank contributes size × `count` floats; rank r receives in `output` the sum over ranks
+    /// of block r (`count` floats): MPI_Reduce_scatter_block.
+    func reduceScatterSum(_ input: UnsafePointer<Float>, count: Int, into output: UnsafeMutablePointer<Float>) throws
     /// Every rank contributes `count` floats; `output` receives size × count, rank-ordered.
     func allGather(_ input: UnsafePointer<Float>, count: Int, into output: UnsafeMutablePointer<Float>) throws
     /// Byte-level all-gather: every rank contributes `bytes`; output receives size × bytes.
@@ -57,6 +62,10 @@ public final class SingleProcessCommunicator: Communicator {
     public var rank: Int { 0 }
     public var size: Int { 1 }
     public func allReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {}
+    public func allReduceSum(doubles buffer: UnsafeMutablePointer<Double>, count: Int) throws {}
+    public func reduceScatterSum(_ input: UnsafePointer<Float>, count: Int, into output: UnsafeMutablePointer<Float>) throws {
+        output.update(from: input, count: count)
+    }
     public func allGather(_ input: UnsafePointer<Float>, count: Int, into output: UnsafeMutablePointer<Float>) throws {
         output.update(from: input, count: count)
     }
@@ -137,6 +146,18 @@ public final class MPICommunicator: Communicator {
     public func allReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {
         try call("MPI_Allreduce", bytes: count * 4) {
             MPI_Allreduce(cmpi_in_place(), buffer, Int32(count), cmpi_float(), cmpi_sum(), cmpi_comm_world())
+        }
+    }
+
+    public func allReduceSum(doubles buffer: UnsafeMutablePointer<Double>, count: Int) throws {
+        try call("MPI_Allreduce", bytes: count * 8) {
+            MPI_Allreduce(cmpi_in_place(), buffer, Int32(count), cmpi_double(), cmpi_sum(), cmpi_comm_world())
+        }
+    }
+
+    public func reduceScatterSum(_ input: UnsafePointer<Float>, count: Int, into output: UnsafeMutablePointer<Float>) throws {
+        try call("MPI_Reduce_scatter_block", bytes: count * size * 4) {
+            MPI_Reduce_scatter_block(input, output, Int32(count), cmpi_float(), cmpi_sum(), cmpi_comm_world())
         }
     }
 

@@ -49,16 +49,24 @@ public struct InfoNCEResult {
     public var dDocuments: [Float]
     /// dL/d log τ summed over rows (for a learnable temperature).
     public var dLogTemperature: Double
-    /// Mean positive score and mean hardest-negative score (cosine), for logging.
+    /// Mean positive score and mean hardest-negative score (cosine), for logging: over the rows
+    /// scored, and over those of them that had a negative (`rowsWithNegative`).
     public var meanPositive: Double
     public var meanHardestNegative: Double
+    public var rowsWithNegative = 0
 }
 
 /// InfoNCE over a contrastive batch: row i scores candidates by cosine / τᵢ and takes the cross
 /// entropy of its positive; the loss is the mean over rows. Gradients are with respect to the
 /// (already normalised) embeddings. τ may differ per row (adaptive temperature).
-public func infoNCE(_ b: ContrastiveBatch, temperatures tau: [Float], options o: InfoNCEOptions) -> InfoNCEResult {
-    let d = b.dim, rows = b.rows, m = b.documentRow.count
+///
+/// With `scored`, only those rows' terms are computed (still divided by the batch's row count):
+/// the loss, dL/dlogτ and the gradients are that share of the whole batch's, so the shares of
+/// disjoint row ranges add up to the whole (the sharded loss of `InfoNCELoss`); the logged means
+/// are over the scored rows.
+public func infoNCE(_ b: ContrastiveBatch, temperatures tau: [Float], options o: InfoNCEOptions,
+                    scored: Range<Int>? = nil) -> InfoNCEResult {
+    let d = b.dim, rows = b.rows, m = b.documentRow.count, scored = scored ?? 0..<rows
     precondition(tau.count == rows, "one temperature per row")
     var dq = [Float](repeating: 0, count: rows * d), dd = [Float](repeating: 0, count: m * d)
     var loss = 0.0, dLogTau = 0.0, posSum = 0.0, hardSum = 0.0, hardCount = 0
@@ -72,7 +80,7 @@ public func infoNCE(_ b: ContrastiveBatch, temperatures tau: [Float], options o:
             let q = qs.baseAddress!, docs = ds.baseAddress!
             // Candidate kinds: document j scored by query i (qd), query k (qq), or positive-vs-document (dd).
             enum Kind { case qd(Int), qq(Int), dd(Int) }
-            for i in 0..<rows {
+            for i in scored {
                 let qi = q + i * d, pos = b.positiveIndex[i], pi = docs + pos * d
                 let posScore = dot(qi, pi)
                 let threshold = posScore + o.fakeNegativeMargin
@@ -127,6 +135,6 @@ public func infoNCE(_ b: ContrastiveBatch, temperatures tau: [Float], options o:
         }
     }
     return InfoNCEResult(loss: loss, dQueries: dq, dDocuments: dd, dLogTemperature: dLogTau,
-                         meanPositive: posSum / Double(max(rows, 1)),
-                         meanHardestNegative: hardCount > 0 ? hardSum / Double(hardCount) : .nan)
+                         meanPositive: posSum / Double(max(scored.count, 1)),
+                         meanHardestNegative: hardCount > 0 ? hardSum / Double(hardCount) : .nan, rowsWithNegative: hardCount)
 }

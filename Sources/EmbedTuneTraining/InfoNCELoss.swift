@@ -7,9 +7,10 @@ import Foundation
 
 /// InfoNCE over each global micro-batch (ms-swift's infonce loss; sentence-transformers'
 /// MultipleNegativesRankingLoss with hard negatives): rank r embeds its share of the micro-batch,
-/// the embeddings are all-gathered so every rank computes the exact global loss and its gradient,
-/// and each rank backpropagates into its own texts. One forward keeps the activations of the
-/// rank's whole share.
+/// the embeddings are all-gathered, each rank scores its own queries against every gathered
+/// candidate (its share of the exact global loss and of every embedding's gradient), the shares
+/// are summed by a reduce-scatter that hands each rank its own texts' gradients, and each rank
+/// backpropagates into its own texts. One forward keeps the activations of the rank's whole share.
 public class InfoNCELoss: TrainingLoss {
     public let plan: DataPlan
     public let pass: EmbeddingPass
@@ -105,7 +106,8 @@ public class InfoNCELoss: TrainingLoss {
     }
 
     /// Assembles the global contrastive batch from every rank's embeddings (rank order = global
-    /// triple order) and computes the loss on it.
+    /// triple order) and computes the loss on it: the whole batch's loss and statistics, and in
+    /// `dLocal` the gradient of this rank's own texts (the result's gradient arrays are emptied).
     func globalLoss(local: [Float], localKeys: [UInt64], queries: [String], rows: Int, progress: Float,
                     gather: Bool) throws -> (result: InfoNCEResult, dLocal: [Float], meanTau: Float) {
         let c = pass.width, perRow = plan.textsPerRow
@@ -144,25 +146,47 @@ public class InfoNCELoss: TrainingLoss {
         }
         let batch = ContrastiveBatch(dim: c, queries: q, documents: docs, positiveIndex: positive, documentRow: owner,
                                      documentKey: docKeys)
-        let result = contrastiveLoss(batch, temperatures: tau)
-        // Scatter the global gradient back to this rank's local text order.
-        var dLocal = [Float](repeating: 0, count: local.count)
-        for r in 0..<rows {
-            let g = offset + r, base = r * perRow
-            for i in 0..<c { dLocal[base * c + i] = result.dQueries[g * c + i] }
+        // Sharded: this rank's queries only, O(B·M / p) of the O(B·M) whole, instead of every rank
+        // computing all of it (O(p²) work over p ranks). The shares add up to the whole.
+        let sharded = gather && communicator.size > 1
+        var result = contrastiveLoss(batch, temperatures: tau, scored: sharded ? offset..<(offset + rows) : nil)
+        // The gradient in the gathered layout: rank after rank, each row's query then its documents.
+        var dAll = [Float](repeating: 0, count: allRows * perRow * c)
+        for g in 0..<allRows {
+            let base = g * perRow
+            for i in 0..<c { dAll[base * c + i] = result.dQueries[g * c + i] }
             for j in 1..<perRow {
                 let doc = g * (perRow - 1) + (j - 1)
-                for i in 0..<c { dLocal[(base + j) * c + i] = result.dDocuments[doc * c + i] }
+                for i in 0..<c { dAll[(base + j) * c + i] = result.dDocuments[doc * c + i] }
             }
         }
+        var dLocal = dAll
+        if sharded {
+            // Each rank's block of the summed shares: the gradients of its own texts.
+            dLocal = [Float](repeating: 0, count: local.count)
+            try dAll.withUnsafeBufferPointer { try communicator.reduceScatterSum($0.baseAddress!, count: local.count, into: &dLocal) }
+            var sums = [result.loss, result.dLogTemperature, result.meanPositive * Double(rows),
+                        result.rowsWithNegative > 0 ? result.meanHardestNegative * Double(result.rowsWithNegative) : 0,
+                        Double(result.rowsWithNegative)]
+            try communicator.allReduceSum(doubles: &sums, count: sums.count)
+            result.loss = sums[0]
+            result.dLogTemperature = sums[1]
+            result.meanPositive = sums[2] / Double(allRows)
+            result.meanHardestNegative = sums[4] > 0 ? sums[3] / sums[4] : .nan
+            result.rowsWithNegative = Int(sums[4])
+        }
+        // The gradients leave through dLocal alone.
+        result.dQueries = []
+        result.dDocuments = []
         return (result, dLocal, tau.reduce(0, +) / Float(max(tau.count, 1)))
     }
 
     /// InfoNCE on the global batch, or its Matryoshka sum over `matryoshka_dims` when set.
-    func contrastiveLoss(_ batch: ContrastiveBatch, temperatures tau: [Float]) -> InfoNCEResult {
+    /// `scored`: the rows whose share is computed (all when nil; see `infoNCE`).
+    func contrastiveLoss(_ batch: ContrastiveBatch, temperatures tau: [Float], scored: Range<Int>? = nil) -> InfoNCEResult {
         let options = self.options.infonce
-        guard let matryoshka = self.options.matryoshka else { return infoNCE(batch, temperatures: tau, options: options) }
-        return matryoshka.loss(batch) { infoNCE($0, temperatures: tau, options: options) }
+        guard let matryoshka = self.options.matryoshka else { return infoNCE(batch, temperatures: tau, options: options, scored: scored) }
+        return matryoshka.loss(batch) { infoNCE($0, temperatures: tau, options: options, scored: scored) }
     }
 }
 

@@ -41,7 +41,9 @@ public struct Matryoshka: Equatable, Sendable {
             let r = base(small)
             total.loss += Double(w) * r.loss
             total.dLogTemperature += Double(w) * r.dLogTemperature
-            if k == 0 { (total.meanPositive, total.meanHardestNegative) = (r.meanPositive, r.meanHardestNegative) }
+            if k == 0 {
+                (total.meanPositive, total.meanHardestNegative, total.rowsWithNegative) = (r.meanPositive, r.meanHardestNegative, r.rowsWithNegative)
+            }
             Self.accumulate(into: &total.dQueries, r.dQueries, of: batch.queries, n: nq, c: c, dim: d, weight: w)
             Self.accumulate(into: &total.dDocuments, r.dDocuments, of: batch.documents, n: nd, c: c, dim: d, weight: w)
         }

@@ -68,7 +68,7 @@ struct MPITests {
          "--learning_rate", "1e-3", "--lora_r", "4", "--lora_dropout", "0.1", "--threads", "1", "--max_steps", "6"] + extra
     }
 
-    @Test("1, 2 and 4 ranks (4 oversubscribed) reach the same adapter within 1e-5, with accumulation and GradCache")
+    @Test("1, 2, 4 and 8 ranks (oversubscribed) reach the same adapter within 1e-5, each rank scoring only its own queries, with accumulation and GradCache")
     func worldSizeInvariance() throws {
         let tmp = try Paths.temporaryDirectory()
         let data = tmp.appendingPathComponent("d.jsonl")
@@ -82,6 +82,14 @@ struct MPITests {
         #expect(four.status == 0, "\(four.stderr)")
         #expect(try adapterDistance(tmp.appendingPathComponent("r1"), tmp.appendingPathComponent("r2")) <= 1e-5)
         #expect(try adapterDistance(tmp.appendingPathComponent("r1"), tmp.appendingPathComponent("r4")) <= 1e-5)
+        // 8 ranks, one row each of a micro-batch of 8: every rank's share of the loss is a single
+        // query against the whole batch (no accumulation here, so a 1-rank run of its own).
+        let unaccumulated = ["--split_dataset_ratio", "0.2", "--eval_steps", "3"]
+        let single = try runCLI(args(data, tmp.appendingPathComponent("r1b"), unaccumulated))
+        #expect(single.status == 0, "\(single.stderr)")
+        let eight = try runMPI(8, args(data, tmp.appendingPathComponent("r8"), unaccumulated))
+        #expect(eight.status == 0, "\(eight.stderr)")
+        #expect(try adapterDistance(tmp.appendingPathComponent("r1b"), tmp.appendingPathComponent("r8")) <= 1e-5)
         // Rows dealt to ranks by length (the default) or in contiguous slices: the same adapter.
         let slices = try runMPI(2, args(data, tmp.appendingPathComponent("r2s"), extra) + ["--balance_ranks", "false"])
         #expect(slices.status == 0, "\(slices.stderr)")
