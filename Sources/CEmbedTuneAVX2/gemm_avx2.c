@@ -28,11 +28,12 @@ bool embedtune_gemm_available(void) {
 // Callers check embedtune_gemm_available() / embedtune_gemm512_available() first.
 #define STUBS(suffix)                                                                                               \
     void embedtune_sgemm_##suffix(bool transB, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda, \
-                                  const float *b, size_t ldb, bool accumulate, const float *bias, float *c, size_t ldc) { \
+                                  const void *b, bool bf16, size_t ldb, bool accumulate, const float *bias, float *c, \
+                                  size_t ldc) {                                                                     \
         abort();                                                                                                    \
     }                                                                                                               \
     void embedtune_sgemm_sum_##suffix(bool transB, size_t m, size_t n, size_t k, const float *a, size_t lda,        \
-                                      const float *b, size_t ldb, bool transB2, size_t k2, float alpha2,            \
+                                      const void *b, bool bf16, size_t ldb, bool transB2, size_t k2, float alpha2,  \
                                       const float *a2, size_t lda2, const float *b2, size_t ldb2, bool accumulate,  \
                                       const float *bias, float *c, size_t ldc, const float *mul, size_t ldm) {      \
         abort();                                                                                                    \

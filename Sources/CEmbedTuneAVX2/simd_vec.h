@@ -5,6 +5,8 @@
 #pragma once
 #if defined(__x86_64__)
 #include <immintrin.h>
+#include <stdint.h>
+#include <string.h>
 
 #ifndef EMBEDTUNE_VEC_BITS
 #define EMBEDTUNE_VEC_BITS 256
@@ -34,6 +36,10 @@ INLINE vmask vmask_first(int count) {
 }
 INLINE vf vmaskload(const float *p, vmask m) { return _mm512_maskz_loadu_ps(m, p); }
 INLINE void vmaskstore(float *p, vmask m, vf x) { _mm512_mask_storeu_ps(p, m, x); }
+// VW bfloat16 values widened to float32 (a bfloat16 is a float32's upper half).
+INLINE vf vload_bf16(const uint16_t *p) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
+}
 
 #else
 
@@ -55,6 +61,9 @@ INLINE vf vadd(vf a, vf b) { return _mm256_add_ps(a, b); }
 INLINE vmask vmask_first(int count) { return lanes(count); }
 INLINE vf vmaskload(const float *p, vmask m) { return _mm256_maskload_ps(p, m); }
 INLINE void vmaskstore(float *p, vmask m, vf x) { _mm256_maskstore_ps(p, m, x); }
+INLINE vf vload_bf16(const uint16_t *p) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+}
 
 #endif
 #endif

@@ -113,8 +113,9 @@ public enum GEMMKernel: String, Sendable, CaseIterable {
     static var rowGrain: Int { splitInvariantRows ?? 16 }
 
     /// Whether this choice runs a product of depth k into n columns on the own kernel.
+    /// A weight kept in bfloat16 (`BF16Base`) is read by the own kernels at any depth.
     @inline(__always)
-    func takes(depth k: Int, columns n: Int) -> Bool { isOwn && (k <= ownMaxDepth || n < 64) }
+    func takes(depth k: Int, columns n: Int, bf16Weight: Bool = false) -> Bool { isOwn && (k <= ownMaxDepth || n < 64 || bf16Weight) }
 
     /// Whether a linear layer of this depth has its adapter product ride in the frozen weight's GEMM.
     @inline(__always)
@@ -136,7 +137,7 @@ public func sgemm(
     beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int, kernel: GEMMKernel = .current
 ) {
     if m == 0 || n == 0 { return }
-    let route = GEMMRoute(kernel, transA, transB, m, n, k, beta)
+    let route = GEMMRoute(kernel, transA, transB, m, n, k, beta, bf16B: BF16Base.shared.lookup(b) != nil)
     let team = ComputeTeam.current
     if team.size > 1, m * n * k >= 1 << 20 {
         if m >= 64 {
@@ -173,9 +174,9 @@ enum GEMMRoute: Equatable {
     case ownTransposedA(GEMMKernel, transposeC: Bool)
 
     @inline(__always)
-    init(_ kernel: GEMMKernel, _ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, _ beta: Float) {
+    init(_ kernel: GEMMKernel, _ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, _ beta: Float, bf16B: Bool = false) {
         if kernel.isOwn, beta == 0 || beta == 1 {
-            if !transA, kernel.takes(depth: k, columns: n) { self = .own(kernel); return }
+            if !transA, kernel.takes(depth: k, columns: n, bf16Weight: bf16B) { self = .own(kernel); return }
             if transA, !transB { self = .ownTransposedA(kernel, transposeC: n < kernel.panelColumns && m > n); return }
         }
         self = .openblas
@@ -219,6 +220,8 @@ func blasSGEMM(
     _ b: UnsafePointer<Float>, _ ldb: Int, _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int
 ) {
     BLASRuntime.useOneThreadPerCall()
+    precondition(BF16Base.shared.lookup(a) == nil && BF16Base.shared.lookup(b) == nil,
+                 "a bfloat16 base weight reached OpenBLAS, which reads float32 only")
     cblas_sgemm(
         CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
         Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
@@ -250,7 +253,7 @@ public func linearForward(
     }
     ComputeTeam.current.parallelFor(n, grain: GEMMKernel.rowGrain) { rows in
         let inp = inp + rows.lowerBound * c, out = out + rows.lowerBound * ld
-        if GEMMKernel.current.takes(depth: c, columns: oc) {
+        if GEMMKernel.current.takes(depth: c, columns: oc, bf16Weight: BF16Base.shared.lookup(weight) != nil) {
             // The kernel starts its tiles from the bias: no separate pass over `out`.
             GEMMKernel.current.ownSGEMM(true, rows.count, oc, c, alpha, inp, c, weight, c, false, bias, out, ld)
             return
@@ -296,14 +299,16 @@ public func linearBackwardInputPlusLowRank(
 
 /// The own kernels' entry points, by width (the C functions of gemm_kernels.inc).
 extension GEMMKernel {
+    /// B (a weight) is read from its bfloat16 copy when it lies in a registered `BF16Base`.
     @inline(__always)
     func ownSGEMM(_ transB: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float, _ a: UnsafePointer<Float>, _ lda: Int,
                   _ b: UnsafePointer<Float>, _ ldb: Int, _ accumulate: Bool, _ bias: UnsafePointer<Float>?,
                   _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
+        let half = BF16Base.shared.lookup(b), operand = half.map { UnsafeRawPointer($0) } ?? UnsafeRawPointer(b)
         if self == .avx512 {
-            embedtune_sgemm_avx512(transB, m, n, k, alpha, a, lda, b, ldb, accumulate, bias, c, ldc)
+            embedtune_sgemm_avx512(transB, m, n, k, alpha, a, lda, operand, half != nil, ldb, accumulate, bias, c, ldc)
         } else {
-            embedtune_sgemm_avx2(transB, m, n, k, alpha, a, lda, b, ldb, accumulate, bias, c, ldc)
+            embedtune_sgemm_avx2(transB, m, n, k, alpha, a, lda, operand, half != nil, ldb, accumulate, bias, c, ldc)
         }
     }
 
@@ -313,12 +318,13 @@ extension GEMMKernel {
                      _ a2: UnsafePointer<Float>, _ lda2: Int, _ b2: UnsafePointer<Float>, _ ldb2: Int, _ accumulate: Bool,
                      _ bias: UnsafePointer<Float>?, _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
                      _ mul: UnsafePointer<Float>?, _ ldm: Int) {
+        let half = BF16Base.shared.lookup(b), operand = half.map { UnsafeRawPointer($0) } ?? UnsafeRawPointer(b)
         if self == .avx512 {
-            embedtune_sgemm_sum_avx512(transB, m, n, k, a, lda, b, ldb, transB2, k2, alpha2, a2, lda2, b2, ldb2, accumulate,
-                                       bias, c, ldc, mul, ldm)
+            embedtune_sgemm_sum_avx512(transB, m, n, k, a, lda, operand, half != nil, ldb, transB2, k2, alpha2, a2, lda2, b2, ldb2,
+                                       accumulate, bias, c, ldc, mul, ldm)
         } else {
-            embedtune_sgemm_sum_avx2(transB, m, n, k, a, lda, b, ldb, transB2, k2, alpha2, a2, lda2, b2, ldb2, accumulate,
-                                     bias, c, ldc, mul, ldm)
+            embedtune_sgemm_sum_avx2(transB, m, n, k, a, lda, operand, half != nil, ldb, transB2, k2, alpha2, a2, lda2, b2, ldb2,
+                                     accumulate, bias, c, ldc, mul, ldm)
         }
     }
 

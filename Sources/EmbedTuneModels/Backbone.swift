@@ -109,6 +109,7 @@ extension TrainableBackbone {
     /// Runs `body` with each ΔW added to its linear's weight (a merged adapter folded into the base),
     /// then restores the original weights bit for bit.
     public func withFolded<T>(_ deltas: [(module: String, values: [Double])], _ body: () throws -> T) throws -> T {
+        guard !BF16Base.shared.isActive else { throw FormatError("a merged adapter cannot be folded into a bfloat16 base (--base_precision bf16)") }
         var saved = [(UnsafeMutablePointer<Float>, [Float])]()
         defer { for (p, original) in saved { p.update(from: original, count: original.count) } }
         for d in deltas {

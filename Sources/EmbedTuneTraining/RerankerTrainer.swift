@@ -27,6 +27,7 @@ public final class RerankerTrainer: TrainingRun {
         try options.validate()
         try options.validateTask()
         guard options.taskType == "reranker" else { throw FormatError("--task_type \(options.taskType) is not a reranker run") }
+        guard options.basePrecision == "fp32" else { throw FormatError("--base_precision \(options.basePrecision) is for embedding runs; a reranker trains on an fp32 base") }
         self.options = options
         self.communicator = communicator
         let dir = try ModelDirectory(URL(fileURLWithPath: options.model))

@@ -26,6 +26,8 @@ public final class Trainer: TrainingRun {
     public let evaluator: HeldOutEvaluator
     /// Re-mines the rows' negatives as the adapter moves (`refresh_negatives_steps` > 0).
     let negativeRefresh: NegativeRefresh?
+    /// The frozen linears' bfloat16 copies while this trainer lives (`--base_precision bf16`).
+    public let bf16Base: BF16Base.Registration?
 
     /// `rows`: training triples given directly instead of read from `options.dataset` or the store.
     public init(options: TrainingOptions, communicator: Communicator = SingleProcessCommunicator(), rows: [Triplet]? = nil) throws {
@@ -42,6 +44,7 @@ public final class Trainer: TrainingRun {
         if let wide = options.matryoshkaDims.first(where: { $0 > model.hiddenSize }) {
             throw FormatError(file: options.model, "--matryoshka_dims \(wide) exceeds the model's embedding dimension \(model.hiddenSize)")
         }
+        bf16Base = try Self.keepBaseInBF16(model, options: options)
         let targets = options.targetModules.isEmpty ? model.defaultTargetModules : options.targetModules
         let adapter = try LoRAAdapter(config: LoRAConfig(r: options.loraR, alpha: options.loraAlpha, dropout: options.loraDropout,
                                                          targetModules: targets, useRSLoRA: options.useRslora),
@@ -78,6 +81,20 @@ public final class Trainer: TrainingRun {
     }
 
     public var model: Backbone & TrainableBackbone { pass.model }
+
+    /// With `--base_precision bf16`: every frozen linear weight registered in `BF16Base` and its
+    /// float32 pages given back. Only the own kernels read bfloat16 weights.
+    static func keepBaseInBF16(_ model: TrainableBackbone, options: TrainingOptions) throws -> BF16Base.Registration? {
+        guard options.basePrecision == "bf16" else { return nil }
+        guard GEMMKernel.current.isOwn else {
+            throw FormatError("--base_precision bf16 needs EmbedTune's own kernels (a CPU with AVX2 and FMA, EMBEDTUNE_GEMM not openblas); this process runs \(GEMMKernel.current.rawValue)")
+        }
+        let weights = try model.linearLayers.map { linear in
+            let w = try model.linearWeight(linear.module)
+            return (pointer: UnsafePointer(w.pointer), count: w.out * w.in)
+        }
+        return BF16Base.shared.register(weights, releaseFloat32: true)
+    }
     public var adapter: LoRAAdapter { state.adapter }
     public var optimizer: AdamW { state.optimizer }
     public var step: Int { state.step }

@@ -18,6 +18,8 @@ public struct TrainingOptions: Equatable, Sendable {
     public var useRslora = false
     /// Train with the backbone's own dropout too (BERT hidden/attention dropout, as PyTorch's train mode).
     public var backboneDropout = false
+    /// How the frozen base weights are stored: fp32, or bf16 (half the memory, products in fp32; `BF16Base`).
+    public var basePrecision = "fp32"
 
     /// A triples file; or, with `db`, empty and the rows come from the store.
     public var dataset = ""
@@ -165,6 +167,9 @@ extension TrainingOption {
             option("target_modules", \.targetModules, "Module names (or dotted suffixes) to adapt; empty = every linear layer."),
             option("use_rslora", \.useRslora, "Scale by α/√r instead of α/r."),
             option("backbone_dropout", \.backboneDropout, "Also train with the backbone's own dropout (BERT hidden and attention dropout)."),
+            option("base_precision", \.basePrecision,
+                   "fp32 | bf16: how the frozen base weights are kept. bf16 halves their memory; the products, the adapter and the optimiser stay fp32 (needs the own AVX2/AVX-512 kernels).",
+                   check: oneOf(["fp32", "bf16"])),
         ]),
         ("Data", [
             option("dataset", \.dataset, "Triples file: JSONL (ms-swift or sentence-transformers columns), CSV or TSV."),

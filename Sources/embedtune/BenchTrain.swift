@@ -45,6 +45,8 @@ struct TrainBench: ParsableCommand {
     @Option(name: .spelled("lora_dropout"), help: "Dropout on the LoRA input.") var loraDropout = 0.0
     @Option(name: .spelled("backbone_dropout"), help: .boolean("Also the backbone's own dropout (BERT hidden/attention), as PyTorch's train mode."))
     var backboneDropout = false
+    @Option(name: .spelled("base_precision"), help: "fp32 | bf16: how the frozen base weights are kept (train's --base_precision).")
+    var basePrecision = "fp32"
     @Option(help: "Train on this triplets file (any format train reads) instead of the synthetic rows.") var dataset: String?
     @Option(name: .spelled("balance_ranks"), help: "Comma-separated: true (triples dealt to ranks by length), false (contiguous slices), or both.")
     var balanceRanks = "true"
@@ -77,7 +79,7 @@ struct TrainBench: ParsableCommand {
             for (worldSize, mini, balance) in configs {
                 let worker = ["bench", "train", "--model", model, "--per_device_train_batch_size", "\(batchSize)", "--num_negatives", "\(negatives)",
                               "--max_length", "\(maxLength)", "--steps", "\(steps)", "--lora_dropout", "\(loraDropout)",
-                              "--balance_ranks", "\(balance)", "--backbone_dropout", "\(backboneDropout)", "--worker", "\(mini)"]
+                              "--balance_ranks", "\(balance)", "--backbone_dropout", "\(backboneDropout)", "--base_precision", basePrecision, "--worker", "\(mini)"]
                     + (dataset.map { ["--dataset", URL(fileURLWithPath: $0).path] } ?? [])
                 let output = try runBenchWorker(worldSize: worldSize, arguments: worker, what: "gradcache \(mini)")
                 guard let line = output.split(separator: "\n").last,
@@ -127,6 +129,7 @@ struct TrainBench: ParsableCommand {
         o.numNegatives = negatives
         o.loraDropout = loraDropout
         o.backboneDropout = backboneDropout
+        o.basePrecision = basePrecision
         o.gradCacheMiniBatch = gradCache
         o.queryPrompt = ""; o.documentPrompt = ""
         let trainer = try Trainer(options: o, communicator: communicator)

@@ -15,6 +15,7 @@ lora_dropout = 0.1
 target_modules = ["q_proj", "v_proj"]
 use_rslora = true
 backbone_dropout = true
+base_precision = "bf16"
 dataset = "data/d.jsonl"
 db = "store.sqlite"
 db_dataset = "agri"

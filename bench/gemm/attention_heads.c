@@ -26,9 +26,9 @@ int main(void){
       double t0=now();
       for(int x=0;x<reps;x++) for(int hh=0;hh<h;hh++){
         float*p=p1+(long)hh*t*t;
-        embedtune_sgemm_avx2(true,t,t,d,sc,q+hh*d,ld,k+hh*d,ld,false,NULL,p,t);
+        embedtune_sgemm_avx2(true,t,t,d,sc,q+hh*d,ld,k+hh*d,false,ld,false,NULL,p,t);
         embedtune_softmax_rows(p,t,t,causal);
-        embedtune_sgemm_avx2(false,t,d,t,1,p,t,v+hh*d,ld,false,NULL,o1+hh*d,ld);
+        embedtune_sgemm_avx2(false,t,d,t,1,p,t,v+hh*d,false,ld,false,NULL,o1+hh*d,ld);
       }
       t0=now()-t0; if(t0<f1)f1=t0;
       t0=now();
@@ -44,9 +44,9 @@ int main(void){
       for(int x=0;x<reps;x++) for(int hh=0;hh<h;hh++){
         const float*p=p1+(long)hh*t*t;
         embedtune_sgemm_tn_avx2(t,d,t,1,p,t,dout+hh*d,ld,dv1+hh*d,ld,false);
-        embedtune_sgemm_avx2(true,t,t,d,1,dout+hh*d,ld,v+hh*d,ld,false,NULL,ds,t);
+        embedtune_sgemm_avx2(true,t,t,d,1,dout+hh*d,ld,v+hh*d,false,ld,false,NULL,ds,t);
         embedtune_softmax_backward_rows(ds,p,t,t,sc);
-        embedtune_sgemm_avx2(false,t,d,t,1,ds,t,k+hh*d,ld,false,NULL,dq1+hh*d,ld);
+        embedtune_sgemm_avx2(false,t,d,t,1,ds,t,k+hh*d,false,ld,false,NULL,dq1+hh*d,ld);
         embedtune_sgemm_tn_avx2(t,d,t,1,ds,t,q+hh*d,ld,dk1+hh*d,ld,false);
       }
       t0=now()-t0; if(t0<b1)b1=t0;

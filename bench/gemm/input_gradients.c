@@ -33,18 +33,18 @@ int main(int argc, char **argv) {
         double best[6] = {1e9, 1e9, 1e9, 1e9, 1e9, 1e9};
         for (int it = 0; it < 5; it++) {
             BEST(0, (flush(), touch(dqkv, (long)m * 3 * C)),
-                 for (int i = 0; i < 3; i++) embedtune_sgemm_avx2(false, m, C, C, 1, dqkv + i * C, 3 * C, w[i], C, i > 0, NULL, dx, C));
+                 for (int i = 0; i < 3; i++) embedtune_sgemm_avx2(false, m, C, C, 1, dqkv + i * C, 3 * C, w[i], false, C, i > 0, NULL, dx, C));
             BEST(1, (flush(), touch(dqkv, (long)m * 3 * C)),
                  for (int i = 0; i < 3; i++) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, C, C, 1, dqkv + i * C, 3 * C,
                                                          w[i], C, i > 0, dx, C));
             BEST(2, (flush(), touch(dcont, (long)m * C)),
-                 for (int i = 0; i < 3; i++) embedtune_sgemm_avx2(false, m, C, C, 1, dcont, C, w[i], C, false, NULL, dx, C));
+                 for (int i = 0; i < 3; i++) embedtune_sgemm_avx2(false, m, C, C, 1, dcont, C, w[i], false, C, false, NULL, dx, C));
             BEST(3, (flush(), touch(dcont, (long)m * C)),
-                 for (int i = 0; i < 3; i++) embedtune_sgemm_avx2(false, m, C, C, 1, dcont, C, w[i], C, i > 0, NULL, dx, C));
+                 for (int i = 0; i < 3; i++) embedtune_sgemm_avx2(false, m, C, C, 1, dcont, C, w[i], false, C, i > 0, NULL, dx, C));
             BEST(4, (flush(), touch(dy, (long)m * C), touch(du, (long)m * r)),
-                 embedtune_sgemm_sum_avx2(false, m, inter, C, dy, C, W, inter, false, r, 0.5f, du, r, A, inter, false, NULL, dx, inter, NULL, 0));
+                 embedtune_sgemm_sum_avx2(false, m, inter, C, dy, C, W, false, inter, false, r, 0.5f, du, r, A, inter, false, NULL, dx, inter, NULL, 0));
             BEST(5, (flush(), touch(dy, (long)m * C), touch(du, (long)m * r)),
-                 embedtune_sgemm_sum_avx2(false, m, inter, C, dy, C, W, inter, false, r, 0.5f, du, r, A, inter, false, NULL, dx, inter, slope, inter));
+                 embedtune_sgemm_sum_avx2(false, m, inter, C, dy, C, W, false, inter, false, r, 0.5f, du, r, A, inter, false, NULL, dx, inter, slope, inter));
         }
         const double qkv = 3 * 2.0 * m * C * C / 1e9, fc2 = 2.0 * m * inter * C / 1e9;
         printf("qkv dx, rows 3C apart, accumulating: own %.1f  openblas %.1f GFLOP/s | contiguous: own %.1f, accumulating %.1f\n",

@@ -24,7 +24,7 @@ int main(int argc,char**argv){
       double t=now(); cblas_sgemm(CblasRowMajor,CblasNoTrans,tb?CblasTrans:CblasNoTrans,m,n,k,1,a,k,b,tb?k:n,0,c1,n); t=now()-t; if(t<bo)bo=t;
       for(long q=0;q<(16L<<20);q+=16) junk[q]+=1;
       for(long q=0;q<(long)m*k;q+=16) a[q]*=1.0000001f;
-      t=now(); embedtune_sgemm_avx2(tb,m,n,k,1,a,k,b,tb?k:n,false,0,c2,n); t=now()-t; if(t<be)be=t;
+      t=now(); embedtune_sgemm_avx2(tb,m,n,k,1,a,k,b,false,tb?k:n,false,0,c2,n); t=now()-t; if(t<be)be=t;
     }
     double md=0; for(long i=0;i<(long)m*n;i++){double d=fabs(c1[i]-c2[i]); if(d>md)md=d;}
     double fl=2.0*m*n*k;

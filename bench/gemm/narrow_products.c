@@ -18,7 +18,7 @@ int main(){
     double bo=1e9,be=1e9;
     for(int r=0;r<9;r++){
       double t=now(); cblas_sgemm(CblasRowMajor,CblasNoTrans,tb?CblasTrans:CblasNoTrans,m,n,k,0.5,a,k,b,tb?k:n,0,c1,n); t=now()-t; if(t<bo)bo=t;
-      t=now(); embedtune_sgemm_avx2(tb,m,n,k,0.5,a,k,b,tb?k:n,false,0,c2,n); t=now()-t; if(t<be)be=t;
+      t=now(); embedtune_sgemm_avx2(tb,m,n,k,0.5,a,k,b,false,tb?k:n,false,0,c2,n); t=now()-t; if(t<be)be=t;
     }
     double md=0; for(long i=0;i<(long)m*n;i++){double d=fabs(c1[i]-c2[i]); if(d>md)md=d;}
     printf("m %5d n %d k %5d tb %d  openblas %.1f us  own %.1f us  maxdiff %.2e\n",m,n,k,tb,bo*1e6,be*1e6,md);

@@ -15,9 +15,10 @@ bool embedtune_gemm512_available(void);
 // one only when its `available` function says so.
 #define EMBEDTUNE_GEMM_DECLARATIONS(suffix)                                                                          \
     void embedtune_sgemm_##suffix(bool transB, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda, \
-                                  const float *b, size_t ldb, bool accumulate, const float *bias, float *c, size_t ldc); \
+                                  const void *b, bool bf16, size_t ldb, bool accumulate, const float *bias, float *c, \
+                                  size_t ldc);                                                                      \
     void embedtune_sgemm_sum_##suffix(bool transB, size_t m, size_t n, size_t k, const float *a, size_t lda,        \
-                                      const float *b, size_t ldb, bool transB2, size_t k2, float alpha2,            \
+                                      const void *b, bool bf16, size_t ldb, bool transB2, size_t k2, float alpha2,  \
                                       const float *a2, size_t lda2, const float *b2, size_t ldb2, bool accumulate,  \
                                       const float *bias, float *c, size_t ldc, const float *mul, size_t ldm);       \
     void embedtune_sgemm_tn_##suffix(size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,          \
@@ -26,12 +27,15 @@ bool embedtune_gemm512_available(void);
 /// embedtune_sgemm_*: row-major, single-threaded C = α · A · op(B) + base, where base is C itself
 /// when `accumulate`, else `bias` broadcast over the rows when not NULL, else 0. A is (m, k) with
 /// row stride lda; op(B) is (k, n): B itself when !transB ((k, n), row stride ldb), Bᵀ when transB
-/// ((n, k), row stride ldb: a PyTorch linear weight). bias has n entries. Any n: a last partial
-/// panel is zero-padded (small n, as a LoRA rank, still runs at the kernel's rate).
+/// ((n, k), row stride ldb: a PyTorch linear weight). B holds float32, or bfloat16 when `bf16` (a
+/// frozen base weight in half the memory; widened to float32 as it is packed, so the products and
+/// their accumulation stay float32). bias has n entries. Any n: a last partial panel is zero-padded
+/// (small n, as a LoRA rank, still runs at the kernel's rate).
 ///
 /// embedtune_sgemm_sum_*: two products into the same tiles, C written once:
 /// C = (A · op(B) + α₂ · A₂ · op(B₂) + base) ⊙ M (base as in embedtune_sgemm; M, (m, n) with row
-/// stride ldm, only when `mul` is not NULL). A₂ is (m, k₂), op(B₂) (k₂, n). For a LoRA-adapted
+/// stride ldm, only when `mul` is not NULL; B as in embedtune_sgemm_*, B₂ float32). A₂ is (m, k₂),
+/// op(B₂) (k₂, n). For a LoRA-adapted
 /// linear: the frozen weight's product plus s · u · Bᵀ (forward), or dy · W plus du · A (input
 /// gradient), with no pass over C for the adapter; M is an activation's kept slope, so the input
 /// gradient comes out already through the activation.
