@@ -97,15 +97,7 @@ struct BF16BaseTests {
     @Test("a LoRA step on a bfloat16 base: gradients within 2% of the float32 base's, the base weights' memory given back",
           .enabled(if: GEMMKernel.current.isOwn, "this process runs OpenBLAS, which never reads bfloat16"))
     func trainingStep() throws {
-        let tmp = try Paths.temporaryDirectory()
-        let q = (0..<8).map { "question \($0) about rice paddies and fish ponds number \($0 * 7)" }
-        let p = (0..<8).map { "answer \($0): irrigate, fertilise and watch for pests in field \($0)" }
-        try writeTriples(q, p, (0..<8).map { ["unrelated note \($0)", "another distractor \($0 + 1)"] },
-                         to: tmp.appendingPathComponent("d.jsonl"))
-        var o = TrainingOptions()
-        o.model = Paths.fixtures.appendingPathComponent("tiny-qwen3").path
-        o.dataset = tmp.appendingPathComponent("d.jsonl").path
-        o.perDeviceTrainBatchSize = 8; o.maxSteps = 1
+        var o = try eightTriplesOptions()
         let full = try Trainer(options: o)
         _ = try full.accumulateGradients(step: 0)
         o.basePrecision = "bf16"

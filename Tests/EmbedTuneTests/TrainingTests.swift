@@ -70,6 +70,20 @@ func writeTriples(_ queries: [String], _ positives: [String], _ negatives: [[Str
     try lines.write(to: url, atomically: true, encoding: .utf8)
 }
 
+/// Options for one step of the tiny Qwen3 over 8 agriculture-flavoured triples (2 negatives each),
+/// written into a fresh temporary directory.
+func eightTriplesOptions() throws -> TrainingOptions {
+    let tmp = try Paths.temporaryDirectory()
+    let q = (0..<8).map { "question \($0) about rice paddies and fish ponds number \($0 * 7)" }
+    let p = (0..<8).map { "answer \($0): irrigate, fertilise and watch for pests in field \($0)" }
+    try writeTriples(q, p, (0..<8).map { ["unrelated note \($0)", "another distractor \($0 + 1)"] }, to: tmp.appendingPathComponent("d.jsonl"))
+    var o = TrainingOptions()
+    o.model = Paths.fixtures.appendingPathComponent("tiny-qwen3").path
+    o.dataset = tmp.appendingPathComponent("d.jsonl").path
+    o.perDeviceTrainBatchSize = 8; o.maxSteps = 1
+    return o
+}
+
 @Suite("LoRA training", .serialized)
 struct TrainingTests {
     /// One InfoNCE step through our pipeline from the PEFT fixture's adapter and batch.
@@ -118,15 +132,8 @@ struct TrainingTests {
 
     @Test("GradCache gives the plain gradient within 1e-5 relative")
     func gradCache() throws {
-        let tmp = try Paths.temporaryDirectory()
-        let q = (0..<8).map { "question \($0) about rice paddies and fish ponds number \($0 * 7)" }
-        let p = (0..<8).map { "answer \($0): irrigate, fertilise and watch for pests in field \($0)" }
-        try writeTriples(q, p, (0..<8).map { ["unrelated note \($0)", "another distractor \($0 + 1)"] },
-                         to: tmp.appendingPathComponent("d.jsonl"))
-        var o = TrainingOptions()
-        o.model = Paths.fixtures.appendingPathComponent("tiny-qwen3").path
-        o.dataset = tmp.appendingPathComponent("d.jsonl").path
-        o.perDeviceTrainBatchSize = 8; o.loraDropout = 0.1; o.maxSteps = 1
+        var o = try eightTriplesOptions()
+        o.loraDropout = 0.1
         let plain = try Trainer(options: o)
         _ = try plain.accumulateGradients(step: 0)
         o.gradCacheMiniBatch = 4
