@@ -1,11 +1,15 @@
-// Shared by the AVX2 kernels: target attributes, lane masks and the vector math of VectorMath.swift
+// Shared by the AVX2 code of the kernels (either width): target attributes, lane masks and the vector math of VectorMath.swift
 // (Cephes-style exp, the Eigen/XLA rational erf) with FMA, plus GELU written as value and slope.
 #pragma once
 #if defined(__x86_64__)
 #include <immintrin.h>
 
+// A wider build (simd_vec.h with 512-bit vectors) defines its own target first; these helpers
+// are AVX2 code and compile under either.
+#ifndef TARGET
 #define TARGET __attribute__((target("avx2,fma")))
 #define INLINE static inline __attribute__((always_inline)) TARGET
+#endif
 
 INLINE __m256 v(float x) { return _mm256_set1_ps(x); }
 

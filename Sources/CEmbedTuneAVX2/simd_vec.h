@@ -16,6 +16,7 @@
 
 #define TARGET __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")))
 #define INLINE static inline __attribute__((always_inline)) TARGET
+#include "avx2_math.h"  // the 256-bit helpers (exp8, lanes, transpose8), compiled for this target
 #define SUFFIXED(name) name##_avx512
 enum { VW = 16 };
 typedef __m512 vf;

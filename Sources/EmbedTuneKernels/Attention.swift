@@ -39,7 +39,7 @@ extension PackedBatch {
 /// whole sequence (no padding exists in a packed batch, so no padding mask is needed).
 /// With `dropout`, out = dropout(P)·V; the kept probs stay P (softmax backward needs it) and
 /// backward draws the same mask again. (sequence, head) units run in parallel on the compute team:
-/// on the AVX2 kernels each through the fused C kernel (`embedtune_attention_forward`: the same
+/// on the own kernels each through the fused C kernel (`embedtune_attention_forward_*`: the same
 /// arithmetic, except that without kept probabilities the output rows are normalised instead of
 /// P), else through single-threaded GEMMs around the row softmax, where the dropped copy of P goes
 /// to `scratch` (`attentionScratchCount`).
@@ -63,10 +63,14 @@ public func attentionForward(
         let vh = v + start * kvStride + (h / group) * d
         if GEMMKernel.current.isOwn {
             let fused = withKernelMask(dropout, rows: t, firstToken: start, head: h) { mask in
-                embedtune_attention_forward(t, d, scale, causal, qh, qStride, kh, kvStride, vh, kvStride,
-                                            keepProbs ? p : nil, out + start * qStride + h * d, qStride, mask)
+                // The AVX-512 tiles for head dims that are multiples of 32, the AVX2 ones for 16.
+                (GEMMKernel.current == .avx512
+                    && embedtune_attention_forward_avx512(t, d, scale, causal, qh, qStride, kh, kvStride, vh, kvStride,
+                                                          keepProbs ? p : nil, out + start * qStride + h * d, qStride, mask))
+                    || embedtune_attention_forward_avx2(t, d, scale, causal, qh, qStride, kh, kvStride, vh, kvStride,
+                                                        keepProbs ? p : nil, out + start * qStride + h * d, qStride, mask)
             }
-            if fused { return }  // strip by strip (attention_avx2.c)
+            if fused { return }  // strip by strip (attention_kernels.inc)
         }
         // scores (T, T) = scale · Q (T, D) · Kᵀ (D, T)
         blockSGEMM(.current, false, true, t, t, d, scale, qh, qStride, kh, kvStride, 0, p, t)

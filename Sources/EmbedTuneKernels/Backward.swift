@@ -218,10 +218,13 @@ public func attentionBackward(
             let doh = dout + start * qStride + h * d
             if GEMMKernel.current.isOwn,
                withKernelMask(dropout, rows: t, firstToken: start, head: h, { mask in
-                   embedtune_attention_backward(t, d, scale, causal, qh, qStride, kh, kvStride, vh, kvStride, doh, qStride, p,
-                                                dqh, qStride, dkh, dvh, kvStride, mask)
+                   (GEMMKernel.current == .avx512
+                       && embedtune_attention_backward_avx512(t, d, scale, causal, qh, qStride, kh, kvStride, vh, kvStride, doh,
+                                                              qStride, p, dqh, qStride, dkh, dvh, kvStride, mask))
+                       || embedtune_attention_backward_avx2(t, d, scale, causal, qh, qStride, kh, kvStride, vh, kvStride, doh,
+                                                            qStride, p, dqh, qStride, dkh, dvh, kvStride, mask)
                }) {
-                continue  // fused, strip by strip (attention_avx2.c): the same arithmetic
+                continue  // fused, strip by strip (attention_kernels.inc): the same arithmetic
             }
             var weights = p
             if let dropout {

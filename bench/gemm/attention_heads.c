@@ -33,11 +33,11 @@ int main(void){
       t0=now()-t0; if(t0<f1)f1=t0;
       t0=now();
       for(int x=0;x<reps;x++) for(int hh=0;hh<h;hh++)
-        embedtune_attention_forward(t,d,sc,causal,q+hh*d,ld,k+hh*d,ld,v+hh*d,ld,p2+(long)hh*t*t,o2+hh*d,ld,NULL);
+        embedtune_attention_forward_avx2(t,d,sc,causal,q+hh*d,ld,k+hh*d,ld,v+hh*d,ld,p2+(long)hh*t*t,o2+hh*d,ld,NULL);
       t0=now()-t0; if(t0<f2)f2=t0;
       t0=now();
       for(int x=0;x<reps;x++) for(int hh=0;hh<h;hh++)
-        embedtune_attention_forward(t,d,sc,causal,q+hh*d,ld,k+hh*d,ld,v+hh*d,ld,NULL,o3+hh*d,ld,NULL);
+        embedtune_attention_forward_avx2(t,d,sc,causal,q+hh*d,ld,k+hh*d,ld,v+hh*d,ld,NULL,o3+hh*d,ld,NULL);
       t0=now()-t0; if(t0<f3)f3=t0;
       memset(dk1,0,4L*t*ld);memset(dv1,0,4L*t*ld);memset(dk2,0,4L*t*ld);memset(dv2,0,4L*t*ld);
       t0=now();
@@ -52,7 +52,7 @@ int main(void){
       t0=now()-t0; if(t0<b1)b1=t0;
       t0=now();
       for(int x=0;x<reps;x++) for(int hh=0;hh<h;hh++)
-        embedtune_attention_backward(t,d,sc,causal,q+hh*d,ld,k+hh*d,ld,v+hh*d,ld,dout+hh*d,ld,p2+(long)hh*t*t,dq2+hh*d,ld,dk2+hh*d,dv2+hh*d,ld,NULL);
+        embedtune_attention_backward_avx2(t,d,sc,causal,q+hh*d,ld,k+hh*d,ld,v+hh*d,ld,dout+hh*d,ld,p2+(long)hh*t*t,dq2+hh*d,ld,dk2+hh*d,dv2+hh*d,ld,NULL);
       t0=now()-t0; if(t0<b2)b2=t0;
     }
     double fd=fmax(maxdiff(o1,o2,(long)t*ld),maxdiff(p1,p2,(long)h*t*t));

@@ -55,25 +55,32 @@ typedef struct {
     float scale;
 } embedtune_attention_dropout;
 
-/// Attention forward for one (sequence, head), fused: out (t, d) = softmax(scale · Q·Kᵀ, causal
-/// mask) · V, with Q, K, V, out (t, d) at row strides ldq, ldk, ldv, ldo. When probs is not NULL the
-/// probabilities are also written there ((t, t), rows t apart; zeros above a causal diagonal).
-/// With dropout (not NULL) out = dropout(P) · V, and probs keeps P itself.
-/// Returns false, doing nothing, unless d is a multiple of 16.
-bool embedtune_attention_forward(size_t t, size_t d, float scale, bool causal, const float *q, size_t ldq,
-                                 const float *k, size_t ldk, const float *v, size_t ldv, float *probs, float *out,
-                                 size_t ldo, const embedtune_attention_dropout *dropout);
-
-/// Its backward for one (sequence, head), given the forward's probabilities P ((t, t), rows t apart):
-/// dq = dS·K is written, dk += dSᵀ·Q and dv += P'ᵀ·dO accumulate (query heads sharing a KV head
-/// add into the same rows), dS = scale · P ⊙ (dP − rowsum(dP ⊙ P)), dP = dropout'(dO·Vᵀ), P' =
-/// dropout(P) (both P without dropout). dk and dv share the row stride lddkv. Causal only skips
-/// work above the diagonal, where P is zero. Returns false, doing nothing, unless d is a multiple
-/// of 16.
-bool embedtune_attention_backward(size_t t, size_t d, float scale, bool causal, const float *q, size_t ldq,
-                                  const float *k, size_t ldk, const float *v, size_t ldv, const float *dout,
-                                  size_t lddo, const float *probs, float *dq, size_t lddq, float *dk, float *dv,
-                                  size_t lddkv, const embedtune_attention_dropout *dropout);
+/// embedtune_attention_forward_*: attention forward for one (sequence, head), fused: out (t, d) =
+/// softmax(scale · Q·Kᵀ, causal mask) · V, with Q, K, V, out (t, d) at row strides ldq, ldk, ldv,
+/// ldo. When probs is not NULL the probabilities are also written there ((t, t), rows t apart;
+/// zeros above a causal diagonal). With dropout (not NULL) out = dropout(P) · V, and probs keeps P
+/// itself.
+///
+/// embedtune_attention_backward_*: its backward, given the forward's probabilities P ((t, t), rows
+/// t apart): dq = dS·K is written, dk += dSᵀ·Q and dv += P'ᵀ·dO accumulate (query heads sharing a
+/// KV head add into the same rows), dS = scale · P ⊙ (dP − rowsum(dP ⊙ P)), dP = dropout'(dO·Vᵀ),
+/// P' = dropout(P) (both P without dropout). dk and dv share the row stride lddkv. Causal only
+/// skips work above the diagonal, where P is zero.
+///
+/// Two widths, as the GEMMs: `_avx2` for head dims that are multiples of 16, `_avx512` for
+/// multiples of 32; each returns false, doing nothing, for other head dims.
+#define EMBEDTUNE_ATTENTION_DECLARATIONS(suffix)                                                                    \
+    bool embedtune_attention_forward_##suffix(size_t t, size_t d, float scale, bool causal, const float *q,         \
+                                              size_t ldq, const float *k, size_t ldk, const float *v, size_t ldv,   \
+                                              float *probs, float *out, size_t ldo,                                 \
+                                              const embedtune_attention_dropout *dropout);                          \
+    bool embedtune_attention_backward_##suffix(size_t t, size_t d, float scale, bool causal, const float *q,        \
+                                               size_t ldq, const float *k, size_t ldk, const float *v, size_t ldv,  \
+                                               const float *dout, size_t lddo, const float *probs, float *dq,       \
+                                               size_t lddq, float *dk, float *dv, size_t lddkv,                     \
+                                               const embedtune_attention_dropout *dropout);
+EMBEDTUNE_ATTENTION_DECLARATIONS(avx2)
+EMBEDTUNE_ATTENTION_DECLARATIONS(avx512)
 
 /// Exact (erf) GELU: out = x·Φ(x), count values; out may alias x.
 void embedtune_gelu(float *out, const float *x, size_t count);
