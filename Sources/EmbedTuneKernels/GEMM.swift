@@ -13,8 +13,9 @@ import Foundation
 /// du·A (input gradient) into the frozen weight's product, so C is written once
 /// (`linearForwardPlusLowRank`, `linearBackwardInputPlusLowRank`). Deep products into wide outputs
 /// go to OpenBLAS where it is faster (`ownMaxDepth`); there the own kernel writes the adapter's term
-/// first and OpenBLAS accumulates onto it (`loraForward`). Attention's per-head products, the norms
-/// and the GELU / SwiGLU activations run on the AVX2 code with either own GEMM width.
+/// first and OpenBLAS accumulates onto it (`loraForward`). The fused attention is built for both
+/// widths too; the norms, the GELU / SwiGLU activations and the dropout masks are AVX2 code and
+/// run with either.
 ///
 /// Chosen by the CPU: `avx512` where it runs AVX-512 F/VL/DQ/BW, `avx2` where it runs AVX2 and
 /// FMA; `EMBEDTUNE_GEMM=openblas|avx2|avx512` overrides the choice (a width the CPU lacks is never
@@ -47,8 +48,8 @@ public enum GEMMKernel: String, Sendable, CaseIterable {
         }
     }
 
-    /// Whether this choice runs the own kernels (either width); the element-wise and attention
-    /// kernels are AVX2 code and run with both.
+    /// Whether this choice runs the own kernels (either width); the element-wise kernels are AVX2
+    /// code and run with both.
     public var isOwn: Bool { self != .openblas }
 
     /// Columns of the own GEMM's panels: two vectors.
