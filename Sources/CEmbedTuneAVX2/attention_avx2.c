@@ -30,17 +30,22 @@
 
 #else
 
-bool embedtune_attention_forward_avx2(size_t t, size_t d, float scale, bool causal, const float *q, size_t ldq,
-                                 const float *k, size_t ldk, const float *val, size_t ldv, float *probs, float *out,
-                                 size_t ldo, const embedtune_attention_dropout *dropout) {
-    return false;
-}
-
-bool embedtune_attention_backward_avx2(size_t t, size_t d, float scale, bool causal, const float *q, size_t ldq,
-                                  const float *k, size_t ldk, const float *val, size_t ldv, const float *dout,
-                                  size_t lddo, const float *probs, float *dq, size_t lddq, float *dk, float *dv,
-                                  size_t lddkv, const embedtune_attention_dropout *dropout) {
-    return false;
-}
+// Callers check embedtune_gemm_available() / embedtune_gemm512_available() first; these say "not here".
+#define STUBS(suffix)                                                                                               \
+    bool embedtune_attention_forward_##suffix(size_t t, size_t d, float scale, bool causal, const float *q,         \
+                                              size_t ldq, const float *k, size_t ldk, const float *val, size_t ldv, \
+                                              float *probs, float *out, size_t ldo,                                 \
+                                              const embedtune_attention_dropout *dropout) {                         \
+        return false;                                                                                               \
+    }                                                                                                               \
+    bool embedtune_attention_backward_##suffix(size_t t, size_t d, float scale, bool causal, const float *q,        \
+                                               size_t ldq, const float *k, size_t ldk, const float *val,            \
+                                               size_t ldv, const float *dout, size_t lddo, const float *probs,      \
+                                               float *dq, size_t lddq, float *dk, float *dv, size_t lddkv,          \
+                                               const embedtune_attention_dropout *dropout) {                        \
+        return false;                                                                                               \
+    }
+STUBS(avx2)
+STUBS(avx512)
 
 #endif
