@@ -27,6 +27,27 @@ func finiteDifferenceError(
     return worst
 }
 
+/// Central finite differences over single parameters of a flat buffer: each parameter at `indices`
+/// moved by ±h in place (and restored), `loss` (in Double) evaluated at both, the difference
+/// quotient compared with `analytic[i]`. Returns the worst relative error, with the same 1e-2 floor
+/// as `finiteDifferenceError`.
+func parameterFiniteDifferenceError(
+    _ params: UnsafeMutablePointer<Float>, analytic: [Float], indices: [Int], h: Float = 1e-2, loss: () throws -> Double
+) rethrows -> Double {
+    var worst = 0.0
+    for i in indices {
+        let saved = params[i]
+        params[i] = saved + h
+        let up = try loss()
+        params[i] = saved - h
+        let down = try loss()
+        params[i] = saved
+        let numeric = (up - down) / (2 * Double(h)), exact = Double(analytic[i])
+        worst = max(worst, abs(numeric - exact) / max(abs(numeric), abs(exact), 1e-2))
+    }
+    return worst
+}
+
 @Suite("Layer backward passes (finite differences)")
 struct BackwardTests {
     let n = 5, c = 12

@@ -45,17 +45,8 @@ struct HyperConvTests {
         }
         decoder.zeroGrads()
         decoder.backward(act, dOutput: weights)
-        var worst = 0.0
-        for i in stride(from: 0, to: decoder.parameterCount, by: 3) {
-            let saved = decoder.params.pointer[i], h: Float = 1e-2
-            decoder.params.pointer[i] = saved + h
-            let up = loss()
-            decoder.params.pointer[i] = saved - h
-            let down = loss()
-            decoder.params.pointer[i] = saved
-            let numeric = (up - down) / (2 * Double(h)), analytic = Double(decoder.grads.pointer[i])
-            worst = max(worst, abs(numeric - analytic) / max(abs(numeric), abs(analytic), 1e-2))
-        }
+        let worst = parameterFiniteDifferenceError(decoder.params.pointer, analytic: decoder.grads.array,
+                                                   indices: Array(stride(from: 0, to: decoder.parameterCount, by: 3)), loss: loss)
         #expect(worst < 2e-2, "largest relative error \(worst)")
     }
 

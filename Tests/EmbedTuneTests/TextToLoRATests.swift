@@ -38,18 +38,8 @@ struct TextToLoRATests {
         }
         net.zeroGrads()
         net.backward(act, dOutputs: weights)
-        var worst = 0.0
-        for i in stride(from: 0, to: net.parameterCount, by: 7) {
-            let saved = net.params.pointer[i], h: Float = 1e-2
-            net.params.pointer[i] = saved + h
-            let up = loss()
-            net.params.pointer[i] = saved - h
-            let down = loss()
-            net.params.pointer[i] = saved
-            let numeric = (up - down) / (2 * Double(h)), analytic = Double(net.grads.pointer[i])
-            let error = abs(numeric - analytic) / max(abs(numeric), abs(analytic), 1e-2)
-            worst = max(worst, error)
-        }
+        let worst = parameterFiniteDifferenceError(net.params.pointer, analytic: net.grads.array,
+                                                   indices: Array(stride(from: 0, to: net.parameterCount, by: 7)), loss: loss)
         #expect(worst < 2e-2, "largest relative error \(worst)")
     }
 
@@ -95,18 +85,9 @@ struct TextToLoRATests {
         _ = try trainer.accumulate(domain: 0, description: 1, micro: 0, weight: 1)
         let analytic = net.grads.array
         func value() throws -> Double { try trainer.accumulate(domain: 0, description: 1, micro: 0, weight: 0) }
-        var worst = 0.0, checked = 0
-        for i in stride(from: 0, to: net.parameterCount, by: max(1, net.parameterCount / 80)) {
-            let saved = net.params.pointer[i], h: Float = 1e-2
-            net.params.pointer[i] = saved + h
-            let up = try value()
-            net.params.pointer[i] = saved - h
-            let down = try value()
-            net.params.pointer[i] = saved
-            let numeric = (up - down) / (2 * Double(h)), exact = Double(analytic[i])
-            worst = max(worst, abs(numeric - exact) / max(abs(numeric), abs(exact), 1e-2))
-            checked += 1
-        }
+        let indices = Array(stride(from: 0, to: net.parameterCount, by: max(1, net.parameterCount / 80)))
+        let worst = try parameterFiniteDifferenceError(net.params.pointer, analytic: analytic, indices: indices, loss: value)
+        let checked = indices.count
         #expect(checked >= 80)
         #expect(worst < 2e-2, "largest relative error \(worst) over \(checked) parameters")
     }
