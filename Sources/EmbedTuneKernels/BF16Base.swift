@@ -33,8 +33,6 @@ public final class BF16Base: @unchecked Sendable {
     /// Whether any weight is registered.
     public var isActive: Bool { lock.withLock { !regions.isEmpty } }
 
-    /// Bytes the bfloat16 copies take.
-    public var byteCount: Int { lock.withLock { regions.reduce(0) { $0 + 2 * $1.count } } }
 
     /// Holds a set of regions registered; releasing it unregisters them.
     public final class Registration: @unchecked Sendable {

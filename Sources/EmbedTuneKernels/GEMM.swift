@@ -252,9 +252,11 @@ public func linearForward(
         sgemm(transB: true, m: n, n: oc, k: c, alpha: alpha, a: inp, lda: c, b: weight, ldb: c, c: out, ldc: ld)
         return
     }
+    // One path for the whole product, as `GEMMRoute` chooses it: every block takes it.
+    let own = GEMMKernel.current.takes(depth: c, columns: oc, bf16Weight: BF16Base.shared.lookup(weight) != nil)
     ComputeTeam.current.parallelFor(n, grain: GEMMKernel.rowGrain) { rows in
         let inp = inp + rows.lowerBound * c, out = out + rows.lowerBound * ld
-        if GEMMKernel.current.takes(depth: c, columns: oc, bf16Weight: BF16Base.shared.lookup(weight) != nil) {
+        if own {
             // The kernel starts its tiles from the bias: no separate pass over `out`.
             GEMMKernel.current.ownSGEMM(true, rows.count, oc, c, alpha, inp, c, weight, c, false, bias, out, ld)
             return
